@@ -1,0 +1,175 @@
+"""The ``Bus`` protocol every backend implements, and what the backends share.
+
+Two kinds of subject (see ``plantcrew.messages.Subjects``):
+
+- plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``): at-most-once
+  pub/sub; wildcards ``*`` (one token) and ``>`` (the rest) in subscriptions; queue groups
+  share messages between the members of a group.
+- durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``): kept by the broker until
+  a consumer group acknowledges them. ``publish`` waits for the broker to store the message and
+  drops a second publish of the same message id (dedupe). ``consume`` acknowledges after the
+  handler returns, redelivers with backoff when it raises or does not return within
+  ``ack_wait_s``, and after ``max_deliver`` deliveries publishes a ``DeadLetter`` with the
+  reason on ``crew.dlq``. Messages published before a group first consumes are delivered to
+  it (deliver-all).
+
+Every backend validates on publish (a ``Message`` is valid by construction) and on receive:
+bytes that do not parse as a ``Message`` are quarantined to ``crew.dlq`` with the validation
+errors, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from plantcrew.errors import BusError, MessageValidationError
+from plantcrew.messages import DeadLetter, Message, Subjects
+
+Handler = Callable[[Message], Awaitable[Message | None]]
+"""A subscriber: gets a validated message; may return a reply (used by ``request``)."""
+
+DURABLE_PREFIXES = ("crew.events", "crew.tasks.", "crew.dlq")
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+@dataclass(frozen=True)
+class DurableOptions:
+    """Delivery settings of a durable consumer group.
+
+    ``max_deliver``: deliveries before dead-lettering (>= 1); ``ack_wait_s``: seconds a
+    delivery may stay unacknowledged before it is redelivered; ``backoff_s``: delay before the
+    n-th redelivery (the last value repeats).
+    """
+
+    max_deliver: int = 5
+    ack_wait_s: float = 30.0
+    backoff_s: tuple[float, ...] = field(default=(0.2, 1.0, 5.0, 15.0))
+
+    def __post_init__(self) -> None:
+        if self.max_deliver < 1:
+            raise BusError(f"max_deliver must be >= 1, got {self.max_deliver}")
+        if self.ack_wait_s <= 0:
+            raise BusError(f"ack_wait_s must be > 0, got {self.ack_wait_s}")
+        if not self.backoff_s or any(b < 0 for b in self.backoff_s):
+            raise BusError(f"backoff_s must be non-negative delays, got {self.backoff_s}")
+
+    def backoff(self, delivered: int) -> float:
+        """Delay in seconds before redelivering a message delivered ``delivered`` times."""
+        return self.backoff_s[min(delivered, len(self.backoff_s)) - 1]
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """A live subscription or consumer; ``unsubscribe`` stops it (in-flight work is handed back)."""
+
+    async def unsubscribe(self) -> None: ...
+
+
+@runtime_checkable
+class Bus(Protocol):
+    """A message bus. Backends: ``memory://``, ``nats://``, ``redis://`` (see ``connect``)."""
+
+    url: str
+
+    async def connect(self) -> None:
+        """Open connections; raises BusError when the broker cannot be reached."""
+
+    async def close(self) -> None:
+        """Stop every subscription and close connections."""
+
+    async def publish(self, msg: Message, subject: str | None = None) -> None:
+        """Send ``msg`` to ``subject`` (default ``msg.subject``); durable subjects are stored
+        before this returns and a repeated message id is dropped."""
+
+    async def publish_raw(self, subject: str, data: bytes) -> None:
+        """Send bytes as they are (a gateway relaying a foreign producer); receivers validate
+        them and quarantine what does not parse."""
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str | None = None
+    ) -> Subscription:
+        """Plain subscription (wildcards allowed); with ``queue`` the group shares messages."""
+
+    async def consume(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        group: str,
+        options: DurableOptions | None = None,
+    ) -> Subscription:
+        """Durable consumer on a durable ``subject``; members of ``group`` share its messages."""
+
+    async def request(self, msg: Message, *, timeout: float = 5.0) -> Message:
+        """Publish ``msg`` on a plain subject and wait for the first reply; BusTimeout if none."""
+
+    async def quiesce(self, timeout: float = 10.0) -> bool:
+        """Wait until every message published so far has been handled (exact on memory://,
+        best effort on remote brokers); True when settled within ``timeout`` seconds."""
+
+
+def is_durable(subject: str) -> bool:
+    """True for subjects that are kept until acknowledged (events, tasks, dead letters)."""
+    return subject == "crew.events" or subject == "crew.dlq" or subject.startswith("crew.tasks.")
+
+
+def check_subject(subject: str, *, pattern: bool = False) -> str:
+    """Validate a subject (or, with ``pattern``, a subscription pattern); returns it.
+
+    Raises BusError naming the bad token. Tokens are ``[A-Za-z0-9_-]+``; patterns may use
+    ``*`` for one token and ``>`` as the last token.
+    """
+    tokens = subject.split(".")
+    for i, tok in enumerate(tokens):
+        if pattern and (tok == "*" or (tok == ">" and i == len(tokens) - 1)):
+            continue
+        if not _TOKEN.match(tok):
+            raise BusError(f"bad subject {subject!r}: token {i + 1} {tok!r}")
+    return subject
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS-style match: ``*`` matches one token, a final ``>`` one or more tokens."""
+    pt, st = pattern.split("."), subject.split(".")
+    for i, p in enumerate(pt):
+        if p == ">":
+            return len(st) > i
+        if i >= len(st) or (p != "*" and p != st[i]):
+            return False
+    return len(pt) == len(st)
+
+
+def dead_letter(
+    *,
+    subject: str,
+    reason: str,
+    raw: bytes | str,
+    attempts: int,
+    quarantined: bool,
+    original: Message | None = None,
+    source: str = "bus",
+) -> Message:
+    """Build the ``DeadLetter`` message for ``crew.dlq`` (the caller publishes it)."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    payload = DeadLetter(
+        original_subject=subject,
+        original_id=str(original.id) if original else None,
+        reason=reason[:4000],
+        attempts=attempts,
+        quarantined=quarantined,
+        raw=text[:65536],
+    )
+    if original is not None:
+        return original.reply(payload, source=source, subject=Subjects.DLQ)
+    return Message.new(payload, source=source, subject=Subjects.DLQ)
+
+
+def parse_or_reason(data: bytes) -> tuple[Message | None, str | None]:
+    """Parse received bytes: ``(message, None)`` or ``(None, reason naming the bad fields)``."""
+    try:
+        return Message.from_bytes(data), None
+    except MessageValidationError as exc:
+        return None, str(exc)

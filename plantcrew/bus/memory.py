@@ -1,0 +1,372 @@
+"""``memory://``: the in-process bus, plantcrew's embedded default.
+
+Same semantics as the broker backends (see ``plantcrew.bus.base``), inside one asyncio loop:
+every delivery goes through the wire format (bytes in, validated ``Message`` out), durable
+subjects keep their messages until a consumer group acknowledges them, failed deliveries come
+back after a backoff, and the ``max_deliver``-th failure is dead-lettered. ``quiesce`` is
+exact, which makes a simulated run deterministic. Nothing survives the process.
+
+``memory://NAME`` names a bus: every ``connect`` to the same name in one process shares it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import structlog
+
+from plantcrew.bus.base import (
+    DurableOptions,
+    Handler,
+    check_subject,
+    dead_letter,
+    is_durable,
+    parse_or_reason,
+    subject_matches,
+)
+from plantcrew.errors import BusError, BusTimeout
+from plantcrew.messages import Message, Subjects
+
+log = structlog.get_logger("plantcrew.bus.memory")
+_DEDUPE_WINDOW = 100_000
+_STREAM_LIMIT = 1_000_000
+_buses: dict[str, MemoryBus] = {}
+
+
+@dataclass
+class _Entry:
+    data: bytes
+    delivered: int = 0
+    generation: int = 0
+
+
+@dataclass
+class _Group:
+    name: str
+    options: DurableOptions
+    queue: asyncio.Queue[_Entry] = field(default_factory=asyncio.Queue)
+    members: int = 0
+
+
+@dataclass
+class _Stream:
+    log: list[bytes] = field(default_factory=list)
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    groups: dict[str, _Group] = field(default_factory=dict)
+
+
+class _PlainSub:
+    def __init__(self, bus: MemoryBus, pattern: str, handler: Handler, queue: str | None):
+        self.bus, self.pattern, self.handler, self.queue_group = bus, pattern, handler, queue
+        self.inbox: asyncio.Queue[tuple[bytes, str | None]] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            data, reply_to = await self.inbox.get()
+            try:
+                await self.bus._deliver_plain(self, data, reply_to)
+            finally:
+                self.bus._done()
+
+    async def unsubscribe(self) -> None:
+        if self in self.bus._plain:
+            self.bus._plain.remove(self)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        while not self.inbox.empty():
+            self.inbox.get_nowait()
+            self.bus._done()
+
+
+class _Member:
+    def __init__(self, bus: MemoryBus, subject: str, group: _Group, handler: Handler):
+        self.bus, self.subject, self.group, self.handler = bus, subject, group, handler
+        self.current: _Entry | None = None
+        self.handling: asyncio.Task[Message | None] | None = None
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            entry = await self.group.queue.get()
+            self.current = entry
+            try:
+                await self.bus._deliver_durable(self, entry)
+            finally:
+                self.current = None
+                self.bus._done()
+
+    async def unsubscribe(self) -> None:
+        in_flight, handling = self.current, self.handling
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        if handling is not None and not handling.done():
+            handling.cancel()
+        self.group.members -= 1
+        if self in self.bus._members:
+            self.bus._members.remove(self)
+        # what was in flight is handed back: it was never acknowledged
+        if in_flight is not None:
+            self.bus._enqueue(self.group, in_flight)
+
+
+class MemoryBus:
+    """The in-process bus (see module doc). Create with ``connect("memory://")``."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._plain: list[_PlainSub] = []
+        self._members: list[_Member] = []
+        self._streams: dict[str, _Stream] = {}
+        self._rr: dict[str, itertools.count[int]] = {}
+        self._outstanding = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._inbox_ids = itertools.count()
+        self._closed = False
+
+    # ---- bookkeeping of outstanding work, for quiesce -------------------------------------
+    def _busy(self) -> None:
+        self._outstanding += 1
+        self._settled.clear()
+
+    def _done(self) -> None:
+        self._outstanding -= 1
+        if self._outstanding <= 0:
+            self._outstanding = 0
+            self._settled.set()
+
+    async def quiesce(self, timeout: float = 10.0) -> bool:
+        """Wait until no delivery, redelivery timer or late handler is outstanding."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            # let freshly scheduled tasks run before judging
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if self._outstanding == 0:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), remaining)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def connect(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+        for sub in list(self._plain):
+            await sub.unsubscribe()
+        for member in list(self._members):
+            await member.unsubscribe()
+        for task in list(self._background):
+            task.cancel()
+        name = urlparse(self.url).netloc
+        if _buses.get(name) is self:
+            del _buses[name]
+
+    # ---- publish -------------------------------------------------------------------------
+    async def publish(self, msg: Message, subject: str | None = None) -> None:
+        subject = check_subject(subject or msg.subject)
+        self._publish_bytes(subject, msg.to_bytes(), msg_id=str(msg.id))
+
+    async def publish_raw(self, subject: str, data: bytes) -> None:
+        """Send bytes as they are (a gateway relaying a foreign producer); receivers validate."""
+        self._publish_bytes(check_subject(subject), data, msg_id=None)
+
+    def _publish_bytes(
+        self, subject: str, data: bytes, *, msg_id: str | None, reply_to: str | None = None
+    ) -> None:
+        if self._closed:
+            raise BusError("bus is closed")
+        if is_durable(subject):
+            self._store(subject, data, msg_id)
+            return
+        seen_groups: set[str] = set()
+        for sub in list(self._plain):
+            if not subject_matches(sub.pattern, subject):
+                continue
+            if sub.queue_group is None:
+                self._busy()
+                sub.inbox.put_nowait((data, reply_to))
+            elif sub.queue_group not in seen_groups:
+                seen_groups.add(sub.queue_group)
+                members = [
+                    s
+                    for s in self._plain
+                    if s.queue_group == sub.queue_group and subject_matches(s.pattern, subject)
+                ]
+                counter = self._rr.setdefault(sub.queue_group, itertools.count())
+                chosen = members[next(counter) % len(members)]
+                self._busy()
+                chosen.inbox.put_nowait((data, reply_to))
+
+    def _store(self, subject: str, data: bytes, msg_id: str | None) -> None:
+        stream = self._streams.setdefault(subject, _Stream())
+        if msg_id is not None:
+            if msg_id in stream.seen:
+                return  # duplicate publish of the same message id
+            stream.seen[msg_id] = None
+            if len(stream.seen) > _DEDUPE_WINDOW:
+                stream.seen.popitem(last=False)
+        stream.log.append(data)
+        if len(stream.log) > _STREAM_LIMIT:
+            del stream.log[: len(stream.log) - _STREAM_LIMIT]
+        for group in stream.groups.values():
+            self._enqueue(group, _Entry(data))
+
+    def _enqueue(self, group: _Group, entry: _Entry) -> None:
+        self._busy()
+        group.queue.put_nowait(entry)
+
+    # ---- subscribe -----------------------------------------------------------------------
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str | None = None
+    ) -> _PlainSub:
+        check_subject(subject, pattern=True)
+        if is_durable(subject):
+            raise BusError(f"{subject!r} is a durable subject: use consume()")
+        sub = _PlainSub(self, subject, handler, queue)
+        self._plain.append(sub)
+        return sub
+
+    async def consume(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        group: str,
+        options: DurableOptions | None = None,
+    ) -> _Member:
+        check_subject(subject)
+        if not is_durable(subject):
+            raise BusError(f"{subject!r} is not a durable subject: use subscribe()")
+        stream = self._streams.setdefault(subject, _Stream())
+        grp = stream.groups.get(group)
+        if grp is None:
+            grp = stream.groups[group] = _Group(group, options or DurableOptions())
+            for data in stream.log:  # deliver-all for a new group
+                self._enqueue(grp, _Entry(data))
+        grp.members += 1
+        member = _Member(self, subject, grp, handler)
+        self._members.append(member)
+        return member
+
+    async def request(self, msg: Message, *, timeout: float = 5.0) -> Message:
+        if is_durable(msg.subject):
+            raise BusError("request/reply runs on plain subjects only")
+        inbox = f"_inbox.{id(self)}.{next(self._inbox_ids)}"
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+        async def on_reply(reply: Message) -> None:
+            if not fut.done():
+                fut.set_result(reply)
+
+        sub = await self.subscribe(inbox, on_reply)
+        try:
+            self._publish_bytes(msg.subject, msg.to_bytes(), msg_id=str(msg.id), reply_to=inbox)
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None
+        finally:
+            await sub.unsubscribe()
+
+    # ---- delivery ------------------------------------------------------------------------
+    async def _deliver_plain(self, sub: _PlainSub, data: bytes, reply_to: str | None) -> None:
+        msg, reason = parse_or_reason(data)
+        if msg is None:
+            self._quarantine(sub.pattern, data, reason or "invalid")
+            return
+        try:
+            reply = await sub.handler(msg)
+        except Exception as exc:  # a plain subscriber's failure loses only its own copy
+            log.warning("handler failed", subject=msg.subject, type=msg.type, error=repr(exc))
+            return
+        if reply is not None and reply_to is not None:
+            self._publish_bytes(reply_to, reply.to_bytes(), msg_id=str(reply.id))
+
+    async def _deliver_durable(self, member: _Member, entry: _Entry) -> None:
+        group, options = member.group, member.group.options
+        msg, reason = parse_or_reason(entry.data)
+        if msg is None:
+            self._quarantine(member.subject, entry.data, reason or "invalid")
+            return
+        entry.delivered += 1
+        entry.generation += 1
+        generation = entry.generation
+        task = member.handling = asyncio.create_task(member.handler(msg))
+        done, _ = await asyncio.wait({task}, timeout=options.ack_wait_s)
+        if not done:
+            # ack wait expired: redeliver; the late handler keeps running, its ack is void
+            self._busy()
+            self._background.add(task)  # type: ignore[arg-type]
+            task.add_done_callback(lambda t: (self._background.discard(t), self._done()))  # type: ignore[arg-type,func-returns-value]
+            self._retry(member.subject, group, entry, msg, "ack wait expired", generation)
+            return
+        exc = task.exception()
+        if exc is None:
+            return  # acknowledged
+        self._retry(member.subject, group, entry, msg, f"{type(exc).__name__}: {exc}", generation)
+
+    def _retry(
+        self,
+        subject: str,
+        group: _Group,
+        entry: _Entry,
+        msg: Message,
+        reason: str,
+        generation: int,
+    ) -> None:
+        options = group.options
+        if entry.delivered >= options.max_deliver:
+            log.warning("dead-lettered", subject=subject, id=str(msg.id), reason=reason)
+            if subject != Subjects.DLQ:
+                self._publish_bytes(
+                    Subjects.DLQ,
+                    dead_letter(
+                        subject=subject,
+                        reason=reason,
+                        raw=entry.data,
+                        attempts=entry.delivered,
+                        quarantined=False,
+                        original=msg,
+                    ).to_bytes(),
+                    msg_id=None,
+                )
+            return
+        delay = options.backoff(entry.delivered)
+        self._busy()
+
+        def redeliver() -> None:
+            if entry.generation == generation and not self._closed:
+                self._enqueue(group, entry)
+            self._done()
+
+        asyncio.get_running_loop().call_later(delay, redeliver)
+
+    def _quarantine(self, subject: str, data: bytes, reason: str) -> None:
+        log.warning("quarantined", subject=subject, reason=reason)
+        if subject == Subjects.DLQ:
+            return
+        dl = dead_letter(subject=subject, reason=reason, raw=data, attempts=1, quarantined=True)
+        self._publish_bytes(Subjects.DLQ, dl.to_bytes(), msg_id=str(dl.id))
+
+
+def get_memory_bus(url: str) -> MemoryBus:
+    """The shared in-process bus for ``url`` (``memory://`` or ``memory://NAME``)."""
+    name = urlparse(url).netloc
+    bus = _buses.get(name)
+    if bus is None or bus._closed:
+        bus = _buses[name] = MemoryBus(url)
+    return bus

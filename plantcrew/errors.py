@@ -1,0 +1,87 @@
+"""The one error root of plantcrew and its tree.
+
+Every error plantcrew raises on purpose derives from :class:`PlantcrewError`, so a caller can
+catch all of them with one ``except`` and still tell them apart by class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class PlantcrewError(Exception):
+    """Root of every error plantcrew raises on purpose."""
+
+
+class ConfigError(PlantcrewError):
+    """A configuration or scenario file is invalid.
+
+    ``source`` names the file, ``line`` (1-based, when known) and ``field`` (a dotted path,
+    when known) locate what was wrong.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.source, self.line, self.field, self.reason = source, line, field, message
+        where = ""
+        if source:
+            where = source + (f":{line}" if line else "")
+        if field:
+            where = f"{where} field '{field}'" if where else f"field '{field}'"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class MessageValidationError(PlantcrewError):
+    """A message failed validation; ``errors`` holds ``(field_path, reason)`` pairs."""
+
+    def __init__(self, errors: Sequence[tuple[str, str]], *, raw: bytes | None = None) -> None:
+        self.errors = list(errors)
+        self.raw = raw
+        detail = "; ".join(f"{path or '<root>'}: {reason}" for path, reason in self.errors)
+        super().__init__(f"invalid message: {detail}")
+
+
+class BusError(PlantcrewError):
+    """The message bus failed (connection lost, publish not acknowledged, bad subject)."""
+
+
+class BusTimeout(BusError):
+    """A request on the bus got no reply in time."""
+
+
+class StoreError(PlantcrewError):
+    """The database failed or refused a change."""
+
+
+class ConflictError(StoreError):
+    """An optimistic-locking conflict: the row changed since it was read."""
+
+
+class NotFoundError(StoreError):
+    """A row that was asked for does not exist."""
+
+
+class ModelError(PlantcrewError):
+    """Every model of a group failed, or a model answered with something unusable."""
+
+
+class BudgetExceeded(ModelError):
+    """A token or cost budget is spent; the step must run on the playbook model."""
+
+
+class SafetyError(PlantcrewError):
+    """An action was refused by policy or by the actuator's approval check."""
+
+
+class ApprovalError(SafetyError):
+    """An approval token is forged, reused, expired or names another action."""
+
+
+class ScenarioError(PlantcrewError):
+    """A scenario could not run (not the same as an expectation that failed)."""

@@ -1,0 +1,307 @@
+"""The bus conformance suite: every backend must pass it unchanged (see plantcrew.bus.base)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from plantcrew.bus import Bus, DurableOptions, connect
+from plantcrew.messages import (
+    AgentHeartbeat,
+    Capability,
+    DeadLetter,
+    Message,
+    Reading,
+    Subjects,
+    Task,
+    TelemetryBatch,
+)
+
+FAST = DurableOptions(max_deliver=3, ack_wait_s=2.0, backoff_s=(0.05, 0.1))
+
+
+@pytest.fixture
+async def bus(bus_url: str) -> AsyncIterator[Bus]:
+    b = await connect(bus_url)
+    yield b
+    await b.close()
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until ``cond()`` holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+def telemetry(device: str = "pump1", value: float = 1.0) -> Message:
+    reading = Reading(device_id=device, sensor="pressure", value=value, unit="bar", ts=1.0)
+    return Message.new(
+        TelemetryBatch(device_id=device, readings=[reading]),
+        source="test",
+        subject=Subjects.telemetry(device),
+    )
+
+
+def task(n: int, capability: Capability = Capability.DIAGNOSE) -> Message:
+    payload = Task(task_id=f"t{n}", incident_id="i1", capability=capability)
+    return Message.new(payload, source="test", subject=Subjects.tasks(capability))
+
+
+async def collect_dlq(bus: Bus, into: list[Message]) -> None:
+    async def on_dead(msg: Message) -> None:
+        into.append(msg)
+
+    await bus.consume(Subjects.DLQ, on_dead, group="dlq-test", options=FAST)
+
+
+async def test_publish_subscribe_roundtrip(bus: Bus) -> None:
+    got: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        got.append(msg)
+
+    await bus.subscribe("telemetry.>", handler)
+    await asyncio.sleep(0.1)  # let a remote subscription register
+    sent = telemetry()
+    await bus.publish(sent)
+    await until(lambda: len(got) == 1)
+    assert got[0] == sent
+
+
+async def test_wildcards_match_tokens(bus: Bus) -> None:
+    star: list[str] = []
+    exact: list[str] = []
+
+    async def on_star(msg: Message) -> None:
+        star.append(msg.subject)
+
+    async def on_exact(msg: Message) -> None:
+        exact.append(msg.subject)
+
+    await bus.subscribe("telemetry.*", on_star)
+    await bus.subscribe("telemetry.pump2", on_exact)
+    await asyncio.sleep(0.1)
+    for dev in ("pump1", "pump2", "valve9"):
+        await bus.publish(telemetry(dev))
+    await until(lambda: len(star) == 3 and len(exact) == 1)
+    assert sorted(star) == ["telemetry.pump1", "telemetry.pump2", "telemetry.valve9"]
+    assert exact == ["telemetry.pump2"]
+
+
+async def test_queue_group_shares_plain_messages(bus: Bus) -> None:
+    seen: dict[str, list[float]] = {"a": [], "b": []}
+
+    def handler_for(name: str):  # type: ignore[no-untyped-def]
+        async def handler(msg: Message) -> None:
+            assert isinstance(msg.payload, TelemetryBatch)
+            seen[name].append(msg.payload.readings[0].value)
+            await asyncio.sleep(0.01)
+
+        return handler
+
+    await bus.subscribe("telemetry.>", handler_for("a"), queue="monitor")
+    await bus.subscribe("telemetry.>", handler_for("b"), queue="monitor")
+    await asyncio.sleep(0.1)
+    for i in range(20):
+        await bus.publish(telemetry(value=float(i)))
+    await until(lambda: len(seen["a"]) + len(seen["b"]) == 20)
+    await asyncio.sleep(0.2)
+    assert sorted(seen["a"] + seen["b"]) == [float(i) for i in range(20)]  # each once
+    assert seen["a"] and seen["b"]  # both members did work
+
+
+async def test_request_reply(bus: Bus) -> None:
+    async def responder(msg: Message) -> Message:
+        hb = AgentHeartbeat(
+            agent_id="diag-1", role="diagnostic", capabilities=[Capability.DIAGNOSE]
+        )
+        return msg.reply(hb, source="diag-1", subject="crew.control")
+
+    await bus.subscribe("crew.control", responder, queue="responders")
+    await asyncio.sleep(0.1)
+    ping = Message.new(
+        AgentHeartbeat(agent_id="coord", role="coordinator", capabilities=[]),
+        source="coord",
+        subject="crew.control",
+        correlation_id="run-1",
+    )
+    reply = await bus.request(ping, timeout=5.0)
+    assert reply.causation_id == ping.id
+    assert reply.correlation_id == "run-1"
+    assert isinstance(reply.payload, AgentHeartbeat) and reply.payload.agent_id == "diag-1"
+
+
+async def test_durable_delivers_messages_published_before_consumer(bus: Bus) -> None:
+    sent = [task(i) for i in range(5)]
+    for m in sent:
+        await bus.publish(m)
+    got: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        got.append(msg)
+
+    await bus.consume(Subjects.tasks(Capability.DIAGNOSE), handler, group="diagnose", options=FAST)
+    await until(lambda: len(got) == 5)
+    assert [m.id for m in got] == [m.id for m in sent]  # in publish order
+
+
+async def test_durable_redelivers_until_handler_succeeds(bus: Bus) -> None:
+    attempts: list[int] = []
+
+    async def flaky(msg: Message) -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("database busy")
+
+    await bus.consume(Subjects.tasks(Capability.REVIEW), flaky, group="review", options=FAST)
+    await bus.publish(task(1, Capability.REVIEW))
+    await until(lambda: len(attempts) == 3)
+    await asyncio.sleep(0.5)
+    assert len(attempts) == 3  # acknowledged on success, not delivered again
+
+
+async def test_durable_dead_letters_after_max_deliveries_with_reason(bus: Bus) -> None:
+    dead: list[Message] = []
+    await collect_dlq(bus, dead)
+    calls: list[int] = []
+
+    async def broken(msg: Message) -> None:
+        calls.append(1)
+        raise ValueError("no such device 'pump-x'")
+
+    await bus.consume(Subjects.tasks(Capability.ACTUATE), broken, group="actuate", options=FAST)
+    poison = task(7, Capability.ACTUATE)
+    await bus.publish(poison)
+    await until(lambda: len(dead) == 1)
+    assert len(calls) == FAST.max_deliver
+    letter = dead[0].payload
+    assert isinstance(letter, DeadLetter)
+    assert letter.original_id == str(poison.id)
+    assert "no such device 'pump-x'" in letter.reason
+    assert letter.attempts == FAST.max_deliver and not letter.quarantined
+    assert Message.from_bytes(letter.raw) == poison  # nothing lost
+
+
+async def test_poison_message_does_not_block_the_others(bus: Bus) -> None:
+    done: list[str] = []
+
+    async def handler(msg: Message) -> None:
+        assert isinstance(msg.payload, Task)
+        if msg.payload.task_id == "t0":
+            raise RuntimeError("poison")
+        done.append(msg.payload.task_id)
+
+    await bus.consume(Subjects.tasks(Capability.DIAGNOSE), handler, group="diagnose", options=FAST)
+    for i in range(4):
+        await bus.publish(task(i))
+    await until(lambda: len(done) == 3)
+    assert sorted(done) == ["t1", "t2", "t3"]
+
+
+async def test_publish_dedupes_by_message_id(bus: Bus) -> None:
+    got: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        got.append(msg)
+
+    await bus.consume(Subjects.EVENTS, handler, group="coordinator", options=FAST)
+    m = task(1)
+    again = Message.new(m.payload, source="test", subject=Subjects.EVENTS, id=m.id)
+    await bus.publish(again)
+    await bus.publish(again)
+    await bus.publish(task(2).model_copy(update={"subject": Subjects.EVENTS}))
+    await until(lambda: len(got) == 2)
+    await asyncio.sleep(0.3)
+    assert len(got) == 2
+
+
+async def test_durable_group_shares_work_each_message_once(bus: Bus) -> None:
+    seen: dict[str, list[str]] = {"w1": [], "w2": []}
+
+    def worker(name: str):  # type: ignore[no-untyped-def]
+        async def handler(msg: Message) -> None:
+            assert isinstance(msg.payload, Task)
+            seen[name].append(msg.payload.task_id)
+            await asyncio.sleep(0.02)
+
+        return handler
+
+    subject = Subjects.tasks(Capability.PROPOSE_ACTION)
+    await bus.consume(subject, worker("w1"), group="propose", options=FAST)
+    await bus.consume(subject, worker("w2"), group="propose", options=FAST)
+    for i in range(20):
+        await bus.publish(task(i, Capability.PROPOSE_ACTION))
+    await until(lambda: len(seen["w1"]) + len(seen["w2"]) == 20)
+    await asyncio.sleep(0.3)
+    assert sorted(seen["w1"] + seen["w2"]) == sorted(f"t{i}" for i in range(20))
+    assert seen["w1"] and seen["w2"]
+
+
+async def test_stopped_member_hands_back_its_message(bus: Bus) -> None:
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow(msg: Message) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    async def fast(msg: Message) -> None:
+        assert isinstance(msg.payload, Task)
+        finished.append(msg.payload.task_id)
+
+    subject = Subjects.tasks(Capability.ASSESS_SAFETY)
+    first = await bus.consume(subject, slow, group="safety", options=FAST)
+    await bus.publish(task(1, Capability.ASSESS_SAFETY))
+    await asyncio.wait_for(started.wait(), 10)
+    await first.unsubscribe()  # like SIGTERM (or a crash) with the task in flight
+    await bus.consume(subject, fast, group="safety", options=FAST)
+    await until(lambda: finished == ["t1"], timeout=15)
+
+
+async def test_ack_wait_expiry_redelivers(bus: Bus) -> None:
+    calls: list[float] = []
+    opts = DurableOptions(max_deliver=3, ack_wait_s=1.0, backoff_s=(0.05,))
+
+    async def hangs_once(msg: Message) -> None:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) == 1:
+            await asyncio.sleep(5)
+
+    await bus.consume(Subjects.tasks(Capability.DETECT), hangs_once, group="detect", options=opts)
+    await bus.publish(task(1, Capability.DETECT))
+    await until(lambda: len(calls) >= 2, timeout=10)
+    assert calls[1] - calls[0] >= 0.9
+
+
+@pytest.mark.parametrize("subject", ["telemetry.pump1", Subjects.EVENTS])
+async def test_malformed_bytes_are_quarantined_with_field_names(bus: Bus, subject: str) -> None:
+    dead: list[Message] = []
+    await collect_dlq(bus, dead)
+    good: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        good.append(msg)
+
+    if subject == Subjects.EVENTS:
+        await bus.consume(subject, handler, group="coordinator", options=FAST)
+    else:
+        await bus.subscribe("telemetry.>", handler)
+    await asyncio.sleep(0.1)
+    bad = telemetry().model_dump(mode="json")
+    bad["payload"]["readings"][0]["value"] = "not-a-number"
+    import json
+
+    raw = json.dumps(bad).encode()
+    await bus.publish_raw(subject, raw)
+    await until(lambda: len(dead) == 1)
+    letter = dead[0].payload
+    assert isinstance(letter, DeadLetter) and letter.quarantined
+    assert "payload.telemetry.reading.readings.0.value" in letter.reason
+    assert letter.raw.encode() == raw
+    assert good == []
