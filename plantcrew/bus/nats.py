@@ -1,0 +1,648 @@
+"""``nats://``: the bus on NATS (plain subjects) and JetStream (durable subjects).
+
+URL: ``nats://[user:pass@]host:4222[?namespace=NS&sync=always&replicas=3&dedupe_window=120]``
+(``tls://`` for TLS). The query is plantcrew's, never sent to the server:
+
+- ``namespace``: prefixes every subject (``NS.crew.events``), the stream and so every
+  consumer, so several plants or test runs share one server without seeing each other.
+- ``sync=always``: production durability. JetStream acknowledges a stored message before it
+  is on disk and fsyncs only every ``sync_interval`` (2 minutes by default); DESIGN.md explains
+  why that loses acknowledged writes on a power cut. ``sync_interval`` is a *server* setting
+  (``jetstream { sync_interval: always }``, nats-server >= 2.10, see ``infra/nats.conf``); a
+  stream cannot ask for it. With ``sync=always`` the bus refuses (BusError) a server older than
+  2.10, which cannot fsync on every write, instead of silently running without it.
+- ``replicas``: stream replicas (1 on a single server, 3 in a cluster: the other defence).
+- ``dedupe_window``: seconds during which a repeated message id is dropped (default 120).
+
+Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``) run on core NATS:
+wildcards and queue groups are NATS's own, ``request`` uses NATS request/reply with an inbox.
+
+Durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``) live in one JetStream
+stream per namespace (``PLANTCREW`` or ``PLANTCREW_<NS>``), file storage, limits retention
+(kept for ``max_age`` 7 days, so a group created later still gets everything: deliver-all).
+``publish`` sends with the ``Nats-Msg-Id`` header set to the message id (the server drops a
+repeat inside the dedupe window) and waits for the PubAck, retrying through a reconnect until
+``publish_timeout`` (10 s). ``consume`` binds a durable pull consumer named after the group
+and subject; each member fetches one message at a time, acknowledges after the handler
+returns, and naks with the backoff delay when it raises or overruns ``ack_wait_s`` (the server's
+own ack wait is set a little longer, so it only fires for a member that died). The server's
+``max_deliver`` is unlimited: the bus counts deliveries itself (``num_delivered``) and, after
+the last allowed one fails, stores a ``DeadLetter`` on ``crew.dlq`` before acknowledging the
+original, so every message ends processed, dead-lettered or quarantined and none is dropped
+because the server gave up on it. ``unsubscribe`` naks what the member holds, so another
+member gets it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlparse, urlunparse
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.client import JetStreamContext
+from pydantic import ValidationError
+
+from plantcrew.bus.base import (
+    DurableOptions,
+    Handler,
+    check_subject,
+    dead_letter,
+    is_durable,
+    parse_or_reason,
+)
+from plantcrew.errors import BusError, BusTimeout
+from plantcrew.messages import Message, Subjects
+
+log = structlog.get_logger("plantcrew.bus.nats")
+
+_VALIDATE_JSON = Message.__pydantic_validator__.validate_json
+_TO_JSON = Message.__pydantic_serializer__.to_json
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+_SUBJECT_CACHE_LIMIT = 10_000
+_FETCH_EXPIRY_S = 2.0
+_RETRY_PAUSE_S = 0.25
+_ACK_WAIT_GRACE_S = 1.0
+_STREAM_MAX_AGE_S = 7 * 24 * 3600.0
+_DURABLE_FILTERS = ("crew.events", "crew.tasks.>", "crew.dlq")
+# errors after which a publish or fetch is worth retrying (reconnect in progress, server busy)
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    TimeoutError,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """What a ``nats://`` URL asks for (see the module doc); ``server`` has no query."""
+
+    server: str
+    namespace: str = ""
+    sync_always: bool = False
+    replicas: int = 1
+    dedupe_window_s: float = 120.0
+    connect_timeout_s: float = 5.0
+    publish_timeout_s: float = 10.0
+
+    @classmethod
+    def from_url(cls, url: str) -> NatsSettings:
+        """Parse ``url``; raises BusError for an unknown or malformed query value."""
+        parts = urlparse(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        known = {
+            "namespace",
+            "sync",
+            "replicas",
+            "dedupe_window",
+            "connect_timeout",
+            "publish_timeout",
+        }
+        unknown = set(query) - known
+        if unknown:
+            raise BusError(f"unknown query parameter(s) {sorted(unknown)} in {url!r}")
+        namespace = query.get("namespace", "")
+        if namespace and not _NAME.match(namespace):
+            raise BusError(f"bad namespace {namespace!r} in {url!r}: use [A-Za-z0-9_-]")
+        sync = query.get("sync", "")
+        if sync not in ("", "always", "interval"):
+            raise BusError(f"sync must be 'always' or 'interval', got {sync!r} in {url!r}")
+        try:
+            return cls(
+                server=urlunparse(parts._replace(query="", fragment="")),
+                namespace=namespace,
+                sync_always=sync == "always",
+                replicas=int(query.get("replicas", "1")),
+                dedupe_window_s=float(query.get("dedupe_window", "120")),
+                connect_timeout_s=float(query.get("connect_timeout", "5")),
+                publish_timeout_s=float(query.get("publish_timeout", "10")),
+            )
+        except ValueError as exc:
+            raise BusError(f"bad number in {url!r}: {exc}") from None
+
+    @property
+    def prefix(self) -> str:
+        """Subject prefix: ``"NS."`` or ``""``."""
+        return f"{self.namespace}." if self.namespace else ""
+
+    @property
+    def stream(self) -> str:
+        """Name of the namespace's JetStream stream."""
+        return f"PLANTCREW_{self.namespace}" if self.namespace else "PLANTCREW"
+
+
+def redacted(url: str) -> str:
+    """``url`` without a password, for error messages and logs."""
+    parts = urlparse(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunparse(parts._replace(netloc=netloc))
+    return url
+
+
+class _PlainSub:
+    """A core NATS subscription (``subscribe``)."""
+
+    def __init__(self, bus: NatsBus, pattern: str, handler: Handler) -> None:
+        self.bus, self.pattern, self.handler = bus, pattern, handler
+        self.sub: Any = None
+        self.active = 0
+
+    async def on_msg(self, nmsg: Msg) -> None:
+        # the hot path of telemetry: keep it short (validation is pydantic-core's, in full)
+        self.active += 1
+        try:
+            try:
+                msg = _VALIDATE_JSON(nmsg.data)
+            except ValidationError:
+                await self.bus._quarantine(nmsg.subject, nmsg.data, key=None)
+                return
+            try:
+                reply = await self.handler(msg)
+            except Exception as exc:  # a plain subscriber's failure loses only its own copy
+                log.warning("handler failed", subject=msg.subject, type=msg.type, error=repr(exc))
+                return
+            if reply is not None and nmsg.reply:
+                await self.bus._nc_or_raise().publish(nmsg.reply, _TO_JSON(reply))
+        finally:
+            self.active -= 1
+
+    def busy(self) -> bool:
+        pending = self.sub.pending_msgs if self.sub is not None else 0
+        return bool(self.active or pending)
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving; messages not yet handled are dropped (plain: at most once)."""
+        if self in self.bus._plain:
+            self.bus._plain.remove(self)
+        if self.sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self.sub.unsubscribe()
+
+
+class _Member:
+    """One member of a durable consumer group (``consume``): a loop fetching one message at a
+    time from the group's pull consumer."""
+
+    def __init__(
+        self,
+        bus: NatsBus,
+        subject: str,
+        consumer: str,
+        handler: Handler,
+        options: DurableOptions,
+    ) -> None:
+        self.bus, self.subject, self.consumer = bus, subject, consumer
+        self.handler, self.options = handler, options
+        self.psub: JetStreamContext.PullSubscription | None = None
+        self.current: Msg | None = None
+        self.handling: asyncio.Future[Message | None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"nats-member-{self.consumer}")
+
+    async def _run(self) -> None:
+        while not self.stopping:
+            try:
+                if self.psub is None:
+                    self.psub = await self.bus._bind(self.subject, self.consumer, self.options)
+                msgs = await self.psub.fetch(1, timeout=_FETCH_EXPIRY_S)
+            except nats.errors.TimeoutError:
+                continue  # nothing to do yet (also what a fetch looks like during a reconnect)
+            except nats.js.errors.NotFoundError:
+                log.warning("consumer gone; recreating", consumer=self.consumer)
+                await self._drop_psub()
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                continue
+            except (*_TRANSIENT, nats.js.errors.APIError, nats.errors.Error) as exc:
+                log.info("fetch failed; retrying", consumer=self.consumer, error=repr(exc))
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                continue
+            for nmsg in msgs:
+                self.current = nmsg
+                try:
+                    await self.bus._deliver_durable(self, nmsg)
+                except _TRANSIENT as exc:
+                    # ack/nak or dead-letter publish failed: the server redelivers after ack wait
+                    log.info("settling failed", consumer=self.consumer, error=repr(exc))
+                finally:
+                    self.current = None
+
+    async def _drop_psub(self) -> None:
+        psub, self.psub = self.psub, None
+        if psub is not None:
+            with contextlib.suppress(nats.errors.Error, ValueError):
+                await psub.unsubscribe()
+
+    async def unsubscribe(self) -> None:
+        """Stop; hand what this member holds back to the group (nak, no delay)."""
+        self.stopping = True
+        in_flight, handling = self.current, self.handling
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if handling is not None and not handling.done():
+            handling.cancel()
+        held: list[Msg] = [in_flight] if in_flight is not None else []
+        psub = self.psub
+        await self._drop_psub()
+        if psub is not None:  # fetched but not yet handled
+            queue = psub._sub._pending_queue
+            while not queue.empty():
+                nmsg = queue.get_nowait()
+                if not JetStreamContext.is_status_msg(nmsg) and nmsg.reply:
+                    held.append(nmsg)
+        for nmsg in held:
+            with contextlib.suppress(*_TRANSIENT, nats.errors.Error):
+                await nmsg.nak()
+        if self in self.bus._members:
+            self.bus._members.remove(self)
+
+
+class NatsBus:
+    """The bus on NATS + JetStream (see module doc). Create with ``connect("nats://...")``.
+
+    Raises BusError (naming the URL, password hidden) when the server cannot be reached, when
+    a durable publish is not acknowledged within ``publish_timeout``, or for a bad subject.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.settings = NatsSettings.from_url(url)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._plain: list[_PlainSub] = []
+        self._members: list[_Member] = []
+        self._late: set[asyncio.Future[Message | None]] = set()
+        self._subjects: dict[str, tuple[str, bool]] = {}
+        self._consumers: set[str] = set()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Connect (reconnecting forever afterwards) and make sure the stream exists."""
+        s = self.settings
+        nc = Client()
+
+        async def on_error(exc: Exception) -> None:
+            log.debug("nats connection error", url=redacted(self.url), error=repr(exc))
+
+        async def on_disconnect() -> None:
+            log.warning("nats disconnected", url=redacted(self.url))
+
+        async def on_reconnect() -> None:
+            log.info("nats reconnected", url=redacted(self.url))
+
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=[s.server],
+                    name="plantcrew",
+                    connect_timeout=max(1, int(s.connect_timeout_s)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]
+                    ping_interval=5,
+                    max_outstanding_pings=3,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                ),
+                timeout=s.connect_timeout_s,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise BusError(
+                f"cannot reach NATS at {redacted(self.url)}: {exc!r}; "
+                "start it with: docker compose -f infra/compose.yaml up -d nats"
+            ) from None
+        self._nc, self._js = nc, nc.jetstream(timeout=s.publish_timeout_s)
+        if s.sync_always:
+            version = nc.connected_server_version
+            if (version.major, version.minor) < (2, 10):
+                await nc.close()
+                raise BusError(
+                    f"sync=always asked of {redacted(self.url)}, but nats-server "
+                    f"{version.major}.{version.minor}.{version.patch} cannot fsync every write "
+                    "(sync_interval needs nats-server >= 2.10; see infra/nats.conf)"
+                )
+        await self._ensure_stream()
+
+    async def close(self) -> None:
+        """Hand back in-flight durable work, stop every subscription, drain and disconnect."""
+        for member in list(self._members):
+            await member.unsubscribe()
+        for sub in list(self._plain):
+            await sub.unsubscribe()
+        for task in list(self._late):
+            task.cancel()
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=2)
+            await nc.close()
+
+    def _nc_or_raise(self) -> Client:
+        if self._nc is None:
+            raise BusError(f"bus {redacted(self.url)} is closed (or never connected)")
+        return self._nc
+
+    def _js_or_raise(self) -> JetStreamContext:
+        if self._js is None:
+            raise BusError(f"bus {redacted(self.url)} is closed (or never connected)")
+        return self._js
+
+    def stream_config(self) -> StreamConfig:
+        """The JetStream stream of this namespace: durable subjects, file storage, dedupe."""
+        s = self.settings
+        return StreamConfig(
+            name=s.stream,
+            description="plantcrew durable subjects: crew events, tasks and dead letters",
+            subjects=[s.prefix + f for f in _DURABLE_FILTERS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=_STREAM_MAX_AGE_S,
+            num_replicas=s.replicas,
+            duplicate_window=s.dedupe_window_s,
+        )
+
+    async def _ensure_stream(self) -> None:
+        js, config = self._js_or_raise(), self.stream_config()
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            # exists with another config (an older plantcrew, or changed settings): align it
+            await js.update_stream(config)
+        except _TRANSIENT as exc:
+            raise BusError(f"JetStream not available at {redacted(self.url)}: {exc!r}") from None
+
+    # ---- subjects ------------------------------------------------------------------------
+    def _resolve(self, subject: str) -> tuple[str, bool]:
+        """``(subject on the wire, durable?)``, validated once and cached."""
+        hit = self._subjects.get(subject)
+        if hit is None:
+            check_subject(subject)
+            if len(self._subjects) >= _SUBJECT_CACHE_LIMIT:
+                self._subjects.clear()
+            hit = self._subjects[subject] = (self.settings.prefix + subject, is_durable(subject))
+        return hit
+
+    def _local(self, wire_subject: str) -> str:
+        prefix = self.settings.prefix
+        return wire_subject[len(prefix) :] if wire_subject.startswith(prefix) else wire_subject
+
+    # ---- publish -------------------------------------------------------------------------
+    async def publish(self, msg: Message, subject: str | None = None) -> None:
+        """Send ``msg``; on a durable subject, wait until JetStream stored it (or it was a
+        repeat of a stored id). Raises BusError when not stored within ``publish_timeout``."""
+        wire, durable = self._resolve(subject or msg.subject)
+        data = _TO_JSON(msg)
+        if durable:
+            await self._store(wire, data, str(msg.id))
+        else:
+            await self._nc_or_raise().publish(wire, data)
+
+    async def publish_raw(self, subject: str, data: bytes) -> None:
+        """Send bytes as they are; receivers validate them and quarantine what does not parse."""
+        wire, durable = self._resolve(subject)
+        if durable:
+            await self._store(wire, data, None)
+        else:
+            await self._nc_or_raise().publish(wire, data)
+
+    async def _store(self, wire: str, data: bytes, msg_id: str | None) -> None:
+        js = self._js_or_raise()
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.publish_timeout_s
+        while True:
+            attempt = min(2.0, max(0.1, deadline - loop.time()))
+            try:
+                await js.publish(wire, data, timeout=attempt, headers=headers)
+                return
+            except _TRANSIENT as exc:
+                # safe to repeat: the message id makes the server drop a second copy
+                if loop.time() >= deadline or self._nc is None:
+                    raise BusError(
+                        f"publish to {wire!r} not acknowledged by {redacted(self.url)} "
+                        f"within {self.settings.publish_timeout_s}s: {exc!r}"
+                    ) from None
+                if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                    with contextlib.suppress(BusError, *_TRANSIENT):
+                        await self._ensure_stream()
+                await asyncio.sleep(_RETRY_PAUSE_S)
+            except nats.js.errors.APIError as exc:
+                raise BusError(f"publish to {wire!r} refused by JetStream: {exc}") from None
+
+    # ---- subscribe -----------------------------------------------------------------------
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str | None = None
+    ) -> _PlainSub:
+        """Core NATS subscription; ``*``/``>`` wildcards and queue groups are the server's."""
+        check_subject(subject, pattern=True)
+        if is_durable(subject):
+            raise BusError(f"{subject!r} is a durable subject: use consume()")
+        if queue is not None and not _NAME.match(queue):
+            raise BusError(f"bad queue group {queue!r}: use [A-Za-z0-9_-]")
+        sub = _PlainSub(self, subject, handler)
+        sub.sub = await self._nc_or_raise().subscribe(
+            self.settings.prefix + subject, queue=queue or "", cb=sub.on_msg
+        )
+        self._plain.append(sub)
+        return sub
+
+    async def consume(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        group: str,
+        options: DurableOptions | None = None,
+    ) -> _Member:
+        """Join ``group`` on a durable ``subject``; the group's consumer is created (deliver-all)
+        on first use. Raises BusError for a plain subject or a bad group name."""
+        check_subject(subject)
+        if not is_durable(subject):
+            raise BusError(f"{subject!r} is not a durable subject: use subscribe()")
+        if not _NAME.match(group):
+            raise BusError(f"bad group name {group!r}: use [A-Za-z0-9_-]")
+        options = options or DurableOptions()
+        consumer = f"{group}__{subject.replace('.', '_')}"
+        member = _Member(self, subject, consumer, handler, options)
+        member.psub = await self._bind(subject, consumer, options)
+        member.start()
+        self._members.append(member)
+        return member
+
+    async def _bind(
+        self, subject: str, consumer: str, options: DurableOptions
+    ) -> JetStreamContext.PullSubscription:
+        js, stream = self._js_or_raise(), self.settings.stream
+        try:
+            await js.consumer_info(stream, consumer)
+        except nats.js.errors.NotFoundError:
+            config = ConsumerConfig(
+                durable_name=consumer,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=options.ack_wait_s + _ACK_WAIT_GRACE_S,
+                max_deliver=-1,  # the bus counts deliveries and dead-letters itself
+                filter_subject=self.settings.prefix + subject,
+                max_ack_pending=10_000,
+            )
+            # BadRequest: another member created it first; bind to theirs
+            with contextlib.suppress(nats.js.errors.BadRequestError):
+                await js.add_consumer(stream, config)
+        self._consumers.add(consumer)
+        return await js.pull_subscribe_bind(durable=consumer, stream=stream)
+
+    async def request(self, msg: Message, *, timeout: float = 5.0) -> Message:
+        """NATS request/reply on a plain subject; BusTimeout when nobody answers in time."""
+        wire, durable = self._resolve(msg.subject)
+        if durable:
+            raise BusError("request/reply runs on plain subjects only")
+        try:
+            resp = await self._nc_or_raise().request(wire, _TO_JSON(msg), timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise BusTimeout(f"no responder on {msg.subject!r}") from None
+        except TimeoutError:
+            raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None
+        reply, reason = parse_or_reason(resp.data)
+        if reply is None:
+            await self._quarantine(resp.subject, resp.data, key=None)
+            raise BusError(f"reply on {msg.subject!r} failed validation: {reason}")
+        return reply
+
+    # ---- durable delivery ----------------------------------------------------------------
+    async def _deliver_durable(self, member: _Member, nmsg: Msg) -> None:
+        meta = nmsg.metadata
+        delivered, seq = meta.num_delivered, meta.sequence.stream
+        key = f"{member.consumer}.{seq}"
+        try:
+            msg = _VALIDATE_JSON(nmsg.data)
+        except ValidationError:
+            await self._quarantine(nmsg.subject, nmsg.data, key=key)
+            await nmsg.ack()
+            return
+        options = member.options
+        if delivered > options.max_deliver:
+            # the member that had the last allowed delivery died before settling it
+            reason = f"delivered {delivered - 1} times without an acknowledgement"
+            await self._give_up(member, nmsg, msg, reason, delivered - 1, key)
+            return
+        task = member.handling = asyncio.ensure_future(member.handler(msg))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=options.ack_wait_s)
+        finally:
+            member.handling = None
+        if not done:
+            # ack wait expired: redeliver; the late handler keeps running, its ack is void
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+            reason = f"ack wait of {options.ack_wait_s}s expired"
+        elif task.cancelled():
+            return  # the member is stopping: unsubscribe hands the message back
+        elif (exc := task.exception()) is not None:
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            await nmsg.ack()
+            return
+        if delivered >= options.max_deliver:
+            await self._give_up(member, nmsg, msg, reason, delivered, key)
+        else:
+            log.info(
+                "redelivering",
+                subject=member.subject,
+                id=str(msg.id),
+                reason=reason,
+                delivered=delivered,
+            )
+            await nmsg.nak(delay=options.backoff(delivered))
+
+    async def _give_up(
+        self, member: _Member, nmsg: Msg, msg: Message, reason: str, attempts: int, key: str
+    ) -> None:
+        log.warning("dead-lettered", subject=member.subject, id=str(msg.id), reason=reason)
+        if member.subject != Subjects.DLQ:
+            letter = dead_letter(
+                subject=member.subject,
+                reason=reason,
+                raw=nmsg.data,
+                attempts=attempts,
+                quarantined=False,
+                original=msg,
+            )
+            await self._store_letter(letter, key)
+        await nmsg.ack()
+
+    async def _quarantine(self, wire_subject: str, data: bytes, *, key: str | None) -> None:
+        """Store a ``DeadLetter`` (quarantined) for bytes that are not a valid ``Message``."""
+        subject = self._local(wire_subject)
+        _, reason = parse_or_reason(data)
+        log.warning("quarantined", subject=subject, reason=reason)
+        if subject == Subjects.DLQ:
+            return
+        letter = dead_letter(
+            subject=subject, reason=reason or "invalid", raw=data, attempts=1, quarantined=True
+        )
+        await self._store_letter(letter, key)
+
+    async def _store_letter(self, letter: Message, key: str | None) -> None:
+        # a stable dedupe key: a crash between storing the letter and acking stores it once
+        msg_id = f"dlq.{key}" if key else str(letter.id)
+        wire, _ = self._resolve(Subjects.DLQ)
+        await self._store(wire, _TO_JSON(letter), msg_id)
+
+    # ---- quiesce -------------------------------------------------------------------------
+    async def quiesce(self, timeout: float = 10.0) -> bool:
+        """Best effort: flush, then wait until no plain callback runs and every consumer of
+        this bus reports nothing pending and nothing awaiting an ack (JetStream consumer info).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        nc, js = self._nc_or_raise(), self._js_or_raise()
+        while True:
+            try:
+                await nc.flush(timeout=max(1, int(deadline - loop.time())))
+                await asyncio.sleep(0.01)
+                settled = not any(sub.busy() for sub in self._plain)
+                settled = settled and not any(m.current is not None for m in self._members)
+                for consumer in sorted(self._consumers) if settled else ():
+                    info = await js.consumer_info(self.settings.stream, consumer)
+                    if info.num_pending or info.num_ack_pending:
+                        settled = False
+                        break
+            except (*_TRANSIENT, nats.js.errors.APIError):
+                settled = False
+            if settled:
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
