@@ -1,0 +1,49 @@
+"""Streaming anomaly detection, root-cause ranking, incident memory and their metrics.
+
+- :class:`DeviceMonitor` scores each reading of a device and groups anomalous readings into
+  episodes (one :class:`~plantcrew.messages.AnomalyDetected` per episode).
+- :func:`rank_root_causes` names candidate root causes from an anomaly's deviations, using the
+  physics signatures of ``config/signatures.yaml`` and remembered :class:`Lesson` s.
+- :mod:`plantcrew.detect.metrics` scores detections as SKAB's leaderboard does.
+"""
+
+from plantcrew.detect.calibration import Calibration, CalibrationError
+from plantcrew.detect.config import MonitorConfig, load_monitor_config
+from plantcrew.detect.diagnosis import (
+    UNKNOWN,
+    Candidate,
+    Lesson,
+    Signature,
+    SignatureBook,
+    default_signatures_path,
+    load_signatures,
+    rank_root_causes,
+)
+from plantcrew.detect.memory import LessonMemory, signature_of
+from plantcrew.detect.metrics import Confusion, confusion, detection_delay, pooled
+from plantcrew.detect.monitor import DETECTOR_NAME, DeviceMonitor, MonitorState, ReadingVerdict
+
+__all__ = [
+    "DETECTOR_NAME",
+    "UNKNOWN",
+    "Calibration",
+    "CalibrationError",
+    "Candidate",
+    "Confusion",
+    "DeviceMonitor",
+    "Lesson",
+    "LessonMemory",
+    "MonitorConfig",
+    "MonitorState",
+    "ReadingVerdict",
+    "Signature",
+    "SignatureBook",
+    "confusion",
+    "default_signatures_path",
+    "detection_delay",
+    "load_monitor_config",
+    "load_signatures",
+    "pooled",
+    "rank_root_causes",
+    "signature_of",
+]

@@ -1,0 +1,152 @@
+"""Calibration of the multivariate detector from the first readings of a stream.
+
+From an ``(n, p)`` block of calibration readings (``n`` readings of ``p`` sensors) we keep:
+
+- a robust baseline per sensor: the median, and a scale that is ``1.4826 * MAD`` unless a
+  quantised sensor makes the MAD collapse (SKAB's pressure takes four values, its flow often
+  repeats 32.0), where the 5-95 % winsorised standard deviation takes over; a floor keeps a
+  constant sensor from dividing by zero (Rousseeuw & Croux 1993, "Alternatives to the median
+  absolute deviation");
+- the covariance of the EWMA-smoothed robust z-scores, estimated with the Minimum Covariance
+  Determinant (scikit-learn's ``MinCovDet``, FAST-MCD of Rousseeuw & Van Driessen 1999), so a
+  fault that already shows in the calibration window does not inflate the normal spread;
+- the alarm threshold on the squared Mahalanobis distance: a high quantile of the calibration
+  distances times a safety factor, never below the chi-square quantile for ``p`` degrees of
+  freedom (the distribution of the distance under Gaussian, independent readings);
+- the longest run of identical values per sensor (for the stuck-sensor test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import chi2
+from sklearn.covariance import MinCovDet
+
+from plantcrew.detect.config import MonitorConfig
+from plantcrew.errors import PlantcrewError
+
+FloatArray = NDArray[np.float64]
+MAD_TO_SIGMA = 1.4826
+
+
+class CalibrationError(PlantcrewError):
+    """The calibration readings cannot define a baseline (too few, or not finite)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the detector learned from the calibration readings (``p`` scored sensors).
+
+    ``median``/``scale`` shape ``(p,)`` in sensor units; ``precision`` ``(p, p)`` is the
+    inverse covariance of the smoothed z-scores; ``threshold`` bounds their squared
+    Mahalanobis distance; ``max_run`` is the longest run of identical values per sensor.
+    """
+
+    sensors: tuple[str, ...]
+    median: FloatArray
+    scale: FloatArray
+    precision: FloatArray
+    threshold: float
+    max_run: NDArray[np.int64]
+    constant: NDArray[np.bool_]
+
+
+def robust_scale(x: FloatArray) -> FloatArray:
+    """Per-column robust sigma of ``x`` ``(n, p)``.
+
+    ``max(1.4826 * MAD, winsorised std)``: the MAD for well-behaved sensors; the standard
+    deviation of the values clipped to their 5th-95th percentiles when the sensor is so
+    quantised that most readings repeat one value and the MAD collapses to (nearly) zero.
+    A constant sensor gets a floor of ``1e-6 * |median|`` (at least 1e-9).
+    """
+    med = np.median(x, axis=0)
+    mad = MAD_TO_SIGMA * np.median(np.abs(x - med), axis=0)
+    lo, hi = np.percentile(x, [5, 95], axis=0)
+    wstd = np.std(np.clip(x, lo, hi), axis=0)
+    floor = np.maximum(1e-6 * np.abs(med), 1e-9)
+    return np.asarray(np.maximum(np.maximum(mad, wstd), floor), dtype=np.float64)
+
+
+def ewma(z: FloatArray, ts: FloatArray, tau_s: float) -> FloatArray:
+    """EWMA of rows of ``z`` ``(n, p)`` at times ``ts`` ``(n,)`` with time constant ``tau_s``.
+
+    The weight of each new row is ``1 - exp(-dt / tau_s)`` so irregular sampling is handled.
+    The first row initialises the average.
+    """
+    out = np.empty_like(z)
+    acc = z[0].copy()
+    out[0] = acc
+    for i in range(1, len(z)):
+        dt = max(float(ts[i] - ts[i - 1]), 0.0)
+        a = 1.0 - np.exp(-dt / tau_s) if dt > 0 else 0.0
+        acc += a * (z[i] - acc)
+        out[i] = acc
+    return out
+
+
+def longest_runs(x: FloatArray) -> NDArray[np.int64]:
+    """Longest run of exactly repeated values in each column of ``x`` ``(n, p)``."""
+    runs = np.ones(x.shape[1], dtype=np.int64)
+    cur = np.ones(x.shape[1], dtype=np.int64)
+    for i in range(1, len(x)):
+        same = x[i] == x[i - 1]
+        cur = np.where(same, cur + 1, 1)
+        runs = np.maximum(runs, cur)
+    return runs
+
+
+def calibrate(
+    sensors: tuple[str, ...], ts: FloatArray, x: FloatArray, config: MonitorConfig
+) -> Calibration:
+    """Learn a :class:`Calibration` from readings ``x`` ``(n, p)`` taken at ``ts`` ``(n,)``.
+
+    Raises CalibrationError when ``n`` is too small or a value is not finite.
+    """
+    n, p = x.shape
+    if n < 10 or p == 0:
+        raise CalibrationError(f"need at least 10 readings of 1+ sensors, got {n}x{p}")
+    if not np.all(np.isfinite(x)):
+        raise CalibrationError("calibration readings must be finite")
+    median = np.median(x, axis=0)
+    scale = robust_scale(x)
+    constant = np.asarray(np.ptp(x, axis=0) == 0)
+    z = (x - median) / scale
+    smooth = ewma(z, ts, config.fast_tau_s)
+    burn = min(n // 4, int(np.searchsorted(ts - ts[0], 3 * config.fast_tau_s)))
+    sample = smooth[burn:]
+    cov = _robust_cov(sample, constant, config.random_state)
+    precision = np.asarray(np.linalg.pinv(cov, hermitian=True), dtype=np.float64)
+    d2 = np.einsum("ij,jk,ik->i", sample, precision, sample)
+    empirical = float(np.quantile(d2, config.threshold_quantile)) * config.threshold_factor
+    bound = float(chi2.ppf(1.0 - config.chi2_floor_alpha, df=max(int((~constant).sum()), 1)))
+    return Calibration(
+        sensors=sensors,
+        median=median,
+        scale=scale,
+        precision=precision,
+        threshold=max(empirical, bound),
+        max_run=longest_runs(x),
+        constant=constant,
+    )
+
+
+def _robust_cov(sample: FloatArray, constant: NDArray[np.bool_], seed: int) -> FloatArray:
+    """MCD covariance over the varying columns (a ridge keeps it invertible); constants get 1."""
+    p = sample.shape[1]
+    cov = np.eye(p)
+    live = np.flatnonzero(~constant)
+    if live.size == 0:
+        return cov
+    sub = sample[:, live]
+    try:
+        mcd = MinCovDet(assume_centered=True, random_state=seed).fit(sub)
+        live_cov = np.asarray(mcd.covariance_, dtype=np.float64)
+    except (ValueError, np.linalg.LinAlgError):
+        live_cov = np.atleast_2d(np.cov(sub, rowvar=False))
+    ridge = 1e-3 * max(float(np.trace(live_cov)) / live.size, 1e-12)
+    live_cov = live_cov + ridge * np.eye(live.size)
+    cov[np.ix_(live, live)] = live_cov
+    return cov

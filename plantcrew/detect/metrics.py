@@ -1,0 +1,94 @@
+"""Scores of a detector against labels: SKAB's outlier-detection metrics and detection delay.
+
+SKAB's leaderboard (github.com/waico/SKAB, evaluation from github.com/waico/tsad,
+``evaluating(..., metric='binary')``) sums one confusion matrix over all files and reports
+
+- F1  = TP / (TP + (FN + FP) / 2)
+- FAR = FP / (FP + TN) * 100   (false alarm rate, %)
+- MAR = FN / (FN + TP) * 100   (missed alarm rate, %)
+
+each over the test rows (rows 400 onward of each file; rows 0-399 are for calibration).
+SKAB rounds to two decimals for its table; we keep full precision and round when showing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts of a binary labelling: true/false positives/negatives."""
+
+    tp: int = 0
+    fp: int = 0
+    tn: int = 0
+    fn: int = 0
+
+    def __add__(self, other: Confusion) -> Confusion:
+        return Confusion(
+            self.tp + other.tp, self.fp + other.fp, self.tn + other.tn, self.fn + other.fn
+        )
+
+    @property
+    def f1(self) -> float:
+        """SKAB's F1, TP / (TP + (FN + FP) / 2); 0 when there is nothing to count."""
+        denom = self.tp + (self.fn + self.fp) / 2
+        return self.tp / denom if denom else 0.0
+
+    @property
+    def far(self) -> float:
+        """False alarm rate in %, FP / (FP + TN) * 100; 0 with no negatives."""
+        n = self.fp + self.tn
+        return 100.0 * self.fp / n if n else 0.0
+
+    @property
+    def mar(self) -> float:
+        """Missed alarm rate in %, FN / (FN + TP) * 100; 0 with no positives."""
+        n = self.fn + self.tp
+        return 100.0 * self.fn / n if n else 0.0
+
+
+def confusion(truth: Sequence[int], predicted: Sequence[int], start: int = 0) -> Confusion:
+    """Confusion of 0/1 ``predicted`` against 0/1 ``truth`` over rows ``start`` onward.
+
+    Raises ValueError when the two sequences differ in length.
+    """
+    if len(truth) != len(predicted):
+        raise ValueError(f"truth has {len(truth)} rows, predictions {len(predicted)}")
+    tp = fp = tn = fn = 0
+    for t, p in zip(truth[start:], predicted[start:], strict=True):
+        if t and p:
+            tp += 1
+        elif p:
+            fp += 1
+        elif t:
+            fn += 1
+        else:
+            tn += 1
+    return Confusion(tp, fp, tn, fn)
+
+
+def pooled(parts: Iterable[Confusion]) -> Confusion:
+    """Sum of confusions (SKAB pools all files before computing F1, FAR and MAR)."""
+    total = Confusion()
+    for c in parts:
+        total = total + c
+    return total
+
+
+def detection_delay(
+    changepoint_ts: float | None, detections_ts: Iterable[float], *, horizon_s: float | None = None
+) -> float | None:
+    """Seconds from the first changepoint to the first detection at or after it.
+
+    ``None`` when there is no changepoint or no detection in ``[cp, cp + horizon_s]``.
+    A detection before the changepoint is a false alarm, not an early detection.
+    """
+    if changepoint_ts is None:
+        return None
+    for t in sorted(detections_ts):
+        if t >= changepoint_ts and (horizon_s is None or t - changepoint_ts <= horizon_s):
+            return t - changepoint_ts
+    return None

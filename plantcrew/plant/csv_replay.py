@@ -1,0 +1,262 @@
+"""Telemetry from a CSV export (a historian dump, a benchmark file), replayed row by row.
+
+:class:`CsvSourceSpec` says how to read the file: separator, timestamp column and format, and
+which column is which sensor of which device, in which unit. :class:`CsvReplaySource` yields
+one :class:`~plantcrew.messages.TelemetryBatch` per device per data row, in file order, with
+``ts`` the seconds since the first row's timestamp and ``row`` the 0-based data row index.
+:meth:`CsvReplaySource.replay` paces them at plant speed, at a multiple of it, or as fast as
+possible, through a ``sleep`` the caller chooses (``asyncio.sleep``, or a simulated clock's).
+
+A row with a bad value or timestamp is reported in :attr:`CsvReplaySource.problems` (file, row,
+column, reason) and skipped; :attr:`CsvReplaySource.skipped` counts them. A missing file or a
+mapped column absent from the header raises :class:`CsvReplayError`.
+
+:func:`skab_preset` maps the Skoltech Anomaly Benchmark's pump files (github.com/waico/SKAB:
+``;``-separated, CRLF, ``datetime`` as ``%Y-%m-%d %H:%M:%S``) to the canonical pump sensors.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from plantcrew.errors import ConfigError
+from plantcrew.messages import Reading, TelemetryBatch
+
+Speed = Literal["realtime", "max"] | float
+
+
+class CsvReplayError(ConfigError):
+    """A CSV file cannot be replayed as specified (missing file or column, bad header)."""
+
+
+class ColumnMap(BaseModel):
+    """Where one CSV column goes: ``device_id``'s ``sensor``, measured in ``unit``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device_id: str = Field(min_length=1)
+    sensor: str = Field(min_length=1)
+    unit: str = ""
+
+
+class CsvSourceSpec(BaseModel):
+    """How to read and replay one CSV file.
+
+    ``timestamp_format`` is a ``strptime`` format, ``"iso"`` (ISO 8601) or ``"epoch"``
+    (seconds since 1970); without ``timestamp_column`` rows are ``sample_period_s`` apart.
+    ``speed``: ``"realtime"`` (plant speed), a float multiple of it (10.0 = ten times faster),
+    or ``"max"`` (no waiting). Columns not in ``columns`` are ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path
+    sep: str = Field(",", min_length=1, max_length=1)
+    timestamp_column: str | None = None
+    timestamp_format: str = "iso"
+    sample_period_s: float = Field(1.0, gt=0)
+    columns: dict[str, ColumnMap] = Field(min_length=1)
+    speed: Speed = "max"
+    encoding: str = "utf-8-sig"
+
+    @field_validator("speed")
+    @classmethod
+    def _positive(cls, v: Speed) -> Speed:
+        if isinstance(v, float) and not (v > 0 and math.isfinite(v)):
+            raise ValueError("a speed multiple must be a positive number")
+        return v
+
+
+@dataclass(frozen=True)
+class CsvRowProblem:
+    """One skipped row: ``row`` is the 0-based data row index, ``line`` the file line."""
+
+    path: str
+    row: int
+    line: int
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        col = f" column {self.column!r}" if self.column else ""
+        return f"{self.path}:{self.line} (row {self.row}){col}: {self.reason}"
+
+
+class CsvReplaySource:
+    """Iterate a CSV file as telemetry; see the module docstring for pacing and errors."""
+
+    def __init__(self, spec: CsvSourceSpec) -> None:
+        self.spec = spec
+        self.problems: list[CsvRowProblem] = []
+        self.rows_read = 0
+
+    @property
+    def skipped(self) -> int:
+        """How many data rows were skipped as bad."""
+        return len(self.problems)
+
+    def __iter__(self) -> Iterator[TelemetryBatch]:
+        spec = self.spec
+        self.problems, self.rows_read = [], 0
+        src = str(spec.path)
+        try:
+            fh = spec.path.open(encoding=spec.encoding, newline="")
+        except OSError as exc:
+            raise CsvReplayError(f"cannot open: {exc.strerror or exc}", source=src) from None
+        with fh:
+            reader = csv.reader(fh, delimiter=spec.sep)
+            header = next(reader, None)
+            if header is None:
+                raise CsvReplayError("empty file (no header)", source=src, line=1)
+            header = [h.strip() for h in header]
+            index = {name: i for i, name in enumerate(header)}
+            cols = [(index[name], name, m) for name, m in spec.columns.items() if name in index]
+            missing = [name for name in spec.columns if name not in index]
+            if missing:
+                raise CsvReplayError(
+                    f"mapped column(s) not in header {header}: {missing}", source=src, line=1
+                )
+            ts_idx = None
+            if spec.timestamp_column is not None:
+                if spec.timestamp_column not in index:
+                    raise CsvReplayError(
+                        f"timestamp column {spec.timestamp_column!r} not in header {header}",
+                        source=src,
+                        line=1,
+                        field=spec.timestamp_column,
+                    )
+                ts_idx = index[spec.timestamp_column]
+            t0: float | None = None
+            for row, fields in enumerate(reader):
+                self.rows_read += 1
+                line = row + 2
+                if not fields or all(not f.strip() for f in fields):
+                    self._problem(row, line, None, "empty line")
+                    continue
+                if len(fields) != len(header):
+                    self._problem(
+                        row, line, None, f"{len(fields)} fields, header has {len(header)}"
+                    )
+                    continue
+                if ts_idx is None:
+                    t = row * spec.sample_period_s
+                else:
+                    try:
+                        t = self._parse_ts(fields[ts_idx])
+                    except ValueError as exc:
+                        self._problem(row, line, spec.timestamp_column, str(exc))
+                        continue
+                if t0 is None:
+                    t0 = t
+                if t < t0:
+                    self._problem(row, line, spec.timestamp_column, "timestamp before first row")
+                    continue
+                batches = self._row_batches(row, line, fields, cols, t - t0)
+                if batches is not None:
+                    yield from batches
+
+    def _row_batches(
+        self,
+        row: int,
+        line: int,
+        fields: list[str],
+        cols: list[tuple[int, str, ColumnMap]],
+        ts: float,
+    ) -> list[TelemetryBatch] | None:
+        per_device: dict[str, list[Reading]] = {}
+        for i, name, m in cols:
+            raw = fields[i].strip()
+            try:
+                value = float(raw)
+            except ValueError:
+                self._problem(row, line, name, f"not a number: {raw!r}")
+                return None
+            if not math.isfinite(value):
+                self._problem(row, line, name, f"not finite: {raw!r}")
+                return None
+            per_device.setdefault(m.device_id, []).append(
+                Reading(device_id=m.device_id, sensor=m.sensor, value=value, unit=m.unit, ts=ts)
+            )
+        return [TelemetryBatch(device_id=d, readings=rs, row=row) for d, rs in per_device.items()]
+
+    def _parse_ts(self, raw: str) -> float:
+        fmt = self.spec.timestamp_format
+        raw = raw.strip()
+        if fmt == "epoch":
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(f"bad epoch timestamp {raw!r}")
+            return value
+        try:
+            dt = datetime.fromisoformat(raw) if fmt == "iso" else datetime.strptime(raw, fmt)
+        except ValueError:
+            raise ValueError(f"timestamp {raw!r} does not match format {fmt!r}") from None
+        return dt.timestamp() if dt.tzinfo else (dt - datetime(1970, 1, 1)).total_seconds()
+
+    def _problem(self, row: int, line: int, column: str | None, reason: str) -> None:
+        self.problems.append(CsvRowProblem(str(self.spec.path), row, line, column, reason))
+
+    async def replay(
+        self,
+        emit: Callable[[TelemetryBatch], Awaitable[None]],
+        *,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> int:
+        """Send every batch to ``emit`` paced by ``spec.speed``; returns how many were sent.
+
+        Waits ``Δts / multiple`` between rows through ``sleep`` (``"realtime"`` = multiple 1);
+        ``"max"`` calls ``sleep(0)`` only, so other tasks still run.
+        """
+        multiple = 1.0 if self.spec.speed == "realtime" else self.spec.speed
+        prev: float | None = None
+        sent = 0
+        for batch in self:
+            ts = batch.readings[0].ts
+            if multiple == "max" or prev is None:
+                await sleep(0)
+            elif ts > prev:
+                await sleep((ts - prev) / float(multiple))
+            prev = ts
+            await emit(batch)
+            sent += 1
+        return sent
+
+
+SKAB_COLUMNS: dict[str, tuple[str, str]] = {
+    "Accelerometer1RMS": ("vibration_1", "g"),
+    "Accelerometer2RMS": ("vibration_2", "g"),
+    "Current": ("current", "A"),
+    "Pressure": ("pressure", "bar"),
+    "Temperature": ("motor_temperature", "°C"),
+    "Thermocouple": ("fluid_temperature", "°C"),
+    "Voltage": ("voltage", "V"),
+    "Volume Flow RateRMS": ("flow_rate", "L/min"),
+}
+
+
+def skab_preset(
+    path: Path | str, *, device_id: str = "pump1", speed: Speed = "max"
+) -> CsvSourceSpec:
+    """The spec of one SKAB file: ``;``-separated, ``datetime`` column, eight pump sensors.
+
+    The ``anomaly`` and ``changepoint`` label columns are not telemetry and are not read.
+    """
+    return CsvSourceSpec(
+        path=Path(path),
+        sep=";",
+        timestamp_column="datetime",
+        timestamp_format="%Y-%m-%d %H:%M:%S",
+        columns={
+            col: ColumnMap(device_id=device_id, sensor=sensor, unit=unit)
+            for col, (sensor, unit) in SKAB_COLUMNS.items()
+        },
+        speed=speed,
+    )
