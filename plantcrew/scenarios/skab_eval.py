@@ -1,0 +1,509 @@
+"""Evaluate the Monitor's detection and the Diagnostic's root cause on SKAB files.
+
+For each file, :func:`run_skab_file` (the per-file pipeline; the crew's scenario runner can
+replace it, see ``pipeline=``) replays the CSV through a :class:`DeviceMonitor`, ranks root
+causes for every anomaly it opens, and keeps one flag and one score per data row.
+:func:`evaluate_skab` scores them as SKAB's leaderboard does (F1, FAR, MAR over rows 400 onward,
+one confusion pooled over the labelled files; :mod:`plantcrew.detect.metrics`), adds detection
+delay from the first changepoint, incidents opened, and the diagnosis against the truth (from
+SKAB's folder and file name, or a ``--truth`` file), and can write everything as JSON.
+
+Memory: ``memory_from`` files are run first without memory; each fault they detect becomes a
+confirmed Lesson (true root cause + deviation signature) recalled for the evaluated files.
+A ``.jsonl`` path there is read as saved lessons. ``leave_one_out=True`` gives each file the
+lessons of all the other evaluated files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from plantcrew.detect import (
+    UNKNOWN,
+    Confusion,
+    DeviceMonitor,
+    Lesson,
+    LessonMemory,
+    MonitorConfig,
+    SignatureBook,
+    confusion,
+    default_signatures_path,
+    detection_delay,
+    load_signatures,
+    pooled,
+    rank_root_causes,
+    signature_of,
+)
+from plantcrew.errors import ConfigError
+from plantcrew.messages import AnomalyCleared, AnomalyDetected, Deviation
+from plantcrew.plant.csv_replay import CsvReplaySource, skab_preset
+
+TEST_START_ROW = 400
+"""SKAB's protocol: rows 0-399 of each file may calibrate, the rest is the test set."""
+
+DEFAULT_MIN_CONFIDENCE = 0.5
+
+# SKAB v0.9 (github.com/waico/SKAB, data/README): folder valve1 = inlet valve closed, valve2 =
+# outlet valve closed; other/N as listed in its data README.
+SKAB_OTHER = {
+    **dict.fromkeys((1, 2, 3, 4), "fluid_leak_or_addition"),
+    **dict.fromkeys((5, 6, 7, 8, 9), "rotor_imbalance"),
+    **dict.fromkeys((10, 11), "circuit_water_increase"),
+    **dict.fromkeys((12, 13), "cavitation"),
+    14: "hot_water_supply",
+}
+
+
+def skab_truth(path: Path) -> str | None:
+    """The true root cause of a SKAB file from its folder and name; None when unknown."""
+    folder = path.parent.name
+    if folder == "valve1":
+        return "inlet_valve_closure"
+    if folder == "valve2":
+        return "outlet_valve_closure"
+    if folder == "other" and path.stem.isdigit():
+        return SKAB_OTHER.get(int(path.stem))
+    return None
+
+
+def load_truth(path: Path | str) -> dict[str, str]:
+    """Read a truth file: JSON ``{"file name or path": "root_cause"}`` or CSV ``file,root_cause``.
+
+    Raises ConfigError naming the file (and line for CSV) when it cannot be read.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"invalid JSON: {exc.msg}", source=str(path), line=exc.lineno
+            ) from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ConfigError("expected an object of file -> root cause", source=str(path))
+        return {str(k): v for k, v in data.items()}
+    truth: dict[str, str] = {}
+    for no, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or row[0].startswith("#") or (no == 1 and row[0] == "file"):
+            continue
+        if len(row) != 2:
+            raise ConfigError("expected 'file,root_cause'", source=str(path), line=no)
+        truth[row[0].strip()] = row[1].strip()
+    return truth
+
+
+def _truth_for(path: Path, truth: dict[str, str] | None) -> str | None:
+    if truth:
+        for key in (str(path), f"{path.parent.name}/{path.name}", path.name):
+            if key in truth:
+                return truth[key]
+    return skab_truth(path)
+
+
+# ---- per-file pipeline ------------------------------------------------------------------
+
+
+@dataclass
+class Incident:
+    """One anomaly episode and its diagnosis (rows are 0-based data rows)."""
+
+    opened_row: int
+    opened_ts: float
+    first_flag_ts: float
+    cleared_row: int | None
+    cleared_ts: float | None
+    root_cause: str
+    confidence: float
+    evidence: list[str]
+    candidates: list[dict[str, Any]]
+    deviations: list[dict[str, Any]]
+
+
+@dataclass
+class FileResult:
+    """Everything measured on one file; ``flags``/``scores`` have one entry per data row."""
+
+    path: str
+    name: str
+    truth: str | None
+    labelled: bool
+    rows: int
+    skipped_rows: int
+    flags: list[int]
+    scores: list[float]
+    incidents: list[Incident]
+    confusion: Confusion
+    delay_s: float | None
+    test_incidents: int
+    diagnosed: str | None
+    correct: bool | None
+    fault_deviations: list[dict[str, Any]] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        """The file's metrics as plain JSON-able values."""
+        c = self.confusion
+        return {
+            "f1": c.f1 if self.labelled else None,
+            "far_pct": c.far,
+            "mar_pct": c.mar if self.labelled else None,
+            "confusion": asdict(c),
+            "delay_s": self.delay_s,
+            "incidents_opened": self.test_incidents,
+            "truth": self.truth,
+            "diagnosed": self.diagnosed,
+            "correct": self.correct,
+        }
+
+
+class FilePipeline(Protocol):
+    """The per-file pipeline :func:`evaluate_skab` calls (replaceable by the crew runner)."""
+
+    def __call__(
+        self,
+        path: Path,
+        *,
+        config: MonitorConfig,
+        signatures: SignatureBook,
+        lessons: list[Lesson],
+        truth: str | None,
+        min_confidence: float,
+    ) -> FileResult: ...
+
+
+@dataclass
+class _Labels:
+    anomaly: list[int]
+    changepoint_row: int | None
+    labelled: bool
+
+
+def _read_labels(path: Path, rows: int) -> _Labels:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=";")
+        header = [h.strip() for h in next(reader, [])]
+        if "anomaly" not in header:
+            return _Labels([0] * rows, None, False)
+        ai = header.index("anomaly")
+        ci = header.index("changepoint") if "changepoint" in header else None
+        anomaly, cp = [], None
+        for i, fields in enumerate(reader):
+            try:
+                anomaly.append(1 if float(fields[ai]) >= 0.5 else 0)
+                if cp is None and ci is not None and float(fields[ci]) >= 0.5:
+                    cp = i
+            except (ValueError, IndexError):
+                anomaly.append(0)
+    anomaly = (anomaly + [0] * rows)[:rows]
+    return _Labels(anomaly, cp, True)
+
+
+def _dev_dict(d: Deviation) -> dict[str, Any]:
+    return d.model_dump()
+
+
+def run_skab_file(
+    path: Path,
+    *,
+    config: MonitorConfig,
+    signatures: SignatureBook,
+    lessons: list[Lesson],
+    truth: str | None,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+) -> FileResult:
+    """Replay one SKAB file through a DeviceMonitor and rank root causes per incident.
+
+    The diagnosis names the top candidate when its score reaches ``min_confidence``, else
+    ``unknown`` (as the Diagnostic's playbook model does). Raises CsvReplayError for a file
+    that cannot be read.
+    """
+    source = CsvReplaySource(skab_preset(path))
+    monitor = DeviceMonitor("pump1", config)
+    flags: dict[int, int] = {}
+    scores: dict[int, float] = {}
+    row_ts: dict[int, float] = {}
+    incidents: list[Incident] = []
+    last_row = -1
+    for batch in source:
+        row = batch.row if batch.row is not None else last_row + 1
+        last_row = row
+        verdict = monitor.update(batch)
+        flags[row], scores[row], row_ts[row] = int(verdict.flag), verdict.score, verdict.ts
+        event = verdict.event
+        if isinstance(event, AnomalyDetected):
+            incidents.append(_diagnose(event, row, verdict.ts, signatures, lessons, min_confidence))
+        elif isinstance(event, AnomalyCleared) and incidents and incidents[-1].cleared_row is None:
+            incidents[-1].cleared_row, incidents[-1].cleared_ts = row, event.ts
+    rows = source.rows_read
+    labels = _read_labels(path, rows)
+    flag_list = [flags.get(i, 0) for i in range(rows)]
+    score_list = [round(scores.get(i, 0.0), 6) for i in range(rows)]
+    conf = confusion(labels.anomaly, flag_list, start=TEST_START_ROW)
+    cp_ts = row_ts.get(labels.changepoint_row) if labels.changepoint_row is not None else None
+    test = [inc for inc in incidents if inc.opened_row >= TEST_START_ROW]
+    delay = detection_delay(cp_ts, [inc.first_flag_ts for inc in test])
+    fault = _fault_incident(test, labels)
+    diagnosed = fault.root_cause if fault else None
+    correct = None if truth is None else (diagnosed == truth)
+    return FileResult(
+        path=str(path),
+        name=f"{path.parent.name}/{path.name}",
+        truth=truth,
+        labelled=labels.labelled,
+        rows=rows,
+        skipped_rows=source.skipped,
+        flags=flag_list,
+        scores=score_list,
+        incidents=incidents,
+        confusion=conf,
+        delay_s=delay,
+        test_incidents=len(test),
+        diagnosed=diagnosed,
+        correct=correct,
+        fault_deviations=fault.deviations if fault else [],
+    )
+
+
+def _diagnose(
+    event: AnomalyDetected,
+    row: int,
+    ts: float,
+    signatures: SignatureBook,
+    lessons: list[Lesson],
+    min_confidence: float,
+) -> Incident:
+    ranked = rank_root_causes(event.deviations, signatures, lessons)
+    top = ranked[0]
+    cause = top.root_cause if top.score >= min_confidence else UNKNOWN
+    return Incident(
+        opened_row=row,
+        opened_ts=ts,
+        first_flag_ts=event.ts,
+        cleared_row=None,
+        cleared_ts=None,
+        root_cause=cause,
+        confidence=top.score,
+        evidence=top.evidence,
+        candidates=[c.model_dump() for c in ranked[:3]],
+        deviations=[_dev_dict(d) for d in event.deviations],
+    )
+
+
+def _fault_incident(incidents: Sequence[Incident], labels: _Labels) -> Incident | None:
+    """The incident that detected the labelled fault: the first opened inside the segment."""
+    for inc in incidents:
+        if 0 <= inc.opened_row < len(labels.anomaly) and labels.anomaly[inc.opened_row]:
+            return inc
+    return None
+
+
+# ---- whole evaluation -------------------------------------------------------------------
+
+
+@dataclass
+class EvalReport:
+    """Per-file results and the pooled figures over the labelled files."""
+
+    files: list[FileResult]
+    overall: Confusion
+    median_delay_s: float | None
+    diagnosed_right: int
+    diagnosed_total: int
+    memory_lessons: int
+    leave_one_out: bool
+    wall_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-able data (per file: predictions, incidents, metrics)."""
+        return {
+            "protocol": {"test_start_row": TEST_START_ROW, "metric": "SKAB outlier (binary)"},
+            "overall": {
+                "f1": self.overall.f1,
+                "far_pct": self.overall.far,
+                "mar_pct": self.overall.mar,
+                "confusion": asdict(self.overall),
+                "median_delay_s": self.median_delay_s,
+                "diagnosed_right": self.diagnosed_right,
+                "diagnosed_total": self.diagnosed_total,
+                "memory_lessons": self.memory_lessons,
+                "leave_one_out": self.leave_one_out,
+                "wall_s": self.wall_s,
+            },
+            "files": [
+                {
+                    "path": f.path,
+                    "name": f.name,
+                    "rows": f.rows,
+                    "skipped_rows": f.skipped_rows,
+                    "predictions": {"flag": f.flags, "score": f.scores},
+                    "incidents": [asdict(i) for i in f.incidents],
+                    "metrics": f.metrics(),
+                }
+                for f in self.files
+            ],
+        }
+
+
+def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
+    """CSV files named or found (recursively, sorted) under the given folders.
+
+    Raises ConfigError for a path that does not exist.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*.csv") if q.is_file()))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ConfigError("no such file or folder", source=str(p))
+    return out
+
+
+def lesson_of(result: FileResult) -> Lesson | None:
+    """The confirmed lesson of a file whose fault was detected and whose truth is known."""
+    if not result.truth or not result.fault_deviations:
+        return None
+    sig = signature_of(Deviation.model_validate(d) for d in result.fault_deviations)
+    return Lesson(root_cause=result.truth, signature=sig, source="confirmed") if sig else None
+
+
+def lessons_from(results: Iterable[FileResult]) -> list[Lesson]:
+    """Confirmed lessons of every file in ``results`` that has one (see :func:`lesson_of`)."""
+    return [lesson for r in results if (lesson := lesson_of(r)) is not None]
+
+
+def evaluate_skab(
+    paths: Sequence[Path | str],
+    *,
+    memory_from: Sequence[Path | str] = (),
+    truth: Path | str | dict[str, str] | None = None,
+    json_out: Path | str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    config: MonitorConfig | None = None,
+    signatures: SignatureBook | Path | str | None = None,
+    leave_one_out: bool = False,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    pipeline: FilePipeline = run_skab_file,
+) -> EvalReport:
+    """Run and score every SKAB file of ``paths`` (files or folders); see the module docstring.
+
+    ``progress(name, index, total)`` is called before each file. Raises ConfigError for a
+    missing path or a bad truth/signature/lesson file, CsvReplayError for an unreadable CSV.
+    """
+    started = time.perf_counter()
+    config = config or MonitorConfig()
+    book = (
+        signatures
+        if isinstance(signatures, SignatureBook)
+        else load_signatures(signatures or default_signatures_path())
+    )
+    truth_map = truth if isinstance(truth, dict) else (load_truth(truth) if truth else None)
+    files = expand_paths(paths)
+
+    def run(path: Path, lessons: list[Lesson]) -> FileResult:
+        return pipeline(
+            path,
+            config=config,
+            signatures=book,
+            lessons=lessons,
+            truth=_truth_for(path, truth_map),
+            min_confidence=min_confidence,
+        )
+
+    memory: list[Lesson] = []
+    mem_csv = []
+    for p in map(Path, memory_from):
+        if p.suffix == ".jsonl":
+            memory.extend(LessonMemory.load(p))
+        else:
+            mem_csv.extend(expand_paths([p]))
+    memory.extend(lessons_from(run(p, []) for p in mem_csv))
+
+    results: list[FileResult] = []
+    by_file: dict[str, Lesson] = {}
+    if leave_one_out:
+        plain = [run(p, memory) for p in files]
+        by_file = {r.path: lesson for r in plain if (lesson := lesson_of(r)) is not None}
+    for i, path in enumerate(files):
+        if progress:
+            progress(f"{path.parent.name}/{path.name}", i, len(files))
+        lessons = memory
+        if leave_one_out:
+            lessons = memory + [les for p, les in by_file.items() if p != str(path)]
+        results.append(run(path, lessons))
+
+    labelled = [r for r in results if r.labelled]
+    delays = [r.delay_s for r in labelled if r.delay_s is not None]
+    judged = [r for r in results if r.correct is not None]
+    report = EvalReport(
+        files=results,
+        overall=pooled(r.confusion for r in labelled),
+        median_delay_s=statistics.median(delays) if delays else None,
+        diagnosed_right=sum(1 for r in judged if r.correct),
+        diagnosed_total=len(judged),
+        memory_lessons=len(memory),
+        leave_one_out=leave_one_out,
+        wall_s=time.perf_counter() - started,
+    )
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
+    return report
+
+
+# ---- rendering --------------------------------------------------------------------------
+
+
+def render_report(report: EvalReport, console: Any = None) -> None:
+    """Print the report as a rich table (per file, then overall) to ``console``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    title = "SKAB outlier detection (test rows 400+)" + (
+        " - leave-one-out memory" if report.leave_one_out else ""
+    )
+    table = Table(title=title)
+    for col in ("file", "F1", "FAR %", "MAR %", "delay s", "incidents", "truth", "diagnosed"):
+        table.add_column(col, justify="left" if col in ("file", "truth", "diagnosed") else "right")
+    for r in report.files:
+        c = r.confusion
+        mark = "" if r.correct is None else (" ✓" if r.correct else " ✗")
+        table.add_row(
+            r.name,
+            f"{c.f1:.2f}" if r.labelled else "-",
+            f"{c.far:.1f}",
+            f"{c.mar:.1f}" if r.labelled else "-",
+            "-" if r.delay_s is None else f"{r.delay_s:.0f}",
+            str(r.test_incidents),
+            r.truth or "-",
+            (r.diagnosed or "-") + mark,
+        )
+    o = report.overall
+    delay = "-" if report.median_delay_s is None else f"{report.median_delay_s:.0f} (median)"
+    table.add_row(
+        "overall (labelled, pooled)",
+        f"{o.f1:.2f}",
+        f"{o.far:.1f}",
+        f"{o.mar:.1f}",
+        delay,
+        str(sum(r.test_incidents for r in report.files)),
+        "",
+        f"{report.diagnosed_right}/{report.diagnosed_total} right",
+        style="bold",
+    )
+    console.print(table)
+    console.print(
+        f"{len(report.files)} files, {report.memory_lessons} lessons from memory, "
+        f"{report.wall_s:.1f} s"
+    )
