@@ -1,0 +1,254 @@
+"""The deterministic rules of the offline playbook model, read from ``config/playbooks.yaml``.
+
+:meth:`PlaybookRules.answer` maps the data block of a request (see :mod:`plantcrew.llm.protocol`)
+to an answer dict, by task:
+
+- ``diagnose``: data ``{"candidates": [{"root_cause", "score" (0..1), "evidence": [str]}]}``
+  (the Diagnostic's signature analysis). Answer ``{"root_cause", "confidence", "evidence",
+  "summary"}``: the highest-scoring candidate when its score reaches ``min_confidence``, else
+  ``"unknown"``; confidence is the top score either way.
+- ``propose_action``: data ``{"root_cause", "device_id", "state": {device: {reading: value}},
+  "topology"?: {device: {role: device}}}``. Answer ``{"device_id", "command", "parameters",
+  "hazard_class", "rationale"}`` from the ``actions`` table; a root cause missing from the table
+  uses ``unknown``. A parameter expression that cannot be computed (missing reading) turns the
+  answer into the ``unknown`` (notify) action: fail safe.
+- ``review``: data ``{"incident_id", "device_id", "root_cause", "confidence", "action":
+  {"device_id", "command", "parameters"} | null, "action_status": "executed" | "refused" |
+  "failed" | ..., "outcome": "resolved" | "escalated" | ..., "timeline": [{"ts", "type",
+  "detail"}]}`` (every field optional). Answer ``{"summary", "root_cause_confirmed",
+  "lessons"}``; the root cause counts as confirmed when the action executed, the outcome is
+  ``resolved`` and the root cause is known.
+
+Everything in the data is data: identifiers are checked against a strict pattern (a root cause
+or device id that does not match becomes ``unknown``), free text (evidence) is passed through
+truncated and never interpreted, and nothing in the data can change which rule applies.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from plantcrew.llm import expr
+from plantcrew.llm.protocol import DataBlockError, is_finite_number
+from plantcrew.llm.yamlfile import validate_yaml
+from plantcrew.settings import get_settings
+
+ROOT_CAUSE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+UNKNOWN = "unknown"
+MAX_EVIDENCE = 10
+MAX_EVIDENCE_CHARS = 300
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiagnoseRules(_Strict):
+    min_confidence: float = Field(0.5, ge=0, le=1)
+
+
+class RelatedTarget(_Strict):
+    related: str = Field(min_length=1, description="a role in the topology, e.g. inlet_valve")
+
+
+class FixedTarget(_Strict):
+    device: str = Field(pattern=DEVICE_RE.pattern)
+
+
+class ActionRule(_Strict):
+    """One row of the root cause -> action table."""
+
+    target: Literal["self"] | RelatedTarget | FixedTarget = "self"
+    command: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    parameters: dict[str, Any] = {}
+    hazard_class: int = Field(0, ge=0, le=3)
+    rationale: str = ""
+
+
+class ReviewRules(_Strict):
+    lessons: dict[str, list[str]] = {}
+    escalated: list[str] = []
+    not_resolved: list[str] = []
+
+
+class PlaybooksConfig(_Strict):
+    """The whole ``playbooks.yaml``; ``actions`` must have an ``unknown`` row (notify)."""
+
+    diagnose: DiagnoseRules = DiagnoseRules()
+    topology: dict[str, dict[str, str]] = {}
+    actions: dict[str, ActionRule]
+    review: ReviewRules = ReviewRules()
+
+    @model_validator(mode="after")
+    def _check(self) -> PlaybooksConfig:
+        if UNKNOWN not in self.actions:
+            raise ValueError("actions must define an 'unknown' row")
+        for name, rule in self.actions.items():
+            if not ROOT_CAUSE_RE.match(name):
+                raise ValueError(f"actions: {name!r} is not a root cause identifier")
+            for value in rule.parameters.values():
+                if expr.is_expression(value):
+                    try:
+                        expr.parse(value[1:])
+                    except expr.ExpressionError as exc:
+                        raise ValueError(f"actions.{name}: {exc}") from None
+        return self
+
+
+class PlaybookRules:
+    """Answers the three model tasks from a :class:`PlaybooksConfig`; pure and deterministic."""
+
+    def __init__(self, config: PlaybooksConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def from_file(cls, path: Path | str | None = None) -> PlaybookRules:
+        """Load ``playbooks.yaml`` (default ``<config_dir>/playbooks.yaml``); ConfigError if bad."""
+        p = Path(path) if path is not None else get_settings().config_dir / "playbooks.yaml"
+        return cls(validate_yaml(PlaybooksConfig, p))
+
+    def answer(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The answer dict for a data block (shapes in the module docstring).
+
+        Raises DataBlockError only when ``task`` is missing or unknown; any other defect in
+        the data gives a cautious answer (``unknown`` / ``notify``) instead of an error.
+        """
+        task = data.get("task")
+        if task == "diagnose":
+            return self.diagnose(data)
+        if task == "propose_action":
+            return self.propose_action(data)
+        if task == "review":
+            return self.review(data)
+        raise DataBlockError(f"unknown task {task!r}")
+
+    # ---- diagnose -----------------------------------------------------------------------
+
+    def diagnose(self, data: dict[str, Any]) -> dict[str, Any]:
+        candidates = [c for c in _as_list(data.get("candidates")) if _valid_candidate(c)]
+        candidates.sort(key=lambda c: -float(c["score"]))  # stable: ties keep the given rank
+        if not candidates:
+            return {"root_cause": UNKNOWN, "confidence": 0.0, "evidence": [],
+                    "summary": "No valid root cause candidate was given; a person must inspect."}
+        top = candidates[0]
+        score = min(max(float(top["score"]), 0.0), 1.0)
+        evidence = _evidence(top.get("evidence"))
+        threshold = self.config.diagnose.min_confidence
+        if score >= threshold:
+            runner = (f"; next {candidates[1]['root_cause']} ({float(candidates[1]['score']):.2f})"
+                      if len(candidates) > 1 else "")
+            summary = (f"Root cause {top['root_cause']} with confidence {score:.2f} from "
+                       f"{len(evidence)} pieces of evidence{runner}.")
+            return {"root_cause": top["root_cause"], "confidence": score, "evidence": evidence,
+                    "summary": summary}
+        summary = (f"Best candidate {top['root_cause']} scores {score:.2f}, below the "
+                   f"{threshold:.2f} needed; root cause unknown, a person must inspect.")
+        return {"root_cause": UNKNOWN, "confidence": score, "evidence": evidence,
+                "summary": summary}
+
+    # ---- propose_action -----------------------------------------------------------------
+
+    def propose_action(self, data: dict[str, Any]) -> dict[str, Any]:
+        device = data.get("device_id")
+        device_id = device if isinstance(device, str) and DEVICE_RE.match(device) else UNKNOWN
+        cause = data.get("root_cause")
+        root_cause = cause if isinstance(cause, str) and ROOT_CAUSE_RE.match(cause) else UNKNOWN
+        if root_cause not in self.config.actions:
+            root_cause = UNKNOWN
+        raw_state = data.get("state")
+        state: dict[str, Any] = raw_state if isinstance(raw_state, dict) else {}
+        topology = {**self.config.topology}
+        if isinstance(data.get("topology"), dict):
+            topology.update({k: v for k, v in data["topology"].items() if isinstance(v, dict)})
+        if device_id == UNKNOWN and root_cause != UNKNOWN:
+            return self._notify(device_id, root_cause, f"device id {device!r} is not valid")
+        rule = self.config.actions[root_cause]
+        target = self._target(rule, device_id, topology)
+        if target is None:
+            return self._notify(device_id, root_cause, "the target device is not in the topology")
+        names = {"device": state.get(target, {}), "state": state}
+        params: dict[str, Any] = {}
+        for key, value in rule.parameters.items():
+            if expr.is_expression(value):
+                try:
+                    params[key] = expr.evaluate(value, names)
+                except expr.ExpressionError as exc:
+                    return self._notify(device_id, root_cause, f"cannot compute {key}: {exc}")
+            else:
+                params[key] = value
+        return {"device_id": target, "command": rule.command, "parameters": params,
+                "hazard_class": rule.hazard_class,
+                "rationale": f"{rule.rationale} (playbook rule '{root_cause}')".strip()}
+
+    def _target(self, rule: ActionRule, device_id: str, topology: dict[str, Any]) -> str | None:
+        if rule.target == "self":
+            return device_id
+        if isinstance(rule.target, FixedTarget):
+            return rule.target.device
+        related = topology.get(device_id, {}).get(rule.target.related)
+        return related if isinstance(related, str) and DEVICE_RE.match(related) else None
+
+    def _notify(self, device_id: str, root_cause: str, why: str) -> dict[str, Any]:
+        rule = self.config.actions[UNKNOWN]
+        return {"device_id": device_id, "command": "notify",
+                "parameters": {"message": f"{root_cause}: no automatic action ({why}); "
+                                          "a person must inspect."},
+                "hazard_class": 0,
+                "rationale": f"{rule.rationale} Fell back to notify because {why}."}
+
+    # ---- review -------------------------------------------------------------------------
+
+    def review(self, data: dict[str, Any]) -> dict[str, Any]:
+        incident = _ident(data.get("incident_id"), DEVICE_RE, "incident")
+        device = _ident(data.get("device_id"), DEVICE_RE, UNKNOWN)
+        cause = _ident(data.get("root_cause"), ROOT_CAUSE_RE, UNKNOWN)
+        conf = data.get("confidence")
+        conf_txt = f" (confidence {float(conf):.2f})" if is_finite_number(conf) else ""  # type: ignore[arg-type]
+        action = data.get("action") if isinstance(data.get("action"), dict) else None
+        status = _ident(data.get("action_status"), ROOT_CAUSE_RE, "none")
+        outcome = _ident(data.get("outcome"), ROOT_CAUSE_RE, "open")
+        timeline = [e for e in _as_list(data.get("timeline")) if isinstance(e, dict)]
+        parts = [f"Incident {incident} on {device}: root cause {cause}{conf_txt}."]
+        if action:
+            command = _ident(action.get("command"), ROOT_CAUSE_RE, "unknown")
+            target = _ident(action.get("device_id"), DEVICE_RE, device)
+            parts.append(f"Action {command} on {target}: {status}.")
+        else:
+            parts.append("No action was taken.")
+        parts.append(f"Outcome: {outcome}.")
+        times = [float(e["ts"]) for e in timeline if is_finite_number(e.get("ts"))]
+        if times:
+            parts.append(f"{len(timeline)} timeline events from t={min(times):.1f}s "
+                         f"to t={max(times):.1f}s.")
+        confirmed = cause != UNKNOWN and status == "executed" and outcome == "resolved"
+        rules = self.config.review
+        lessons = list(rules.lessons.get(cause, rules.lessons.get(UNKNOWN, [])))
+        if outcome == "escalated":
+            lessons += rules.escalated
+        elif outcome != "resolved":
+            lessons += rules.not_resolved
+        return {"summary": " ".join(parts), "root_cause_confirmed": confirmed,
+                "lessons": lessons}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _valid_candidate(c: Any) -> bool:
+    return (isinstance(c, dict) and isinstance(c.get("root_cause"), str)
+            and bool(ROOT_CAUSE_RE.match(c["root_cause"])) and is_finite_number(c.get("score")))
+
+
+def _evidence(value: Any) -> list[str]:
+    items = [str(v) for v in _as_list(value) if isinstance(v, str | int | float)]
+    return [v[:MAX_EVIDENCE_CHARS] for v in items[:MAX_EVIDENCE]]
+
+
+def _ident(value: Any, pattern: re.Pattern[str], default: str) -> str:
+    return value if isinstance(value, str) and pattern.match(value) else default

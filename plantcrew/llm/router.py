@@ -1,0 +1,285 @@
+"""``ModelRouter``: a litellm ``Router`` built from :class:`~plantcrew.llm.config.ModelsConfig`.
+
+Each group becomes one litellm model group (``model_name``) whose deployments carry their
+``order``, so litellm itself fails over from one order level to the next (order-based
+fallback), then to the group's configured ``fallbacks``; the playbook provider is registered
+once and is the last order level of every group (see :mod:`plantcrew.llm.config`).
+
+Per-call accounting (:meth:`ModelRouter.acompletion` returns a :class:`RoutedCall`): the
+deployment that served the call is read from the response's ``_hidden_params["model_id"]``
+(litellm sets it to the deployment's ``model_info.id``, which is our deployment name); the call
+counts as a fallback when that deployment is not on the group's first order level, belongs to
+another group, or litellm reports ``x-litellm-attempted-fallbacks > 0``. Cost is litellm's
+``response_cost`` (its local cost map; 0 for the playbook and for models it does not know).
+Error texts are scrubbed of configured API keys before they are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import plantcrew.settings  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm)
+from plantcrew.errors import ModelError
+from plantcrew.llm.config import Deployment, ModelsConfig, load_models_config
+from plantcrew.llm.playbook import register_playbook_provider
+from plantcrew.messages import ModelCallInfo
+from plantcrew.settings import get_settings
+
+import litellm  # isort: skip
+
+if TYPE_CHECKING:
+    from plantcrew.llm.client import LiteLLMChatCompletionClient
+
+MAX_ERROR_CHARS = 500
+
+
+class UnknownGroupError(ModelError):
+    """A caller asked for a model group the configuration does not define."""
+
+
+@dataclass(frozen=True)
+class RoutedCall:
+    """One completed model call: litellm's response and its accounting."""
+
+    response: Any
+    info: ModelCallInfo
+
+
+class ModelRouter:
+    """litellm Router over the configured groups; hands out AutoGen clients per group.
+
+    ``playbooks_path`` names the rules file of the playbook deployments that set no
+    ``api_base`` (default ``<config_dir>/playbooks.yaml``).
+    """
+
+    def __init__(self, config: ModelsConfig, *, playbooks_path: Path | str | None = None) -> None:
+        register_playbook_provider()
+        litellm.suppress_debug_info = True
+        self.config = config
+        self.playbooks_path = str(
+            playbooks_path or get_settings().config_dir / "playbooks.yaml"
+        )
+        self._deployments: dict[str, Deployment] = {}
+        self._group_of: dict[str, str] = {}
+        self._secrets: list[str] = []
+        model_list: list[dict[str, Any]] = []
+        for group in config.groups:
+            for dep in config.active(group):
+                assert dep.name is not None
+                self._deployments[dep.name] = dep
+                self._group_of[dep.name] = group
+                model_list.append(self._entry(group, dep))
+        r = config.router
+        self.router = litellm.Router(
+            model_list=model_list,
+            num_retries=r.num_retries,
+            retry_after=r.retry_after_s,
+            allowed_fails=r.allowed_fails,
+            cooldown_time=r.cooldown_time_s,
+            timeout=r.timeout_s,
+            max_fallbacks=r.max_fallbacks,
+            routing_strategy=r.routing_strategy,
+            fallbacks=[{k: v} for k, v in r.fallbacks.items()],
+            context_window_fallbacks=[{k: v} for k, v in r.context_window_fallbacks.items()],
+            content_policy_fallbacks=[{k: v} for k, v in r.content_policy_fallbacks.items()],
+        )
+
+    @classmethod
+    def from_file(cls, path: Path | str | None = None, *,
+                  playbooks_path: Path | str | None = None) -> ModelRouter:
+        """Build from ``models.yaml`` (default ``<config_dir>/models.yaml``); ConfigError if bad."""
+        return cls(load_models_config(path), playbooks_path=playbooks_path)
+
+    def _entry(self, group: str, dep: Deployment) -> dict[str, Any]:
+        params: dict[str, Any] = {**dep.extra, "model": dep.model, "order": dep.order,
+                                  "weight": dep.weight}
+        if dep.is_playbook:
+            params["api_base"] = dep.api_base or self.playbooks_path
+        elif dep.api_base:
+            params["api_base"] = dep.api_base
+        if dep.api_key_env:
+            key = os.environ.get(dep.api_key_env, "")
+            params["api_key"] = key
+            if len(key) >= 4:
+                self._secrets.append(key)
+        for attr, name in (("rpm", "rpm"), ("tpm", "tpm"), ("timeout_s", "timeout"),
+                           ("max_retries", "max_retries")):
+            value = getattr(dep, attr)
+            if value is not None:
+                params[name] = value
+        return {"model_name": group, "litellm_params": params, "model_info": {"id": dep.name}}
+
+    # ---- lookup ---------------------------------------------------------------------------
+
+    @property
+    def groups(self) -> list[str]:
+        """The configured group names."""
+        return list(self.config.groups)
+
+    def check_group(self, group: str) -> None:
+        """Raise UnknownGroupError (a ModelError) when ``group`` is not configured."""
+        if group not in self.config.groups:
+            raise UnknownGroupError(f"unknown model group {group!r}; known: {self.groups}")
+
+    def deployments(self, group: str) -> list[Deployment]:
+        """The active deployments of ``group`` in order (names and orders filled in)."""
+        self.check_group(group)
+        return [d for n, d in self._deployments.items() if self._group_of[n] == group]
+
+    def deployment(self, name: str) -> Deployment | None:
+        """The active deployment called ``name``, or None."""
+        return self._deployments.get(name)
+
+    def playbook_deployment(self, group: str) -> Deployment:
+        """The playbook deployment of ``group`` (its last resort), or ``playbook/default``."""
+        for dep in reversed(self.deployments(group)):
+            if dep.is_playbook:
+                return dep
+        return Deployment(model="playbook/default", name=f"{group}-playbook")
+
+    def client(self, group: str, **kwargs: Any) -> LiteLLMChatCompletionClient:
+        """An AutoGen ``ChatCompletionClient`` for ``group``; UnknownGroupError if unknown."""
+        from plantcrew.llm.client import LiteLLMChatCompletionClient
+
+        self.check_group(group)
+        return LiteLLMChatCompletionClient(self, group, **kwargs)
+
+    # ---- calls ----------------------------------------------------------------------------
+
+    async def acompletion(self, group: str, messages: Sequence[dict[str, Any]],
+                          **kwargs: Any) -> RoutedCall:
+        """One routed chat completion (not streamed) for ``group``, with its accounting.
+
+        ``kwargs`` are OpenAI chat parameters (``tools``, ``response_format``...). Raises
+        UnknownGroupError for an unknown group, and litellm's exception (its ``info`` is in
+        ``exc.plantcrew_call``) when every deployment and fallback failed.
+        """
+        self.check_group(group)
+        start = time.perf_counter()
+        try:
+            response: Any = await self.router.acompletion(
+                model=group, messages=list(messages),  # type: ignore[arg-type]
+                include_fallback_errors=True, **kwargs,
+            )
+        except Exception as exc:
+            info = self.failure_info(group, messages, exc, time.perf_counter() - start)
+            exc.plantcrew_call = info  # type: ignore[attr-defined]
+            raise
+        latency = time.perf_counter() - start
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        tool_calls = getattr(choice.message, "tool_calls", None)
+        if tool_calls:
+            text = text or json.dumps([tc.model_dump() for tc in tool_calls], default=str)
+        return RoutedCall(response, self.success_info(group, messages, response, latency, text))
+
+    async def astream(self, group: str, messages: Sequence[dict[str, Any]],
+                      **kwargs: Any) -> Any:
+        """Start a streamed completion; returns litellm's async chunk iterator."""
+        self.check_group(group)
+        router: Any = self.router
+        return await router.acompletion(
+            model=group, messages=list(messages), stream=True,
+            stream_options={"include_usage": True}, **kwargs,
+        )
+
+    async def aplaybook(self, group: str, messages: Sequence[dict[str, Any]],
+                        **kwargs: Any) -> RoutedCall:
+        """Call the group's playbook deployment directly (no router, no fallback)."""
+        dep = self.playbook_deployment(group)
+        start = time.perf_counter()
+        response = await litellm.acompletion(
+            model=dep.model, messages=list(messages),
+            api_base=dep.api_base or self.playbooks_path, **kwargs,
+        )
+        info = self.success_info(group, messages, response, time.perf_counter() - start,
+                                 response.choices[0].message.content or "")
+        return RoutedCall(response, info.model_copy(update={"deployment": dep.name,
+                                                            "model": dep.model}))
+
+    # ---- accounting -----------------------------------------------------------------------
+
+    def served_by(self, response: Any) -> tuple[str, str, bool, list[str]]:
+        """``(deployment name, model, fallback?, errors of failed attempts)`` of a response."""
+        hidden = getattr(response, "_hidden_params", None) or {}
+        name = str(hidden.get("model_id") or "unknown")
+        dep = self._deployments.get(name)
+        model = dep.model if dep else str(hidden.get("litellm_model_name") or "unknown")
+        headers = hidden.get("additional_headers") or {}
+        attempted = headers.get("x-litellm-attempted-fallbacks") or 0
+        fallback = bool(attempted)
+        if dep is not None:
+            group = self._group_of[name]
+            first = min((d.order or 1) for d in self.deployments(group))
+            requested = headers.get("x-litellm-model-group")
+            fallback = fallback or (dep.order or 1) > first or (
+                isinstance(requested, str) and requested != group
+            )
+        errors: list[str] = []
+        raw = headers.get("x-litellm-fallback-errors")
+        try:
+            parsed = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            errors = [self.scrub(str(e.get("message", e)) if isinstance(e, dict) else str(e))
+                      for e in parsed]
+        return name, model, fallback, errors
+
+    def success_info(self, group: str, messages: Sequence[dict[str, Any]], response: Any,
+                     latency_s: float, text: str) -> ModelCallInfo:
+        """The accounting record of a successful call."""
+        name, model, fallback, errors = self.served_by(response)
+        usage = getattr(response, "usage", None)
+        return ModelCallInfo(
+            model_group=group,
+            deployment=name,
+            model=model,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            latency_ms=round(latency_s * 1000, 3),
+            cost_usd=self.cost_of(response, model),
+            fallback=fallback,
+            ok=True,
+            error="; ".join(errors) or None,
+            prompt=[dict(m) for m in messages],
+            response=text,
+        )
+
+    def failure_info(self, group: str, messages: Sequence[dict[str, Any]], exc: BaseException,
+                     latency_s: float) -> ModelCallInfo:
+        """The accounting record of a call that failed on every deployment."""
+        return ModelCallInfo(
+            model_group=group,
+            deployment="none",
+            model="none",
+            latency_ms=round(latency_s * 1000, 3),
+            ok=False,
+            error=self.scrub(f"{type(exc).__name__}: {exc}"),
+            prompt=[dict(m) for m in messages],
+        )
+
+    def cost_of(self, response: Any, model: str) -> float:
+        """litellm's cost of ``response`` in USD; 0.0 for the playbook or an unknown price."""
+        if model.startswith("playbook/"):
+            return 0.0
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost")
+        if cost is None:
+            try:
+                cost = litellm.completion_cost(completion_response=response)
+            except Exception:  # litellm raises when the model has no price
+                cost = 0.0
+        return float(cost or 0.0)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without configured API keys, cut to a readable length."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text[:MAX_ERROR_CHARS]
