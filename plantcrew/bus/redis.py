@@ -1,0 +1,933 @@
+"""``redis://``: the bus on Redis pub/sub (plain subjects) and Redis Streams (durable subjects).
+
+URL: ``redis://[:pass@]host:6379[/db][?namespace=NS&sync=always&dedupe_window=120&maxlen=N]``
+(``rediss://`` for TLS). The query is plantcrew's, never sent to the server:
+
+- ``namespace``: prefixes every channel and key (``NS.crew.events``), so several plants or test
+  runs share one server without seeing each other.
+- ``sync=always``: production durability. The bus refuses (BusError) a server that does not
+  run with ``appendonly yes`` and ``appendfsync always`` (``CONFIG GET``; see
+  ``infra/redis.conf``), since otherwise an acknowledged command can be lost on a power cut.
+- ``dedupe_window``: seconds during which a repeated message id is dropped (default 120).
+- ``maxlen``: approximate length each durable stream is trimmed to (default 1,000,000).
+
+Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``):
+
+- ``subscribe`` without a queue group: ``SUBSCRIBE`` for a subject, ``PSUBSCRIBE`` for a
+  pattern. NATS ``*`` and ``>`` both become the glob ``*``, which also matches across dots,
+  so every delivery is filtered again with ``subject_matches``.
+- queue groups: pub/sub has no one-member delivery, so a member registers its group in the
+  hash ``<NS>._queues`` (renewed every 10 s, expires after 30 s) and pops from the group's list
+  with ``BLPOP``; a publisher pushes a copy onto the list of every registered group whose pattern
+  matches (cached, refreshed when a group is announced on the ``<NS>._queues`` channel and every
+  few seconds). Redis hands each element to one ``BLPOP`` caller, longest waiting first.
+- ``request`` subscribes to a private inbox channel and sends the request with the inbox in a
+  frame (``\\0<reply>\\0<message>``); the responder's reply is published to the inbox.
+
+Durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``): one stream per subject.
+``publish`` runs a Lua script that sets a dedupe key (``SET NX PX``, the dedupe window) and
+``XADD``s (``MAXLEN ~``) only when the key was new, so a repeat of a message id (including a
+retry after a lost reply) is dropped. ``consume`` creates the group at ``0`` (deliver-all,
+``MKSTREAM``); each member is a consumer that reads one entry at a time with ``XREADGROUP``,
+``XACK``s after the handler returns, and on failure "naks" by resetting the entry's idle time
+(``XCLAIM ... IDLE ... JUSTID``) so that it becomes claimable after the backoff delay. Entries
+idle for longer than ``ack_wait_s`` plus a grace second (failed, overrun, or held by a member
+that died) are taken over with ``XAUTOCLAIM``; the delivery count comes from ``XPENDING``.
+After ``max_deliver`` deliveries a ``DeadLetter`` goes to the ``crew.dlq`` stream before the
+original is acknowledged. ``unsubscribe`` hands the member's pending entries to the
+``_handback`` consumer as immediately claimable and deletes the member's consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlparse, urlunparse
+
+import structlog
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from plantcrew.bus.base import (
+    DurableOptions,
+    Handler,
+    check_subject,
+    dead_letter,
+    is_durable,
+    parse_or_reason,
+    subject_matches,
+)
+from plantcrew.errors import BusError, BusTimeout
+from plantcrew.messages import Message, Subjects
+
+log = structlog.get_logger("plantcrew.bus.redis")
+
+_VALIDATE_JSON = Message.__pydantic_validator__.validate_json
+_TO_JSON = Message.__pydantic_serializer__.to_json
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+_SUBJECT_CACHE_LIMIT = 10_000
+_INBOX_LIMIT = 100_000  # queued plain deliveries per subscription before the oldest is dropped
+_QUEUE_LIST_LIMIT = 100_000
+_QUEUE_TTL_S = 30.0
+_QUEUE_RENEW_S = 10.0
+_QUEUE_REFRESH_S = 5.0
+_POLL_S = 1.0
+_RETRY_PAUSE_S = 0.25
+_ACK_WAIT_GRACE_S = 1.0
+_HANDBACK = "_handback"
+_HANDBACK_IDLE_MS = 10 * 24 * 3600 * 1000
+_FIELD = b"d"
+
+# KEYS[1] stream, KEYS[2] dedupe key; ARGV[1] data, ARGV[2] dedupe ms, ARGV[3] maxlen
+_STORE_LUA = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'd', ARGV[1])
+end
+return false
+"""
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """What a ``redis://`` URL asks for (see the module doc); ``server`` has no query."""
+
+    server: str
+    namespace: str = ""
+    sync_always: bool = False
+    dedupe_window_s: float = 120.0
+    maxlen: int = 1_000_000
+    connect_timeout_s: float = 5.0
+    publish_timeout_s: float = 10.0
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisSettings:
+        """Parse ``url``; raises BusError for an unknown or malformed query value."""
+        parts = urlparse(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        known = {
+            "namespace",
+            "sync",
+            "dedupe_window",
+            "maxlen",
+            "connect_timeout",
+            "publish_timeout",
+        }
+        unknown = set(query) - known
+        if unknown:
+            raise BusError(f"unknown query parameter(s) {sorted(unknown)} in {redacted(url)!r}")
+        namespace = query.get("namespace", "")
+        if namespace and not _NAME.match(namespace):
+            raise BusError(f"bad namespace {namespace!r} in {redacted(url)!r}: use [A-Za-z0-9_-]")
+        sync = query.get("sync", "")
+        if sync not in ("", "always", "everysec"):
+            raise BusError(f"sync must be 'always' or 'everysec', got {sync!r}")
+        try:
+            return cls(
+                server=urlunparse(parts._replace(query="", fragment="")),
+                namespace=namespace,
+                sync_always=sync == "always",
+                dedupe_window_s=float(query.get("dedupe_window", "120")),
+                maxlen=int(query.get("maxlen", "1000000")),
+                connect_timeout_s=float(query.get("connect_timeout", "5")),
+                publish_timeout_s=float(query.get("publish_timeout", "10")),
+            )
+        except ValueError as exc:
+            raise BusError(f"bad number in {redacted(url)!r}: {exc}") from None
+
+    @property
+    def prefix(self) -> str:
+        """Channel and key prefix: ``"NS."`` or ``""``."""
+        return f"{self.namespace}." if self.namespace else ""
+
+
+def redacted(url: str) -> str:
+    """``url`` without a password, for error messages and logs."""
+    parts = urlparse(url)
+    if parts.password:
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunparse(parts._replace(netloc=netloc))
+    return url
+
+
+def to_glob(pattern: str) -> str:
+    """A Redis ``PSUBSCRIBE`` glob covering the NATS-style ``pattern`` (``*``/``>`` → ``*``).
+
+    The glob is wider than the pattern (``*`` crosses dots), so matches are filtered again with
+    ``subject_matches``; tokens hold no glob metacharacters (``check_subject``).
+    """
+    return ".".join("*" if tok in ("*", ">") else tok for tok in pattern.split("."))
+
+
+def frame(data: bytes, reply: str = "", subject: str | None = None) -> bytes:
+    """Wrap ``data`` with a reply inbox (and, for queue lists, the subject).
+
+    A JSON message never starts with NUL, so unframed bytes go as they are; bytes that do start
+    with NUL are framed with an empty reply so they cannot be mistaken for a frame.
+    """
+    if subject is not None:
+        return b"\0" + subject.encode() + b"\0" + reply.encode() + b"\0" + data
+    if reply or data[:1] == b"\0":
+        return b"\0" + reply.encode() + b"\0" + data
+    return data
+
+
+def unframe(raw: bytes) -> tuple[str, bytes]:
+    """``(reply, data)`` of a pub/sub payload (``reply`` is ``""`` when there is none)."""
+    if raw[:1] != b"\0":
+        return "", raw
+    reply, _, data = raw[1:].partition(b"\0")
+    return reply.decode(), data
+
+
+def unframe_queued(raw: bytes) -> tuple[str, str, bytes]:
+    """``(subject, reply, data)`` of a queue-list element."""
+    subject, _, rest = raw[1:].partition(b"\0")
+    reply, _, data = rest.partition(b"\0")
+    return subject.decode(), reply.decode(), data
+
+
+class _PlainSub:
+    """A plain subscription: its own inbox and task, fed by the bus's pub/sub reader or, with a
+    queue group, by its own ``BLPOP`` loop."""
+
+    def __init__(self, bus: RedisBus, pattern: str, handler: Handler, queue: str | None) -> None:
+        self.bus, self.pattern, self.handler, self.queue = bus, pattern, handler, queue
+        self.wire = bus.settings.prefix + pattern
+        self.glob = to_glob(self.wire) if ("*" in pattern or ">" in pattern) else None
+        self.list_key = bus._queue_key(queue, pattern) if queue else None
+        self.inbox: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
+        self.active = False
+        self.dropped = 0
+        self.tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._run())]
+        if self.list_key is not None:
+            self.tasks.append(asyncio.create_task(self._pop_loop(self.list_key)))
+
+    def offer(self, subject: str, reply: str, data: bytes) -> None:
+        if self.inbox.qsize() >= _INBOX_LIMIT:
+            self.inbox.get_nowait()
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.warning("slow subscriber: dropping oldest", pattern=self.pattern)
+        self.inbox.put_nowait((subject, reply, data))
+
+    async def _run(self) -> None:
+        while True:
+            subject, reply, data = await self.inbox.get()
+            self.active = True
+            try:
+                await self.bus._deliver_plain(self, subject, reply, data)
+            finally:
+                self.active = False
+
+    async def _pop_loop(self, key: str) -> None:
+        r = self.bus._r_or_raise()
+        while True:
+            try:
+                popped = await r.blpop([key], timeout=_POLL_S)
+            except _TRANSIENT as exc:
+                log.info("queue pop failed; retrying", queue=self.queue, error=repr(exc))
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                continue
+            if popped is not None:
+                element: Any = popped[1]
+                subject, reply, data = unframe_queued(element)
+                self.offer(subject, reply, data)
+
+    def busy(self) -> bool:
+        return self.active or not self.inbox.empty()
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving; queued plain messages are dropped (plain: at most once)."""
+        await self.bus._remove_plain(self)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class _Member:
+    """One member (a Redis Streams consumer) of a durable consumer group."""
+
+    _ids = itertools.count()
+
+    def __init__(
+        self, bus: RedisBus, subject: str, group: str, handler: Handler, options: DurableOptions
+    ) -> None:
+        self.bus, self.subject, self.group, self.handler = bus, subject, group, handler
+        self.options = options
+        self.key = bus.settings.prefix + subject
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{next(self._ids)}-{uuid.uuid4().hex[:6]}"
+        self.claim_idle_ms = int((options.ack_wait_s + _ACK_WAIT_GRACE_S) * 1000)
+        self.next_claim = 0.0
+        self.claim_cursor = "0-0"
+        self.current: bytes | None = None
+        self.handling: asyncio.Future[Message | None] | None = None
+        self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"redis-member-{self.name}")
+
+    async def _run(self) -> None:
+        while not self.stopping:
+            try:
+                entry = await self._next()
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # the stream or group is gone (server lost its data)
+                    log.warning("group gone; recreating", key=self.key, group=self.group)
+                    with contextlib.suppress(RedisError):
+                        await self.bus._ensure_group(self.key, self.group)
+                else:
+                    log.warning("read failed", key=self.key, error=repr(exc))
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                continue
+            except _TRANSIENT as exc:
+                log.info("read failed; retrying", key=self.key, error=repr(exc))
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                continue
+            if entry is None:
+                continue
+            entry_id, data, delivered = entry
+            self.current = entry_id
+            try:
+                await self.bus._deliver_durable(self, entry_id, data, delivered)
+            except (*_TRANSIENT, ResponseError, BusError) as exc:
+                # the entry stays pending; it is claimed again once idle past the ack wait
+                log.info("settling failed", key=self.key, error=repr(exc))
+            finally:
+                self.current = None
+
+    async def _next(self) -> tuple[bytes, bytes, int] | None:
+        """The next entry for this member: an idle one to take over first, then a new one."""
+        r = self.bus._r_or_raise()
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self.next_claim:
+            cursor, claimed, *_ = await r.xautoclaim(
+                self.key, self.group, self.name, self.claim_idle_ms, self.claim_cursor, count=1
+            )
+            self.claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+            if self.claim_cursor == "0-0":
+                self.next_claim = loop.time() + _POLL_S
+            for entry_id, fields in claimed:
+                if not fields or _FIELD not in fields:  # trimmed away while pending
+                    await r.xack(self.key, self.group, entry_id)
+                    return None
+                pending = await r.xpending_range(
+                    self.key, self.group, min=entry_id, max=entry_id, count=1
+                )
+                delivered = int(pending[0]["times_delivered"]) if pending else 1
+                return entry_id, fields[_FIELD], delivered
+        block_ms = int(min(_POLL_S, max(0.001, self.next_claim - loop.time())) * 1000)
+        res: Any = await r.xreadgroup(
+            self.group, self.name, {self.key: ">"}, count=1, block=max(1, block_ms)
+        )
+        for _key, entries in res or ():
+            for entry_id, fields in entries:
+                return entry_id, fields.get(_FIELD, b""), 1
+        return None
+
+    async def nak(self, entry_id: bytes, delay_s: float) -> None:
+        """Make ``entry_id`` claimable by any member after ``delay_s`` seconds."""
+        idle = max(0, self.claim_idle_ms - int(delay_s * 1000))
+        await self.bus._r_or_raise().xclaim(
+            self.key, self.group, self.name, 0, [entry_id], idle=idle, justid=True
+        )
+        loop = asyncio.get_running_loop()
+        self.next_claim = min(self.next_claim, loop.time() + delay_s + 0.005)
+
+    async def unsubscribe(self) -> None:
+        """Stop; hand this member's pending entries back to the group, claimable at once."""
+        self.stopping = True
+        handling = self.handling
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if handling is not None and not handling.done():
+            handling.cancel()
+        if self in self.bus._members:
+            self.bus._members.remove(self)
+        r = self.bus._r
+        if r is None:
+            return
+        try:
+            held = await r.xpending_range(
+                self.key, self.group, min="-", max="+", count=10_000, consumername=self.name
+            )
+            ids: list[Any] = [p["message_id"] for p in held]
+            if ids:
+                await r.xclaim(
+                    self.key, self.group, _HANDBACK, 0, ids, idle=_HANDBACK_IDLE_MS, justid=True
+                )
+            await r.xgroup_delconsumer(self.key, self.group, self.name)
+        except (*_TRANSIENT, ResponseError) as exc:
+            # not lost: the entries become claimable once idle past the ack wait
+            log.info("hand-back failed", key=self.key, error=repr(exc))
+
+
+class RedisBus:
+    """The bus on Redis pub/sub + Streams (see module doc). Create with ``connect("redis://...")``.
+
+    Raises BusError (naming the URL, password hidden) when the server cannot be reached, when
+    a durable publish is not stored within ``publish_timeout``, or for a bad subject.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.settings = RedisSettings.from_url(url)
+        self._r: Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._registrar: asyncio.Task[None] | None = None
+        self._store_script: Any = None
+        self._plain: list[_PlainSub] = []
+        self._by_channel: dict[str, list[_PlainSub]] = {}
+        self._by_glob: dict[str, list[_PlainSub]] = {}
+        self._inboxes: dict[str, asyncio.Future[bytes]] = {}
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._members: list[_Member] = []
+        self._groups: set[tuple[str, str]] = set()
+        self._late: set[asyncio.Future[Message | None]] = set()
+        self._subjects: dict[str, tuple[str, bool]] = {}
+        self._queues: dict[str, float] = {}  # "group pattern" -> expiry (epoch s), all buses
+        self._routes: dict[str, list[str]] = {}  # subject -> queue list keys, from _queues
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Connect (commands retry through short outages) and start the pub/sub reader."""
+        s = self.settings
+        r = Redis.from_url(
+            s.server,
+            protocol=2,
+            socket_connect_timeout=s.connect_timeout_s,
+            socket_keepalive=True,
+            health_check_interval=10,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        try:
+            await asyncio.wait_for(r.ping(), timeout=s.connect_timeout_s + 1)
+            if s.sync_always:
+                await self._check_fsync(r)
+        except (TimeoutError, RedisError, OSError) as exc:
+            await r.aclose()
+            raise BusError(
+                f"cannot reach Redis at {redacted(self.url)}: {exc!r}; "
+                "start it with: docker compose -f infra/compose.yaml up -d redis"
+            ) from None
+        except BusError:
+            await r.aclose()
+            raise
+        self._r = r
+        self._store_script = r.register_script(_STORE_LUA)
+        self._pubsub = r.pubsub()
+        await self._subscribe_channel(self._control_channel)
+        self._reader = asyncio.create_task(self._read_pubsub(), name="redis-pubsub-reader")
+        await self._wait_confirmed(self._control_channel)
+        await self._refresh_queues()
+        self._registrar = asyncio.create_task(self._keep_queues(), name="redis-queue-registry")
+
+    async def _check_fsync(self, r: Redis) -> None:
+        try:
+            aof: dict[Any, Any] = await r.config_get("appendonly")
+            fsync: dict[Any, Any] = await r.config_get("appendfsync")
+        except ResponseError as exc:
+            raise BusError(
+                f"sync=always asked of {redacted(self.url)} but CONFIG GET is refused ({exc}); "
+                "cannot verify appendfsync"
+            ) from None
+        got = (_text(aof.get(b"appendonly")), _text(fsync.get(b"appendfsync")))
+        if got != ("yes", "always"):
+            raise BusError(
+                f"sync=always asked of {redacted(self.url)} but it runs with appendonly={got[0]} "
+                f"appendfsync={got[1]}; use appendonly yes and appendfsync always "
+                "(infra/redis.conf)"
+            )
+
+    async def close(self) -> None:
+        """Hand back in-flight durable work, stop every subscription and disconnect."""
+        for member in list(self._members):
+            await member.unsubscribe()
+        for sub in list(self._plain):
+            await sub.unsubscribe()
+        for task in list(self._late):
+            task.cancel()
+        for bg in (self._reader, self._registrar):
+            if bg is not None:
+                bg.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await bg
+        pubsub, r, self._pubsub, self._r = self._pubsub, self._r, None, None
+        if pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+        if r is not None:
+            await r.aclose()
+
+    def _r_or_raise(self) -> Redis:
+        if self._r is None:
+            raise BusError(f"bus {redacted(self.url)} is closed (or never connected)")
+        return self._r
+
+    # ---- names ---------------------------------------------------------------------------
+    @property
+    def _control_channel(self) -> str:
+        return self.settings.prefix + "_queues"
+
+    def _queue_key(self, group: str, pattern: str) -> str:
+        return f"{self.settings.prefix}_queue:{group}:{pattern}"
+
+    def _dedupe_key(self, wire: str, msg_id: str) -> str:
+        return f"{self.settings.prefix}_dedupe:{wire}:{msg_id}"
+
+    def _resolve(self, subject: str) -> tuple[str, bool]:
+        """``(channel or stream key, durable?)``, validated once and cached."""
+        hit = self._subjects.get(subject)
+        if hit is None:
+            check_subject(subject)
+            if len(self._subjects) >= _SUBJECT_CACHE_LIMIT:
+                self._subjects.clear()
+            hit = self._subjects[subject] = (self.settings.prefix + subject, is_durable(subject))
+        return hit
+
+    def _local(self, wire: str) -> str:
+        prefix = self.settings.prefix
+        return wire[len(prefix) :] if wire.startswith(prefix) else wire
+
+    # ---- publish -------------------------------------------------------------------------
+    async def publish(self, msg: Message, subject: str | None = None) -> None:
+        """Send ``msg``; on a durable subject, wait until Redis stored it (or it was a repeat
+        of a stored id). Raises BusError when not stored within ``publish_timeout``."""
+        subject = subject or msg.subject
+        wire, durable = self._resolve(subject)
+        if durable:
+            await self._store(wire, _TO_JSON(msg), str(msg.id))
+        else:
+            await self._send_plain(subject, wire, _TO_JSON(msg))
+
+    async def publish_raw(self, subject: str, data: bytes) -> None:
+        """Send bytes as they are; receivers validate them and quarantine what does not parse."""
+        wire, durable = self._resolve(subject)
+        if durable:
+            # a fresh dedupe key: a retry after a lost reply stores the bytes once
+            await self._store(wire, data, f"raw-{uuid.uuid4().hex}")
+        else:
+            await self._send_plain(subject, wire, data)
+
+    async def _send_plain(self, subject: str, wire: str, data: bytes, reply: str = "") -> None:
+        r = self._r_or_raise()
+        routes = self._routes.get(subject)
+        if routes is None:
+            routes = self._route(subject)
+        try:
+            if not routes:
+                await r.publish(wire, frame(data, reply))
+                return
+            queued = frame(data, reply, subject)
+            pipe = r.pipeline(transaction=False)
+            pipe.publish(wire, frame(data, reply))
+            for key in routes:
+                pipe.rpush(key, queued)
+                pipe.ltrim(key, -_QUEUE_LIST_LIMIT, -1)
+                pipe.pexpire(key, int(_QUEUE_TTL_S * 1000))
+            await pipe.execute()
+        except _TRANSIENT as exc:
+            raise BusError(f"publish to {wire!r} on {redacted(self.url)} failed: {exc!r}") from None
+
+    async def _store(self, wire: str, data: bytes, dedupe_id: str) -> None:
+        s, loop = self.settings, asyncio.get_running_loop()
+        deadline = loop.time() + s.publish_timeout_s
+        keys = [wire, self._dedupe_key(wire, dedupe_id)]
+        args = [data, int(s.dedupe_window_s * 1000), s.maxlen]
+        while True:
+            try:
+                # None: a repeat of an id stored within the dedupe window (or our own retry)
+                await self._store_script(keys=keys, args=args)
+                return
+            except _TRANSIENT as exc:
+                if loop.time() >= deadline or self._r is None:
+                    raise BusError(
+                        f"publish to {wire!r} not stored by {redacted(self.url)} within "
+                        f"{s.publish_timeout_s}s: {exc!r}"
+                    ) from None
+                await asyncio.sleep(_RETRY_PAUSE_S)
+            except ResponseError as exc:
+                raise BusError(f"publish to {wire!r} refused by Redis: {exc}") from None
+
+    # ---- queue-group registry ------------------------------------------------------------
+    def _route(self, subject: str) -> list[str]:
+        now = time.time()
+        keys = []
+        for field, expiry in self._queues.items():
+            group, _, pattern = field.partition(" ")
+            if expiry > now and subject_matches(pattern, subject):
+                keys.append(self._queue_key(group, pattern))
+        if len(self._routes) >= _SUBJECT_CACHE_LIMIT:
+            self._routes.clear()
+        self._routes[subject] = keys
+        return keys
+
+    async def _refresh_queues(self) -> None:
+        r = self._r_or_raise()
+        raw = await r.hgetall(self.settings.prefix + "_queues")
+        now = time.time()
+        queues, stale = {}, []
+        for field, expiry in raw.items():
+            name = _text(field)
+            if float(expiry) > now:
+                queues[name] = float(expiry)
+            else:
+                stale.append(field)
+        for sub in self._plain:  # our own groups count even before the server says so
+            if sub.queue is not None:
+                queues[f"{sub.queue} {sub.pattern}"] = now + _QUEUE_TTL_S
+        if stale:
+            await r.hdel(self.settings.prefix + "_queues", *stale)
+        self._queues = queues
+        self._routes = {}
+
+    async def _announce_queues(self, announce: bool) -> None:
+        r = self._r_or_raise()
+        mine = {f"{s.queue} {s.pattern}" for s in self._plain if s.queue is not None}
+        if mine:
+            expiry = time.time() + _QUEUE_TTL_S
+            await r.hset(self.settings.prefix + "_queues", mapping=dict.fromkeys(mine, expiry))
+        if announce:
+            await r.publish(self._control_channel, b"changed")
+
+    async def _keep_queues(self) -> None:
+        last_renew = time.monotonic()
+        while True:
+            await asyncio.sleep(_QUEUE_REFRESH_S)
+            try:
+                if time.monotonic() - last_renew >= _QUEUE_RENEW_S:
+                    await self._announce_queues(announce=False)
+                    last_renew = time.monotonic()
+                await self._refresh_queues()
+            except (*_TRANSIENT, ResponseError) as exc:
+                log.info("queue registry refresh failed", error=repr(exc))
+
+    # ---- pub/sub reader ------------------------------------------------------------------
+    async def _subscribe_channel(self, channel: str) -> None:
+        assert self._pubsub is not None
+        self._confirmed.setdefault(channel, asyncio.Event())
+        await self._pubsub.subscribe(channel)
+
+    async def _wait_confirmed(self, name: str, timeout: float = 5.0) -> None:
+        event = self._confirmed.get(name)
+        if event is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+
+    async def _read_pubsub(self) -> None:
+        pubsub = self._pubsub
+        assert pubsub is not None
+        while True:
+            try:
+                item = await pubsub.get_message(timeout=_POLL_S)
+            except (*_TRANSIENT, RuntimeError) as exc:
+                log.info("pub/sub read failed; reconnecting", error=repr(exc))
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                continue
+            if item is None:
+                continue
+            kind = item["type"]
+            if kind == "pmessage":
+                channel = _text(item["channel"])
+                reply, data = unframe(item["data"])
+                subject = self._local(channel)
+                for sub in self._by_glob.get(_text(item["pattern"]), ()):
+                    if subject_matches(sub.pattern, subject):
+                        sub.offer(subject, reply, data)
+            elif kind == "message":
+                channel = _text(item["channel"])
+                future = self._inboxes.get(channel)
+                if future is not None:
+                    if not future.done():
+                        future.set_result(item["data"])
+                elif channel == self._control_channel:
+                    await self._refresh_queues()
+                else:
+                    reply, data = unframe(item["data"])
+                    subject = self._local(channel)
+                    for sub in self._by_channel.get(channel, ()):
+                        sub.offer(subject, reply, data)
+            elif kind in ("subscribe", "psubscribe"):
+                event = self._confirmed.get(_text(item["channel"]))
+                if event is not None:
+                    event.set()
+
+    # ---- subscribe -----------------------------------------------------------------------
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str | None = None
+    ) -> _PlainSub:
+        """Plain subscription; returns once the server has registered it (see module doc)."""
+        check_subject(subject, pattern=True)
+        if is_durable(subject):
+            raise BusError(f"{subject!r} is a durable subject: use consume()")
+        if queue is not None and not _NAME.match(queue):
+            raise BusError(f"bad queue group {queue!r}: use [A-Za-z0-9_-]")
+        self._r_or_raise()
+        sub = _PlainSub(self, subject, handler, queue)
+        self._plain.append(sub)
+        if queue is not None:
+            await self._announce_queues(announce=True)
+            await self._refresh_queues()
+            return sub
+        pubsub = self._pubsub
+        assert pubsub is not None
+        if sub.glob is None:
+            self._by_channel.setdefault(sub.wire, []).append(sub)
+            await self._subscribe_channel(sub.wire)
+            await self._wait_confirmed(sub.wire)
+        else:
+            first = sub.glob not in self._by_glob
+            self._by_glob.setdefault(sub.glob, []).append(sub)
+            if first:
+                self._confirmed.setdefault(sub.glob, asyncio.Event())
+                await pubsub.psubscribe(sub.glob)
+                await self._wait_confirmed(sub.glob)
+        return sub
+
+    async def _remove_plain(self, sub: _PlainSub) -> None:
+        if sub in self._plain:
+            self._plain.remove(sub)
+        pubsub = self._pubsub
+        if sub.queue is not None:
+            self._routes = {}
+            return
+        if sub.glob is None:
+            subs = self._by_channel.get(sub.wire, [])
+            if sub in subs:
+                subs.remove(sub)
+            if not subs and pubsub is not None:
+                self._by_channel.pop(sub.wire, None)
+                self._confirmed.pop(sub.wire, None)
+                with contextlib.suppress(*_TRANSIENT):
+                    await pubsub.unsubscribe(sub.wire)
+        else:
+            subs = self._by_glob.get(sub.glob, [])
+            if sub in subs:
+                subs.remove(sub)
+            if not subs and pubsub is not None:
+                self._by_glob.pop(sub.glob, None)
+                self._confirmed.pop(sub.glob, None)
+                with contextlib.suppress(*_TRANSIENT):
+                    await pubsub.punsubscribe(sub.glob)
+
+    async def consume(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        group: str,
+        options: DurableOptions | None = None,
+    ) -> _Member:
+        """Join ``group`` on a durable ``subject``; the group is created at the start of the
+        stream (deliver-all) on first use. Raises BusError for a plain subject or bad group."""
+        check_subject(subject)
+        if not is_durable(subject):
+            raise BusError(f"{subject!r} is not a durable subject: use subscribe()")
+        if not _NAME.match(group):
+            raise BusError(f"bad group name {group!r}: use [A-Za-z0-9_-]")
+        member = _Member(self, subject, group, handler, options or DurableOptions())
+        try:
+            await self._ensure_group(member.key, group)
+        except (*_TRANSIENT, ResponseError) as exc:
+            raise BusError(f"cannot create group {group!r} on {member.key!r}: {exc!r}") from None
+        member.start()
+        self._members.append(member)
+        return member
+
+    async def _ensure_group(self, key: str, group: str) -> None:
+        try:
+            await self._r_or_raise().xgroup_create(key, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups.add((key, group))
+
+    async def request(self, msg: Message, *, timeout: float = 5.0) -> Message:
+        """Publish on a plain subject with a private reply inbox; BusTimeout if none in time."""
+        wire, durable = self._resolve(msg.subject)
+        if durable:
+            raise BusError("request/reply runs on plain subjects only")
+        inbox = f"{self.settings.prefix}_inbox.{uuid.uuid4().hex}"
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._inboxes[inbox] = future
+        pubsub = self._pubsub
+        assert pubsub is not None
+        try:
+            await self._subscribe_channel(inbox)
+            await self._wait_confirmed(inbox)
+            await self._send_plain(msg.subject, wire, _TO_JSON(msg), reply=inbox)
+            data = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None
+        finally:
+            self._inboxes.pop(inbox, None)
+            self._confirmed.pop(inbox, None)
+            with contextlib.suppress(*_TRANSIENT):
+                await pubsub.unsubscribe(inbox)
+        reply, reason = parse_or_reason(data)
+        if reply is None:
+            await self._quarantine(msg.subject, data, dedupe_id=None)
+            raise BusError(f"reply on {msg.subject!r} failed validation: {reason}")
+        return reply
+
+    # ---- delivery ------------------------------------------------------------------------
+    async def _deliver_plain(
+        self, sub: _PlainSub, subject: str, reply_to: str, data: bytes
+    ) -> None:
+        try:
+            msg = _VALIDATE_JSON(data)
+        except ValidationError:
+            await self._quarantine(subject, data, dedupe_id=None)
+            return
+        try:
+            reply = await sub.handler(msg)
+        except Exception as exc:  # a plain subscriber's failure loses only its own copy
+            log.warning("handler failed", subject=msg.subject, type=msg.type, error=repr(exc))
+            return
+        if reply is not None and reply_to:
+            with contextlib.suppress(*_TRANSIENT):
+                await self._r_or_raise().publish(reply_to, _TO_JSON(reply))
+
+    async def _deliver_durable(
+        self, member: _Member, entry_id: bytes, data: bytes, delivered: int
+    ) -> None:
+        r = self._r_or_raise()
+        key = f"{member.group}.{_text(entry_id)}"
+        try:
+            msg = _VALIDATE_JSON(data)
+        except ValidationError:
+            await self._quarantine(member.subject, data, dedupe_id=key)
+            await r.xack(member.key, member.group, entry_id)
+            return
+        options = member.options
+        if delivered > options.max_deliver:
+            # the member that had the last allowed delivery died before settling it
+            reason = f"delivered {delivered - 1} times without an acknowledgement"
+            await self._give_up(member, entry_id, data, msg, reason, delivered - 1, key)
+            return
+        task = member.handling = asyncio.ensure_future(member.handler(msg))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=options.ack_wait_s)
+        finally:
+            member.handling = None
+        if not done:
+            # ack wait expired: redeliver; the late handler keeps running, its ack is void
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+            reason = f"ack wait of {options.ack_wait_s}s expired"
+        elif task.cancelled():
+            return  # the member is stopping: unsubscribe hands the entry back
+        elif (exc := task.exception()) is not None:
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            await r.xack(member.key, member.group, entry_id)
+            return
+        if delivered >= options.max_deliver:
+            await self._give_up(member, entry_id, data, msg, reason, delivered, key)
+        else:
+            log.info(
+                "redelivering",
+                subject=member.subject,
+                id=str(msg.id),
+                reason=reason,
+                delivered=delivered,
+            )
+            await member.nak(entry_id, options.backoff(delivered))
+
+    async def _give_up(
+        self,
+        member: _Member,
+        entry_id: bytes,
+        data: bytes,
+        msg: Message,
+        reason: str,
+        attempts: int,
+        key: str,
+    ) -> None:
+        log.warning("dead-lettered", subject=member.subject, id=str(msg.id), reason=reason)
+        if member.subject != Subjects.DLQ:
+            letter = dead_letter(
+                subject=member.subject,
+                reason=reason,
+                raw=data,
+                attempts=attempts,
+                quarantined=False,
+                original=msg,
+            )
+            wire, _ = self._resolve(Subjects.DLQ)
+            await self._store(wire, _TO_JSON(letter), f"dlq.{key}")
+        await self._r_or_raise().xack(member.key, member.group, entry_id)
+
+    async def _quarantine(self, subject: str, data: bytes, *, dedupe_id: str | None) -> None:
+        """Store a ``DeadLetter`` (quarantined) for bytes that are not a valid ``Message``."""
+        _, reason = parse_or_reason(data)
+        log.warning("quarantined", subject=subject, reason=reason)
+        if subject == Subjects.DLQ:
+            return
+        letter = dead_letter(
+            subject=subject, reason=reason or "invalid", raw=data, attempts=1, quarantined=True
+        )
+        wire, _ = self._resolve(Subjects.DLQ)
+        await self._store(
+            wire, _TO_JSON(letter), f"dlq.{dedupe_id}" if dedupe_id else str(letter.id)
+        )
+
+    # ---- quiesce -------------------------------------------------------------------------
+    async def quiesce(self, timeout: float = 10.0) -> bool:
+        """Best effort: wait until no plain delivery is queued or running, no queue list holds
+        anything, and every group this bus consumes reports no lag and nothing pending."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        r = self._r_or_raise()
+        while True:
+            await asyncio.sleep(0.01)
+            try:
+                settled = await self._settled(r)
+            except (*_TRANSIENT, ResponseError):
+                settled = False
+            if settled:
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+
+    async def _settled(self, r: Redis) -> bool:
+        if any(sub.busy() for sub in self._plain) or any(m.current for m in self._members):
+            return False
+        for sub in self._plain:
+            if sub.list_key is not None and await r.llen(sub.list_key):
+                return False
+        by_key: dict[str, set[str]] = {}
+        for key, group in self._groups:
+            by_key.setdefault(key, set()).add(group)
+        for key, groups in by_key.items():
+            for info in await r.xinfo_groups(key):
+                if _text(info["name"]) in groups and (info["pending"] or info.get("lag") != 0):
+                    return False
+        return True
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
