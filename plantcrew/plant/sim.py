@@ -26,7 +26,7 @@ Model (one pump, per its spec; n = speed / 100):
 - Vibration: 0.005 g floor + the rated RMS scaled by n² (imbalance forces ~ n²).
 - Temperatures: first-order lags towards ambient + rise; winding rise ~ (I / I_rated)² with
   the motor's thermal time constant, fluid rise ~ shaft power with 1800 s; small slow cycles
-  (motor ±1.5 °C per hour, fluid ±0.3 °C per 40 min) with seeded phases. A stopped pump
+  (motor ±0.3 °C per 45 min, fluid ±0.1 °C per hour) with seeded phases. A stopped pump
   relaxes to ambient.
 - Drives and valves move towards their setpoints at a fixed rate (``speed_ramp_s``,
   ``stroke_time_s`` for a full 0..100 % change; 0 means instantaneous).
@@ -70,8 +70,8 @@ OUTLET_LINE, OUTLET_VALVE = 0.6, 0.4
 VALVE_LEAK = 0.002
 VIBRATION_FLOOR_G = 0.005
 FLUID_TAU_S = 1800.0
-MOTOR_CYCLE = (1.5, 3600.0)  # amplitude °C, period s
-FLUID_CYCLE = (0.3, 2400.0)
+MOTOR_CYCLE = (0.3, 2700.0)  # amplitude °C, period s
+FLUID_CYCLE = (0.1, 3600.0)
 # extra noise while cavitating: flow sd (L/min at 125 L/min rated), pressure sd (bar per bar
 # rated), vibration sd (fraction of the vibration)
 CAVITATION_NOISE = (3.0, 0.03, 0.1)
