@@ -16,6 +16,7 @@ Subjects (``Subjects``):
 - ``crew.tasks.<capability>``: routed steps; durable, one queue group per capability.
 - ``crew.control``: agent announcements and heartbeats; plain pub/sub.
 - ``crew.approvals``: approval requests for people and consoles; plain pub/sub.
+- ``crew.incidents``: incident state changes for consoles; plain pub/sub.
 - ``crew.dlq``: dead letters, each carrying its reason.
 """
 
@@ -53,6 +54,7 @@ class Subjects:
     EVENTS = "crew.events"
     CONTROL = "crew.control"
     APPROVALS = "crew.approvals"
+    INCIDENTS = "crew.incidents"
     DLQ = "crew.dlq"
     TELEMETRY_ALL = "telemetry.>"
 
@@ -226,6 +228,7 @@ class SafetyDecision(_TaskResult):
     reasons: list[str] = []
     approvers_required: int = 0
     approver_roles: list[str] = []
+    approval_timeout_s: float | None = Field(None, gt=0, description="plant s to wait for people")
 
 
 class ActionResult(_TaskResult):

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import Field
+import yaml
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from plantcrew.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_TELEMETRY", "False")
@@ -42,3 +48,73 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read settings fresh from the environment (cheap; not cached, so tests can change env)."""
     return Settings()
+
+
+def _node_at(node: yaml.Node | None, path: tuple[Any, ...]) -> yaml.Node | None:
+    """The deepest YAML node along ``path`` (mapping keys and sequence indexes)."""
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    node = value
+                    break
+            else:
+                return node
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return node
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def line_of(text: str, field: str) -> int | None:
+    """The 1-based line of the dotted ``field`` path (e.g. ``faults.0.device``) in YAML text."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    path = tuple(int(p) if p.isdigit() else p for p in field.split(".") if p)
+    node = _node_at(root, path)
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def load_yaml_model(source: str | Path, model: type[M], *, text: str | None = None) -> M:
+    """Load a YAML file and validate it as ``model`` (a pydantic model class).
+
+    Raises ConfigError naming the file, the 1-based line and the dotted field path of the
+    first problem (all problems are listed in the message): YAML syntax errors, a top level
+    that is not a mapping, and every validation error.
+    """
+    name = str(source)
+    if text is None:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", source=name) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise ConfigError(f"YAML syntax: {exc.problem}", source=name, line=line) from None
+    if not isinstance(data, dict):
+        raise ConfigError("top level must be a mapping", source=name, line=1)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
+        node = _node_at(root, loc)
+        line = node.start_mark.line + 1 if node is not None else None
+        field = ".".join(str(p) for p in first["loc"])
+        more = (
+            ""
+            if len(errors) == 1
+            else f" (and {len(errors) - 1} more: "
+            + "; ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors[1:4])
+            + ")"
+        )
+        raise ConfigError(first["msg"] + more, source=name, line=line, field=field) from None

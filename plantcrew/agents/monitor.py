@@ -1,0 +1,83 @@
+"""The Monitor: streaming anomaly detection on telemetry, one episode → one event.
+
+It subscribes to ``telemetry.>`` in the ``monitor`` queue group and runs one
+``plantcrew.detect.DeviceMonitor`` per device (calibrated on the first readings of the
+stream). When an episode opens it publishes ``anomaly.detected`` on ``crew.events``; when the
+device is back to normal, ``anomaly.cleared``. Detector state is rebuilt from the stream
+after a restart (``warm``), so nothing a restart would lose is held only here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from plantcrew.agents.base import Agent
+from plantcrew.bus import Bus, Subscription
+from plantcrew.detect import DeviceMonitor, MonitorConfig
+from plantcrew.messages import Capability, Message, Subjects, TelemetryBatch
+from plantcrew.plant.clock import Clock
+
+
+class Monitor(Agent):
+    """Detects anomalies in telemetry (capability ``detect``)."""
+
+    role: ClassVar[str] = "monitor"
+    capabilities: ClassVar[tuple[Capability, ...]] = (Capability.DETECT,)
+
+    def __init__(
+        self,
+        agent_id: str,
+        bus: Bus,
+        clock: Clock,
+        *,
+        config: MonitorConfig | None = None,
+        run_id: str | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(agent_id, bus, clock, **kw)
+        self.config = config or MonitorConfig()
+        self.run_id = run_id
+        self.devices: dict[str, DeviceMonitor] = {}
+        self.last_score: dict[str, float] = {}
+        self._telemetry: Subscription | None = None
+
+    async def start(self) -> None:
+        self._telemetry = await self.bus.subscribe(
+            Subjects.TELEMETRY_ALL, self._on_telemetry, queue="monitor"
+        )
+        await super().start()
+
+    async def stop(self) -> None:
+        if self._telemetry is not None:
+            await self._telemetry.unsubscribe()
+            self._telemetry = None
+        await super().stop()
+
+    def _device(self, device_id: str) -> DeviceMonitor:
+        mon = self.devices.get(device_id)
+        if mon is None:
+            mon = self.devices[device_id] = DeviceMonitor(device_id, self.config)
+        return mon
+
+    def warm(self, batch: TelemetryBatch) -> None:
+        """Feed a batch without publishing (rebuilding detector state after a restart)."""
+        self._device(batch.device_id).update(batch)
+
+    async def _on_telemetry(self, msg: Message) -> None:
+        batch = msg.payload
+        if not isinstance(batch, TelemetryBatch):
+            return
+        verdict = self._device(batch.device_id).update(batch)
+        self.last_score[batch.device_id] = verdict.score
+        if verdict.event is not None:
+            event = Message.new(
+                verdict.event,
+                source=self.agent_id,
+                subject=Subjects.EVENTS,
+                time=msg.time,
+                run_id=msg.run_id or self.run_id,
+                correlation_id=msg.run_id or self.run_id,
+                causation_id=msg.id,
+                traceparent=msg.traceparent,
+            )
+            await self.bus.publish(event)

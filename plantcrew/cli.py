@@ -1,0 +1,235 @@
+"""The ``plantcrew`` command (typer). Exit codes: 0 success (a scenario's expectations held),
+1 an expectation failed, 2 bad input (scenario file, options, config), 3 a runtime failure
+(bus or database unreachable)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError, ScenarioError
+
+app = typer.Typer(
+    help="plantcrew: a crew of role agents that responds to plant anomalies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+approvals_app = typer.Typer(
+    help="Pending and past approvals; approve or reject as a person.", no_args_is_help=True
+)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(audit_app, name="audit")
+
+out = Console()
+err = Console(stderr=True)
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="database URL (default: $PLANTCREW_DB_URL or sqlite:///plantcrew.db)"
+    ),
+]
+
+
+def _db(url: str | None) -> str:
+    from plantcrew.settings import get_settings
+
+    return url or get_settings().db_url
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    err.print(f"[red bold]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    bus: Annotated[str, typer.Option("--bus", help="bus URL")] = "memory://",
+    db: DbOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="override the scenario's seed")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="continue RUN_ID from its last checkpoint (same --db)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Run a scenario: a simulated plant, faults, the crew; check its expectations."""
+    from plantcrew.render import LiveRunView, print_summary
+    from plantcrew.scenarios.runner import run_scenario
+    from plantcrew.scenarios.schema import load_scenario
+
+    try:
+        if resume is None:
+            spec = load_scenario(scenario)
+        else:
+            from plantcrew.store import Store
+
+            spec = load_scenario(Store(_db(db)).get_run(resume).scenario_path)
+    except ConfigError as exc:
+        raise _fail(2, str(exc)) from None
+    except NotFoundError as exc:
+        raise _fail(2, str(exc)) from None
+    try:
+        if as_json:
+            result = asyncio.run(
+                run_scenario(scenario, bus_url=bus, db_url=_db(db), seed=seed, resume=resume)
+            )
+        else:
+            with LiveRunView(out, spec.name, spec.duration_s) as view:
+                result = asyncio.run(
+                    run_scenario(
+                        scenario,
+                        bus_url=bus,
+                        db_url=_db(db),
+                        seed=seed,
+                        resume=resume,
+                        observer=view,
+                    )
+                )
+    except (ConfigError, ScenarioError) as exc:
+        raise _fail(2, str(exc)) from None
+    except PlantcrewError as exc:
+        raise _fail(3, str(exc)) from None
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print_summary(out, result)
+        for e in result.expectations:
+            if not e.passed:
+                err.print(f"[red]expectation {e.name} failed:[/] {e.detail}", highlight=False)
+    raise typer.Exit(0 if result.passed else 1)
+
+
+@app.command()
+def replay(
+    run_id: Annotated[str, typer.Argument(help="the run to read back")],
+    db: DbOpt = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="only messages from this sender")
+    ] = None,
+    incident: Annotated[str | None, typer.Option("--incident", help="only this incident")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="messages as a JSON array")] = False,
+) -> None:
+    """A run's conversation as a timeline: plant time, sender → receiver, type, summary."""
+    from plantcrew.render import timeline_table
+    from plantcrew.store import Store
+
+    try:
+        store = Store(_db(db))
+        store.get_run(run_id)
+        records = store.messages(run_id, correlation_id=incident, source=agent)
+    except PlantcrewError as exc:
+        raise _fail(2, str(exc)) from None
+    if as_json:
+        print(
+            json.dumps(
+                [{**json.loads(r.body), "plant_time": r.plant_time} for r in records], indent=1
+            )
+        )
+        return
+    out.print(timeline_table(records))
+    out.print(f"{len(records)} messages")
+
+
+@approvals_app.command("list")
+def approvals_list(
+    db: DbOpt = None,
+    status: Annotated[str | None, typer.Option(help="pending|approved|rejected|expired")] = None,
+) -> None:
+    """List approvals (all, or with a status)."""
+    from rich.table import Table
+
+    from plantcrew.store import Store
+
+    store = Store(_db(db))
+    tbl = Table()
+    for col in ("id", "incident", "status", "class", "needs", "roles", "decisions"):
+        tbl.add_column(col)
+    for a in store.approvals(status=status):
+        tbl.add_row(
+            a.id,
+            a.incident_id,
+            a.status,
+            str(a.hazard_class),
+            str(a.approvers_required),
+            ", ".join(a.approver_roles),
+            "; ".join(f"{d['approver']}: {'yes' if d['approved'] else 'no'}" for d in a.decisions),
+        )
+    out.print(tbl)
+
+
+def _vote(
+    approval_id: str, approver: str, role: str, reason: str, db: str | None, approved: bool
+) -> None:
+    from plantcrew.store import Store
+
+    try:
+        Store(_db(db)).cast_vote(
+            approval_id, approver=approver, role=role, approved=approved, reason=reason
+        )
+    except NotFoundError as exc:
+        raise _fail(2, str(exc)) from None
+    out.print(
+        f"{'approval' if approved else 'refusal'} of {approval_id} by {approver} ({role}) "
+        "recorded; the Coordinator applies it at its next tick"
+    )
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: str,
+    approver: Annotated[str, typer.Option("--as", help="your name")],
+    role: Annotated[str, typer.Option("--role", help="your role, e.g. shift_supervisor")],
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    db: DbOpt = None,
+) -> None:
+    """Approve an action as a person (the role must be one the approval allows)."""
+    _vote(approval_id, approver, role, reason, db, True)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    approval_id: str,
+    approver: Annotated[str, typer.Option("--as", help="your name")],
+    role: Annotated[str, typer.Option("--role", help="your role")],
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    db: DbOpt = None,
+) -> None:
+    """Refuse an action as a person: the incident escalates, nothing actuates."""
+    _vote(approval_id, approver, role, reason, db, False)
+
+
+@audit_app.command("verify")
+def audit_verify(db: DbOpt = None) -> None:
+    """Check the audit log's hash chain; name every edited, deleted or reordered entry."""
+    from plantcrew.store import Store
+
+    breaks = Store(_db(db)).verify_audit()
+    if not breaks:
+        out.print("[green]audit log intact[/]")
+        return
+    for b in breaks:
+        err.print(f"[red]entry {b.seq}:[/] {b.problem}")
+    raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``plantcrew`` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

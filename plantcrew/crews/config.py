@@ -1,0 +1,59 @@
+"""``config/crew.yaml``: roles, workers per role, model groups, timeouts, delivery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from plantcrew.bus import DurableOptions
+from plantcrew.crews.coordinator import CoordinatorSettings
+from plantcrew.settings import load_yaml_model
+
+ROLES = ("monitor", "diagnostic", "operator", "safety", "reviewer")
+
+
+class RoleConfig(BaseModel):
+    """One role: in-process workers and the model group it reasons with (if it does)."""
+
+    model_config = ConfigDict(extra="forbid")
+    workers: int = Field(1, ge=0, le=64)
+    model_group: str | None = None
+
+
+class DeliveryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_deliver: int = Field(5, ge=1)
+    ack_wait_s: float = Field(30.0, gt=0)
+    backoff_s: list[float] = [0.05, 0.2, 1.0, 5.0]
+
+    def options(self) -> DurableOptions:
+        return DurableOptions(self.max_deliver, self.ack_wait_s, tuple(self.backoff_s))
+
+
+class CrewConfig(BaseModel):
+    """The whole crew file."""
+
+    model_config = ConfigDict(extra="forbid")
+    roles: dict[str, RoleConfig] = Field(default_factory=lambda: {r: RoleConfig() for r in ROLES})
+    coordinator: CoordinatorSettings = CoordinatorSettings()
+    heartbeat_interval_s: float = Field(5.0, gt=0)
+    delivery: DeliveryConfig = DeliveryConfig()
+
+    def role(self, name: str) -> RoleConfig:
+        return self.roles.get(name, RoleConfig())
+
+    @classmethod
+    def load(cls, path: str | Path) -> CrewConfig:
+        """Load and validate; ConfigError names file, line and field."""
+        cfg = load_yaml_model(path, cls)
+        unknown = set(cfg.roles) - set(ROLES)
+        if unknown:
+            from plantcrew.errors import ConfigError
+
+            raise ConfigError(
+                f"unknown role(s) {sorted(unknown)}; roles are {list(ROLES)}",
+                source=str(path),
+                field="roles",
+            )
+        return cfg

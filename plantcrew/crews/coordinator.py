@@ -1,0 +1,894 @@
+"""The Coordinator: owns each incident's state machine and routes its steps by capability.
+
+States: ``diagnosing → proposing → assessing → [awaiting_approval] → actuating → verifying →
+reviewing → resolved``; any step can end in ``escalated`` (handed to a person), also via
+``reviewing``. Every event is handled in one database transaction that records the message in
+the conversation log (a message id seen before is skipped: idempotent), changes the incident
+(optimistic locking), appends audit entries and queues the messages it causes in the outbox;
+the relay publishes them after commit.
+
+Timeouts run on the plant clock in :meth:`tick`: a task whose agent does not answer is
+reassigned (``attempt`` + 1) and, after ``max_attempts``, escalated; a pending approval past
+its deadline expires (safe default: nothing actuates); an action whose effect does not show in
+the telemetry within ``verify_timeout_s`` escalates. With no live agent for a capability the
+incident goes to a person at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, func, select
+
+from plantcrew.bus import Bus, DurableOptions, Subscription
+from plantcrew.crews.outbox import OutboxRelay
+from plantcrew.crews.registry import CapabilityRegistry
+from plantcrew.messages import (
+    ActionProposal,
+    ActionResult,
+    AgentHeartbeat,
+    AnomalyCleared,
+    AnomalyDetected,
+    ApprovalDecision,
+    ApprovalRequest,
+    Capability,
+    DeadLetter,
+    Diagnosis,
+    IncidentReview,
+    IncidentUpdated,
+    Message,
+    SafetyDecision,
+    SafetyVerdict,
+    Subjects,
+    Task,
+    TaskFailed,
+)
+from plantcrew.plant.clock import Clock
+from plantcrew.store import (
+    Action,
+    Approval,
+    ApprovalVote,
+    Incident,
+    Lesson,
+    Store,
+    TaskRecord,
+    add_outbox,
+    load_incident,
+    record_message,
+    record_model_calls,
+    save_incident,
+)
+from plantcrew.store import audit as audit_log
+from plantcrew.store.tokens import issue_token
+
+log = structlog.get_logger("plantcrew.coordinator")
+SOURCE = "coordinator"
+ACTIVE = (
+    "open",
+    "diagnosing",
+    "proposing",
+    "assessing",
+    "awaiting_approval",
+    "actuating",
+    "verifying",
+    "reviewing",
+)
+STATUS_FOR = {
+    Capability.DIAGNOSE: "diagnosing",
+    Capability.PROPOSE_ACTION: "proposing",
+    Capability.ASSESS_SAFETY: "assessing",
+    Capability.ACTUATE: "actuating",
+    Capability.REVIEW: "reviewing",
+}
+
+
+class CoordinatorSettings(BaseModel):
+    """Timeouts in plant seconds."""
+
+    task_timeout_s: float = Field(60.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    verify_timeout_s: float = Field(240.0, gt=0)
+    agent_ttl_s: float = Field(30.0, gt=0)
+
+
+class Coordinator:
+    """Routes incidents' steps to live agents by capability (see module doc)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        clock: Clock,
+        *,
+        run_id: str,
+        run_started: datetime,
+        settings: CoordinatorSettings | None = None,
+        delivery: DurableOptions | None = None,
+        on_message: Callable[[Message], None] | None = None,
+    ) -> None:
+        self.bus, self.store, self.clock, self.run_id = bus, store, clock, run_id
+        self.run_started = run_started
+        self.settings = settings or CoordinatorSettings()
+        self.delivery = delivery or DurableOptions()
+        self.registry = CapabilityRegistry(self.settings.agent_ttl_s)
+        self.relay = OutboxRelay(store, bus)
+        self.on_message = on_message
+        self._subs: list[Subscription] = []
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Subscribe, then publish whatever the outbox still holds (after a crash)."""
+        self._subs.append(await self.bus.subscribe(Subjects.CONTROL, self._on_control))
+        self._subs.append(
+            await self.bus.consume(
+                Subjects.EVENTS, self._on_event, group="coordinator", options=self.delivery
+            )
+        )
+        self._subs.append(
+            await self.bus.consume(
+                Subjects.DLQ, self._on_dead, group="dlq-recorder", options=self.delivery
+            )
+        )
+        await self.relay.flush()
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+
+    def plant_time(self, msg: Message) -> float:
+        """Plant seconds of ``msg`` since the run started."""
+        return max(0.0, (msg.time - self.run_started).total_seconds())
+
+    # ---- inputs --------------------------------------------------------------------------
+    async def _on_control(self, msg: Message) -> None:
+        if isinstance(msg.payload, AgentHeartbeat):
+            self.registry.heard(msg.payload, self.clock.t)
+
+    async def _on_dead(self, msg: Message) -> None:
+        if isinstance(msg.payload, DeadLetter) and self.store.record_dead_letter(msg):
+            log.warning(
+                "dead letter", subject=msg.payload.original_subject, reason=msg.payload.reason
+            )
+
+    async def _on_event(self, msg: Message) -> None:
+        handler = self._handlers().get(msg.type)
+        pt = self.plant_time(msg)
+        with self.store.tx() as s:
+            if not record_message(s, msg, pt):
+                return  # processed before: acknowledge and skip
+            if handler is not None:
+                handler(s, msg, pt)
+        if self.on_message is not None:
+            self.on_message(msg)
+        await self.relay.flush()
+
+    def _handlers(self) -> dict[str, Callable[[Session, Message, float], None]]:
+        return {
+            "anomaly.detected": self._anomaly,
+            "anomaly.cleared": self._cleared,
+            "diagnosis.made": self._diagnosis,
+            "action.proposed": self._proposal,
+            "safety.decided": self._safety,
+            "action.executed": self._executed,
+            "review.completed": self._review,
+            "task.failed": self._task_failed,
+            "approval.decided": self._approval_message,
+        }
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _now(self) -> datetime:
+        return self.clock.now()
+
+    def _emit(
+        self,
+        s: Session,
+        payload: Any,
+        subject: str,
+        *,
+        correlation_id: str,
+        cause: Message | None,
+        pt: float,
+        source: str = SOURCE,
+    ) -> Message:
+        fields: dict[str, Any] = {
+            "run_id": self.run_id,
+            "correlation_id": correlation_id,
+            "time": self._now(),
+        }
+        if cause is not None:
+            fields.update(causation_id=cause.id, traceparent=cause.traceparent)
+        msg = Message.new(payload, source=source, subject=subject, **fields)
+        add_outbox(s, msg, pt)
+        if self.on_message is not None:
+            self.on_message(msg)
+        return msg
+
+    def _audit(
+        self, s: Session, kind: str, inc: Incident, actor: str = SOURCE, **data: Any
+    ) -> None:
+        audit_log.append(
+            s,
+            time=self._now(),
+            actor=actor,
+            kind=kind,
+            data=data,
+            run_id=inc.run_id,
+            incident_id=inc.id,
+        )
+
+    def _set_status(
+        self, s: Session, inc: Incident, status: str, reason: str, pt: float, cause: Message | None
+    ) -> None:
+        inc.status = status
+        self._emit(
+            s,
+            IncidentUpdated(incident_id=inc.id, status=status, reason=reason),
+            Subjects.INCIDENTS,
+            correlation_id=inc.id,
+            cause=cause,
+            pt=pt,
+        )
+
+    def _dispatch(
+        self,
+        s: Session,
+        inc: Incident,
+        cap: Capability,
+        data: dict[str, Any],
+        pt: float,
+        cause: Message | None,
+        attempt: int = 1,
+    ) -> None:
+        """Route the next step to a live agent with ``cap``, or hand the incident to a person."""
+        if not self.registry.live(cap, self.clock.t):
+            if cap is Capability.REVIEW:
+                self._close(s, inc, pt, cause, note="no live reviewer: review skipped")
+                return
+            self._escalate(s, inc, f"no live agent can {cap.value}", pt, cause)
+            return
+        task_id = f"{inc.id}-{cap.value}-{attempt}"
+        deadline = pt + self.settings.task_timeout_s
+        task = Task(
+            task_id=task_id,
+            incident_id=inc.id,
+            capability=cap,
+            attempt=attempt,
+            deadline_ts=deadline,
+            input=data,
+        )
+        msg = self._emit(s, task, Subjects.tasks(cap), correlation_id=inc.id, cause=cause, pt=pt)
+        s.add(
+            TaskRecord(
+                id=task_id,
+                incident_id=inc.id,
+                capability=cap.value,
+                attempt=attempt,
+                message_id=str(msg.id),
+                assigned_at=pt,
+                deadline_at=deadline,
+            )
+        )
+        inc.current_task_id = task_id
+        inc.data = {**inc.data, "task_input": data}
+        self._set_status(s, inc, STATUS_FOR[cap], f"{cap.value} (attempt {attempt})", pt, cause)
+
+    def _current(self, s: Session, payload: Any) -> Incident | None:
+        """The incident a task result belongs to, if the result answers its current task."""
+        inc = s.get(Incident, payload.incident_id)
+        if inc is None or inc.current_task_id != payload.task_id or inc.status not in ACTIVE:
+            log.info("stale result ignored", task=payload.task_id, type=payload.kind)
+            return None
+        s.expunge(inc)
+        rec = s.get(TaskRecord, payload.task_id)
+        if rec is not None:
+            rec.status = "failed" if isinstance(payload, TaskFailed) else "done"
+            s.add(rec)
+        inc.current_task_id = None
+        return inc
+
+    def _escalate(
+        self, s: Session, inc: Incident, reason: str, pt: float, cause: Message | None
+    ) -> None:
+        inc.outcome = "escalated"
+        inc.escalation_reason = reason
+        self._audit(s, "incident.escalated", inc, reason=reason)
+        self._review_or_close(s, inc, pt, cause)
+
+    def _resolve(
+        self, s: Session, inc: Incident, at: float, pt: float, cause: Message | None
+    ) -> None:
+        inc.outcome = "resolved"
+        inc.resolved_at = at
+        self._audit(s, "incident.resolved", inc, resolved_at=at)
+        self._review_or_close(s, inc, pt, cause)
+
+    def _review_or_close(self, s: Session, inc: Incident, pt: float, cause: Message | None) -> None:
+        actions = s.exec(select(Action).where(col(Action.incident_id) == inc.id)).all()
+        facts = {
+            "incident_id": inc.id,
+            "device_id": inc.device_id,
+            "root_cause": inc.root_cause,
+            "confidence": inc.confidence,
+            "outcome": inc.outcome,
+            "escalation_reason": inc.escalation_reason,
+            "detected_at": inc.detected_at,
+            "resolved_at": inc.resolved_at,
+            "deviations": inc.anomaly.get("deviations", []),
+            "actions": [
+                {
+                    "device_id": a.device_id,
+                    "command": a.command,
+                    "parameters": a.parameters,
+                    "status": a.status,
+                }
+                for a in actions
+            ],
+        }
+        self._dispatch(s, inc, Capability.REVIEW, facts, pt, cause)
+
+    def _close(
+        self, s: Session, inc: Incident, pt: float, cause: Message | None, note: str = ""
+    ) -> None:
+        inc.closed_at = pt
+        inc.current_task_id = None
+        if note:
+            inc.data = {**inc.data, "note": note}
+        self._set_status(
+            s, inc, inc.outcome or "escalated", note or (inc.escalation_reason or ""), pt, cause
+        )
+
+    # ---- the state machine ---------------------------------------------------------------
+    def _anomaly(self, s: Session, msg: Message, pt: float) -> None:
+        p = msg.payload
+        assert isinstance(p, AnomalyDetected)
+        run_id = msg.run_id or self.run_id
+        active = s.exec(
+            select(Incident).where(
+                col(Incident.run_id) == run_id,
+                col(Incident.device_id) == p.device_id,
+                col(Incident.status).in_(ACTIVE),
+            )
+        ).first()
+        if active is not None:
+            active.data = {**active.data, "anomalies": active.data.get("anomalies", 1) + 1}
+            s.add(active)
+            return
+        n = s.exec(
+            select(func.count()).select_from(Incident).where(col(Incident.run_id) == run_id)
+        ).one()
+        inc = Incident(
+            id=f"inc-{run_id[-8:]}-{n + 1}",
+            run_id=run_id,
+            device_id=p.device_id,
+            status="open",
+            detected_at=p.ts,
+            opened_at=pt,
+            anomaly=p.model_dump(mode="json"),
+            data={"anomalies": 1},
+        )
+        s.add(inc)
+        s.flush()
+        s.expunge(inc)
+        self._audit(s, "incident.opened", inc, device_id=p.device_id, score=p.score)
+        lessons = [
+            {
+                "root_cause": x.root_cause,
+                "signature": x.signature,
+                "weight": x.weight,
+                "source": x.source,
+            }
+            for x in s.exec(select(Lesson))
+        ]
+        self._dispatch(
+            s,
+            inc,
+            Capability.DIAGNOSE,
+            {"anomaly": p.model_dump(mode="json"), "lessons": lessons},
+            pt,
+            msg,
+        )
+        save_incident(s, inc)
+
+    def _cleared(self, s: Session, msg: Message, pt: float) -> None:
+        p = msg.payload
+        assert isinstance(p, AnomalyCleared)
+        found = s.exec(
+            select(Incident).where(
+                col(Incident.run_id) == (msg.run_id or self.run_id),
+                col(Incident.device_id) == p.device_id,
+                col(Incident.status).in_(ACTIVE),
+            )
+        ).first()
+        if found is None:
+            return
+        s.expunge(found)
+        inc = found
+        inc.data = {**inc.data, "cleared_at": p.ts}
+        if inc.status == "verifying":
+            self._resolve(s, inc, p.ts, pt, msg)
+        save_incident(s, inc)
+
+    def _diagnosis(self, s: Session, msg: Message, pt: float) -> None:
+        p = msg.payload
+        assert isinstance(p, Diagnosis)
+        inc = self._current(s, p)
+        if inc is None:
+            return
+        record_model_calls(s, p.model_calls, msg=msg, agent=p.agent_id, task_id=p.task_id)
+        inc.root_cause, inc.confidence = p.root_cause, p.confidence
+        inc.data = {
+            **inc.data,
+            "diagnosis": {
+                "root_cause": p.root_cause,
+                "confidence": p.confidence,
+                "evidence": p.evidence,
+                "summary": p.summary,
+            },
+        }
+        self._note_degraded(inc, p)
+        self._dispatch(
+            s,
+            inc,
+            Capability.PROPOSE_ACTION,
+            {"root_cause": p.root_cause, "device_id": inc.device_id, "confidence": p.confidence},
+            pt,
+            msg,
+        )
+        save_incident(s, inc)
+
+    def _proposal(self, s: Session, msg: Message, pt: float) -> None:
+        p = msg.payload
+        assert isinstance(p, ActionProposal)
+        inc = self._current(s, p)
+        if inc is None:
+            return
+        record_model_calls(s, p.model_calls, msg=msg, agent=p.agent_id, task_id=p.task_id)
+        self._note_degraded(inc, p)
+        if s.get(Action, p.action_id) is None:
+            s.add(
+                Action(
+                    id=p.action_id,
+                    run_id=inc.run_id,
+                    incident_id=inc.id,
+                    device_id=p.device_id,
+                    command=p.command,
+                    parameters=p.parameters,
+                    hazard_class=p.hazard_class,
+                    idempotency_key=f"{inc.id}:{p.action_id}",
+                )
+            )
+        inc.data = {**inc.data, "action_id": p.action_id}
+        self._audit(
+            s,
+            "action.proposed",
+            inc,
+            actor=p.agent_id,
+            action_id=p.action_id,
+            device_id=p.device_id,
+            command=p.command,
+            parameters=p.parameters,
+        )
+        self._dispatch(
+            s,
+            inc,
+            Capability.ASSESS_SAFETY,
+            {"proposal": p.model_dump(mode="json", exclude={"model_calls"})},
+            pt,
+            msg,
+        )
+        save_incident(s, inc)
+
+    def _safety(self, s: Session, msg: Message, pt: float) -> None:
+        p = msg.payload
+        assert isinstance(p, SafetyDecision)
+        inc = self._current(s, p)
+        if inc is None:
+            return
+        action = s.get(Action, p.action_id)
+        if action is None:
+            self._escalate(s, inc, f"safety decision names unknown action {p.action_id}", pt, msg)
+            save_incident(s, inc)
+            return
+        action.hazard_class, action.rule_ids, action.reasons = p.hazard_class, p.rule_ids, p.reasons
+        self._audit(
+            s,
+            "policy.decision",
+            inc,
+            actor=p.agent_id,
+            action_id=action.id,
+            verdict=p.verdict.value,
+            hazard_class=p.hazard_class,
+            rule_ids=p.rule_ids,
+            reasons=p.reasons,
+        )
+        if p.verdict is SafetyVerdict.REJECTED:
+            action.status = "rejected"
+            s.add(action)
+            self._escalate(
+                s,
+                inc,
+                "safety officer rejected "
+                f"{action.command} on {action.device_id}: " + "; ".join(p.reasons),
+                pt,
+                msg,
+            )
+        elif action.command == "notify":
+            action.status = "advisory"
+            s.add(action)
+            self._escalate(
+                s, inc, f"a person must act: {inc.root_cause} on {inc.device_id}", pt, msg
+            )
+        elif p.verdict is SafetyVerdict.APPROVED:
+            approval = Approval(
+                id=f"apr-{action.id}",
+                run_id=inc.run_id,
+                incident_id=inc.id,
+                action_id=action.id,
+                status="approved",
+                hazard_class=p.hazard_class,
+                decisions=[
+                    {
+                        "approver": p.agent_id,
+                        "role": "safety_officer",
+                        "approved": True,
+                        "reason": ", ".join(p.rule_ids),
+                        "at": pt,
+                    }
+                ],
+                requested_at=pt,
+                decided_at=pt,
+            )
+            self._grant(s, inc, action, approval, pt, msg)
+        else:
+            deadline = pt + (p.approval_timeout_s or 300.0)
+            approval = Approval(
+                id=f"apr-{action.id}",
+                run_id=inc.run_id,
+                incident_id=inc.id,
+                action_id=action.id,
+                status="pending",
+                hazard_class=p.hazard_class,
+                approvers_required=max(1, p.approvers_required),
+                approver_roles=p.approver_roles,
+                requested_at=pt,
+                deadline_at=deadline,
+            )
+            s.add(approval)
+            action.status = "pending_approval"
+            s.add(action)
+            self._audit(
+                s,
+                "approval.requested",
+                inc,
+                approval_id=approval.id,
+                action_id=action.id,
+                hazard_class=p.hazard_class,
+                approvers_required=approval.approvers_required,
+                roles=p.approver_roles,
+                deadline_at=deadline,
+            )
+            self._emit(
+                s,
+                ApprovalRequest(
+                    approval_id=approval.id,
+                    incident_id=inc.id,
+                    action_id=action.id,
+                    device_id=action.device_id,
+                    command=action.command,
+                    parameters=action.parameters,
+                    hazard_class=p.hazard_class,
+                    approvers_required=approval.approvers_required,
+                    approver_roles=p.approver_roles,
+                    deadline_ts=deadline,
+                ),
+                Subjects.APPROVALS,
+                correlation_id=inc.id,
+                cause=msg,
+                pt=pt,
+            )
+            self._set_status(s, inc, "awaiting_approval", ", ".join(p.reasons), pt, msg)
+        save_incident(s, inc)
+
+    def _grant(
+        self,
+        s: Session,
+        inc: Incident,
+        action: Action,
+        approval: Approval,
+        pt: float,
+        cause: Message | None,
+    ) -> None:
+        approval.token = issue_token(
+            approval.id, action.id, action.device_id, action.command, action.parameters
+        )
+        approval.status, approval.decided_at = "approved", pt
+        action.status, action.approval_id = "approved", approval.id
+        s.add(approval)
+        s.add(action)
+        self._audit(
+            s,
+            "approval.granted",
+            inc,
+            approval_id=approval.id,
+            action_id=action.id,
+            by=[d["approver"] for d in approval.decisions],
+        )
+        self._dispatch(
+            s,
+            inc,
+            Capability.ACTUATE,
+            {"action_id": action.id, "approval_id": approval.id, "token": approval.token},
+            pt,
+            cause,
+        )
+
+    def _approval_message(self, s: Session, msg: Message, pt: float) -> None:
+        p = msg.payload
+        assert isinstance(p, ApprovalDecision)
+        role = msg.source.split(":", 2)[1] if msg.source.count(":") >= 2 else ""
+        self._apply_vote(s, p, role, pt, msg)
+
+    def _apply_vote(
+        self, s: Session, p: ApprovalDecision, role: str, pt: float, cause: Message | None
+    ) -> None:
+        approval = s.get(Approval, p.approval_id)
+        if approval is None or approval.status != "pending":
+            return
+        inc = load_incident(s, approval.incident_id)
+        action = s.get(Action, approval.action_id)
+        assert action is not None
+        if role not in approval.approver_roles:
+            self._audit(
+                s,
+                "approval.vote_refused",
+                inc,
+                actor=p.approver,
+                approval_id=approval.id,
+                role=role,
+                reason=f"role {role!r} may not approve class {approval.hazard_class}",
+            )
+            return
+        if any(d["approver"] == p.approver for d in approval.decisions):
+            self._audit(
+                s,
+                "approval.vote_refused",
+                inc,
+                actor=p.approver,
+                approval_id=approval.id,
+                reason="same person cannot approve twice",
+            )
+            return
+        approval.decisions = [
+            *approval.decisions,
+            {
+                "approver": p.approver,
+                "role": role,
+                "approved": p.approved,
+                "reason": p.reason,
+                "at": pt,
+            },
+        ]
+        self._audit(
+            s,
+            "approval.vote",
+            inc,
+            actor=p.approver,
+            approval_id=approval.id,
+            approved=p.approved,
+            role=role,
+            reason=p.reason,
+        )
+        if not p.approved:
+            approval.status, approval.decided_at = "rejected", pt
+            action.status = "rejected"
+            s.add(approval)
+            s.add(action)
+            self._escalate(
+                s,
+                inc,
+                f"{p.approver} ({role}) refused {action.command} on {action.device_id}: {p.reason}",
+                pt,
+                cause,
+            )
+        elif sum(1 for d in approval.decisions if d["approved"]) >= approval.approvers_required:
+            self._grant(s, inc, action, approval, pt, cause)
+        else:
+            s.add(approval)
+        save_incident(s, inc)
+
+    def _executed(self, s: Session, msg: Message, pt: float) -> None:
+        p = msg.payload
+        assert isinstance(p, ActionResult)
+        inc = self._current(s, p)
+        if inc is None:
+            return
+        self._audit(
+            s,
+            "action.executed",
+            inc,
+            actor=p.agent_id,
+            action_id=p.action_id,
+            status=p.status,
+            detail=p.detail,
+        )
+        if p.status in ("executed", "already_executed"):
+            inc.data = {
+                **inc.data,
+                "executed_at": pt,
+                "verify_deadline": pt + self.settings.verify_timeout_s,
+            }
+            self._set_status(s, inc, "verifying", p.detail, pt, msg)
+        else:
+            self._escalate(s, inc, f"action {p.action_id} {p.status}: {p.detail}", pt, msg)
+        save_incident(s, inc)
+
+    def _review(self, s: Session, msg: Message, pt: float) -> None:
+        p = msg.payload
+        assert isinstance(p, IncidentReview)
+        inc = self._current(s, p)
+        if inc is None:
+            return
+        record_model_calls(s, p.model_calls, msg=msg, agent=p.agent_id, task_id=p.task_id)
+        inc.data = {
+            **inc.data,
+            "review": {
+                "summary": p.summary,
+                "lessons": p.lessons,
+                "root_cause_confirmed": p.root_cause_confirmed,
+            },
+        }
+        if (
+            inc.outcome == "resolved"
+            and p.root_cause_confirmed
+            and inc.root_cause
+            and inc.root_cause != "unknown"
+        ):
+            s.add(
+                Lesson(
+                    incident_id=inc.id,
+                    run_id=inc.run_id,
+                    root_cause=inc.root_cause,
+                    signature={d["sensor"]: d["z"] for d in inc.anomaly.get("deviations", [])},
+                    source="confirmed",
+                    note=p.summary[:500],
+                )
+            )
+        self._close(s, inc, pt, msg)
+        save_incident(s, inc)
+
+    def _task_failed(self, s: Session, msg: Message, pt: float) -> None:
+        p = msg.payload
+        assert isinstance(p, TaskFailed)
+        inc = s.get(Incident, p.incident_id)
+        if inc is None or inc.current_task_id != p.task_id:
+            return
+        s.expunge(inc)
+        self._reassign(s, inc, f"{p.agent_id} failed: {p.reason}", pt, msg)
+        save_incident(s, inc)
+
+    def _reassign(
+        self, s: Session, inc: Incident, why: str, pt: float, cause: Message | None
+    ) -> None:
+        rec = s.get(TaskRecord, inc.current_task_id) if inc.current_task_id else None
+        if rec is None:
+            return
+        rec.status = "superseded" if rec.status == "assigned" else rec.status
+        s.add(rec)
+        cap = Capability(rec.capability)
+        if rec.attempt >= self.settings.max_attempts:
+            inc.current_task_id = None
+            if cap is Capability.REVIEW:
+                self._close(s, inc, pt, cause, note=f"review not done: {why}")
+            else:
+                self._escalate(
+                    s, inc, f"{cap.value} not done after {rec.attempt} attempts: {why}", pt, cause
+                )
+            return
+        self._audit(s, "task.reassigned", inc, task_id=rec.id, reason=why)
+        self._dispatch(
+            s, inc, cap, inc.data.get("task_input", {}), pt, cause, attempt=rec.attempt + 1
+        )
+
+    @staticmethod
+    def _note_degraded(inc: Incident, p: Any) -> None:
+        notes = [f"{p.kind}: {c.degraded_reason}" for c in p.model_calls if c.degraded_reason]
+        if notes:
+            inc.data = {**inc.data, "degraded": [*inc.data.get("degraded", []), *notes]}
+
+    # ---- the plant clock -----------------------------------------------------------------
+    async def tick(self) -> None:
+        """Apply people's votes and every timeout that is due at the clock's plant time."""
+        now = self.clock.t
+        with self.store.tx() as s:
+            votes = s.exec(
+                select(ApprovalVote)
+                .where(col(ApprovalVote.processed).is_(False))
+                .order_by(col(ApprovalVote.seq))
+            ).all()
+            for vote in votes:
+                vote.processed = True
+                s.add(vote)
+                approval = s.get(Approval, vote.approval_id)
+                decision = ApprovalDecision(
+                    approval_id=vote.approval_id,
+                    approved=vote.approved,
+                    approver=vote.approver,
+                    reason=vote.reason,
+                )
+                msg = Message.new(
+                    decision,
+                    source=f"person:{vote.role}:{vote.approver}",
+                    subject=Subjects.EVENTS,
+                    run_id=self.run_id,
+                    correlation_id=approval.incident_id if approval else None,
+                    time=self._now(),
+                )
+                record_message(s, msg, now)
+                if self.on_message is not None:
+                    self.on_message(msg)
+                self._apply_vote(s, decision, vote.role, now, msg)
+        with self.store.tx() as s:
+            self._expire(s, now)
+        await self.relay.flush()
+
+    def _expire(self, s: Session, now: float) -> None:
+        for inc in s.exec(
+            select(Incident).where(
+                col(Incident.run_id) == self.run_id, col(Incident.status).in_(ACTIVE)
+            )
+        ).all():
+            s.expunge(inc)
+            changed = False
+            rec = s.get(TaskRecord, inc.current_task_id) if inc.current_task_id else None
+            if rec is not None and rec.deadline_at is not None and now > rec.deadline_at:
+                self._reassign(
+                    s,
+                    inc,
+                    f"no answer to {rec.id} within {self.settings.task_timeout_s:g} s",
+                    now,
+                    None,
+                )
+                changed = True
+            elif inc.status == "awaiting_approval":
+                approval = s.get(Approval, f"apr-{inc.data.get('action_id')}")
+                if (
+                    approval
+                    and approval.status == "pending"
+                    and approval.deadline_at is not None
+                    and now > approval.deadline_at
+                ):
+                    approval.status, approval.decided_at = "expired", now
+                    s.add(approval)
+                    action = s.get(Action, approval.action_id)
+                    if action is not None:
+                        action.status = "expired"
+                        s.add(action)
+                    self._escalate(
+                        s,
+                        inc,
+                        f"approval {approval.id} timed out after "
+                        f"{approval.deadline_at - approval.requested_at:g} s: safe "
+                        "default, nothing actuated",
+                        now,
+                        None,
+                    )
+                    changed = True
+            elif inc.status == "verifying" and now > inc.data.get("verify_deadline", now + 1):
+                self._escalate(
+                    s,
+                    inc,
+                    "the action's effect did not show in the telemetry "
+                    f"within {self.settings.verify_timeout_s:g} s",
+                    now,
+                    None,
+                )
+                changed = True
+            if changed:
+                save_incident(s, inc)

@@ -1,0 +1,43 @@
+"""The capability registry: which agents live, and what they can do, from their heartbeats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plantcrew.messages import AgentHeartbeat, Capability
+
+
+@dataclass
+class AgentInfo:
+    """What the Coordinator knows of one agent; ``last_seen`` in plant seconds."""
+
+    agent_id: str
+    role: str
+    capabilities: frozenset[Capability]
+    last_seen: float
+    in_flight: int = 0
+    stopping: bool = False
+
+
+class CapabilityRegistry:
+    """Agents by capability. An agent is live while its last heartbeat is younger than ``ttl_s``
+    (plant seconds) and it has not said it is stopping."""
+
+    def __init__(self, ttl_s: float = 15.0) -> None:
+        self.ttl_s = ttl_s
+        self.agents: dict[str, AgentInfo] = {}
+
+    def heard(self, hb: AgentHeartbeat, now: float) -> None:
+        """Record a heartbeat received at plant time ``now``."""
+        self.agents[hb.agent_id] = AgentInfo(
+            hb.agent_id, hb.role, frozenset(hb.capabilities), now, hb.in_flight, hb.stopping
+        )
+
+    def live(self, capability: Capability, now: float) -> list[AgentInfo]:
+        """Live agents with ``capability``, least loaded first."""
+        found = [
+            a
+            for a in self.agents.values()
+            if capability in a.capabilities and not a.stopping and now - a.last_seen <= self.ttl_s
+        ]
+        return sorted(found, key=lambda a: (a.in_flight, a.agent_id))

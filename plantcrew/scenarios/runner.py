@@ -1,0 +1,377 @@
+"""Running a scenario: a simulated plant (or a CSV replay) feeding a crew, step by step.
+
+Each step advances the plant by ``dt_s`` plant seconds, publishes one telemetry batch per
+device, lets the crew tick (heartbeats, timeouts, the scripted human), and waits until the bus
+is quiet, so a run with a seed on ``memory://`` is deterministic and an hour of plant time runs
+in seconds. The run's plant time is checkpointed in the database; ``resume`` rebuilds the plant
+from the recorded commands, re-warms the Monitor on the same telemetry, and carries on with
+the incidents where the database has them: no action is executed twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from uuid6 import uuid7
+
+from plantcrew.agents import Asset, Policies
+from plantcrew.bus import Bus, connect
+from plantcrew.crews.config import CrewConfig
+from plantcrew.crews.crew import Crew, CrewParts
+from plantcrew.detect import MonitorConfig, load_signatures
+from plantcrew.errors import ScenarioError
+from plantcrew.llm import ModelRouter
+from plantcrew.messages import Message, Subjects, TelemetryBatch
+from plantcrew.plant.actuators import ActuatorCommand, SimulatedActuator
+from plantcrew.plant.clock import SimClock
+from plantcrew.plant.csv_replay import CsvReplaySource, skab_preset
+from plantcrew.plant.sim import SimulatedPlant
+from plantcrew.plant.spec import PlantSpec, ValveSpec
+from plantcrew.scenarios.expectations import ExpectationResult, check
+from plantcrew.scenarios.human import ScriptedHuman
+from plantcrew.scenarios.schema import Scenario, load_scenario, resolve_data_path
+from plantcrew.settings import get_settings
+from plantcrew.store import Incident, Run, Store
+from plantcrew.store.tokens import check_token
+
+log = structlog.get_logger("plantcrew.runner")
+CHECKPOINT_EVERY_S = 10.0
+
+
+class RunObserver(Protocol):
+    """What a live view gets told while a scenario runs."""
+
+    def on_step(
+        self, t: float, batches: list[TelemetryBatch], scores: dict[str, float]
+    ) -> None: ...
+
+    def on_message(self, msg: Message) -> None: ...
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run: its incidents and expectations (plant seconds throughout)."""
+
+    run_id: str
+    scenario: str
+    passed: bool
+    incidents: list[dict[str, Any]]
+    expectations: list[ExpectationResult]
+    plant_seconds: float
+    wall_seconds: float
+    actions: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``plantcrew run --json`` object."""
+        return {
+            "run_id": self.run_id,
+            "scenario": self.scenario,
+            "passed": self.passed,
+            "incidents": self.incidents,
+            "expectations": [
+                {"name": e.name, "passed": e.passed, "detail": e.detail} for e in self.expectations
+            ],
+            "plant_seconds": self.plant_seconds,
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
+
+
+def assets_of(plant: PlantSpec) -> dict[str, Asset]:
+    """The asset registry of a plant spec: device id → type (and valve role)."""
+    out: dict[str, Asset] = {}
+    for dev in plant.devices:
+        role = dev.role if isinstance(dev, ValveSpec) else None
+        out[dev.id] = Asset(type=dev.type, role=role)
+    return out
+
+
+def approval_verifier(cmd: ActuatorCommand) -> None:
+    """The actuator's own check: the token must have been issued for exactly this command."""
+    check_token(
+        cmd.approval_token or "",
+        f"apr-{cmd.action_id}",
+        cmd.action_id,
+        cmd.device_id,
+        cmd.command,
+        dict(cmd.parameters),
+    )
+
+
+class _Telemetry:
+    """The run's telemetry: the simulated plant, or a CSV replay on the simulated clock."""
+
+    def __init__(self, scenario: Scenario, scenario_path: str, seed: int) -> None:
+        self.scenario = scenario
+        self.plant = SimulatedPlant(scenario.plant, scenario.faults, seed, scenario.dt_s)
+        self.clock: SimClock = self.plant.clock
+        self._csv: Iterator[TelemetryBatch] | None = None
+        if scenario.telemetry is not None:
+            path = resolve_data_path(scenario.telemetry.path, scenario_path)
+            if not path.is_file():
+                raise ScenarioError(
+                    f"telemetry file {path} not found (set PLANTCREW_DATA_DIR "
+                    "or fix telemetry.path)"
+                )
+            source = CsvReplaySource(skab_preset(path, device_id=scenario.telemetry.device_id))
+            self._csv = iter(source)
+            self._csv_clock = SimClock(self.clock.start)
+
+    @property
+    def t(self) -> float:
+        return self._csv_clock.t if self._csv is not None else self.plant.t
+
+    def step(self) -> list[TelemetryBatch] | None:
+        """The next batches, or None when a CSV replay has no more rows."""
+        if self._csv is None:
+            return self.plant.step()
+        batch = next(self._csv, None)
+        if batch is None:
+            return None
+        self._csv_clock.advance_to(max(r.ts for r in batch.readings))
+        return [batch]
+
+
+async def run_scenario(
+    scenario_path: str | Path,
+    *,
+    bus_url: str = "memory://",
+    db_url: str | None = None,
+    seed: int | None = None,
+    resume: str | None = None,
+    observer: RunObserver | None = None,
+    config_dir: Path | None = None,
+    stop_after_s: float | None = None,
+    on_checkpoint: Callable[[float], None] | None = None,
+) -> RunResult:
+    """Run (or, with ``resume=RUN_ID``, continue) a scenario and check its expectations.
+
+    Raises ConfigError for a bad scenario or config file, ScenarioError when the run cannot
+    start, BusError/StoreError when the bus or database cannot be reached.
+    ``stop_after_s`` stops early at that plant time (used to test crash recovery).
+    """
+    settings = get_settings()
+    config_dir = config_dir or settings.config_dir
+    db_url = db_url or settings.db_url
+    store = Store(db_url)
+    if resume is not None:
+        run = store.get_run(resume)
+        scenario_path = run.scenario_path
+        seed = run.seed
+        bus_url = bus_url or run.bus_url
+    scenario = load_scenario(scenario_path)
+    seed = scenario.seed if seed is None else seed
+    tel = _Telemetry(scenario, str(scenario_path), seed)
+    clock = tel.clock if scenario.telemetry is None else tel._csv_clock
+    if resume is None:
+        run = Run(
+            id=f"run-{uuid7().hex[-12:]}",
+            scenario=scenario.name,
+            scenario_path=str(scenario_path),
+            seed=seed,
+            bus_url=bus_url,
+            started_at=clock.start,
+            config={"scenario": scenario.model_dump(mode="json")},
+        )
+        store.create_run(run)
+        store.audit(
+            time=datetime.now(UTC),
+            actor="runner",
+            kind="config.loaded",
+            run_id=run.id,
+            data={
+                "scenario": str(scenario_path),
+                "seed": seed,
+                "bus": bus_url,
+                "config_dir": str(config_dir),
+            },
+        )
+    crew_config = CrewConfig.load(config_dir / "crew.yaml")
+    policies = Policies.load(
+        Path(scenario.policies) if scenario.policies else config_dir / "policies.yaml"
+    )
+    parts = CrewParts(
+        router=ModelRouter.from_file(
+            config_dir / "models.yaml", playbooks_path=config_dir / "playbooks.yaml"
+        ),
+        policies=policies,
+        assets=assets_of(scenario.plant),
+        signatures=load_signatures(config_dir / "signatures.yaml"),
+        actuator=SimulatedActuator(tel.plant, verify_approval=approval_verifier),
+        monitor=MonitorConfig(**scenario.monitor),
+    )
+    wall0 = time.perf_counter()
+    bus = await connect(bus_url)
+    crew = Crew.build(
+        bus,
+        store,
+        clock,
+        parts,
+        crew_config,
+        run_id=run.id,
+        run_started=clock.start,
+        on_message=observer.on_message if observer else None,
+    )
+    try:
+        start_t = await _restore(store, run, tel, crew) if resume is not None else 0.0
+        await crew.start()
+        await bus.quiesce()
+        human = ScriptedHuman(store, run.id, scenario.human)
+        await _loop(
+            scenario,
+            run,
+            tel,
+            clock,
+            bus,
+            crew,
+            human,
+            store,
+            observer,
+            start_t,
+            stop_after_s,
+            on_checkpoint,
+        )
+    finally:
+        await crew.stop()
+        await bus.close()
+    if stop_after_s is not None and clock.t < scenario.duration_s:
+        store.update_run(run.id, plant_time=clock.t)
+    return _finish(store, scenario, run, clock.t, time.perf_counter() - wall0)
+
+
+async def _restore(store: Store, run: Run, tel: _Telemetry, crew: Crew) -> float:
+    """Rebuild the plant and the Monitor's state up to the run's last checkpoint."""
+    target = run.plant_time
+    commands = sorted(
+        (
+            (a.executed_at, a.device_id, a.command, a.parameters)
+            for a in store.actions(run_id=run.id)
+            if a.status in ("executing", "executed") and a.executed_at is not None
+        ),
+        key=lambda c: c[0],
+    )
+    monitor = crew.monitor
+    pending = list(commands)
+    while tel.t < target - 1e-9:
+        batches = tel.step()
+        if batches is None:
+            break
+        while pending and pending[0][0] <= tel.t + 1e-9:
+            _, device, command, params = pending.pop(0)
+            tel.plant.apply(device, command, dict(params))
+        if monitor is not None:
+            for b in batches:
+                monitor.warm(b)
+    log.info("resumed", run=run.id, plant_time=tel.t, commands=len(commands))
+    return tel.t
+
+
+async def _loop(
+    scenario: Scenario,
+    run: Run,
+    tel: _Telemetry,
+    clock: SimClock,
+    bus: Bus,
+    crew: Crew,
+    human: ScriptedHuman,
+    store: Store,
+    observer: RunObserver | None,
+    start_t: float,
+    stop_after_s: float | None,
+    on_checkpoint: Callable[[float], None] | None,
+) -> None:
+    last_checkpoint = start_t
+    end = scenario.duration_s if stop_after_s is None else min(stop_after_s, scenario.duration_s)
+    while tel.t < end - 1e-9:
+        batches = tel.step()
+        if batches is None:
+            break
+        now = clock.now()
+        for batch in batches:
+            await bus.publish(
+                Message.new(
+                    batch,
+                    source="plant",
+                    subject=Subjects.telemetry(batch.device_id),
+                    time=now,
+                    run_id=run.id,
+                    correlation_id=run.id,
+                )
+            )
+        await bus.quiesce()
+        human.act(clock.t)
+        await crew.tick()
+        await bus.quiesce()
+        if observer is not None:
+            monitor = crew.monitor
+            observer.on_step(clock.t, batches, dict(monitor.last_score) if monitor else {})
+        if clock.t - last_checkpoint >= CHECKPOINT_EVERY_S:
+            store.update_run(run.id, plant_time=clock.t)
+            last_checkpoint = clock.t
+            if on_checkpoint is not None:
+                on_checkpoint(clock.t)
+
+
+def _incident_json(i: Incident) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "device_id": i.device_id,
+        "status": i.status,
+        "outcome": i.outcome,
+        "root_cause": i.root_cause,
+        "confidence": i.confidence,
+        "detected_at": i.detected_at,
+        "resolved_at": i.resolved_at,
+        "escalation_reason": i.escalation_reason,
+        "degraded": i.data.get("degraded", []),
+        "actions": [],
+    }
+
+
+def _finish(store: Store, scenario: Scenario, run: Run, t: float, wall: float) -> RunResult:
+    incidents = store.incidents(run.id)
+    actions = store.actions(run_id=run.id)
+    approvals = store.approvals(run_id=run.id)
+    results = check(scenario, incidents, actions, approvals)
+    passed = all(r.passed for r in results)
+    out = []
+    for inc in incidents:
+        j = _incident_json(inc)
+        for a in actions:
+            if a.incident_id != inc.id:
+                continue
+            appr = next((p for p in approvals if p.action_id == a.id), None)
+            j["actions"].append(
+                {
+                    "id": a.id,
+                    "device_id": a.device_id,
+                    "command": a.command,
+                    "parameters": a.parameters,
+                    "status": a.status,
+                    "hazard_class": a.hazard_class,
+                    "rule_ids": a.rule_ids,
+                    "executed_at": a.executed_at,
+                    "approved_by": [
+                        d["approver"] for d in (appr.decisions if appr else []) if d.get("approved")
+                    ],
+                }
+            )
+        out.append(j)
+    complete = t >= scenario.duration_s - 1e-9 or scenario.telemetry is not None
+    status = ("passed" if passed else "failed") if complete else "interrupted"
+    store.update_run(
+        run.id,
+        status=status,
+        plant_time=t,
+        finished_at=datetime.now(UTC),
+        summary={"passed": passed, "incidents": len(incidents)},
+    )
+    return RunResult(run.id, scenario.name, passed, out, results, t, wall)
+
+
+__all__ = ["RunObserver", "RunResult", "assets_of", "load_scenario", "run_scenario"]

@@ -1,0 +1,138 @@
+"""The scenario file: a plant, faults, a scripted human, and what must happen.
+
+A scenario is YAML validated by :class:`Scenario`; :func:`load_scenario` raises ConfigError
+naming the file, line and field of the first problem. Times are plant seconds from the start
+of the run. Example::
+
+    name: pump-cavitation
+    seed: 7
+    duration_s: 1500
+    faults:
+      - {type: cavitation, device: pump1, at: 600}
+    expect:
+      detected_within_s: 60
+      root_cause: cavitation
+      actions_executed: [{device: pump1, command: set_speed}]
+      resolved_within_s: 600
+      escalated: false
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from plantcrew.errors import ConfigError
+from plantcrew.plant.spec import FaultSpec, PlantSpec, check_faults, default_plant
+from plantcrew.settings import line_of, load_yaml_model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApprovalMatch(_Strict):
+    """Which approval requests a scripted person answers (all given fields must match)."""
+
+    command: str | None = None
+    device: str | None = None
+    hazard_class: int | None = Field(None, ge=0, le=3)
+
+
+class HumanRule(_Strict):
+    """A scripted person: answers matching approval requests ``after_s`` plant seconds later."""
+
+    match: ApprovalMatch = ApprovalMatch()
+    decision: Literal["approve", "reject", "ignore"]
+    after_s: float = Field(30.0, ge=0)
+    approver: str = Field(min_length=1)
+    role: str = Field(min_length=1)
+    reason: str = ""
+
+
+class ActionExpectation(_Strict):
+    """An action on ``device`` with ``command`` (and, if given, these parameter values)."""
+
+    device: str
+    command: str
+    parameters: dict[str, Any] | None = None
+
+
+class Expectations(_Strict):
+    """What must hold at the end of the run; each given field is one expectation."""
+
+    incidents: int | None = Field(None, ge=0, description="exact number of incidents")
+    detected_within_s: float | None = Field(None, gt=0, description="from the first fault")
+    root_cause: str | None = None
+    actions_executed: list[ActionExpectation] | None = None
+    actions_blocked: list[ActionExpectation] | None = None
+    approved_by: list[str] | None = Field(None, description="people whose approval was given")
+    resolved_within_s: float | None = Field(None, gt=0, description="from the first fault")
+    escalated: bool | None = None
+    escalation_reason_contains: str | None = None
+
+
+class CsvTelemetry(_Strict):
+    """Replay a CSV export (e.g. a SKAB file) instead of the simulator.
+
+    ``path`` may use ``${PLANTCREW_DATA_DIR}`` (default: ``../shared/data`` from the working
+    directory); a relative path is taken from the scenario file's folder.
+    """
+
+    source: Literal["csv"] = "csv"
+    preset: Literal["skab"] = "skab"
+    path: str
+    device_id: str = "pump1"
+
+
+class Scenario(_Strict):
+    """One scenario file (see module doc)."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = 0
+    duration_s: float = Field(1800.0, gt=0, le=7 * 24 * 3600)
+    dt_s: float = Field(1.0, gt=0, le=60)
+    plant: PlantSpec = Field(default_factory=default_plant)
+    faults: list[FaultSpec] = []
+    telemetry: CsvTelemetry | None = None
+    monitor: dict[str, Any] = Field(default_factory=dict, description="MonitorConfig overrides")
+    policies: str | None = Field(None, description="policies file instead of config/policies.yaml")
+    human: list[HumanRule] = []
+    expect: Expectations = Expectations()
+
+    @property
+    def first_fault_at(self) -> float | None:
+        """Plant seconds of the earliest fault, if any."""
+        return min((f.at for f in self.faults), default=None)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load and validate a scenario file; ConfigError names file, line and field."""
+    text = _read(path)
+    scenario = load_yaml_model(path, Scenario, text=text)
+    try:
+        check_faults(scenario.plant, scenario.faults)
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.reason, source=str(path), field=exc.field, line=line_of(text, exc.field or "")
+        ) from None
+    return scenario
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
+
+
+def resolve_data_path(raw: str, scenario_path: str | Path) -> Path:
+    """Expand ``${PLANTCREW_DATA_DIR}`` and make ``raw`` absolute from the scenario's folder."""
+    data_dir = os.environ.get("PLANTCREW_DATA_DIR", str(Path.cwd().parent / "shared" / "data"))
+    expanded = raw.replace("${PLANTCREW_DATA_DIR}", data_dir)
+    p = Path(expanded)
+    return p if p.is_absolute() else (Path(scenario_path).parent / p).resolve()

@@ -1,0 +1,53 @@
+"""Shared memory in a SQL database through SQLModel: SQLite by default, PostgreSQL in production.
+
+``Store(url)`` opens it (creating tables); ``plantcrew.store.tables`` has the schema.
+"""
+
+from plantcrew.store.audit import ChainBreak, verify_chain
+from plantcrew.store.store import (
+    Store,
+    add_outbox,
+    load_incident,
+    record_message,
+    record_model_calls,
+    save_incident,
+)
+from plantcrew.store.tables import (
+    Action,
+    AgentRecord,
+    Approval,
+    ApprovalVote,
+    AuditEntry,
+    DeadLetterRecord,
+    Incident,
+    Lesson,
+    MessageRecord,
+    ModelCall,
+    OutboxEntry,
+    Run,
+    TaskRecord,
+)
+
+__all__ = [
+    "Action",
+    "AgentRecord",
+    "Approval",
+    "ApprovalVote",
+    "AuditEntry",
+    "ChainBreak",
+    "DeadLetterRecord",
+    "Incident",
+    "Lesson",
+    "MessageRecord",
+    "ModelCall",
+    "OutboxEntry",
+    "Run",
+    "Store",
+    "TaskRecord",
+    "add_outbox",
+    "load_incident",
+    "record_message",
+    "record_model_calls",
+    "save_incident",
+    "verify_chain",
+]

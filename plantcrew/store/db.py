@@ -1,0 +1,88 @@
+"""The database connection: engines, transactions and SQLite's production settings.
+
+``sqlite:///path`` (the default) runs in WAL mode with a busy timeout, and every transaction
+starts with ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock upgrade.
+``postgresql://...`` uses psycopg 3. Tables are created on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session, SQLModel, create_engine
+
+from plantcrew.errors import StoreError
+from plantcrew.store import tables  # noqa: F401  (registers the tables)
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def normalise_url(url: str) -> str:
+    """Map user-facing URLs to SQLAlchemy's: ``postgresql://`` → ``postgresql+psycopg://``."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith(("sqlite:", "postgresql+")):
+        return url
+    raise StoreError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url`` with plantcrew's settings (see module doc)."""
+    sa_url = normalise_url(url)
+    if sa_url.startswith("sqlite"):
+        engine = create_engine(
+            sa_url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # let us issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(sa_url, pool_pre_ping=True)
+
+
+class Database:
+    """An engine plus transactions. ``with db.tx() as s:`` commits on success, rolls back on
+    error, and turns driver errors into StoreError."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        if create:
+            try:
+                SQLModel.metadata.create_all(self.engine)
+            except OperationalError as exc:
+                raise StoreError(f"cannot open database {url!r}: {exc.orig}") from exc
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        """One transaction (BEGIN IMMEDIATE on SQLite)."""
+        session = Session(self.engine, expire_on_commit=False)
+        try:
+            with session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc}") from exc
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

@@ -1,0 +1,63 @@
+"""At-most-once actuation: consume the approval and record the command in one transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plantcrew.errors import ApprovalError, NotFoundError
+from plantcrew.store.db import Database
+from plantcrew.store.tables import Action, Approval
+from plantcrew.store.tokens import check_token
+
+
+def begin_execution(
+    db: Database, *, action_id: str, approval_id: str, token: str, plant_time: float
+) -> tuple[Action, bool]:
+    """Claim an approved action for execution.
+
+    Returns ``(action, True)`` when the caller must now send the command, or
+    ``(action, False)`` when it was claimed before (a redelivery or restart): never send twice.
+    Raises ApprovalError for a forged, mismatched, unapproved or already-consumed approval,
+    NotFoundError for an unknown action.
+    """
+    with db.tx() as s:
+        action = s.get(Action, action_id)
+        if action is None:
+            raise NotFoundError(f"no action {action_id!r}")
+        if action.status in ("executing", "executed"):
+            s.expunge(action)
+            return action, False
+        approval = s.get(Approval, approval_id)
+        if approval is None:
+            raise ApprovalError(f"no approval {approval_id!r}")
+        if approval.action_id != action.id:
+            raise ApprovalError(
+                f"approval {approval_id} is for action {approval.action_id}, not {action.id}"
+            )
+        if approval.status != "approved":
+            raise ApprovalError(f"approval {approval_id} is {approval.status}, not approved")
+        if approval.consumed_at is not None:
+            raise ApprovalError(f"approval {approval_id} was used already")
+        check_token(
+            token, approval.id, action.id, action.device_id, action.command, action.parameters
+        )
+        approval.consumed_at = plant_time
+        action.status = "executing"
+        action.approval_id = approval.id
+        action.executed_at = plant_time
+        s.add(approval)
+        s.add(action)
+        s.flush()
+        s.expunge(action)
+        return action, True
+
+
+def finish_execution(db: Database, action_id: str, *, status: str, receipt: dict[str, Any]) -> None:
+    """Record the actuator's answer: ``executed`` or ``failed``."""
+    with db.tx() as s:
+        action = s.get(Action, action_id)
+        if action is None:
+            raise NotFoundError(f"no action {action_id!r}")
+        action.status = status
+        action.receipt = receipt
+        s.add(action)

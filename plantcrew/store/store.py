@@ -1,0 +1,309 @@
+"""``Store``: the queries the crew, the runner and the CLI make of shared memory.
+
+Functions that take a ``Session`` run inside the caller's transaction (so a state change and
+the messages it causes commit together); methods without one open their own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from plantcrew.errors import ConflictError, NotFoundError
+from plantcrew.messages import Message, ModelCallInfo
+from plantcrew.store import audit
+from plantcrew.store.db import Database
+from plantcrew.store.tables import (
+    Action,
+    Approval,
+    ApprovalVote,
+    DeadLetterRecord,
+    Incident,
+    Lesson,
+    MessageRecord,
+    ModelCall,
+    OutboxEntry,
+    Run,
+)
+
+
+class Store(Database):
+    """Shared memory on SQLite (default) or PostgreSQL; see ``plantcrew.store.tables``."""
+
+    # ---- runs ----------------------------------------------------------------------------
+    def create_run(self, run: Run) -> Run:
+        with self.tx() as s:
+            s.add(run)
+        return run
+
+    def get_run(self, run_id: str) -> Run:
+        with self.tx() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id!r} in {self.url}")
+            return run
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        with self.tx() as s:
+            s.execute(update(Run).where(col(Run.id) == run_id).values(**fields))
+
+    def runs(self, limit: int = 50) -> list[Run]:
+        with self.tx() as s:
+            return list(s.exec(select(Run).order_by(col(Run.started_at).desc()).limit(limit)))
+
+    # ---- incidents -----------------------------------------------------------------------
+    def incidents(self, run_id: str | None = None) -> list[Incident]:
+        with self.tx() as s:
+            q = select(Incident).order_by(col(Incident.opened_at), col(Incident.id))
+            if run_id is not None:
+                q = q.where(col(Incident.run_id) == run_id)
+            return list(s.exec(q))
+
+    def get_incident(self, incident_id: str) -> Incident:
+        with self.tx() as s:
+            inc = s.get(Incident, incident_id)
+            if inc is None:
+                raise NotFoundError(f"no incident {incident_id!r}")
+            return inc
+
+    # ---- the conversation log, outbox and dead letters -------------------------------------
+    def messages(
+        self,
+        run_id: str,
+        *,
+        correlation_id: str | None = None,
+        source: str | None = None,
+        types: Sequence[str] = (),
+    ) -> list[MessageRecord]:
+        with self.tx() as s:
+            q = select(MessageRecord).where(col(MessageRecord.run_id) == run_id)
+            if correlation_id:
+                q = q.where(col(MessageRecord.correlation_id) == correlation_id)
+            if source:
+                q = q.where(col(MessageRecord.source) == source)
+            if types:
+                q = q.where(col(MessageRecord.type).in_(list(types)))
+            return list(s.exec(q.order_by(col(MessageRecord.seq))))
+
+    def pending_outbox(self, limit: int = 500) -> list[OutboxEntry]:
+        with self.tx() as s:
+            q = select(OutboxEntry).where(col(OutboxEntry.published).is_(False))
+            return list(s.exec(q.order_by(col(OutboxEntry.seq)).limit(limit)))
+
+    def mark_published(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        with self.tx() as s:
+            s.execute(
+                update(OutboxEntry)
+                .where(col(OutboxEntry.seq).in_(list(seqs)))
+                .values(published=True)
+            )
+
+    def record_dead_letter(self, msg: Message) -> bool:
+        """Keep a ``message.dead`` message; False when it was recorded already."""
+        from plantcrew.messages import DeadLetter
+
+        assert isinstance(msg.payload, DeadLetter)
+        p = msg.payload
+        with self.tx() as s:
+            if s.get(DeadLetterRecord, str(msg.id)) is not None:
+                return False
+            s.add(
+                DeadLetterRecord(
+                    id=str(msg.id),
+                    run_id=msg.run_id,
+                    original_id=p.original_id,
+                    original_subject=p.original_subject,
+                    reason=p.reason,
+                    attempts=p.attempts,
+                    quarantined=p.quarantined,
+                    raw=p.raw,
+                    time=msg.time,
+                )
+            )
+            return True
+
+    def dead_letters(self, run_id: str | None = None) -> list[DeadLetterRecord]:
+        with self.tx() as s:
+            q = select(DeadLetterRecord)
+            if run_id is not None:
+                q = q.where(col(DeadLetterRecord.run_id) == run_id)
+            return list(s.exec(q.order_by(col(DeadLetterRecord.time))))
+
+    # ---- actions and approvals ---------------------------------------------------------------
+    def actions(self, run_id: str | None = None, incident_id: str | None = None) -> list[Action]:
+        with self.tx() as s:
+            q = select(Action)
+            if run_id is not None:
+                q = q.where(col(Action.run_id) == run_id)
+            if incident_id is not None:
+                q = q.where(col(Action.incident_id) == incident_id)
+            return list(s.exec(q.order_by(col(Action.id))))
+
+    def approvals(self, *, status: str | None = None, run_id: str | None = None) -> list[Approval]:
+        with self.tx() as s:
+            q = select(Approval)
+            if status is not None:
+                q = q.where(col(Approval.status) == status)
+            if run_id is not None:
+                q = q.where(col(Approval.run_id) == run_id)
+            return list(s.exec(q.order_by(col(Approval.requested_at), col(Approval.id))))
+
+    def get_approval(self, approval_id: str) -> Approval:
+        with self.tx() as s:
+            appr = s.get(Approval, approval_id)
+            if appr is None:
+                raise NotFoundError(f"no approval {approval_id!r}")
+            return appr
+
+    def cast_vote(
+        self, approval_id: str, *, approver: str, role: str, approved: bool, reason: str = ""
+    ) -> ApprovalVote:
+        """Submit a person's decision; the Coordinator applies it (and checks the role)."""
+        with self.tx() as s:
+            if s.get(Approval, approval_id) is None:
+                raise NotFoundError(f"no approval {approval_id!r}")
+            vote = ApprovalVote(
+                approval_id=approval_id,
+                approver=approver,
+                role=role,
+                approved=approved,
+                reason=reason,
+            )
+            s.add(vote)
+            return vote
+
+    # ---- model calls, lessons ---------------------------------------------------------------
+    def model_calls(self, run_id: str | None = None) -> list[ModelCall]:
+        with self.tx() as s:
+            q = select(ModelCall)
+            if run_id is not None:
+                q = q.where(col(ModelCall.run_id) == run_id)
+            return list(s.exec(q.order_by(col(ModelCall.id))))
+
+    def lessons(self) -> list[Lesson]:
+        with self.tx() as s:
+            return list(s.exec(select(Lesson).order_by(col(Lesson.id))))
+
+    def add_lesson(self, lesson: Lesson) -> Lesson:
+        with self.tx() as s:
+            s.add(lesson)
+            return lesson
+
+    # ---- audit -------------------------------------------------------------------------------
+    def audit(
+        self,
+        *,
+        time: datetime,
+        actor: str,
+        kind: str,
+        data: dict[str, Any],
+        run_id: str | None = None,
+        incident_id: str | None = None,
+    ) -> None:
+        with self.tx() as s:
+            audit.append(
+                s,
+                time=time,
+                actor=actor,
+                kind=kind,
+                data=data,
+                run_id=run_id,
+                incident_id=incident_id,
+            )
+
+    def verify_audit(self) -> list[audit.ChainBreak]:
+        with self.tx() as s:
+            return audit.verify_chain(s)
+
+
+# ---- helpers used inside a caller's transaction ----------------------------------------------
+def record_message(s: Session, msg: Message, plant_time: float) -> bool:
+    """Append ``msg`` to the conversation log; False when its id is there already."""
+    if s.exec(select(MessageRecord.seq).where(col(MessageRecord.id) == str(msg.id))).first():
+        return False
+    s.add(
+        MessageRecord(
+            id=str(msg.id),
+            run_id=msg.run_id,
+            correlation_id=msg.correlation_id,
+            causation_id=str(msg.causation_id) if msg.causation_id else None,
+            type=msg.type,
+            source=msg.source,
+            subject=msg.subject,
+            time=msg.time,
+            plant_time=plant_time,
+            body=msg.model_dump_json(),
+        )
+    )
+    s.flush()
+    return True
+
+
+def add_outbox(s: Session, msg: Message, plant_time: float) -> None:
+    """Queue ``msg`` for publishing after commit, and log it in the conversation."""
+    record_message(s, msg, plant_time)
+    s.add(OutboxEntry(message_id=str(msg.id), subject=msg.subject, body=msg.model_dump_json()))
+
+
+def record_model_calls(
+    s: Session, calls: Sequence[ModelCallInfo], *, msg: Message, agent: str, task_id: str | None
+) -> None:
+    """Store the model calls behind an agent's answer."""
+    day = msg.time.date().isoformat()
+    for c in calls:
+        s.add(
+            ModelCall(
+                run_id=msg.run_id,
+                incident_id=msg.correlation_id,
+                task_id=task_id,
+                message_id=str(msg.id),
+                agent=agent,
+                model_group=c.model_group,
+                deployment=c.deployment,
+                model=c.model,
+                prompt_tokens=c.prompt_tokens,
+                completion_tokens=c.completion_tokens,
+                latency_ms=c.latency_ms,
+                cost_usd=c.cost_usd,
+                fallback=c.fallback,
+                degraded_reason=c.degraded_reason,
+                repaired=c.repaired,
+                ok=c.ok,
+                error=c.error,
+                prompt=json.loads(json.dumps(c.prompt, default=str)),
+                response=c.response,
+                day=day,
+            )
+        )
+
+
+def save_incident(s: Session, inc: Incident) -> None:
+    """Write ``inc`` back if nobody changed it since it was read (optimistic locking).
+
+    Raises ConflictError when the stored version differs from ``inc.version``.
+    """
+    values = inc.model_dump(exclude={"id", "version"})
+    res = s.execute(
+        update(Incident)
+        .where(col(Incident.id) == inc.id, col(Incident.version) == inc.version)
+        .values(**values, version=inc.version + 1)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        raise ConflictError(f"incident {inc.id} changed since it was read (version {inc.version})")
+    inc.version += 1
+
+
+def load_incident(s: Session, incident_id: str) -> Incident:
+    """Read an incident detached from the session, to change and ``save_incident`` it."""
+    inc = s.get(Incident, incident_id)
+    if inc is None:
+        raise NotFoundError(f"no incident {incident_id!r}")
+    s.expunge(inc)
+    return inc
