@@ -181,11 +181,12 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
         reason_raw: str | None = None
         usage: Any = None
         stream: Any = None
+        attempts: list[tuple[str, str]] = []
         try:
             opening = asyncio.ensure_future(self._router.astream(self._group, oai, **kwargs))
             if cancellation_token is not None:
                 cancellation_token.link_future(opening)
-            stream = await opening
+            stream, attempts = await opening
             async for chunk in stream:
                 if cancellation_token is not None and cancellation_token.is_cancelled():
                     raise asyncio.CancelledError()
@@ -218,14 +219,15 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
         if calls:
             content = [FunctionCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
                        for _, c in sorted(calls.items())]
-        name, model, fallback, errors = self._router.served_by(stream)
+        name, model, fallback = self._router.served_by(stream)
+        fallback = fallback or any(dep != name for dep, _ in attempts)
         info = ModelCallInfo(
             model_group=self._group, deployment=name, model=model,
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             latency_ms=round((time.perf_counter() - start) * 1000, 3),
             cost_usd=0.0 if model.startswith("playbook/") else _stream_cost(model, usage),
-            fallback=fallback, ok=True, error="; ".join(errors) or None,
+            fallback=fallback, ok=True, error=self._router.attempts_text(attempts),
             prompt=[dict(m) for m in oai],
             response=body if not calls else json.dumps(list(calls.values())),
         )

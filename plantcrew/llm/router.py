@@ -11,14 +11,21 @@ deployment that served the call is read from the response's ``_hidden_params["mo
 counts as a fallback when that deployment is not on the group's first order level, belongs to
 another group, or litellm reports ``x-litellm-attempted-fallbacks > 0``. Cost is litellm's
 ``response_cost`` (its local cost map; 0 for the playbook and for models it does not know).
-Error texts are scrubbed of configured API keys before they are kept.
+Failed attempts (a deployment that errored before another served the call) are learnt from
+a litellm failure callback (``async_log_failure_event``, awaited by litellm before it moves
+on), matched to the call by a ``plantcrew_call`` metadata tag; they are listed in the
+record's ``error`` as ``"<deployment>: <ErrorType>"`` even when the call succeeded (``ok``
+tells success). Error texts are scrubbed of configured API keys before they are kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +39,7 @@ from plantcrew.messages import ModelCallInfo
 from plantcrew.settings import get_settings
 
 import litellm  # isort: skip
+from litellm.integrations.custom_logger import CustomLogger  # isort: skip
 
 if TYPE_CHECKING:
     from plantcrew.llm.client import LiteLLMChatCompletionClient
@@ -41,6 +49,63 @@ MAX_ERROR_CHARS = 500
 
 class UnknownGroupError(ModelError):
     """A caller asked for a model group the configuration does not define."""
+
+
+class _FailureLog(CustomLogger):
+    """Collects failed deployment attempts of tagged calls: tag -> [(deployment, error)]."""
+
+    TAG = "plantcrew_call"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._open: dict[str, list[tuple[str, str]]] = {}
+
+    def begin(self) -> str:
+        tag = uuid.uuid4().hex
+        with self._lock:
+            self._open[tag] = []
+        return tag
+
+    def end(self, tag: str) -> list[tuple[str, str]]:
+        with self._lock:
+            attempts = self._open.pop(tag, [])
+        out: list[tuple[str, str]] = []
+        counts: list[int] = []
+        for item in attempts:  # repeated attempts (retries) of one deployment are counted
+            if out and out[-1] == item:
+                counts[-1] += 1
+            else:
+                out.append(item)
+                counts.append(1)
+        return [(d, e if n == 1 else f"{e} x{n}") for (d, e), n in zip(out, counts, strict=True)]
+
+    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any,
+                                      end_time: Any) -> None:
+        params = kwargs.get("litellm_params") or {}
+        tag = (params.get("metadata") or {}).get(self.TAG)
+        if not tag:
+            return
+        exc = kwargs.get("exception")
+        code = getattr(exc, "status_code", None)
+        error = type(exc).__name__ + (f" ({code})" if code else "")
+        name = str((params.get("model_info") or {}).get("id") or "unknown")
+        with self._lock:
+            if tag in self._open:
+                self._open[tag].append((name, error))
+
+
+_failures: _FailureLog | None = None
+_failures_lock = threading.Lock()
+
+
+def _failure_log() -> _FailureLog:
+    global _failures
+    with _failures_lock:
+        if _failures is None:
+            _failures = _FailureLog()
+            litellm.callbacks.append(_failures)
+        return _failures
 
 
 @dataclass(frozen=True)
@@ -60,6 +125,7 @@ class ModelRouter:
 
     def __init__(self, config: ModelsConfig, *, playbooks_path: Path | str | None = None) -> None:
         register_playbook_provider()
+        self._failures = _failure_log()
         litellm.suppress_debug_info = True
         self.config = config
         self.playbooks_path = str(
@@ -161,33 +227,51 @@ class ModelRouter:
         ``exc.plantcrew_call``) when every deployment and fallback failed.
         """
         self.check_group(group)
+        tag = self._failures.begin()
+        metadata = {**(kwargs.pop("metadata", None) or {}), _FailureLog.TAG: tag}
         start = time.perf_counter()
         try:
             response: Any = await self.router.acompletion(
                 model=group, messages=list(messages),  # type: ignore[arg-type]
-                include_fallback_errors=True, **kwargs,
+                metadata=metadata, **kwargs,
             )
-        except Exception as exc:
-            info = self.failure_info(group, messages, exc, time.perf_counter() - start)
-            exc.plantcrew_call = info  # type: ignore[attr-defined]
+        except BaseException as exc:
+            await asyncio.sleep(0)
+            attempts = self._failures.end(tag)
+            if isinstance(exc, Exception):
+                info = self.failure_info(group, messages, exc, time.perf_counter() - start,
+                                         attempts)
+                exc.plantcrew_call = info  # type: ignore[attr-defined]
             raise
         latency = time.perf_counter() - start
+        attempts = self._failures.end(tag)
         choice = response.choices[0]
         text = choice.message.content or ""
         tool_calls = getattr(choice.message, "tool_calls", None)
         if tool_calls:
             text = text or json.dumps([tc.model_dump() for tc in tool_calls], default=str)
-        return RoutedCall(response, self.success_info(group, messages, response, latency, text))
+        return RoutedCall(
+            response, self.success_info(group, messages, response, latency, text, attempts)
+        )
 
     async def astream(self, group: str, messages: Sequence[dict[str, Any]],
-                      **kwargs: Any) -> Any:
-        """Start a streamed completion; returns litellm's async chunk iterator."""
+                      **kwargs: Any) -> tuple[Any, list[tuple[str, str]]]:
+        """Start a streamed completion: ``(litellm's async chunk iterator, failed attempts)``.
+
+        Failures that happen once the stream has started are not retried by litellm.
+        """
         self.check_group(group)
+        tag = self._failures.begin()
+        metadata = {**(kwargs.pop("metadata", None) or {}), _FailureLog.TAG: tag}
         router: Any = self.router
-        return await router.acompletion(
-            model=group, messages=list(messages), stream=True,
-            stream_options={"include_usage": True}, **kwargs,
-        )
+        try:
+            stream = await router.acompletion(
+                model=group, messages=list(messages), stream=True,
+                stream_options={"include_usage": True}, metadata=metadata, **kwargs,
+            )
+        finally:
+            attempts = self._failures.end(tag)
+        return stream, attempts
 
     async def aplaybook(self, group: str, messages: Sequence[dict[str, Any]],
                         **kwargs: Any) -> RoutedCall:
@@ -205,8 +289,8 @@ class ModelRouter:
 
     # ---- accounting -----------------------------------------------------------------------
 
-    def served_by(self, response: Any) -> tuple[str, str, bool, list[str]]:
-        """``(deployment name, model, fallback?, errors of failed attempts)`` of a response."""
+    def served_by(self, response: Any) -> tuple[str, str, bool]:
+        """``(deployment name, model, fallback?)`` of a response or stream."""
         hidden = getattr(response, "_hidden_params", None) or {}
         name = str(hidden.get("model_id") or "unknown")
         dep = self._deployments.get(name)
@@ -221,21 +305,14 @@ class ModelRouter:
             fallback = fallback or (dep.order or 1) > first or (
                 isinstance(requested, str) and requested != group
             )
-        errors: list[str] = []
-        raw = headers.get("x-litellm-fallback-errors")
-        try:
-            parsed = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, list):
-            errors = [self.scrub(str(e.get("message", e)) if isinstance(e, dict) else str(e))
-                      for e in parsed]
-        return name, model, fallback, errors
+        return name, model, fallback
 
     def success_info(self, group: str, messages: Sequence[dict[str, Any]], response: Any,
-                     latency_s: float, text: str) -> ModelCallInfo:
-        """The accounting record of a successful call."""
-        name, model, fallback, errors = self.served_by(response)
+                     latency_s: float, text: str,
+                     attempts: Sequence[tuple[str, str]] = ()) -> ModelCallInfo:
+        """The accounting record of a successful call (``attempts``: failed before it)."""
+        name, model, fallback = self.served_by(response)
+        fallback = fallback or any(dep != name for dep, _ in attempts)
         usage = getattr(response, "usage", None)
         return ModelCallInfo(
             model_group=group,
@@ -247,21 +324,28 @@ class ModelRouter:
             cost_usd=self.cost_of(response, model),
             fallback=fallback,
             ok=True,
-            error="; ".join(errors) or None,
+            error=self.attempts_text(attempts),
             prompt=[dict(m) for m in messages],
             response=text,
         )
 
+    def attempts_text(self, attempts: Sequence[tuple[str, str]]) -> str | None:
+        """``"a: RateLimitError (429); b: Timeout"`` for failed attempts, None for none."""
+        return self.scrub("; ".join(f"{d}: {e}" for d, e in attempts)) or None
+
     def failure_info(self, group: str, messages: Sequence[dict[str, Any]], exc: BaseException,
-                     latency_s: float) -> ModelCallInfo:
+                     latency_s: float,
+                     attempts: Sequence[tuple[str, str]] = ()) -> ModelCallInfo:
         """The accounting record of a call that failed on every deployment."""
+        tried = self.attempts_text(attempts)
         return ModelCallInfo(
             model_group=group,
             deployment="none",
             model="none",
             latency_ms=round(latency_s * 1000, 3),
             ok=False,
-            error=self.scrub(f"{type(exc).__name__}: {exc}"),
+            error=self.scrub(f"{type(exc).__name__}: {exc}" + (f" [tried {tried}]" if tried
+                                                                   else "")),
             prompt=[dict(m) for m in messages],
         )
 

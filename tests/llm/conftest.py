@@ -1,0 +1,45 @@
+"""Fixtures of the model layer tests: the shipped config's router and a loopback OpenAI stub."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from plantcrew.llm import ModelRouter, models_config_from_dict
+from tests.llm.openai_stub import OpenAIStub
+
+STUB_KEY_ENV = "PLANTCREW_TEST_STUB_KEY"
+STUB_KEY = "sk-test-NEVER-LOG-ME-1234567890"
+
+
+@pytest.fixture(scope="session")
+def router() -> ModelRouter:
+    """The router of the shipped config/models.yaml (offline: every group on the playbook)."""
+    return ModelRouter.from_file()
+
+
+@pytest.fixture
+def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIStub]:
+    """A running loopback OpenAI stub; its API key is in the environment as STUB_KEY_ENV."""
+    monkeypatch.setenv(STUB_KEY_ENV, STUB_KEY)
+    with OpenAIStub() as server:
+        yield server
+
+
+def stub_deployment(stub: OpenAIStub, model: str, name: str, **extra: Any) -> dict[str, Any]:
+    """A models.yaml deployment entry for ``openai/<model>`` served by the stub."""
+    return {"model": f"openai/{model}", "name": name, "api_base": stub.base_url,
+            "api_key_env": STUB_KEY_ENV, "max_retries": 0, **extra}
+
+
+def stub_router(stub: OpenAIStub, *deployments: dict[str, Any], num_retries: int = 0,
+                playbook_last_resort: bool = True, **router: Any) -> ModelRouter:
+    """A router with one group ``triage`` of ``deployments`` (in order)."""
+    cfg = models_config_from_dict({
+        "groups": {"triage": {"deployments": list(deployments)}},
+        "router": {"num_retries": num_retries, "playbook_last_resort": playbook_last_resort,
+                   "cooldown_time_s": 0, **router},
+    })
+    return ModelRouter(cfg)
