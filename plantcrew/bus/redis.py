@@ -644,6 +644,11 @@ class RedisBus:
                 item = await pubsub.get_message(timeout=_POLL_S)
             except (*_TRANSIENT, RuntimeError) as exc:
                 log.info("pub/sub read failed; reconnecting", error=repr(exc))
+                # drop the socket: the next read reconnects and resubscribes (redis-py's
+                # on_connect); without this a half-closed socket lingers until a health check
+                if pubsub.connection is not None:
+                    with contextlib.suppress(*_TRANSIENT, RedisError):
+                        await pubsub.connection.disconnect()
                 await asyncio.sleep(_RETRY_PAUSE_S)
                 continue
             if item is None:
