@@ -18,6 +18,7 @@ From an ``(n, p)`` block of calibration readings (``n`` readings of ``p`` sensor
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +99,49 @@ def longest_runs(x: FloatArray) -> NDArray[np.int64]:
     return runs
 
 
+def band_filter(
+    x: FloatArray,
+    ts: FloatArray,
+    median: FloatArray,
+    scale: FloatArray,
+    fast_tau_s: float,
+    base_tau_s: FloatArray,
+) -> FloatArray:
+    """The detector's feature series over ``x`` ``(n, p)``, as the monitor computes it live.
+
+    Per sensor: ``z = (x - b) / scale`` with a baseline ``b`` that starts at ``median`` and
+    follows ``x`` with time constant ``base_tau_s`` (``inf`` = fixed), smoothed by an EWMA with
+    ``fast_tau_s``. Returns the smoothed z ``(n, p)``.
+    """
+    out = np.empty_like(x)
+    base = median.astype(np.float64).copy()
+    acc = np.zeros(x.shape[1])
+    for i in range(len(x)):
+        dt = max(float(ts[i] - ts[i - 1]), 0.0) if i else 0.0
+        z = (x[i] - base) / scale
+        if i == 0:
+            acc = z.copy()
+        elif dt > 0:
+            acc += (1.0 - np.exp(-dt / fast_tau_s)) * (z - acc)
+            base += (1.0 - np.exp(-dt / base_tau_s)) * (x[i] - base)
+        out[i] = acc
+    return out
+
+
+def base_taus(sensors: tuple[str, ...], config: MonitorConfig) -> FloatArray:
+    """Per-sensor baseline time constant: thermal sensors track, the others drift slowly."""
+    slow = config.baseline_tau_s if config.baseline_tau_s > 0 else np.inf
+    return np.array(
+        [
+            config.thermal_tau_s
+            if any(fnmatch.fnmatch(s, pat) for pat in config.thermal_sensors)
+            else slow
+            for s in sensors
+        ],
+        dtype=np.float64,
+    )
+
+
 def calibrate(
     sensors: tuple[str, ...], ts: FloatArray, x: FloatArray, config: MonitorConfig
 ) -> Calibration:
@@ -113,8 +157,7 @@ def calibrate(
     median = np.median(x, axis=0)
     scale = robust_scale(x)
     constant = np.asarray(np.ptp(x, axis=0) == 0)
-    z = (x - median) / scale
-    smooth = ewma(z, ts, config.fast_tau_s)
+    smooth = band_filter(x, ts, median, scale, config.fast_tau_s, base_taus(sensors, config))
     burn = min(n // 4, int(np.searchsorted(ts - ts[0], 3 * config.fast_tau_s)))
     sample = smooth[burn:]
     cov = _robust_cov(sample, constant, config.random_state)

@@ -29,9 +29,16 @@ class MonitorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     calibration_readings: int = Field(400, ge=30, description="readings used to calibrate")
-    fast_tau_s: float = Field(10.0, gt=0, description="EWMA time constant of the scored signal")
+    fast_tau_s: float = Field(20.0, gt=0, description="EWMA time constant of the scored signal")
     baseline_tau_s: float = Field(
-        0.0, ge=0, description="time constant of slow baseline tracking outside episodes; 0=off"
+        600.0, ge=0, description="slow baseline tracking outside episodes (drift); 0 = off"
+    )
+    thermal_sensors: list[str] = Field(
+        default_factory=lambda: ["*temperature*"],
+        description="fnmatch patterns of slow thermal sensors, scored on their changes",
+    )
+    thermal_tau_s: float = Field(
+        60.0, gt=0, description="baseline of thermal sensors tracks always with this constant"
     )
     threshold_quantile: float = Field(0.99, gt=0.5, lt=1.0)
     threshold_factor: float = Field(1.5, gt=0)

@@ -15,10 +15,11 @@ returns :class:`Candidate` s, best first.
   alone (a drifting sensor).
 - Memory: every :class:`Lesson` (a confirmed incident's signature, or a person's or the
   Reviewer's correction) whose similarity with the observed pattern reaches
-  ``min_similarity`` votes for its root cause with ``similarity * w / (w + 0.5)`` where ``w``
-  is the summed weight of the matching lessons; a matching correction (``feedback``) also
-  damps every other cause by ``1 - similarity / 2``. A cause keeps the larger of its physics
-  and memory scores.
+  ``min_similarity`` votes for its root cause with ``similarity * w / (w + 0.25)`` where
+  ``w`` is the summed weight of the matching lessons, and damps the physics score of every
+  other cause by ``1 - similarity * k`` (``k`` = 0.3 for a confirmed incident, 0.6 for a
+  correction, so feedback overrides physics). A cause keeps the larger of its damped physics
+  score and its memory score.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from plantcrew.detect.yamlio import load_yaml_model
 from plantcrew.messages import Deviation
 
 UNKNOWN = "unknown"
+DAMP_CONFIRMED = 0.3
+DAMP_FEEDBACK = 0.6
 
 
 class Signature(BaseModel):
@@ -206,19 +209,21 @@ def _recall(
         sim = cosine(u, lp, set(u) | set(lp))
         if sim >= book.min_similarity:
             matched.setdefault(lesson.root_cause, []).append((sim, lesson))
+    memory: dict[str, float] = {}
+    damping: dict[str, float] = {}
     for cause, hits in matched.items():
         best = max(sim for sim, _ in hits)
         w = sum(lesson.weight for _, lesson in hits)
-        mem = best * w / (w + 0.5)
-        kinds = sorted({lesson.source for _, lesson in hits})
-        note = f"recalls {len(hits)} {'/'.join(kinds)} incident(s), best similarity {best:.2f}"
-        if mem > scores.get(cause, 0.0):
-            scores[cause] = mem
-            evidence[cause] = [note, *evidence.get(cause, [])[1:]]
-        else:
-            evidence.setdefault(cause, []).append(note)
-        for sim, lesson in hits:
-            if lesson.source == "feedback":
-                for other in scores:
-                    if other != cause:
-                        scores[other] *= 1.0 - sim / 2.0
+        memory[cause] = best * w / (w + 0.25)
+        kinds = "/".join(sorted({lesson.source for _, lesson in hits}))
+        evidence.setdefault(cause, []).insert(
+            0, f"recalls {len(hits)} {kinds} incident(s), best similarity {best:.2f}"
+        )
+        strength = max(
+            sim * (DAMP_FEEDBACK if les.source == "feedback" else DAMP_CONFIRMED)
+            for sim, les in hits
+        )
+        damping[cause] = strength
+    for cause in list(scores) + [c for c in memory if c not in scores]:
+        damp = max((v for c, v in damping.items() if c != cause), default=0.0)
+        scores[cause] = max(scores.get(cause, 0.0) * (1.0 - damp), memory.get(cause, 0.0))

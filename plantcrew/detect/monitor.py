@@ -26,7 +26,13 @@ from enum import StrEnum
 
 import numpy as np
 
-from plantcrew.detect.calibration import Calibration, FloatArray, calibrate, ewma
+from plantcrew.detect.calibration import (
+    Calibration,
+    FloatArray,
+    band_filter,
+    base_taus,
+    calibrate,
+)
 from plantcrew.detect.config import MonitorConfig
 from plantcrew.messages import AnomalyCleared, AnomalyDetected, Deviation, TelemetryBatch
 
@@ -92,6 +98,8 @@ class DeviceMonitor:
         self._first_over_ts = 0.0
         self._cooldown_until = -math.inf
         self._peak = 0.0
+        self._base_tau = np.zeros(0)
+        self._thermal = np.zeros(0, dtype=bool)
 
     # ---- public ------------------------------------------------------------------------
 
@@ -152,8 +160,14 @@ class DeviceMonitor:
             )
             self.calibration = cal
             self._baseline = cal.median.copy()
-            z = (np.asarray(self._cal_rows) - cal.median) / cal.scale
-            self._smooth = ewma(z, np.asarray(self._cal_ts), self.config.fast_tau_s)[-1].copy()
+            self._base_tau = base_taus(cal.sensors, self.config)
+            self._thermal = np.isfinite(self._base_tau) & (
+                self._base_tau == self.config.thermal_tau_s
+            )
+            cal_x, cal_ts = np.asarray(self._cal_rows), np.asarray(self._cal_ts)
+            self._smooth = band_filter(
+                cal_x, cal_ts, cal.median, cal.scale, self.config.fast_tau_s, self._base_tau
+            )[-1].copy()
             self._prev_ts = ts
             self._prev_x = x
             self._run = np.ones(len(self._sensors), dtype=np.int64)
@@ -191,8 +205,11 @@ class DeviceMonitor:
             score = max(score, STUCK_SCORE)
         self._prev_ts, self._prev_x = ts, x
         event = self._advance(ts, score)
-        if cfg.baseline_tau_s > 0 and self.state is MonitorState.NORMAL and dt > 0:
-            self._baseline += (1.0 - math.exp(-dt / cfg.baseline_tau_s)) * (x - self._baseline)
+        if dt > 0:
+            step = (1.0 - np.exp(-dt / self._base_tau)) * (x - self._baseline)
+            if self.state is not MonitorState.NORMAL:
+                step = np.where(self._thermal, step, 0.0)
+            self._baseline += step
         return self._verdict(ts, row, score, event=event, stuck=stuck)
 
     def _stuck(self, x: FloatArray) -> np.ndarray:

@@ -251,7 +251,7 @@ def run_skab_file(
     conf = confusion(labels.anomaly, flag_list, start=TEST_START_ROW)
     cp_ts = row_ts.get(labels.changepoint_row) if labels.changepoint_row is not None else None
     test = [inc for inc in incidents if inc.opened_row >= TEST_START_ROW]
-    delay = detection_delay(cp_ts, [inc.first_flag_ts for inc in test])
+    delay = detection_delay(cp_ts, [inc.opened_ts for inc in test])
     fault = _fault_incident(test, labels)
     diagnosed = fault.root_cause if fault else None
     correct = None if truth is None else (diagnosed == truth)
