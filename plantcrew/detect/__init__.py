@@ -22,6 +22,7 @@ from plantcrew.detect.diagnosis import (
 from plantcrew.detect.memory import LessonMemory, signature_of
 from plantcrew.detect.metrics import Confusion, confusion, detection_delay, pooled
 from plantcrew.detect.monitor import DETECTOR_NAME, DeviceMonitor, MonitorState, ReadingVerdict
+from plantcrew.detect.nab import detect_nab, score_nab_file
 
 __all__ = [
     "DETECTOR_NAME",
@@ -40,10 +41,12 @@ __all__ = [
     "SignatureBook",
     "confusion",
     "default_signatures_path",
+    "detect_nab",
     "detection_delay",
     "load_monitor_config",
     "load_signatures",
     "pooled",
     "rank_root_causes",
+    "score_nab_file",
     "signature_of",
 ]

@@ -1,0 +1,121 @@
+"""Run the Monitor's detector on Numenta Anomaly Benchmark files and write NAB results.
+
+NAB (github.com/numenta/NAB) data files are univariate CSVs ``timestamp,value`` under
+``data/<category>/<file>.csv``. For a detector named ``<det>`` (no underscore) NAB's scorer
+reads ``results/<det>/<category>/<det>_<file>.csv`` with columns
+``timestamp,value,anomaly_score``: one row per input row, in input order, score in [0, 1].
+
+Each file gets a fresh :class:`DeviceMonitor` over one sensor ``value``. NAB lets a detector
+learn during the first 15 % of a file (its probationary period), so that is the calibration
+length; the monitor's time constants, designed in readings at 1 Hz, are scaled by the file's
+median sampling period so the filter spans the same number of readings on any file.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from datetime import datetime
+from pathlib import Path
+
+from plantcrew.detect.config import MonitorConfig
+from plantcrew.detect.monitor import DeviceMonitor
+from plantcrew.errors import ConfigError
+from plantcrew.messages import Reading, TelemetryBatch
+
+DETECTORS = ("plantcrew",)
+PROBATION = 0.15
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or [h.strip() for h in rows[0][:2]] != ["timestamp", "value"]:
+        raise ConfigError("expected a NAB header 'timestamp,value'", source=str(path), line=1)
+    return rows[1:]
+
+
+def _seconds(raw: str) -> float | None:
+    try:
+        dt = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        return None
+    return dt.timestamp() if dt.tzinfo else (dt - datetime(1970, 1, 1)).total_seconds()
+
+
+def _value(raw: str) -> float | None:
+    try:
+        v = float(raw)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def score_nab_file(path: Path, config: MonitorConfig | None = None) -> list[float]:
+    """Anomaly scores in [0, 1], one per data row of the NAB file at ``path``.
+
+    Rows with a bad timestamp or value are not scored (0). Raises ConfigError for a file
+    that is not NAB's.
+    """
+    base = config or MonitorConfig()
+    rows = _read_rows(path)
+    parsed = [(_seconds(r[0]), _value(r[1])) if len(r) >= 2 else (None, None) for r in rows]
+    times = [t for t, v in parsed if t is not None and v is not None]
+    steps = [b - a for a, b in zip(times, times[1:], strict=False) if b > a]
+    period = statistics.median(steps) if steps else 1.0
+    calibration = max(30, int(PROBATION * len(rows)))
+    config = base.model_copy(
+        update={
+            "calibration_readings": calibration,
+            "debounce_readings": min(base.debounce_readings, calibration - 1),
+            "fast_tau_s": base.fast_tau_s * period,
+            "baseline_tau_s": base.baseline_tau_s * period,
+            "cooldown_s": base.cooldown_s * period,
+        }
+    )
+    monitor = DeviceMonitor("nab", config)
+    scores = [0.0] * len(rows)
+    t0 = times[0] if times else 0.0
+    last = t0
+    for i, (t, v) in enumerate(parsed):
+        if t is None or v is None or t < last:
+            continue
+        last = t
+        reading = Reading(device_id="nab", sensor="value", value=v, ts=t - t0)
+        scores[i] = monitor.update(TelemetryBatch(device_id="nab", readings=[reading], row=i)).score
+    return scores
+
+
+def detect_nab(
+    data_dir: Path | str,
+    out_dir: Path | str,
+    detector: str = "plantcrew",
+    config: MonitorConfig | None = None,
+) -> list[Path]:
+    """Score every ``<category>/<file>.csv`` under ``data_dir``; write NAB results files.
+
+    Returns the written paths (``out_dir/<detector>/<category>/<detector>_<file>.csv``).
+    Raises ConfigError for an unknown detector, a name with an underscore, a missing folder
+    or a file that is not NAB's.
+    """
+    if detector not in DETECTORS:
+        raise ConfigError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
+    if "_" in detector:
+        raise ConfigError(f"NAB detector names may not contain '_': {detector!r}")
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not data_dir.is_dir():
+        raise ConfigError("no such folder", source=str(data_dir))
+    written = []
+    for path in sorted(data_dir.glob("*/*.csv")):
+        rows = _read_rows(path)
+        scores = score_nab_file(path, config)
+        target = out_dir / detector / path.parent.name / f"{detector}_{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["timestamp", "value", "anomaly_score"])
+            for row, score in zip(rows, scores, strict=True):
+                writer.writerow([row[0], row[1] if len(row) > 1 else "", f"{score:.6f}"])
+        written.append(target)
+    return written
