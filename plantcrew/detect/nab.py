@@ -14,6 +14,7 @@ median sampling period so the filter spans the same number of readings on any fi
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import statistics
 from datetime import datetime
@@ -62,7 +63,7 @@ def score_nab_file(path: Path, config: MonitorConfig | None = None) -> list[floa
     rows = _read_rows(path)
     parsed = [(_seconds(r[0]), _value(r[1])) if len(r) >= 2 else (None, None) for r in rows]
     times = [t for t, v in parsed if t is not None and v is not None]
-    steps = [b - a for a, b in zip(times, times[1:], strict=False) if b > a]
+    steps = [b - a for a, b in itertools.pairwise(times) if b > a]
     period = statistics.median(steps) if steps else 1.0
     calibration = max(30, int(PROBATION * len(rows)))
     config = base.model_copy(
