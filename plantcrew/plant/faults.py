@@ -9,13 +9,15 @@ that draws less current cools slowly). ``relief`` names the corrective action.
 
 Fault magnitudes at severity 1 (rated operation, default plant):
 
-- cavitation: head falls 36 %, so flow -20 %, pressure -36 %, current -9 %; vibration_1/2
-  x4 with erratic extra noise; gone while the speed is at or below 85 %.
+- cavitation: head falls 36 %, so flow -20 %, pressure -36 %, current -11 %; vibration_1/2
+  x4 with erratic extra noise; gone while the speed is at or below 85 %. Vibration grows
+  with the square of the strength, so while it ramps in the flow and pressure loss lead
+  (as in SKAB, where flow collapses first), and at full strength vibration dominates.
 - inlet/outlet_valve_closure: the valve is driven to 15 % open (100 - 85 x strength); a
   ``set_position`` on that valve after onset gives control back to its setpoint.
 - rotor_imbalance: the n²-dependent part of vibration_1/2 x4; nothing else.
 - bearing_overheating: +30 °C on motor_temperature with a 120 s time constant (about
-  +0.25 °C/s at onset), vibration_2 +15 %, current +6 % of rated; its heat source stops when
+  +0.25 °C/s at onset), vibration_2 +15 %, current +8 % of rated; its heat source stops when
   the pump stops or runs at or below 50 % speed, and the excess decays.
 - sensor_stuck: the sensor repeats its last value before ``at`` exactly.
 - sensor_drift: the sensor gains ``severity`` x one noise sd every 2 s, upwards.
@@ -35,7 +37,7 @@ IMBALANCE_GAIN = 3.0
 BEARING_EXCESS_C = 30.0
 BEARING_TAU_S = 120.0
 BEARING_VIBRATION_2_GAIN = 0.15
-BEARING_CURRENT_GAIN = 0.06
+BEARING_CURRENT_GAIN = 0.08
 BEARING_RELIEF_SPEED_PCT = 50.0
 DRIFT_SECONDS_PER_SD = 2.0
 

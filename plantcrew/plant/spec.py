@@ -78,7 +78,7 @@ class MotorSpec(_Spec):
     temperature_c: float = Field(
         75.0, description="steady winding temperature at rated operation, °C"
     )
-    thermal_tau_s: float = Field(300.0, gt=0, description="winding thermal time constant, s")
+    thermal_tau_s: float = Field(150.0, gt=0, description="winding thermal time constant, s")
 
 
 class PumpSpec(_Spec):
