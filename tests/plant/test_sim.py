@@ -197,3 +197,24 @@ def test_heat_exchanger_cools_the_pump_fluid() -> None:
     fluid = statistics.median(values(data["pump1"]["fluid_temperature"], 0, 60))
     assert inlet == pytest.approx(fluid, abs=0.1)
     assert inlet - outlet == pytest.approx(3.0, abs=0.1)
+
+
+def test_faults_strike_only_their_own_pump() -> None:
+    spec = PlantSpec.model_validate({"devices": [
+        {"type": "centrifugal_pump", "id": "p1", "inlet_valve": "a_in", "outlet_valve": "a_out"},
+        {"type": "centrifugal_pump", "id": "p2", "inlet_valve": "b_in", "outlet_valve": "b_out",
+         "rated_flow_lpm": 300},
+        {"type": "valve", "id": "a_in", "role": "inlet"},
+        {"type": "valve", "id": "a_out", "role": "outlet"},
+        {"type": "valve", "id": "b_in", "role": "inlet"},
+        {"type": "valve", "id": "b_out", "role": "outlet"},
+        {"type": "heat_exchanger", "id": "hx2", "pump": "p2"},
+    ]})
+    plant = SimulatedPlant(spec, [FaultSpec(type="outlet_valve_closure", device="p2", at=10)])
+    plant.run(40)
+    assert plant.state("p1")["flow_rate"] == pytest.approx(125.0)
+    assert plant.state("p2")["flow_rate"] < 0.5 * 300
+    assert plant.state("b_out")["position_pct"] == pytest.approx(15.0)
+    assert plant.state("a_out")["position_pct"] == 100.0
+    hx = plant.state("hx2")
+    assert hx["inlet_temperature"] == plant.state("p2")["fluid_temperature"]
