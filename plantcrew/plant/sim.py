@@ -23,8 +23,8 @@ Model (one pump, per its spec; n = speed / 100):
 - Motor current: ``I = I_rated n³ (0.45 + 0.55 q)`` with q = Q / (n Q_rated): it follows
   shaft power, ~ n³ by the affinity laws, and falls with flow to 45 % at shut-off (typical
   radial impeller). 0 A when the speed is 0.
-- Vibration: a 0.002 g floor (accelerometer noise) + the rated RMS scaled by n² (imbalance
-  forces ~ n²).
+- Vibration: the rated RMS scaled by n² (imbalance forces ~ n²), never below a 0.002 g
+  floor (accelerometer noise; reached below about 10 % speed).
 - Temperatures: first-order lags towards ambient + rise, with the motor's thermal time
   constant for the winding and 1800 s for the fluid. Winding rise = rated rise x
   (0.6 + 0.4 (I / I_rated)² / n) while running: iron and friction losses (60 % at rated)
@@ -407,8 +407,8 @@ class SimulatedPlant:
         p, t, n2 = pump.spec, self.t, (pump.speed / 100.0) ** 2
         amp_m, per_m = MOTOR_CYCLE
         amp_f, per_f = FLUID_CYCLE
-        vib = [VIBRATION_FLOOR_G + (rated - VIBRATION_FLOOR_G) * n2 * (1 + fx.IMBALANCE_GAIN
-               * imbalance) for rated in (p.vibration_1_g, p.vibration_2_g)]
+        vib = [max(VIBRATION_FLOOR_G, rated * n2 * (1 + fx.IMBALANCE_GAIN * imbalance))
+               for rated in (p.vibration_1_g, p.vibration_2_g)]
         vib[1] += fx.BEARING_VIBRATION_2_GAIN * p.vibration_2_g * bearing
         pump.values = {
             "flow_rate": h.flow,
