@@ -12,7 +12,8 @@ takes the next reply of its script (the last one repeats). Replies:
   (429 with ``Retry-After``, 500, ...);
 - any reply with ``delay_s`` sleeps that long before answering (a slow deployment).
 
-Every request is recorded in ``stub.requests`` as ``(model, parsed JSON body)``. Nothing leaves
+Every request is recorded in ``stub.requests`` as ``(model, parsed JSON body)`` and its
+``Authorization`` header in ``stub.authorizations``. Nothing leaves
 loopback.
 """
 
@@ -62,6 +63,7 @@ class OpenAIStub:
     def __init__(self) -> None:
         self.scripts: dict[str, list[Reply]] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.authorizations: list[str] = []
         self._served: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
         stub = self
@@ -76,6 +78,7 @@ class OpenAIStub:
                 if not self.path.endswith("/chat/completions"):
                     self._send(404, {"error": {"message": "not found", "type": "not_found"}})
                     return
+                stub.authorizations.append(self.headers.get("Authorization") or "")
                 reply = stub._next(str(body.get("model")), body)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
@@ -116,7 +119,8 @@ class OpenAIStub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     def _next(self, model: str, body: dict[str, Any]) -> Reply:
         with self._lock:
