@@ -8,16 +8,19 @@ to an answer dict, by task:
   "summary"}``: the highest-scoring candidate when its score reaches ``min_confidence``, else
   ``"unknown"``; confidence is the top score either way.
 - ``propose_action``: data ``{"root_cause", "device_id", "state": {device: {reading: value}},
-  "topology"?: {device: {role: device}}}``. Answer ``{"device_id", "command", "parameters",
-  "hazard_class", "rationale"}`` from the ``actions`` table; a root cause missing from the table
-  uses ``unknown``. A parameter expression that cannot be computed (missing reading) turns the
-  answer into the ``unknown`` (notify) action: fail safe.
-- ``review``: data ``{"incident_id", "device_id", "root_cause", "confidence", "action":
-  {"device_id", "command", "parameters"} | null, "action_status": "executed" | "refused" |
-  "failed" | ..., "outcome": "resolved" | "escalated" | ..., "timeline": [{"ts", "type",
-  "detail"}]}`` (every field optional). Answer ``{"summary", "root_cause_confirmed",
-  "lessons"}``; the root cause counts as confirmed when the action executed, the outcome is
-  ``resolved`` and the root cause is known.
+  "topology"?: {device: {role: device}}, "assets"?: {device: {"type", "role"}}}``. Answer
+  ``{"device_id", "command", "parameters", "hazard_class", "rationale"}`` from the ``actions``
+  table; a root cause missing from the table uses ``unknown``. A related device (the pump's
+  inlet valve) is looked up in the data's ``topology``, then the file's, then, when the rule
+  names an ``asset_role``, as the one asset with that role (several: ambiguous). A parameter
+  expression that cannot be computed (missing reading) or a related device that cannot be
+  found turns the answer into ``notify`` for a person: fail safe.
+- ``review``: data ``{"incident_id", "device_id", "root_cause", "confidence", "outcome":
+  "resolved" | "escalated" | ..., "detected_at", "resolved_at" (plant seconds), "actions":
+  [{"device_id", "command", "parameters", "status"}]}`` (every field optional; a single
+  ``"action"`` with ``"action_status"`` and a ``"timeline"`` of ``{"ts", "type"}`` are read
+  too). Answer ``{"summary", "root_cause_confirmed", "lessons"}``; the root cause counts as
+  confirmed when an action executed, the outcome is ``resolved`` and the root cause is known.
 
 Everything in the data is data: identifiers are checked against a strict pattern (a root cause
 or device id that does not match becomes ``unknown``), free text (evidence) is passed through
@@ -54,6 +57,7 @@ class DiagnoseRules(_Strict):
 
 class RelatedTarget(_Strict):
     related: str = Field(min_length=1, description="a role in the topology, e.g. inlet_valve")
+    asset_role: str | None = Field(None, description="else: the one asset with this role")
 
 
 class FixedTarget(_Strict):
@@ -168,7 +172,9 @@ class PlaybookRules:
         if device_id == UNKNOWN and root_cause != UNKNOWN:
             return self._notify(device_id, root_cause, f"device id {device!r} is not valid")
         rule = self.config.actions[root_cause]
-        target = self._target(rule, device_id, topology)
+        raw_assets = data.get("assets")
+        assets: dict[str, Any] = raw_assets if isinstance(raw_assets, dict) else {}
+        target = self._target(rule, device_id, topology, assets)
         if target is None:
             return self._notify(device_id, root_cause, "the target device is not in the topology")
         names = {"device": state.get(target, {}), "state": state}
@@ -185,12 +191,17 @@ class PlaybookRules:
                 "hazard_class": rule.hazard_class,
                 "rationale": f"{rule.rationale} (playbook rule '{root_cause}')".strip()}
 
-    def _target(self, rule: ActionRule, device_id: str, topology: dict[str, Any]) -> str | None:
+    def _target(self, rule: ActionRule, device_id: str, topology: dict[str, Any],
+                assets: dict[str, Any]) -> str | None:
         if rule.target == "self":
             return device_id
         if isinstance(rule.target, FixedTarget):
             return rule.target.device
         related = topology.get(device_id, {}).get(rule.target.related)
+        if related is None and rule.target.asset_role:
+            found = [name for name, a in assets.items()
+                     if isinstance(a, dict) and a.get("role") == rule.target.asset_role]
+            related = found[0] if len(found) == 1 else None
         return related if isinstance(related, str) and DEVICE_RE.match(related) else None
 
     def _notify(self, device_id: str, root_cause: str, why: str) -> dict[str, Any]:
@@ -209,23 +220,31 @@ class PlaybookRules:
         cause = _ident(data.get("root_cause"), ROOT_CAUSE_RE, UNKNOWN)
         conf = data.get("confidence")
         conf_txt = f" (confidence {float(conf):.2f})" if is_finite_number(conf) else ""  # type: ignore[arg-type]
-        action = data.get("action") if isinstance(data.get("action"), dict) else None
-        status = _ident(data.get("action_status"), ROOT_CAUSE_RE, "none")
+        actions = [a for a in _as_list(data.get("actions")) if isinstance(a, dict)]
+        if not actions and isinstance(data.get("action"), dict):
+            actions = [{**data["action"], "status": data.get("action_status")}]
         outcome = _ident(data.get("outcome"), ROOT_CAUSE_RE, "open")
-        timeline = [e for e in _as_list(data.get("timeline")) if isinstance(e, dict)]
         parts = [f"Incident {incident} on {device}: root cause {cause}{conf_txt}."]
-        if action:
+        statuses: list[str] = []
+        for action in actions[:10]:
             command = _ident(action.get("command"), ROOT_CAUSE_RE, "unknown")
             target = _ident(action.get("device_id"), DEVICE_RE, device)
+            status = _ident(action.get("status"), ROOT_CAUSE_RE, "unknown")
+            statuses.append(status)
             parts.append(f"Action {command} on {target}: {status}.")
-        else:
+        if not actions:
             parts.append("No action was taken.")
         parts.append(f"Outcome: {outcome}.")
+        detected, resolved = data.get("detected_at"), data.get("resolved_at")
+        if is_finite_number(detected) and is_finite_number(resolved):
+            parts.append(f"Resolved {float(resolved) - float(detected):.1f} s after "  # type: ignore[arg-type]
+                         "detection.")
+        timeline = [e for e in _as_list(data.get("timeline")) if isinstance(e, dict)]
         times = [float(e["ts"]) for e in timeline if is_finite_number(e.get("ts"))]
         if times:
             parts.append(f"{len(timeline)} timeline events from t={min(times):.1f}s "
                          f"to t={max(times):.1f}s.")
-        confirmed = cause != UNKNOWN and status == "executed" and outcome == "resolved"
+        confirmed = cause != UNKNOWN and "executed" in statuses and outcome == "resolved"
         rules = self.config.review
         lessons = list(rules.lessons.get(cause, rules.lessons.get(UNKNOWN, [])))
         if outcome == "escalated":

@@ -46,17 +46,19 @@ PROPOSE = {
     "state": {"pump1": {"speed_pct": 90, "flow_lpm": 20.5},
               "inlet_valve": {"position_pct": 15}},
 }
-REVIEW = {
+REVIEW = {  # the shape of the Coordinator's review facts
     "task": "review",
     "incident_id": "inc-1",
     "device_id": "pump1",
     "root_cause": "cavitation",
     "confidence": 0.82,
-    "action": {"device_id": "pump1", "command": "set_speed", "parameters": {"speed_pct": 70}},
-    "action_status": "executed",
     "outcome": "resolved",
-    "timeline": [{"ts": 10.0, "type": "anomaly.detected", "detail": "flow down"},
-                 {"ts": 42.5, "type": "incident.updated", "detail": "resolved"}],
+    "escalation_reason": None,
+    "detected_at": 10.0,
+    "resolved_at": 42.5,
+    "deviations": [{"sensor": "flow_lpm", "z": -6.1}],
+    "actions": [{"device_id": "pump1", "command": "set_speed", "parameters": {"speed_pct": 70},
+                 "status": "executed"}],
 }
 
 

@@ -114,11 +114,39 @@ async def test_the_requests_topology_names_the_related_valve() -> None:
     assert (await ask(data))["device_id"] == "v7_in"
 
 
+@pytest.mark.parametrize(("assets", "expected"), [
+    ({"p7": {"type": "pump"}, "v_in": {"type": "valve", "role": "inlet"},
+      "v_out": {"type": "valve", "role": "outlet"}}, ("v_in", "set_position")),
+    ({"v_a": {"type": "valve", "role": "inlet"}, "v_b": {"type": "valve", "role": "inlet"}},
+     ("p7", "notify")),  # two inlet valves: ambiguous, a person decides
+    ({}, ("p7", "notify")),
+])
+async def test_without_topology_the_one_asset_with_the_role_is_the_valve(
+        assets: dict[str, Any], expected: tuple[str, str]) -> None:
+    data = {**PROPOSE, "root_cause": "inlet_valve_closure", "device_id": "p7", "assets": assets}
+    out = await ask(data)
+    assert (out["device_id"], out["command"]) == expected
+
+
 async def test_review_confirms_a_resolved_executed_known_cause() -> None:
     out = ReviewOut.model_validate(await ask(REVIEW))
     assert out.root_cause_confirmed is True
     assert "inc-1" in out.summary and "cavitation" in out.summary
     assert out.lessons  # the cavitation lessons of playbooks.yaml
+
+
+async def test_review_summary_states_the_facts() -> None:
+    out = await ask(REVIEW)
+    assert "Action set_speed on pump1: executed." in out["summary"]
+    assert "Resolved 32.5 s after detection." in out["summary"]
+
+
+async def test_review_reads_a_single_action_with_its_status() -> None:
+    data = {k: v for k, v in REVIEW.items() if k != "actions"}
+    data.update(action={"device_id": "pump1", "command": "stop"}, action_status="refused")
+    out = await ask(data)
+    assert out["root_cause_confirmed"] is False
+    assert "Action stop on pump1: refused." in out["summary"]
 
 
 async def test_review_of_an_escalated_incident_is_not_confirmed() -> None:
