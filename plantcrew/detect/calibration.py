@@ -157,10 +157,12 @@ def calibrate(
     median = np.median(x, axis=0)
     scale = robust_scale(x)
     constant = np.asarray(np.ptp(x, axis=0) == 0)
-    smooth = band_filter(x, ts, median, scale, config.fast_tau_s, base_taus(sensors, config))
+    taus = base_taus(sensors, config)
+    smooth = band_filter(x, ts, median, scale, config.fast_tau_s, taus)
+    raw = band_filter(x, ts, median, scale, 1e-9, taus)
     burn = min(n // 4, int(np.searchsorted(ts - ts[0], 3 * config.fast_tau_s)))
     sample = smooth[burn:]
-    cov = _robust_cov(sample, constant, config.random_state)
+    cov = smoothed_cov(raw[burn:], sample, ts, constant, config)
     precision = np.asarray(np.linalg.pinv(cov, hermitian=True), dtype=np.float64)
     d2 = np.einsum("ij,jk,ik->i", sample, precision, sample)
     empirical = float(np.quantile(d2, config.threshold_quantile)) * config.threshold_factor
@@ -176,20 +178,44 @@ def calibrate(
     )
 
 
-def _robust_cov(sample: FloatArray, constant: NDArray[np.bool_], seed: int) -> FloatArray:
-    """MCD covariance over the varying columns (a ridge keeps it invertible); constants get 1."""
-    p = sample.shape[1]
+def smoothed_cov(
+    raw: FloatArray,
+    smooth: FloatArray,
+    ts: FloatArray,
+    constant: NDArray[np.bool_],
+    config: MonitorConfig,
+) -> FloatArray:
+    """Covariance ``(p, p)`` of the smoothed z-scores, estimated so that it does not shrink.
+
+    The correlation comes from the unsmoothed z-scores (``n`` nearly independent rows, robust
+    via MCD), the per-sensor spread from the smoothed ones, but never below what an EWMA
+    leaves of white noise (``sqrt(a / (2 - a))`` times the raw spread, ``a`` the EWMA weight
+    per reading): smoothing makes neighbouring rows alike, so a covariance fitted on smoothed
+    rows alone sees only a few independent samples and comes out too tight.
+    """
+    p = raw.shape[1]
     cov = np.eye(p)
     live = np.flatnonzero(~constant)
     if live.size == 0:
         return cov
-    sub = sample[:, live]
-    try:
-        mcd = MinCovDet(assume_centered=True, random_state=seed).fit(sub)
-        live_cov = np.asarray(mcd.covariance_, dtype=np.float64)
-    except (ValueError, np.linalg.LinAlgError):
-        live_cov = np.atleast_2d(np.cov(sub, rowvar=False))
+    raw_cov = _robust_cov(raw[:, live], config.random_state)
+    raw_sd = np.sqrt(np.maximum(np.diag(raw_cov), 1e-12))
+    corr = raw_cov / np.outer(raw_sd, raw_sd)
+    steps = np.diff(ts)
+    dt = float(np.median(steps[steps > 0])) if np.any(steps > 0) else 1.0
+    a = 1.0 - np.exp(-dt / config.fast_tau_s)
+    white = np.sqrt(a / (2.0 - a)) * raw_sd
+    sd = np.maximum(np.std(smooth[:, live], axis=0), white)
+    live_cov = corr * np.outer(sd, sd)
     ridge = 1e-3 * max(float(np.trace(live_cov)) / live.size, 1e-12)
-    live_cov = live_cov + ridge * np.eye(live.size)
-    cov[np.ix_(live, live)] = live_cov
+    cov[np.ix_(live, live)] = live_cov + ridge * np.eye(live.size)
     return cov
+
+
+def _robust_cov(sample: FloatArray, seed: int) -> FloatArray:
+    """MCD covariance of ``sample`` (about zero); the plain one if MCD cannot be fitted."""
+    try:
+        mcd = MinCovDet(assume_centered=True, random_state=seed).fit(sample)
+        return np.asarray(mcd.covariance_, dtype=np.float64)
+    except (ValueError, np.linalg.LinAlgError):
+        return np.atleast_2d(np.asarray(sample.T @ sample / len(sample), dtype=np.float64))

@@ -41,7 +41,7 @@ class MonitorConfig(BaseModel):
         60.0, gt=0, description="baseline of thermal sensors tracks always with this constant"
     )
     threshold_quantile: float = Field(0.99, gt=0.5, lt=1.0)
-    threshold_factor: float = Field(1.5, gt=0)
+    threshold_factor: float = Field(2.0, gt=0)
     chi2_floor_alpha: float = Field(1e-3, gt=0, lt=0.5)
     clear_ratio: float = Field(0.5, gt=0, le=1.0, description="hysteresis: clear below this x thr")
     debounce_readings: int = Field(5, ge=1)

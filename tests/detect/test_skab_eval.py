@@ -1,0 +1,69 @@
+"""The SKAB harness on the shared files (skipped without ../shared/data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from plantcrew.detect import confusion
+from plantcrew.scenarios.skab_eval import evaluate_skab, load_truth, skab_truth
+from tests.conftest import require_shared_data
+
+
+@pytest.fixture(scope="module")
+def skab():
+    return require_shared_data() / "skab"
+
+
+def test_truth_from_folder_and_name(tmp_path):
+    from pathlib import Path
+
+    assert skab_truth(Path("x/valve1/3.csv")) == "inlet_valve_closure"
+    assert skab_truth(Path("x/valve2/0.csv")) == "outlet_valve_closure"
+    assert skab_truth(Path("x/other/12.csv")) == "cavitation"
+    assert skab_truth(Path("x/anomaly-free/anomaly-free.csv")) is None
+    t = tmp_path / "truth.csv"
+    t.write_text("file,root_cause\nmine.csv,cavitation\n")
+    assert load_truth(t) == {"mine.csv": "cavitation"}
+
+
+def test_per_file_predictions_and_metrics_are_consistent(skab, tmp_path):
+    files = [skab / "valve1" / "1.csv", skab / "other" / "6.csv"]
+    out = tmp_path / "eval.json"
+    report = evaluate_skab(files, json_out=out)
+    data = json.loads(out.read_text())
+    assert [f["name"] for f in data["files"]] == ["valve1/1.csv", "other/6.csv"]
+    for entry, path in zip(data["files"], files, strict=True):
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter=";"))
+        flags, scores = entry["predictions"]["flag"], entry["predictions"]["score"]
+        assert len(flags) == len(scores) == len(rows)
+        assert set(flags) <= {0, 1} and all(0 <= s <= 1 for s in scores)
+        assert not any(flags[:400]), "rows 0-399 only calibrate"
+        truth = [int(float(r["anomaly"])) for r in rows]
+        c = confusion(truth, flags, start=400)
+        assert entry["metrics"]["confusion"] == {"tp": c.tp, "fp": c.fp, "tn": c.tn, "fn": c.fn}
+    assert data["overall"]["confusion"]["tp"] == report.overall.tp
+    assert report.files[0].test_incidents >= 1, "the inlet valve closure is detected"
+
+
+def test_leave_one_out_uses_the_other_files_memory(skab):
+    files = [skab / "valve1" / n for n in ("0.csv", "1.csv", "3.csv")]
+    plain = evaluate_skab(files)
+    loo = evaluate_skab(files, leave_one_out=True)
+    assert plain.memory_lessons == 0
+    assert [f.flags for f in plain.files] == [f.flags for f in loo.files], (
+        "memory never changes detection"
+    )
+    recalled = [
+        i for f in loo.files for i in f.incidents if any("recalls" in e for e in i.evidence)
+    ]
+    assert recalled, "each valve1 file recalls the other valve1 incidents"
+    assert loo.diagnosed_right >= plain.diagnosed_right
+
+
+def test_memory_from_other_files(skab):
+    report = evaluate_skab([skab / "valve1" / "0.csv"], memory_from=[skab / "valve1" / "3.csv"])
+    assert report.memory_lessons == 1

@@ -1,0 +1,129 @@
+"""CSV replay: SKAB preset on the real files, bad rows reported and skipped, pacing."""
+
+from __future__ import annotations
+
+import pytest
+
+from plantcrew.plant.csv_replay import (
+    ColumnMap,
+    CsvReplayError,
+    CsvReplaySource,
+    CsvSourceSpec,
+    skab_preset,
+)
+from tests.conftest import require_shared_data
+
+
+def spec_for(path, **kw):
+    base = dict(
+        path=path,
+        sep=";",
+        timestamp_column="time",
+        timestamp_format="%Y-%m-%d %H:%M:%S",
+        columns={
+            "Flow": ColumnMap(device_id="pump1", sensor="flow_rate", unit="L/min"),
+            "T": ColumnMap(device_id="hx1", sensor="fluid_temperature", unit="°C"),
+        },
+    )
+    base.update(kw)
+    return CsvSourceSpec(**base)
+
+
+def test_skab_file_replays_every_row_with_canonical_sensors():
+    path = require_shared_data() / "skab" / "valve1" / "0.csv"
+    source = CsvReplaySource(skab_preset(path))
+    batches = list(source)
+    lines = path.read_bytes().count(b"\r\n")
+    assert len(batches) == lines - 1 and source.skipped == 0
+    assert [b.row for b in batches[:3]] == [0, 1, 2]
+    first = batches[0]
+    assert first.device_id == "pump1" and first.readings[0].ts == 0.0
+    sensors = {r.sensor: r for r in first.readings}
+    assert set(sensors) == {
+        "vibration_1",
+        "vibration_2",
+        "current",
+        "pressure",
+        "motor_temperature",
+        "fluid_temperature",
+        "voltage",
+        "flow_rate",
+    }
+    assert sensors["flow_rate"].unit == "L/min" and sensors["flow_rate"].value == 32.0
+    ts = [b.readings[0].ts for b in batches]
+    assert ts == sorted(ts) and ts[1] == 1.0
+
+
+def test_bad_rows_are_reported_and_skipped(tmp_path):
+    p = tmp_path / "plant.csv"
+    p.write_bytes(
+        b"time;Flow;T;extra\r\n"
+        b"2024-01-01 00:00:00;10.5;20.0;x\r\n"
+        b"2024-01-01 00:00:01;oops;20.1;x\r\n"
+        b"not-a-time;10.7;20.2;x\r\n"
+        b"2024-01-01 00:00:03;10.8\r\n"
+        b"2024-01-01 00:00:04;10.9;nan;x\r\n"
+        b"2024-01-01 00:00:05;11.0;20.5;x\r\n"
+    )
+    source = CsvReplaySource(spec_for(p))
+    batches = list(source)
+    assert [(b.row, b.device_id) for b in batches] == [
+        (0, "pump1"),
+        (0, "hx1"),
+        (5, "pump1"),
+        (5, "hx1"),
+    ]
+    assert batches[2].readings[0].ts == 5.0
+    assert source.skipped == 4
+    problems = {pr.row: pr for pr in source.problems}
+    assert problems[1].column == "Flow" and problems[1].line == 3 and "oops" in problems[1].reason
+    assert problems[2].column == "time"
+    assert problems[3].column is None and "fields" in problems[3].reason
+    assert problems[4].column == "T"
+    assert str(problems[1]).startswith(f"{p}:3 (row 1) column 'Flow'")
+
+
+def test_missing_file_and_column_are_clear_errors(tmp_path):
+    with pytest.raises(CsvReplayError, match="cannot open"):
+        list(CsvReplaySource(spec_for(tmp_path / "nope.csv")))
+    p = tmp_path / "plant.csv"
+    p.write_text("time;Flow\n2024-01-01 00:00:00;1\n")
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p)))
+    assert "'T'" in str(err.value) and err.value.line == 1
+
+
+def test_rows_without_timestamps_use_the_sample_period(tmp_path):
+    p = tmp_path / "plant.csv"
+    p.write_text("Flow,T\n1,2\n3,4\n")
+    spec = spec_for(p, sep=",", timestamp_column=None, sample_period_s=0.5)
+    assert [b.readings[0].ts for b in CsvReplaySource(spec)][::2] == [0.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("speed", "waits"), [("realtime", [0, 2.0, 1.0]), (2.0, [0, 1.0, 0.5]), ("max", [0, 0, 0])]
+)
+async def test_replay_paces_by_speed(tmp_path, speed, waits):
+    p = tmp_path / "plant.csv"
+    p.write_text(
+        "time;Flow;T\n2024-01-01 00:00:00;1;2\n2024-01-01 00:00:02;1;2\n2024-01-01 00:00:03;1;2\n"
+    )
+    spec = spec_for(
+        p, columns={"Flow": ColumnMap(device_id="pump1", sensor="flow_rate")}, speed=speed
+    )
+    slept: list[float] = []
+    got = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+
+    async def emit(b) -> None:
+        got.append(b.row)
+
+    assert await CsvReplaySource(spec).replay(emit, sleep=sleep) == 3
+    assert got == [0, 1, 2] and slept == waits
+
+
+def test_speed_must_be_positive(tmp_path):
+    with pytest.raises(ValueError):
+        spec_for(tmp_path / "x.csv", speed=-1.0)
