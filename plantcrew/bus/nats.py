@@ -313,7 +313,8 @@ class NatsBus:
             log.debug("nats connection error", url=redacted(self.url), error=repr(exc))
 
         async def on_disconnect() -> None:
-            log.warning("nats disconnected", url=redacted(self.url))
+            if self._nc is not None:  # not our own close()
+                log.warning("nats disconnected", url=redacted(self.url))
 
         async def on_reconnect() -> None:
             log.info("nats reconnected", url=redacted(self.url))

@@ -1,0 +1,265 @@
+"""Bus benchmark (not a test): validated ``Message``s through each backend vs the raw client.
+
+For every backend it measures, in one process and one event loop:
+
+- plain throughput: ``publish`` N telemetry messages (built and validated beforehand) to a
+  subscriber; messages per second from the first publish to the last validated delivery.
+- plain latency: one message at a time, publish to delivery; p50 and p99 in microseconds.
+- durable throughput: ``publish`` (stored and acknowledged by the broker) N tasks, consumed by
+  one member that acknowledges each; messages per second to the last handled.
+
+Against each broker it runs the raw client (nats-py, redis-py) with the same bytes
+(``msg.to_bytes()``) on the same server in the same run: core NATS publish to a callback
+subscription; Redis ``PUBLISH`` to a pub/sub reader. The ratio bus/raw is what the backend's
+hot path (serialize on publish, validate on receive, dispatch) costs.
+
+Run:  /work/venv/bin/python bench/bus.py [--n 100000] [--backends memory,nats,redis]
+It prints its figures and the exact command that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import nats
+from redis.asyncio import Redis
+
+from plantcrew.bus import DurableOptions, connect
+from plantcrew.messages import Capability, Message, Reading, Subjects, Task, TelemetryBatch
+
+Result = dict[str, float]
+
+
+def telemetry(i: int) -> Message:
+    reading = Reading(device_id="pump1", sensor="pressure", value=float(i), unit="bar", ts=1.0)
+    batch = TelemetryBatch(device_id="pump1", readings=[reading])
+    return Message.new(batch, source="bench", subject=Subjects.telemetry("pump1"))
+
+
+def task(i: int) -> Message:
+    payload = Task(task_id=f"t{i}", incident_id="bench", capability=Capability.DIAGNOSE)
+    return Message.new(payload, source="bench", subject=Subjects.tasks(Capability.DIAGNOSE))
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure_rate(
+    n: int, send: Callable[[int], Awaitable[None]], done: asyncio.Event
+) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        await send(i)
+    await asyncio.wait_for(done.wait(), timeout=120)
+    return n / (time.perf_counter() - start)
+
+
+async def measure_latency(
+    rounds: int, send: Callable[[int], Awaitable[None]], arrived: asyncio.Event
+) -> tuple[float, float]:
+    samples = []
+    for i in range(rounds):
+        arrived.clear()
+        t0 = time.perf_counter()
+        await send(i)
+        await asyncio.wait_for(arrived.wait(), timeout=10)
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(samples), pct(samples, 0.99)
+
+
+# ---- through the bus ---------------------------------------------------------------------
+async def bench_bus(url: str, n: int, rounds: int, durable_n: int) -> Result:
+    bus = await connect(url)
+    msgs = [telemetry(i) for i in range(n)]
+    count = 0
+    done, arrived = asyncio.Event(), asyncio.Event()
+
+    async def on_msg(msg: Message) -> None:
+        nonlocal count
+        count += 1
+        arrived.set()
+        if count == n:
+            done.set()
+
+    try:
+        await bus.subscribe("telemetry.>", on_msg)
+        await asyncio.sleep(0.2)
+
+        async def send(i: int) -> None:
+            await bus.publish(msgs[i])
+
+        rate = await measure_rate(n, send, done)
+        count = -10 * n  # latency rounds must not trip ``done``
+        p50, p99 = await measure_latency(rounds, send, arrived)
+
+        tasks = [task(i) for i in range(durable_n)]
+        handled = 0
+        durable_done = asyncio.Event()
+
+        async def on_task(msg: Message) -> None:
+            nonlocal handled
+            handled += 1
+            if handled == durable_n:
+                durable_done.set()
+
+        await bus.consume(
+            Subjects.tasks(Capability.DIAGNOSE),
+            on_task,
+            group="bench",
+            options=DurableOptions(max_deliver=3, ack_wait_s=30),
+        )
+
+        async def store(i: int) -> None:
+            await bus.publish(tasks[i])
+
+        durable_rate = await measure_rate(durable_n, store, durable_done)
+    finally:
+        await bus.close()
+    return {"plain_msgs_s": rate, "p50_us": p50, "p99_us": p99, "durable_msgs_s": durable_rate}
+
+
+# ---- raw clients, same bytes -------------------------------------------------------------
+async def bench_raw_nats(server: str, n: int, rounds: int) -> Result:
+    nc = await nats.connect(server)
+    data = [telemetry(i).to_bytes() for i in range(n)]
+    subject = f"bench{uuid.uuid4().hex[:8]}.telemetry.pump1"
+    count = 0
+    done, arrived = asyncio.Event(), asyncio.Event()
+
+    async def cb(msg: object) -> None:
+        nonlocal count
+        count += 1
+        arrived.set()
+        if count == n:
+            done.set()
+
+    await nc.subscribe(subject, cb=cb)
+    await nc.flush()
+
+    async def send(i: int) -> None:
+        await nc.publish(subject, data[i])
+
+    rate = await measure_rate(n, send, done)
+    count = -10 * n
+    p50, p99 = await measure_latency(rounds, send, arrived)
+    await nc.close()
+    return {"plain_msgs_s": rate, "p50_us": p50, "p99_us": p99}
+
+
+async def bench_raw_redis(server: str, n: int, rounds: int) -> Result:
+    r = Redis.from_url(server, protocol=2)
+    data = [telemetry(i).to_bytes() for i in range(n)]
+    channel = f"bench{uuid.uuid4().hex[:8]}.telemetry.pump1"
+    count = 0
+    done, arrived = asyncio.Event(), asyncio.Event()
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    await pubsub.psubscribe(channel.rsplit(".", 1)[0] + ".*")
+
+    async def reader() -> None:
+        nonlocal count
+        while True:
+            item = await pubsub.get_message(timeout=1.0)
+            if item is not None:
+                count += 1
+                arrived.set()
+                if count == n:
+                    done.set()
+
+    reading = asyncio.create_task(reader())
+    await asyncio.sleep(0.2)
+
+    async def send(i: int) -> None:
+        await r.publish(channel, data[i])
+
+    rate = await measure_rate(n, send, done)
+    count = -10 * n
+    p50, p99 = await measure_latency(rounds, send, arrived)
+    reading.cancel()
+    await pubsub.aclose()
+    await r.aclose()
+    return {"plain_msgs_s": rate, "p50_us": p50, "p99_us": p99}
+
+
+async def cleanup(nats_url: str, redis_url: str, namespace: str, backends: list[str]) -> None:
+    """Remove the run's JetStream stream and Redis keys."""
+    if "nats" in backends:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().delete_stream(f"PLANTCREW_{namespace}")
+        except Exception as exc:  # best effort
+            print(f"  (cleanup of stream failed: {exc!r})")
+        await nc.close()
+    if "redis" in backends:
+        r = Redis.from_url(redis_url)
+        keys = [k async for k in r.scan_iter(match=f"{namespace}.*")]
+        if keys:
+            await r.delete(*keys)
+        await r.aclose()
+
+
+def line(name: str, res: Result) -> str:
+    parts = [f"{name:<16} plain {res['plain_msgs_s']:>10,.0f} msgs/s"]
+    parts.append(f"latency p50 {res['p50_us']:>7.0f} us  p99 {res['p99_us']:>7.0f} us")
+    if "durable_msgs_s" in res:
+        parts.append(f"durable {res['durable_msgs_s']:>8,.0f} msgs/s")
+    return "   ".join(parts)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="plain messages per backend")
+    parser.add_argument("--durable-n", type=int, default=5_000, help="durable messages")
+    parser.add_argument("--rounds", type=int, default=2_000, help="latency round trips")
+    parser.add_argument("--backends", default="memory,nats,redis")
+    parser.add_argument("--nats", default="nats://127.0.0.1:4222")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
+    args = parser.parse_args()
+    backends = args.backends.split(",")
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    size = len(telemetry(0).to_bytes())
+    print(f"command: cd {shlex.quote(os.getcwd())} && {shlex.join([sys.executable, *sys.argv])}")
+    print(f"python {sys.version.split()[0]}, one process, one event loop; telemetry {size} B")
+    results: dict[str, Result] = {}
+
+    def keep(name: str, res: Result) -> None:
+        best = results.get(name)
+        if best is None or res["plain_msgs_s"] > best["plain_msgs_s"]:
+            results[name] = res
+
+    try:
+        for run in range(args.repeat):
+            for backend in backends:
+                if backend == "memory":
+                    url = f"memory://{namespace}{run}"
+                    keep("memory://", await bench_bus(url, args.n, args.rounds, args.durable_n))
+                elif backend == "nats":
+                    keep("raw nats-py", await bench_raw_nats(args.nats, args.n, args.rounds))
+                    url = f"{args.nats}?namespace={namespace}"
+                    keep("nats://", await bench_bus(url, args.n, args.rounds, args.durable_n))
+                elif backend == "redis":
+                    keep("raw redis-py", await bench_raw_redis(args.redis, args.n, args.rounds))
+                    url = f"{args.redis}?namespace={namespace}"
+                    keep("redis://", await bench_bus(url, args.n, args.rounds, args.durable_n))
+    finally:
+        await cleanup(args.nats, args.redis, namespace, backends)
+    for name, res in results.items():
+        print(line(name, res))
+    for ours, raw in (("nats://", "raw nats-py"), ("redis://", "raw redis-py")):
+        if ours in results and raw in results:
+            ratio = results[ours]["plain_msgs_s"] / results[raw]["plain_msgs_s"]
+            print(f"{ours} / {raw} plain throughput: {ratio:.0%}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
