@@ -452,7 +452,7 @@ def evaluate_skab(
         median_delay_s=statistics.median(delays) if delays else None,
         diagnosed_right=sum(1 for r in judged if r.correct),
         diagnosed_total=len(judged),
-        memory_lessons=len(memory),
+        memory_lessons=len(memory) + len(by_file),
         leave_one_out=leave_one_out,
         wall_s=time.perf_counter() - started,
     )
