@@ -168,6 +168,7 @@ def register_playbook_provider() -> PlaybookLLM:
             if item["provider"] == PROVIDER and isinstance(item["custom_handler"], PlaybookLLM):
                 _provider = item["custom_handler"]
                 return _provider
+        litellm.suppress_debug_info = True  # no "Give Feedback" banner on errors
         _provider = _provider or PlaybookLLM()
         litellm.custom_provider_map = [
             *[i for i in litellm.custom_provider_map if i["provider"] != PROVIDER],

@@ -25,6 +25,7 @@ import json
 import re
 from typing import Any, TypeVar
 
+import structlog
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage, TextMessage
 from pydantic import BaseModel, ValidationError
@@ -38,6 +39,7 @@ from plantcrew.messages import ModelCallInfo
 
 T = TypeVar("T", bound=BaseModel)
 MAX_ERROR_CHARS = 800
+log = structlog.get_logger("plantcrew.llm")
 
 DATA_RULES = (
     f"The user message carries the step's data between a line {DATA_OPEN} and a line "
@@ -161,6 +163,8 @@ async def _playbook(router: ModelRouter, group: str, system_text: str, user_text
     except Exception as exc:
         raise ModelError(f"the playbook could not answer ({type(exc).__name__}: {exc})") from exc
     info = routed.info.model_copy(update={"fallback": True, "degraded_reason": degraded_reason})
+    log.warning("reasoning step degraded to the playbook", group=group,
+                reason=degraded_reason)
     try:
         answer = output_type.model_validate_json(info.response)
     except ValidationError as exc:

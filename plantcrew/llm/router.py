@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 import plantcrew.settings  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm)
 from plantcrew.errors import ModelError
 from plantcrew.llm.config import Deployment, ModelsConfig, load_models_config
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from plantcrew.llm.client import LiteLLMChatCompletionClient
 
 MAX_ERROR_CHARS = 500
+log = structlog.get_logger("plantcrew.llm")
 
 
 class UnknownGroupError(ModelError):
@@ -136,6 +139,8 @@ class ModelRouter:
         self._secrets: list[str] = []
         model_list: list[dict[str, Any]] = []
         for group in config.groups:
+            for name, why in config.skipped(group):
+                log.info("model deployment skipped", group=group, deployment=name, reason=why)
             for dep in config.active(group):
                 assert dep.name is not None
                 self._deployments[dep.name] = dep
@@ -242,6 +247,8 @@ class ModelRouter:
                 info = self.failure_info(group, messages, exc, time.perf_counter() - start,
                                          attempts)
                 exc.plantcrew_call = info  # type: ignore[attr-defined]
+                log.warning("model call failed on every deployment", group=group,
+                            error=info.error)
             raise
         latency = time.perf_counter() - start
         attempts = self._failures.end(tag)
@@ -250,9 +257,11 @@ class ModelRouter:
         tool_calls = getattr(choice.message, "tool_calls", None)
         if tool_calls:
             text = text or json.dumps([tc.model_dump() for tc in tool_calls], default=str)
-        return RoutedCall(
-            response, self.success_info(group, messages, response, latency, text, attempts)
-        )
+        info = self.success_info(group, messages, response, latency, text, attempts)
+        if info.fallback:
+            log.warning("model call served by a fallback", group=group,
+                        deployment=info.deployment, failed=info.error)
+        return RoutedCall(response, info)
 
     async def astream(self, group: str, messages: Sequence[dict[str, Any]],
                       **kwargs: Any) -> tuple[Any, list[tuple[str, str]]]:

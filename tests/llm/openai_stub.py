@@ -12,6 +12,11 @@ takes the next reply of its script (the last one repeats). Replies:
   (429 with ``Retry-After``, 500, ...);
 - any reply with ``delay_s`` sleeps that long before answering (a slow deployment).
 
+A request with ``"stream": true`` gets the same reply as server-sent events
+(``chat.completion.chunk`` objects: content in pieces of ``stream_piece`` characters, tool
+calls in one delta, a finish chunk, a usage chunk when ``stream_options.include_usage``, then
+``data: [DONE]``), as the OpenAI API sends them.
+
 Every request is recorded in ``stub.requests`` as ``(model, parsed JSON body)`` and its
 ``Authorization`` header in ``stub.authorizations``. Nothing leaves
 loopback.
@@ -64,6 +69,7 @@ class OpenAIStub:
         self.scripts: dict[str, list[Reply]] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.authorizations: list[str] = []
+        self.stream_piece = 8
         self._served: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
         stub = self
@@ -90,6 +96,9 @@ class OpenAIStub:
                         "message": f"stub error {reply.status}", "type": "server_error",
                         "param": None, "code": str(reply.status)}}, headers)
                     return
+                if body.get("stream"):
+                    self._stream(reply, body)
+                    return
                 message: dict[str, Any] = {"role": "assistant", "content": reply.content}
                 finish = "stop"
                 if reply.tool_calls:
@@ -103,6 +112,42 @@ class OpenAIStub:
                               "completion_tokens": reply.completion_tokens,
                               "total_tokens": reply.prompt_tokens + reply.completion_tokens},
                 })
+
+            def _stream(self, reply: Reply, body: dict[str, Any]) -> None:
+                base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk",
+                        "created": 1700000000, "model": body.get("model")}
+                events: list[dict[str, Any]] = []
+                text = reply.content or ""
+                n = stub.stream_piece
+                for i in range(0, len(text), n):
+                    delta: dict[str, Any] = {"content": text[i : i + n]}
+                    if i == 0:
+                        delta["role"] = "assistant"
+                    events.append({**base, "choices": [
+                        {"index": 0, "delta": delta, "finish_reason": None}]})
+                if reply.tool_calls:
+                    calls = [{"index": j, **c} for j, c in enumerate(reply.tool_calls)]
+                    events.append({**base, "choices": [
+                        {"index": 0, "delta": {"role": "assistant", "tool_calls": calls},
+                         "finish_reason": None}]})
+                events.append({**base, "choices": [{
+                    "index": 0, "delta": {},
+                    "finish_reason": "tool_calls" if reply.tool_calls else "stop"}]})
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    events.append({**base, "choices": [], "usage": {
+                        "prompt_tokens": reply.prompt_tokens,
+                        "completion_tokens": reply.completion_tokens,
+                        "total_tokens": reply.prompt_tokens + reply.completion_tokens}})
+                payload = "".join(f"data: {json.dumps(e)}\n\n" for e in events)
+                data = (payload + "data: [DONE]\n\n").encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def _send(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(obj).encode()

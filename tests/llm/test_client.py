@@ -174,3 +174,32 @@ async def test_token_counting_and_model_info(router: ModelRouter) -> None:
 def test_unknown_group_is_a_model_error(router: ModelRouter) -> None:
     with pytest.raises(ModelError):
         router.client("nope")
+
+
+async def test_streaming_over_http_after_a_fallback(stub: OpenAIStub) -> None:
+    stub.script("gpt-4o-mini", Reply.error(500))
+    stub.script("gpt-4o", Reply.json({"root_cause": "cavitation"}))
+    client = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "primary"),
+                         stub_deployment(stub, "gpt-4o", "secondary")).client("triage")
+    items = [i async for i in client.create_stream([data_message(DIAGNOSE)])]
+    *chunks, final = items
+    assert len(chunks) > 1 and "".join(chunks) == '{"root_cause": "cavitation"}'
+    assert isinstance(final, CreateResult) and final.finish_reason == "stop"
+    (call,) = client.drain_calls()
+    assert (call.deployment, call.fallback) == ("secondary", True)
+    assert (call.prompt_tokens, call.completion_tokens) == (11, 7)
+    assert call.error is not None and "primary: InternalServerError (500)" in call.error
+    assert call.cost_usd > 0
+
+
+async def test_a_streamed_tool_call_is_assembled(stub: OpenAIStub) -> None:
+    stub.script("gpt-4o-mini", Reply.tool_call("read_sensor", {"device_id": "pump1"}))
+    client = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "primary")).client("triage")
+    schema = {"name": "read_sensor", "parameters": {
+        "type": "object", "properties": {"device_id": {"type": "string"}}}}
+    *_, final = [i async for i in client.create_stream([data_message(DIAGNOSE)],
+                                                       tools=[schema])]
+    assert isinstance(final, CreateResult) and final.finish_reason == "function_calls"
+    assert isinstance(final.content, list)
+    assert [(c.name, json.loads(c.arguments)) for c in final.content] == [
+        ("read_sensor", {"device_id": "pump1"})]
