@@ -4,7 +4,7 @@ One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-a
 
 1. Features: the device's sensors minus the excluded ones (``speed_pct``, valve positions);
    with ``speed_pct`` present, flow, pressure and current are normalised by the pump affinity
-   laws (flow/n, pressure/n², current/n³, n = speed_pct/100). A device under
+   laws (flow/n, pressure/n², current/n³, vibration/n², n = speed_pct/100). A device under
    ``stop_speed_pct`` is not running: it is not scored and an open episode closes.
 2. Calibration: the first ``calibration_readings`` running readings (SKAB's protocol: rows
    0-399) fit a robust baseline and covariance (:mod:`plantcrew.detect.calibration`).
@@ -37,7 +37,13 @@ from plantcrew.detect.config import MonitorConfig
 from plantcrew.messages import AnomalyCleared, AnomalyDetected, Deviation, TelemetryBatch
 
 DETECTOR_NAME = "robust-ewma-mcd"
-AFFINITY_EXPONENTS = {"flow_rate": 1, "pressure": 2, "current": 3}
+AFFINITY_EXPONENTS = {
+    "flow_rate": 1,
+    "pressure": 2,
+    "current": 3,
+    "vibration_1": 2,
+    "vibration_2": 2,
+}
 STUCK_SCORE = 0.8
 
 

@@ -75,6 +75,8 @@ def test_affinity_laws_normalise_speed_changes():
         values["flow_rate"] *= n
         values["pressure"] *= n**2
         values["current"] *= n**3
+        values["vibration_1"] *= n**2
+        values["vibration_2"] *= n**2
         verdicts.append(m.update(batch(500.0 + i, values)))
     assert not any(v.event for v in verdicts)
 
