@@ -1,0 +1,217 @@
+"""NATS-specific behaviour of ``nats://`` beyond the conformance suite (real server on 4222)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import nats
+import pytest
+from nats.js.api import StorageType
+
+from plantcrew.bus import DurableOptions, connect
+from plantcrew.bus.nats import NatsBus, NatsSettings
+from plantcrew.errors import BusError, BusTimeout
+from plantcrew.messages import (
+    AgentHeartbeat,
+    Capability,
+    DeadLetter,
+    Message,
+    Subjects,
+    Task,
+)
+from tests.conftest import NATS_URL, bus_url_for
+
+FAST = DurableOptions(max_deliver=3, ack_wait_s=1.0, backoff_s=(0.05,))
+
+
+@pytest.fixture
+def url() -> str:
+    return bus_url_for("nats")
+
+
+@pytest.fixture
+async def bus(url: str) -> AsyncIterator[NatsBus]:
+    b = await connect(url)
+    assert isinstance(b, NatsBus)
+    yield b
+    await b.close()
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+def task(n: int, capability: Capability = Capability.DIAGNOSE) -> Message:
+    payload = Task(task_id=f"t{n}", incident_id="i1", capability=capability)
+    return Message.new(payload, source="test", subject=Subjects.tasks(capability))
+
+
+def test_url_query_is_ours_and_stripped() -> None:
+    s = NatsSettings.from_url("nats://u:pw@10.0.0.1:4222?namespace=plantA&replicas=3&sync=always")
+    assert s.server == "nats://u:pw@10.0.0.1:4222"
+    assert (s.namespace, s.prefix, s.stream) == ("plantA", "plantA.", "PLANTCREW_plantA")
+    assert s.replicas == 3 and s.sync_always
+    with pytest.raises(BusError, match="unknown query"):
+        NatsSettings.from_url("nats://h:4222?nmespace=x")
+    with pytest.raises(BusError, match="bad namespace"):
+        NatsSettings.from_url("nats://h:4222?namespace=a.b")
+    with pytest.raises(BusError, match="sync"):
+        NatsSettings.from_url("nats://h:4222?sync=sometimes")
+
+
+async def test_stream_is_file_backed_covers_namespaced_durable_subjects(bus: NatsBus) -> None:
+    nc = await nats.connect(NATS_URL)
+    try:
+        info = await nc.jetstream().stream_info(bus.settings.stream)
+    finally:
+        await nc.close()
+    ns = bus.settings.namespace
+    assert info.config.storage == StorageType.FILE
+    assert sorted(info.config.subjects or []) == sorted(
+        [f"{ns}.crew.events", f"{ns}.crew.tasks.>", f"{ns}.crew.dlq"]
+    )
+    assert info.config.duplicate_window == pytest.approx(120.0)
+
+
+async def test_sync_always_is_refused_by_a_server_that_cannot_fsync_every_write(url: str) -> None:
+    nc = await nats.connect(NATS_URL)
+    version = nc.connected_server_version
+    await nc.close()
+    if (version.major, version.minor) >= (2, 10):
+        bus = await connect(url + "&sync=always")  # the setting itself is the server's config
+        await bus.close()
+    else:
+        with pytest.raises(BusError, match=r"2\.10"):
+            await connect(url + "&sync=always")
+
+
+async def test_namespaces_do_not_see_each_other() -> None:
+    a, b = await connect(bus_url_for("nats")), await connect(bus_url_for("nats"))
+    got_a: list[Message] = []
+    got_b: list[Message] = []
+
+    async def on_a(msg: Message) -> None:
+        got_a.append(msg)
+
+    async def on_b(msg: Message) -> None:
+        got_b.append(msg)
+
+    try:
+        await a.consume(Subjects.EVENTS, on_a, group="coordinator", options=FAST)
+        await b.consume(Subjects.EVENTS, on_b, group="coordinator", options=FAST)
+        sent = task(1).model_copy(update={"subject": Subjects.EVENTS})
+        await a.publish(sent)
+        await until(lambda: len(got_a) == 1)
+        await asyncio.sleep(0.3)
+        assert got_a == [sent] and got_b == []
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_dedupe_is_the_brokers_across_connections(url: str) -> None:
+    first, second = await connect(url), await connect(url)
+    got: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        got.append(msg)
+
+    try:
+        m = task(5)
+        await first.publish(m)
+        await second.publish(m)  # another process relaying the same outbox row
+        await first.consume(m.subject, handler, group="diag", options=FAST)
+        await until(lambda: len(got) == 1)
+        await asyncio.sleep(0.3)
+        assert got == [m]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_member_that_dies_on_its_last_delivery_is_dead_lettered_by_the_next(
+    url: str,
+) -> None:
+    """A crash (no nak, no ack) on the last allowed delivery must not lose the message: the
+    server redelivers after its ack wait and the next member records it in the DLQ."""
+    once = DurableOptions(max_deliver=1, ack_wait_s=0.5, backoff_s=(0.05,))
+    crashing = await connect(url)
+    assert isinstance(crashing, NatsBus)
+    started = asyncio.Event()
+
+    async def hang(msg: Message) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    await crashing.consume(Subjects.tasks(Capability.ACTUATE), hang, group="act", options=once)
+    poison = task(9, Capability.ACTUATE)
+    await crashing.publish(poison)
+    await asyncio.wait_for(started.wait(), 10)
+    # crash: the process vanishes without handing anything back
+    member = crashing._members[0]
+    assert member.task is not None
+    member.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await member.task
+    nc = crashing._nc
+    assert nc is not None
+    await nc.close()
+
+    survivor = await connect(url)
+    dead: list[Message] = []
+    handled: list[Message] = []
+
+    async def on_dead(msg: Message) -> None:
+        dead.append(msg)
+
+    async def on_task(msg: Message) -> None:
+        handled.append(msg)
+
+    try:
+        await survivor.consume(Subjects.DLQ, on_dead, group="dlq", options=FAST)
+        await survivor.consume(
+            Subjects.tasks(Capability.ACTUATE), on_task, group="act", options=once
+        )
+        await until(lambda: len(dead) == 1, timeout=15)
+        letter = dead[0].payload
+        assert isinstance(letter, DeadLetter)
+        assert letter.original_id == str(poison.id) and not letter.quarantined
+        assert "without an acknowledgement" in letter.reason
+        assert handled == []  # never run past max_deliver
+    finally:
+        await survivor.close()
+
+
+async def test_request_without_responder_is_a_bus_timeout(bus: NatsBus) -> None:
+    ping = Message.new(
+        AgentHeartbeat(agent_id="coord", role="coordinator", capabilities=[]),
+        source="coord",
+        subject=Subjects.CONTROL,
+    )
+    with pytest.raises(BusTimeout):
+        await bus.request(ping, timeout=0.5)
+
+
+async def test_quiesce_sees_outstanding_durable_work(bus: NatsBus) -> None:
+    release = asyncio.Event()
+
+    async def slow(msg: Message) -> None:
+        await release.wait()
+
+    await bus.consume(
+        Subjects.tasks(Capability.REVIEW),
+        slow,
+        group="review",
+        options=DurableOptions(max_deliver=3, ack_wait_s=30),
+    )
+    await bus.publish(task(1, Capability.REVIEW))
+    assert await bus.quiesce(timeout=0.5) is False
+    release.set()
+    assert await bus.quiesce(timeout=10) is True

@@ -1,0 +1,239 @@
+"""Redis-specific behaviour of ``redis://`` beyond the conformance suite (real server on 6379)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from plantcrew.bus import DurableOptions, connect
+from plantcrew.bus.redis import RedisBus, RedisSettings, frame, to_glob, unframe, unframe_queued
+from plantcrew.errors import BusError
+from plantcrew.messages import (
+    Capability,
+    DeadLetter,
+    Message,
+    Reading,
+    Subjects,
+    Task,
+    TelemetryBatch,
+)
+from tests.conftest import REDIS_URL, bus_url_for
+
+FAST = DurableOptions(max_deliver=3, ack_wait_s=0.5, backoff_s=(0.05,))
+
+
+@pytest.fixture
+def url() -> str:
+    return bus_url_for("redis")
+
+
+@pytest.fixture
+async def bus(url: str) -> AsyncIterator[RedisBus]:
+    b = await connect(url)
+    assert isinstance(b, RedisBus)
+    yield b
+    await b.close()
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+def task(n: int, capability: Capability = Capability.DIAGNOSE) -> Message:
+    payload = Task(task_id=f"t{n}", incident_id="i1", capability=capability)
+    return Message.new(payload, source="test", subject=Subjects.tasks(capability))
+
+
+def telemetry(subject: str, value: float = 1.0) -> Message:
+    reading = Reading(device_id="pump1", sensor="pressure", value=value, unit="bar", ts=1.0)
+    batch = TelemetryBatch(device_id="pump1", readings=[reading])
+    return Message.new(batch, source="test", subject=subject)
+
+
+def test_url_query_is_ours_and_stripped() -> None:
+    s = RedisSettings.from_url("redis://:pw@10.0.0.1:6379/2?namespace=plantA&maxlen=5000")
+    assert s.server == "redis://:pw@10.0.0.1:6379/2"
+    assert (s.prefix, s.maxlen) == ("plantA.", 5000)
+    with pytest.raises(BusError, match="unknown query") as err:
+        RedisSettings.from_url("redis://:secret@h:6379?nmespace=x")
+    assert "secret" not in str(err.value)
+    with pytest.raises(BusError, match="bad namespace"):
+        RedisSettings.from_url("redis://h:6379?namespace=a*b")
+
+
+def test_glob_covers_pattern_and_frames_round_trip() -> None:
+    assert to_glob("NS.telemetry.>") == "NS.telemetry.*"
+    assert to_glob("NS.*.pump1") == "NS.*.pump1"
+    assert unframe(frame(b'{"a":1}')) == ("", b'{"a":1}')
+    assert frame(b'{"a":1}') == b'{"a":1}'  # plain bytes go as they are
+    assert unframe(frame(b"x", "NS._inbox.1")) == ("NS._inbox.1", b"x")
+    assert unframe(frame(b"\0looks-like-a-frame")) == ("", b"\0looks-like-a-frame")
+    assert unframe_queued(frame(b"\0data", "r", "telemetry.p")) == ("telemetry.p", "r", b"\0data")
+
+
+async def test_star_matches_one_token_only_although_glob_crosses_dots(bus: RedisBus) -> None:
+    star: list[str] = []
+    rest: list[str] = []
+
+    async def on_star(msg: Message) -> None:
+        star.append(msg.subject)
+
+    async def on_rest(msg: Message) -> None:
+        rest.append(msg.subject)
+
+    await bus.subscribe("telemetry.*", on_star)
+    await bus.subscribe("telemetry.>", on_rest)
+    for subject in ("telemetry.pump1.motor", "telemetry.pump1"):
+        await bus.publish(telemetry(subject))
+    await until(lambda: len(rest) == 2)
+    await asyncio.sleep(0.2)
+    assert star == ["telemetry.pump1"]
+    assert sorted(rest) == ["telemetry.pump1", "telemetry.pump1.motor"]
+
+
+async def test_queue_group_spans_processes(url: str) -> None:
+    """Members on separate connections (as separate processes) share a queue group."""
+    a, b, producer = await connect(url), await connect(url), await connect(url)
+    seen: dict[str, list[float]] = {"a": [], "b": []}
+
+    def handler_for(name: str):  # type: ignore[no-untyped-def]
+        async def handler(msg: Message) -> None:
+            assert isinstance(msg.payload, TelemetryBatch)
+            seen[name].append(msg.payload.readings[0].value)
+            await asyncio.sleep(0.01)
+
+        return handler
+
+    try:
+        await a.subscribe("telemetry.>", handler_for("a"), queue="monitor")
+        await b.subscribe("telemetry.>", handler_for("b"), queue="monitor")
+        await asyncio.sleep(0.2)  # the producer hears the announcement on the control channel
+        for i in range(20):
+            await producer.publish(telemetry("telemetry.pump1", float(i)))
+        await until(lambda: len(seen["a"]) + len(seen["b"]) == 20)
+        await asyncio.sleep(0.2)
+        assert sorted(seen["a"] + seen["b"]) == [float(i) for i in range(20)]
+        assert seen["a"] and seen["b"]
+    finally:
+        for bus in (a, b, producer):
+            await bus.close()
+
+
+async def test_entries_of_a_crashed_member_are_claimed_by_another(url: str) -> None:
+    crashing = await connect(url)
+    assert isinstance(crashing, RedisBus)
+    started = asyncio.Event()
+
+    async def hang(msg: Message) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    subject = Subjects.tasks(Capability.ASSESS_SAFETY)
+    await crashing.consume(subject, hang, group="safety", options=FAST)
+    sent = task(3, Capability.ASSESS_SAFETY)
+    await crashing.publish(sent)
+    await asyncio.wait_for(started.wait(), 10)
+    member = crashing._members[0]
+    assert member.task is not None and member.handling is not None
+    member.task.cancel()  # crash: nothing is handed back
+    member.handling.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await member.task
+    crashing._members.clear()
+    await crashing.close()
+
+    survivor = await connect(url)
+    got: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        got.append(msg)
+
+    try:
+        await survivor.consume(subject, handler, group="safety", options=FAST)
+        await until(lambda: got == [sent], timeout=10)  # after the ack wait, via XAUTOCLAIM
+    finally:
+        await survivor.close()
+
+
+async def test_stopped_member_removes_its_consumer(bus: RedisBus) -> None:
+    subject = Subjects.tasks(Capability.REVIEW)
+    started = asyncio.Event()
+
+    async def slow(msg: Message) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    member = await bus.consume(subject, slow, group="review", options=FAST)
+    await bus.publish(task(1, Capability.REVIEW))
+    await asyncio.wait_for(started.wait(), 10)
+    await member.unsubscribe()
+    r = Redis.from_url(REDIS_URL)
+    try:
+        consumers = await r.xinfo_consumers(member.key, "review")
+    finally:
+        await r.aclose()
+    names = {c["name"].decode() if isinstance(c["name"], bytes) else c["name"] for c in consumers}
+    assert member.name not in names  # no consumer left behind per stopped worker
+    assert {c["pending"] for c in consumers} == {1}  # the task waits, claimable, in _handback
+
+
+async def test_dedupe_window_is_the_configured_one(url: str) -> None:
+    short = await connect(url + "&dedupe_window=0.5")
+    got: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        got.append(msg)
+
+    try:
+        await short.consume(Subjects.EVENTS, handler, group="coordinator", options=FAST)
+        m = task(1).model_copy(update={"subject": Subjects.EVENTS})
+        await short.publish(m)
+        await short.publish(m)  # inside the window: dropped
+        await until(lambda: len(got) == 1)
+        await asyncio.sleep(0.7)
+        await short.publish(m)  # past the window: a new message as far as Redis knows
+        await until(lambda: len(got) == 2)
+    finally:
+        await short.close()
+
+
+async def test_sync_always_checks_the_servers_fsync_policy(url: str) -> None:
+    r = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        aof = (await r.config_get("appendonly"))["appendonly"]
+        fsync = (await r.config_get("appendfsync"))["appendfsync"]
+    finally:
+        await r.aclose()
+    if (aof, fsync) == ("yes", "always"):
+        bus = await connect(url + "&sync=always")
+        await bus.close()
+    else:
+        with pytest.raises(BusError, match="appendfsync"):
+            await connect(url + "&sync=always")
+
+
+async def test_dead_letter_of_raw_bytes_starting_with_nul(bus: RedisBus) -> None:
+    dead: list[Message] = []
+
+    async def on_dead(msg: Message) -> None:
+        dead.append(msg)
+
+    async def handler(msg: Message) -> None:
+        raise AssertionError("invalid bytes reached a handler")
+
+    await bus.consume(Subjects.DLQ, on_dead, group="dlq", options=FAST)
+    await bus.subscribe("telemetry.>", handler)
+    await bus.publish_raw("telemetry.pump1", b"\0not json")
+    await until(lambda: len(dead) == 1)
+    letter = dead[0].payload
+    assert isinstance(letter, DeadLetter) and letter.quarantined
+    assert letter.raw == "\0not json"
