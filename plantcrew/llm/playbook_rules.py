@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from plantcrew.llm import expr
 from plantcrew.llm.protocol import DataBlockError, is_finite_number
@@ -73,6 +73,17 @@ class ActionRule(_Strict):
     hazard_class: int = Field(0, ge=0, le=3)
     rationale: str = ""
 
+    @field_validator("parameters")
+    @classmethod
+    def _expressions_parse(cls, parameters: dict[str, Any]) -> dict[str, Any]:
+        for key, value in parameters.items():
+            if expr.is_expression(value):
+                try:
+                    expr.parse(value[1:])
+                except expr.ExpressionError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
+        return parameters
+
 
 class ReviewRules(_Strict):
     lessons: dict[str, list[str]] = {}
@@ -92,15 +103,9 @@ class PlaybooksConfig(_Strict):
     def _check(self) -> PlaybooksConfig:
         if UNKNOWN not in self.actions:
             raise ValueError("actions must define an 'unknown' row")
-        for name, rule in self.actions.items():
+        for name in self.actions:
             if not ROOT_CAUSE_RE.match(name):
                 raise ValueError(f"actions: {name!r} is not a root cause identifier")
-            for value in rule.parameters.values():
-                if expr.is_expression(value):
-                    try:
-                        expr.parse(value[1:])
-                    except expr.ExpressionError as exc:
-                        raise ValueError(f"actions.{name}: {exc}") from None
         return self
 
 

@@ -217,6 +217,17 @@ async def test_the_rules_file_named_by_api_base_is_used_and_reread(tmp_path: Pat
     assert (await ask(DIAGNOSE, api_base=str(path)))["root_cause"] == "cavitation"
 
 
+def test_a_bad_expression_in_the_rules_names_its_line(tmp_path: Path) -> None:
+    src = (DEFAULT_CONFIG_DIR / "playbooks.yaml").read_text()
+    bad = src.replace('"=max(device.speed_pct - 20, 0)"', '"=__import__(\'os\')"')
+    path = tmp_path / "playbooks.yaml"
+    path.write_text(bad)
+    with pytest.raises(ConfigError) as err:
+        PlaybookRules.from_file(path)
+    assert err.value.field == "actions.cavitation.parameters"
+    assert err.value.line == bad.splitlines().index("    parameters:") + 1
+
+
 def test_rules_refuse_a_table_without_unknown(tmp_path: Path) -> None:
     src = (DEFAULT_CONFIG_DIR / "playbooks.yaml").read_text()
     path = tmp_path / "playbooks.yaml"
