@@ -193,7 +193,9 @@ async def run_scenario(
         )
     crew_config = CrewConfig.load(config_dir / "crew.yaml")
     policies = Policies.load(
-        Path(scenario.policies) if scenario.policies else config_dir / "policies.yaml"
+        resolve_data_path(scenario.policies, scenario_path)
+        if scenario.policies
+        else config_dir / "policies.yaml"
     )
     parts = CrewParts(
         router=ModelRouter.from_file(
