@@ -140,7 +140,8 @@ class ModelRouter:
         model_list: list[dict[str, Any]] = []
         for group in config.groups:
             for name, why in config.skipped(group):
-                log.info("model deployment skipped", group=group, deployment=name, reason=why)
+                level = log.debug if why == "enabled: false" else log.info
+                level("model deployment skipped", group=group, deployment=name, reason=why)
             for dep in config.active(group):
                 assert dep.name is not None
                 self._deployments[dep.name] = dep
