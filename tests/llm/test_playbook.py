@@ -67,7 +67,7 @@ async def test_diagnose_without_candidates_is_unknown() -> None:
     assert (out["root_cause"], out["confidence"]) == ("unknown", 0.0)
 
 
-@pytest.mark.parametrize(("speed", "expected"), [(90, 70), (100, 80), (12, 0)])
+@pytest.mark.parametrize(("speed", "expected"), [(90, 70), (100.0068, 80), (12, 0)])
 async def test_cavitation_lowers_the_current_speed_by_20_never_below_0(
         speed: float, expected: float) -> None:
     data = copy.deepcopy(PROPOSE)
@@ -219,7 +219,7 @@ async def test_the_rules_file_named_by_api_base_is_used_and_reread(tmp_path: Pat
 
 def test_a_bad_expression_in_the_rules_names_its_line(tmp_path: Path) -> None:
     src = (DEFAULT_CONFIG_DIR / "playbooks.yaml").read_text()
-    bad = src.replace('"=max(device.speed_pct - 20, 0)"', '"=__import__(\'os\')"')
+    bad = src.replace('"=max(round(device.speed_pct) - 20, 0)"', '"=__import__(\'os\')"')
     path = tmp_path / "playbooks.yaml"
     path.write_text(bad)
     with pytest.raises(ConfigError) as err:
