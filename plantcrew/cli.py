@@ -61,6 +61,12 @@ def run(
         typer.Option("--resume", help="continue RUN_ID from its last checkpoint (same --db)"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            "--speed", min=0.1, help="plant seconds per wall second (default: as fast as possible)"
+        ),
+    ] = None,
 ) -> None:
     """Run a scenario: a simulated plant, faults, the crew; check its expectations."""
     from plantcrew.render import LiveRunView, print_summary
@@ -78,23 +84,13 @@ def run(
         raise _fail(2, str(exc)) from None
     except NotFoundError as exc:
         raise _fail(2, str(exc)) from None
+    kwargs = {"bus_url": bus, "db_url": _db(db), "seed": seed, "resume": resume, "pace": speed}
     try:
         if as_json:
-            result = asyncio.run(
-                run_scenario(scenario, bus_url=bus, db_url=_db(db), seed=seed, resume=resume)
-            )
+            result = asyncio.run(run_scenario(scenario, **kwargs))
         else:
             with LiveRunView(out, spec.name, spec.duration_s) as view:
-                result = asyncio.run(
-                    run_scenario(
-                        scenario,
-                        bus_url=bus,
-                        db_url=_db(db),
-                        seed=seed,
-                        resume=resume,
-                        observer=view,
-                    )
-                )
+                result = asyncio.run(run_scenario(scenario, observer=view, **kwargs))
     except (ConfigError, ScenarioError) as exc:
         raise _fail(2, str(exc)) from None
     except PlantcrewError as exc:
@@ -224,6 +220,11 @@ def audit_verify(db: DbOpt = None) -> None:
 
 def main() -> None:
     """Entry point of the ``plantcrew`` console script."""
+    from plantcrew.logs import configure
+    from plantcrew.settings import get_settings
+
+    settings = get_settings()
+    configure(settings.log_level, json=settings.log_json)
     try:
         app()
     except KeyboardInterrupt:

@@ -165,16 +165,18 @@ def print_summary(console: Console, result: RunResult) -> None:
         tbl.add_row("detected at", _fmt_t(inc["detected_at"]))
         tbl.add_row("resolved at", _fmt_t(inc["resolved_at"]) if inc["resolved_at"] else "-")
         if inc["escalation_reason"]:
-            tbl.add_row("escalated", inc["escalation_reason"])
+            tbl.add_row("escalated", Text(inc["escalation_reason"]))
         for a in inc["actions"]:
             who = ", ".join(a["approved_by"]) or "-"
             tbl.add_row(
                 "action",
-                f"{a['command']} {a['device_id']} {a['parameters']} "
-                f"[{a['status']}] class {a['hazard_class']}, approved by {who}",
+                Text(
+                    f"{a['command']} {a['device_id']} {a['parameters']} "
+                    f"[{a['status']}] class {a['hazard_class']}, approved by {who}"
+                ),
             )
         for d in inc["degraded"]:
-            tbl.add_row("degraded", d)
+            tbl.add_row("degraded", Text(d))
         console.print(tbl)
     exp = Table(title="expectations", title_justify="left")
     exp.add_column("name")
@@ -182,7 +184,7 @@ def print_summary(console: Console, result: RunResult) -> None:
     exp.add_column("detail")
     for e in result.expectations:
         exp.add_row(
-            e.name, Text("pass", "green") if e.passed else Text("FAIL", "red bold"), e.detail
+            e.name, Text("pass", "green") if e.passed else Text("FAIL", "red bold"), Text(e.detail)
         )
     console.print(exp)
     verdict = Text("PASSED", "green bold") if result.passed else Text("FAILED", "red bold")

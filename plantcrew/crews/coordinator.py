@@ -55,6 +55,7 @@ from plantcrew.store import (
     ApprovalVote,
     Incident,
     Lesson,
+    MessageRecord,
     Store,
     TaskRecord,
     add_outbox,
@@ -136,6 +137,23 @@ class Coordinator:
         )
         await self.relay.flush()
 
+    async def recover(self) -> int:
+        """After a restart on a bus that lost its messages (``memory://``), publish again the
+        current task of every active incident of this run. Agents are idempotent (results of
+        stale or repeated tasks are ignored; an action runs at most once); brokers drop the
+        repeat by message id. Returns how many tasks were re-published."""
+        with self.store.tx() as s:
+            rows = s.exec(
+                select(MessageRecord)
+                .join(TaskRecord, col(TaskRecord.message_id) == col(MessageRecord.id))
+                .join(Incident, col(Incident.current_task_id) == col(TaskRecord.id))
+                .where(col(Incident.run_id) == self.run_id, col(Incident.status).in_(ACTIVE))
+            ).all()
+        for row in rows:
+            await self.bus.publish(Message.from_bytes(row.body))
+        log.info("recovered", run=self.run_id, tasks=len(rows))
+        return len(rows)
+
     async def stop(self) -> None:
         for sub in self._subs:
             with contextlib.suppress(Exception):
@@ -163,10 +181,10 @@ class Coordinator:
         with self.store.tx() as s:
             if not record_message(s, msg, pt):
                 return  # processed before: acknowledge and skip
+            if self.on_message is not None:
+                self.on_message(msg)
             if handler is not None:
                 handler(s, msg, pt)
-        if self.on_message is not None:
-            self.on_message(msg)
         await self.relay.flush()
 
     def _handlers(self) -> dict[str, Callable[[Session, Message, float], None]]:

@@ -10,6 +10,7 @@ the incidents where the database has them: no action is executed twice.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -148,12 +149,14 @@ async def run_scenario(
     config_dir: Path | None = None,
     stop_after_s: float | None = None,
     on_checkpoint: Callable[[float], None] | None = None,
+    pace: float | None = None,
 ) -> RunResult:
     """Run (or, with ``resume=RUN_ID``, continue) a scenario and check its expectations.
 
     Raises ConfigError for a bad scenario or config file, ScenarioError when the run cannot
     start, BusError/StoreError when the bus or database cannot be reached.
-    ``stop_after_s`` stops early at that plant time (used to test crash recovery).
+    ``stop_after_s`` stops early at that plant time; ``pace`` runs at that multiple of real
+    time (plant seconds per wall second) instead of as fast as possible.
     """
     settings = get_settings()
     config_dir = config_dir or settings.config_dir
@@ -220,8 +223,13 @@ async def run_scenario(
         on_message=observer.on_message if observer else None,
     )
     try:
-        start_t = await _restore(store, run, tel, crew) if resume is not None else 0.0
+        start_t: float = 0.0
+        replayed: list[tuple[float, str, str, dict[str, Any]]] = []
+        if resume is not None:
+            start_t, replayed = await _restore(store, run, tel, crew)
         await crew.start()
+        if resume is not None and crew.coordinator is not None:
+            await crew.coordinator.recover()
         await bus.quiesce()
         human = ScriptedHuman(store, run.id, scenario.human)
         await _loop(
@@ -235,8 +243,10 @@ async def run_scenario(
             store,
             observer,
             start_t,
+            replayed,
             stop_after_s,
             on_checkpoint,
+            pace,
         )
     finally:
         await crew.stop()
@@ -246,12 +256,18 @@ async def run_scenario(
     return _finish(store, scenario, run, clock.t, time.perf_counter() - wall0)
 
 
-async def _restore(store: Store, run: Run, tel: _Telemetry, crew: Crew) -> float:
-    """Rebuild the plant and the Monitor's state up to the run's last checkpoint."""
+async def _restore(
+    store: Store, run: Run, tel: _Telemetry, crew: Crew
+) -> tuple[float, list[tuple[float, str, str, dict[str, Any]]]]:
+    """Rebuild the plant and the Monitor's state up to the run's last checkpoint.
+
+    Returns the checkpoint's plant time and the recorded commands after it, which the loop
+    re-applies to the plant at their times (the actuator is not called again).
+    """
     target = run.plant_time
     commands = sorted(
         (
-            (a.executed_at, a.device_id, a.command, a.parameters)
+            (a.executed_at, a.device_id, a.command, dict(a.parameters))
             for a in store.actions(run_id=run.id)
             if a.status in ("executing", "executed") and a.executed_at is not None
         ),
@@ -263,14 +279,19 @@ async def _restore(store: Store, run: Run, tel: _Telemetry, crew: Crew) -> float
         batches = tel.step()
         if batches is None:
             break
-        while pending and pending[0][0] <= tel.t + 1e-9:
-            _, device, command, params = pending.pop(0)
-            tel.plant.apply(device, command, dict(params))
+        _apply_due(tel, pending)
         if monitor is not None:
             for b in batches:
                 monitor.warm(b)
     log.info("resumed", run=run.id, plant_time=tel.t, commands=len(commands))
-    return tel.t
+    return tel.t, pending
+
+
+def _apply_due(tel: _Telemetry, pending: list[tuple[float, str, str, dict[str, Any]]]) -> None:
+    """Apply recorded commands whose time has come (as they were applied when recorded)."""
+    while pending and pending[0][0] <= tel.t + 1e-9:
+        _, device, command, params = pending.pop(0)
+        tel.plant.apply(device, command, params)
 
 
 async def _loop(
@@ -284,8 +305,10 @@ async def _loop(
     store: Store,
     observer: RunObserver | None,
     start_t: float,
+    replayed: list[tuple[float, str, str, dict[str, Any]]],
     stop_after_s: float | None,
     on_checkpoint: Callable[[float], None] | None,
+    pace: float | None,
 ) -> None:
     last_checkpoint = start_t
     end = scenario.duration_s if stop_after_s is None else min(stop_after_s, scenario.duration_s)
@@ -293,6 +316,9 @@ async def _loop(
         batches = tel.step()
         if batches is None:
             break
+        _apply_due(tel, replayed)
+        if pace:
+            await asyncio.sleep(scenario.dt_s / pace)
         now = clock.now()
         for batch in batches:
             await bus.publish(

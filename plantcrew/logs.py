@@ -1,0 +1,38 @@
+"""Logging setup: structlog to standard error (never stdout, which carries ``--json`` output).
+
+``configure(level, json=False)``: human-readable lines, or one JSON object per line with
+``json=True`` (``PLANTCREW_LOG_JSON=true``), each with a timestamp, level and logger name.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure(level: str = "INFO", *, json: bool = False) -> None:
+    """Route structlog (and the stdlib loggers of our dependencies) to stderr at ``level``."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(stream=sys.stderr, level=max(numeric, logging.WARNING))
+    for noisy in ("LiteLLM", "litellm", "httpx", "autogen_core", "autogen_agentchat"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

@@ -1,0 +1,126 @@
+"""The Safety Officer's policy engine, rule by rule, on the shipped config/policies.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plantcrew.agents.policy import Asset, Judgement, Policies, judge
+from plantcrew.errors import ConfigError
+from plantcrew.messages import SafetyVerdict
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICIES = Policies.load(ROOT / "config" / "policies.yaml")
+ASSETS = {
+    "pump1": Asset(type="centrifugal_pump"),
+    "inlet_valve": Asset(type="valve", role="inlet"),
+    "outlet_valve": Asset(type="valve", role="outlet"),
+    "tank1": Asset(type="tank"),
+}
+RUNNING = {"pump1": {"speed_pct": 100.0}, "outlet_valve": {"position_pct": 100.0}}
+
+
+def j(
+    device: str,
+    command: str,
+    params: dict[str, Any] | None = None,
+    *,
+    state: dict[str, dict[str, float]] | None = None,
+    proposed: int = 0,
+    policies: Policies = POLICIES,
+) -> Judgement:
+    return judge(
+        policies,
+        ASSETS,
+        RUNNING if state is None else state,
+        device_id=device,
+        command=command,
+        parameters=params or {},
+        proposed_class=proposed,
+    )
+
+
+def test_routine_speed_change_is_approved_by_policy() -> None:
+    out = j("pump1", "set_speed", {"speed_pct": 80})
+    assert out.verdict is SafetyVerdict.APPROVED and out.hazard_class == 1
+
+
+@pytest.mark.parametrize(
+    ("speed", "rule"), [(40, "limit:pump1.speed_pct"), (120, "limit:pump1.speed_pct")]
+)
+def test_limits(speed: float, rule: str) -> None:
+    out = j("pump1", "set_speed", {"speed_pct": speed})
+    assert out.verdict is SafetyVerdict.REJECTED and rule in out.rule_ids
+
+
+def test_rate_of_change_is_limited_against_the_current_reading() -> None:
+    out = j("pump1", "set_speed", {"speed_pct": 60})  # 100 -> 60 is a 40 % step, max 30
+    assert out.verdict is SafetyVerdict.REJECTED
+    assert out.rule_ids == ["rate:pump1.speed_pct"]
+    assert "exceeds the maximum step 30" in out.reasons[0]
+
+
+def test_interlock_forbids_closing_outlet_while_pump_runs() -> None:
+    out = j("outlet_valve", "set_position", {"position_pct": 10})
+    assert out.verdict is SafetyVerdict.REJECTED
+    assert out.rule_ids == ["outlet-closed-while-pump-runs"]
+    stopped = {"pump1": {"speed_pct": 0.0}}
+    assert (
+        j("outlet_valve", "set_position", {"position_pct": 10}, state=stopped).verdict
+        is SafetyVerdict.APPROVED
+    )
+
+
+def test_interlock_fails_safe_when_state_is_unknown() -> None:
+    out = j("outlet_valve", "set_position", {"position_pct": 10}, state={})
+    assert out.verdict is SafetyVerdict.REJECTED
+
+
+def test_unknown_device_and_command_are_rejected() -> None:
+    assert j("pump9", "stop").rule_ids == ["unknown-device"]
+    assert j("tank1", "set_speed", {"speed_pct": 50}).rule_ids == ["command-not-allowed"]
+    assert j("pump1", "open_every_valve").verdict is SafetyVerdict.REJECTED
+
+
+def test_missing_parameter_is_rejected() -> None:
+    out = j("pump1", "set_speed", {"speed": 80})
+    assert out.rule_ids == ["bad-parameter"]
+
+
+def test_class_two_needs_one_person_with_a_listed_role() -> None:
+    out = j("pump1", "stop")
+    assert out.verdict is SafetyVerdict.NEEDS_HUMAN and out.hazard_class == 2
+    assert out.approvers_required == 1
+    assert "shift_supervisor" in out.approver_roles
+    assert out.timeout_s == 300
+
+
+def test_proposed_class_can_raise_but_never_lower_the_class() -> None:
+    assert j("pump1", "set_speed", {"speed_pct": 80}, proposed=3).approvers_required == 2
+    assert j("pump1", "stop", proposed=0).hazard_class == 2
+
+
+def test_notify_is_advisory_and_approved() -> None:
+    out = j("pump1", "notify")
+    assert out.verdict is SafetyVerdict.APPROVED and out.hazard_class == 0
+
+
+def test_device_limit_overrides_its_type() -> None:
+    strict = Policies.load(ROOT / "scenarios" / "policies" / "min-flow.yaml")
+    out = j("pump1", "set_speed", {"speed_pct": 80}, policies=strict)
+    assert out.verdict is SafetyVerdict.REJECTED
+    assert "below the minimum 90.0" in out.reasons[0]
+
+
+def test_bad_policy_file_names_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text(
+        "version: 1\ndevice_types:\n  valve:\n    commands:\n"
+        "      set_position: {hazard_class: 7}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        Policies.load(bad)
+    assert info.value.line == 5
+    assert info.value.field == "device_types.valve.commands.set_position.hazard_class"

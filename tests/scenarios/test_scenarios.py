@@ -1,0 +1,161 @@
+"""Every scenario in scenarios/ passes; bad files are refused precisely; runs are repeatable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from plantcrew.scenarios.runner import run_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "plantcrew.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+async def test_scenario_passes(path: Path, tmp_path: Path) -> None:
+    result = await run_scenario(path, db_url=f"sqlite:///{tmp_path / 'run.db'}")
+    failed = [f"{e.name}: {e.detail}" for e in result.expectations if not e.passed]
+    assert result.passed, f"{path.name}: " + "; ".join(failed)
+    assert result.expectations, "a scenario must expect something"
+
+
+def test_at_least_six_scenarios_including_block_and_approval() -> None:
+    assert len(SCENARIOS) >= 6
+    texts = {p.stem: p.read_text() for p in SCENARIOS}
+    assert any("actions_blocked: [{" in t for t in texts.values())
+    assert any("decision: approve" in t for t in texts.values())
+
+
+def test_bad_scenario_exits_2_naming_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: broken\nduration_s: 100\nfaults:\n"
+        "  - {type: cavitation, device: pump1, at: 10}\n"
+        "  - type: meltdown\n    device: pump1\n    at: 20\n"
+    )
+    proc = cli("run", str(bad), "--json")
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}:5" in proc.stderr and "faults.1.type" in proc.stderr
+
+
+def test_fault_on_missing_device_names_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: broken\nfaults:\n  - type: cavitation\n    device: pump7\n    at: 5\n")
+    proc = cli("run", str(bad), "--json")
+    assert proc.returncode == 2
+    assert f"{bad}:4" in proc.stderr and "faults.0.device" in proc.stderr
+
+
+def test_failed_expectation_exits_1_and_says_which(tmp_path: Path) -> None:
+    text = (ROOT / "scenarios" / "sensor-drift.yaml").read_text()
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(text.replace("root_cause: sensor_drift", "root_cause: cavitation"))
+    proc = cli("run", str(wrong), "--db", f"sqlite:///{tmp_path / 'w.db'}")
+    assert proc.returncode == 1
+    assert "expectation root_cause failed" in proc.stderr
+
+
+def _conversation(db: Path) -> list[tuple[str, str, str]]:
+    con = sqlite3.connect(db)
+    run_id = con.execute("SELECT id FROM run").fetchone()[0]
+    con.close()
+    proc = cli("replay", run_id, "--db", f"sqlite:///{db}", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return [(m["type"], m["source"], m["subject"]) for m in json.loads(proc.stdout)]
+
+
+def test_same_seed_gives_the_same_conversation(tmp_path: Path) -> None:
+    scenario = str(ROOT / "scenarios" / "bearing-overheating-approval.yaml")
+    runs = []
+    for name in ("a", "b"):
+        db = tmp_path / f"{name}.db"
+        proc = cli("run", scenario, "--db", f"sqlite:///{db}", "--json", "--seed", "42")
+        assert proc.returncode == 0, proc.stderr
+        runs.append(_conversation(db))
+    assert runs[0] == runs[1]
+    assert len(runs[0]) > 10
+
+
+def test_sigkill_mid_incident_then_resume_executes_nothing_twice(tmp_path: Path) -> None:
+    db = tmp_path / "crash.db"
+    scenario = str(ROOT / "scenarios" / "bearing-overheating-approval.yaml")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "plantcrew.cli",
+            "run",
+            scenario,
+            "--db",
+            f"sqlite:///{db}",
+            "--json",
+            "--speed",
+            "60",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    killed_in = None
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            if not db.exists():
+                continue
+            try:
+                con = sqlite3.connect(db, timeout=5)
+                row = con.execute(
+                    "SELECT i.status FROM action a JOIN incident i ON i.id = a.incident_id "
+                    "WHERE a.status = 'executed'"
+                ).fetchone()
+                con.close()
+            except sqlite3.OperationalError:
+                continue
+            if row is not None and row[0] not in ("resolved", "escalated"):
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed_in = row[0]
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert killed_in is not None, "the run was not caught in the middle of an incident"
+    con = sqlite3.connect(db)
+    run_id, status = con.execute("SELECT id, status FROM run").fetchone()
+    con.close()
+    assert status == "running"
+    resumed = cli("run", scenario, "--db", f"sqlite:///{db}", "--resume", run_id, "--json")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    out = json.loads(resumed.stdout)
+    assert out["run_id"] == run_id and out["passed"]
+    inc = out["incidents"][0]
+    assert inc["status"] == "resolved"
+    con = sqlite3.connect(db)
+    executed = con.execute("SELECT count(*) FROM action WHERE status = 'executed'").fetchone()[0]
+    results = [
+        json.loads(b)["payload"]["status"]
+        for (b,) in con.execute("SELECT body FROM message WHERE type = 'action.executed'")
+    ]
+    con.close()
+    assert executed == 1
+    assert results.count("executed") == 1  # the actuator ran once; a repeat says so

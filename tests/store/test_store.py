@@ -1,0 +1,185 @@
+"""The store on SQLite: WAL mode, optimistic locking, the audit chain, at-most-once execution."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from plantcrew.errors import ApprovalError, ConflictError
+from plantcrew.messages import Message, Reading, Subjects, TelemetryBatch
+from plantcrew.store import (
+    Action,
+    Approval,
+    Incident,
+    Run,
+    Store,
+    add_outbox,
+    load_incident,
+    record_message,
+    save_incident,
+)
+from plantcrew.store.execution import begin_execution
+from plantcrew.store.tokens import issue_token
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'crew.db'}")
+    s.create_run(Run(id="r1", started_at=NOW))
+    return s
+
+
+def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 10_000
+
+
+def test_optimistic_locking_refuses_a_stale_write(store: Store) -> None:
+    with store.tx() as s:
+        s.add(Incident(id="i1", run_id="r1", device_id="pump1"))
+    with store.tx() as s:
+        first = load_incident(s, "i1")
+    with store.tx() as s:
+        second = load_incident(s, "i1")
+    first.status = "diagnosing"
+    with store.tx() as s:
+        save_incident(s, first)
+    second.status = "escalated"
+    with pytest.raises(ConflictError), store.tx() as s:
+        save_incident(s, second)
+    assert store.get_incident("i1").status == "diagnosing"
+    assert store.get_incident("i1").version == 2
+
+
+def test_message_log_is_idempotent_and_outbox_commits_with_it(store: Store) -> None:
+    r = Reading(device_id="pump1", sensor="flow_rate", value=1.0, ts=0)
+    msg = Message.new(
+        TelemetryBatch(device_id="pump1", readings=[r]),
+        source="t",
+        subject=Subjects.EVENTS,
+        run_id="r1",
+    )
+    with store.tx() as s:
+        assert record_message(s, msg, 1.0)
+        assert not record_message(s, msg, 1.0)
+    other = Message.new(msg.payload, source="t", subject=Subjects.EVENTS, run_id="r1")
+    with pytest.raises(RuntimeError), store.tx() as s:
+        add_outbox(s, other, 2.0)
+        raise RuntimeError("the state change failed")
+    assert store.pending_outbox() == []  # rolled back together
+    assert [m.id for m in store.messages("r1")] == [str(msg.id)]
+
+
+def _audit(store: Store, n: int) -> None:
+    for i in range(n):
+        store.audit(time=NOW, actor="coordinator", kind="policy.decision", data={"i": i})
+
+
+@pytest.mark.parametrize(
+    ("tamper", "seq", "problem"),
+    [
+        ("UPDATE audit SET data = '{\"i\": 99}' WHERE seq = 3", 3, "edited"),
+        ("DELETE FROM audit WHERE seq = 2", 3, "deleted"),
+        (
+            "UPDATE audit SET seq = 100 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 4; "
+            "UPDATE audit SET seq = 4 WHERE seq = 100",
+            2,
+            "reordered",
+        ),
+    ],
+)
+def test_audit_chain_finds_tampering(store: Store, tamper: str, seq: int, problem: str) -> None:
+    _audit(store, 5)
+    assert store.verify_audit() == []
+    with store.engine.begin() as conn:
+        for statement in tamper.split("; "):
+            conn.execute(text(statement))
+    breaks = store.verify_audit()
+    assert breaks, "tampering went unnoticed"
+    assert breaks[0].seq == seq
+    assert any(problem in b.problem for b in breaks)
+
+
+def _approved_action(store: Store, *, consumed: bool = False) -> str:
+    token = issue_token("apr-a1", "a1", "pump1", "set_speed", {"speed_pct": 80})
+    with store.tx() as s:
+        s.add(
+            Action(
+                id="a1",
+                run_id="r1",
+                incident_id="i1",
+                device_id="pump1",
+                command="set_speed",
+                parameters={"speed_pct": 80},
+                idempotency_key="i1:a1",
+            )
+        )
+        s.add(
+            Approval(
+                id="apr-a1",
+                run_id="r1",
+                incident_id="i1",
+                action_id="a1",
+                status="approved",
+                token=token,
+                consumed_at=1.0 if consumed else None,
+            )
+        )
+    return token
+
+
+def test_execution_is_claimed_once(store: Store) -> None:
+    token = _approved_action(store)
+    action, send = begin_execution(
+        store, action_id="a1", approval_id="apr-a1", token=token, plant_time=5.0
+    )
+    assert send and action.status == "executing"
+    again, send_again = begin_execution(
+        store, action_id="a1", approval_id="apr-a1", token=token, plant_time=6.0
+    )
+    assert not send_again  # a redelivery must not send the command twice
+    assert again.status == "executing"
+    assert store.get_approval("apr-a1").consumed_at == 5.0
+
+
+def test_forged_token_is_refused(store: Store) -> None:
+    _approved_action(store)
+    with pytest.raises(ApprovalError, match="forged or issued for another command"):
+        begin_execution(store, action_id="a1", approval_id="apr-a1", token="0" * 64, plant_time=1.0)
+    assert store.actions()[0].status == "proposed"
+
+
+def test_token_for_other_parameters_is_refused(store: Store) -> None:
+    _approved_action(store)
+    wrong = issue_token("apr-a1", "a1", "pump1", "set_speed", {"speed_pct": 20})
+    with pytest.raises(ApprovalError):
+        begin_execution(store, action_id="a1", approval_id="apr-a1", token=wrong, plant_time=1.0)
+
+
+def test_consumed_approval_cannot_be_reused(store: Store) -> None:
+    token = _approved_action(store, consumed=True)
+    with pytest.raises(ApprovalError, match="used already"):
+        begin_execution(store, action_id="a1", approval_id="apr-a1", token=token, plant_time=1.0)
+
+
+def test_approval_for_another_action_is_refused(store: Store) -> None:
+    token = _approved_action(store)
+    with store.tx() as s:
+        s.add(
+            Action(
+                id="a2",
+                run_id="r1",
+                incident_id="i1",
+                device_id="pump1",
+                command="stop",
+                idempotency_key="i1:a2",
+            )
+        )
+    with pytest.raises(ApprovalError, match="is for action a1"):
+        begin_execution(store, action_id="a2", approval_id="apr-a1", token=token, plant_time=1.0)

@@ -1,0 +1,98 @@
+"""The Message envelope: validation names field paths, JSON round-trips, invariants hold."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from plantcrew.errors import MessageValidationError
+from plantcrew.messages import (
+    ActionProposal,
+    Capability,
+    Message,
+    Reading,
+    Subjects,
+    Task,
+    TelemetryBatch,
+)
+
+
+def batch() -> TelemetryBatch:
+    r = Reading(device_id="pump1", sensor="flow_rate", value=125.3, unit="L/min", ts=12.0)
+    return TelemetryBatch(device_id="pump1", readings=[r])
+
+
+def test_json_round_trip_keeps_every_field() -> None:
+    msg = Message.new(
+        Task(task_id="t1", incident_id="i1", capability=Capability.DIAGNOSE, input={"a": [1]}),
+        source="coordinator",
+        subject=Subjects.tasks("diagnose"),
+        run_id="r1",
+        correlation_id="i1",
+        traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    )
+    back = Message.from_bytes(msg.to_bytes())
+    assert back == msg
+    assert back.type == "task.assigned" and isinstance(back.payload, Task)
+
+
+def test_ids_are_time_ordered_uuid7() -> None:
+    ids = [Message.new(batch(), source="plant", subject="telemetry.pump1").id for _ in range(50)]
+    assert all(i.version == 7 for i in ids)
+    assert ids == sorted(ids)
+
+
+def test_invalid_message_names_the_field_path() -> None:
+    bad = json.loads(Message.new(batch(), source="plant", subject="telemetry.pump1").to_bytes())
+    bad["payload"]["readings"][0]["value"] = "high"
+    del bad["source"]
+    with pytest.raises(MessageValidationError) as info:
+        Message.from_bytes(json.dumps(bad))
+    paths = [p for p, _ in info.value.errors]
+    assert "source" in paths
+    assert "payload.telemetry.reading.readings.0.value" in paths
+    assert "payload.telemetry.reading.readings.0.value" in str(info.value)
+
+
+def test_type_must_match_payload_kind() -> None:
+    raw = json.loads(Message.new(batch(), source="plant", subject="telemetry.pump1").to_bytes())
+    raw["type"] = "anomaly.detected"
+    with pytest.raises(MessageValidationError, match="does not match payload kind"):
+        Message.from_bytes(json.dumps(raw))
+
+
+def test_naive_time_and_bad_traceparent_are_refused() -> None:
+    with pytest.raises(MessageValidationError, match="timezone"):
+        Message.new(batch(), source="p", subject="telemetry.pump1", time=datetime(2026, 1, 1))
+    with pytest.raises(MessageValidationError, match="traceparent"):
+        Message.new(batch(), source="p", subject="telemetry.pump1", traceparent="nope")
+
+
+def test_messages_are_frozen_and_reply_links_cause() -> None:
+    cause = Message.new(
+        batch(), source="plant", subject="telemetry.pump1", run_id="r1", correlation_id="r1"
+    )
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error
+        cause.source = "x"  # type: ignore[misc]
+    reply = cause.reply(
+        ActionProposal(
+            task_id="t",
+            incident_id="i",
+            agent_id="op",
+            action_id="a",
+            device_id="pump1",
+            command="set_speed",
+            parameters={"speed_pct": 80},
+        ),
+        source="operator-1",
+        subject=Subjects.EVENTS,
+    )
+    assert reply.causation_id == cause.id and reply.run_id == "r1"
+    assert reply.correlation_id == "r1" and reply.id != cause.id
+
+
+def test_non_finite_readings_are_invalid() -> None:
+    with pytest.raises(ValueError):
+        Reading(device_id="p", sensor="s", value=float("nan"), ts=0)
