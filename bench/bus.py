@@ -207,6 +207,20 @@ async def cleanup(nats_url: str, redis_url: str, namespace: str, backends: list[
         await r.aclose()
 
 
+def pydantic_costs(n: int) -> tuple[float, float]:
+    """Microseconds per message to serialize (publish) and to validate (receive), in process."""
+    msgs = [telemetry(i) for i in range(n)]
+    to_json = Message.__pydantic_serializer__.to_json
+    validate = Message.__pydantic_validator__.validate_json
+    t0 = time.perf_counter()
+    data = [to_json(m) for m in msgs]
+    t1 = time.perf_counter()
+    for d in data:
+        validate(d)
+    t2 = time.perf_counter()
+    return (t1 - t0) / n * 1e6, (t2 - t1) / n * 1e6
+
+
 def line(name: str, res: Result) -> str:
     parts = [f"{name:<16} plain {res['plain_msgs_s']:>10,.0f} msgs/s"]
     parts.append(f"latency p50 {res['p50_us']:>7.0f} us  p99 {res['p99_us']:>7.0f} us")
@@ -259,6 +273,13 @@ async def main() -> None:
         if ours in results and raw in results:
             ratio = results[ours]["plain_msgs_s"] / results[raw]["plain_msgs_s"]
             print(f"{ours} / {raw} plain throughput: {ratio:.0%}")
+    ser, val = min(pydantic_costs(args.n) for _ in range(3))
+    print(f"pydantic per message: serialize {ser:.2f} us, validate {val:.2f} us", end="")
+    if "raw nats-py" in results:
+        raw_us = 1e6 / results["raw nats-py"]["plain_msgs_s"]
+        ceiling = raw_us / (raw_us + ser + val)
+        print(f"; raw nats-py end to end {raw_us:.2f} us -> ceiling {ceiling:.0%} of raw", end="")
+    print()
 
 
 if __name__ == "__main__":

@@ -331,6 +331,8 @@ class NatsBus:
                     ping_interval=5,
                     max_outstanding_pings=3,
                     error_cb=on_error,
+                    # subjects are checked by check_subject (stricter, once per subject)
+                    skip_subject_validation=True,
                     disconnected_cb=on_disconnect,
                     reconnected_cb=on_reconnect,
                 ),
@@ -423,20 +425,31 @@ class NatsBus:
     async def publish(self, msg: Message, subject: str | None = None) -> None:
         """Send ``msg``; on a durable subject, wait until JetStream stored it (or it was a
         repeat of a stored id). Raises BusError when not stored within ``publish_timeout``."""
-        wire, durable = self._resolve(subject or msg.subject)
-        data = _TO_JSON(msg)
+        # the telemetry hot path: a cached subject lookup, one serialization, one buffer append
+        subject = subject or msg.subject
+        hit = self._subjects.get(subject)
+        wire, durable = hit if hit is not None else self._resolve(subject)
         if durable:
-            await self._store(wire, data, str(msg.id))
-        else:
-            await self._nc_or_raise().publish(wire, data)
+            await self._store(wire, _TO_JSON(msg), str(msg.id))
+            return
+        nc = self._nc
+        if nc is None:
+            raise BusError(f"bus {redacted(self.url)} is closed (or never connected)")
+        try:
+            await nc.publish(wire, _TO_JSON(msg))
+        except nats.errors.Error as exc:
+            raise BusError(f"publish to {wire!r} on {redacted(self.url)} failed: {exc!r}") from None
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         """Send bytes as they are; receivers validate them and quarantine what does not parse."""
         wire, durable = self._resolve(subject)
         if durable:
             await self._store(wire, data, None)
-        else:
+            return
+        try:
             await self._nc_or_raise().publish(wire, data)
+        except nats.errors.Error as exc:
+            raise BusError(f"publish to {wire!r} on {redacted(self.url)} failed: {exc!r}") from None
 
     async def _store(self, wire: str, data: bytes, msg_id: str | None) -> None:
         js = self._js_or_raise()
