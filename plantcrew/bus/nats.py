@@ -178,7 +178,10 @@ class _PlainSub:
             try:
                 msg = _VALIDATE_JSON(nmsg.data)
             except ValidationError:
-                await self.bus._quarantine(nmsg.subject, nmsg.data, key=None)
+                try:
+                    await self.bus._quarantine(nmsg.subject, nmsg.data, key=None)
+                except BusError as exc:  # broker unavailable: logged, as plain is at most once
+                    log.error("quarantine failed", subject=nmsg.subject, error=repr(exc))
                 return
             try:
                 reply = await self.handler(msg)
@@ -247,9 +250,11 @@ class _Member:
                 self.current = nmsg
                 try:
                     await self.bus._deliver_durable(self, nmsg)
-                except _TRANSIENT as exc:
+                except (*_TRANSIENT, BusError, nats.errors.Error) as exc:
                     # ack/nak or dead-letter publish failed: the server redelivers after ack wait
                     log.info("settling failed", consumer=self.consumer, error=repr(exc))
+                except Exception:  # a bug must not silently stop the member
+                    log.exception("delivery failed", consumer=self.consumer)
                 finally:
                     self.current = None
 
@@ -548,6 +553,8 @@ class NatsBus:
             raise BusTimeout(f"no responder on {msg.subject!r}") from None
         except TimeoutError:
             raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None
+        except nats.errors.Error as exc:
+            raise BusError(f"request on {wire!r} failed: {exc!r}") from None
         reply, reason = parse_or_reason(resp.data)
         if reply is None:
             await self._quarantine(resp.subject, resp.data, key=None)

@@ -232,6 +232,10 @@ class _PlainSub:
             self.active = True
             try:
                 await self.bus._deliver_plain(self, subject, reply, data)
+            except BusError as exc:  # quarantine could not be stored: plain is at most once
+                log.error("delivery failed", subject=subject, error=repr(exc))
+            except Exception:
+                log.exception("delivery failed", subject=subject)
             finally:
                 self.active = False
 
@@ -302,6 +306,10 @@ class _Member:
                 log.info("read failed; retrying", key=self.key, error=repr(exc))
                 await asyncio.sleep(_RETRY_PAUSE_S)
                 continue
+            except Exception:
+                log.exception("read failed", key=self.key)
+                await asyncio.sleep(_RETRY_PAUSE_S)
+                continue
             if entry is None:
                 continue
             entry_id, data, delivered = entry
@@ -311,6 +319,8 @@ class _Member:
             except (*_TRANSIENT, ResponseError, BusError) as exc:
                 # the entry stays pending; it is claimed again once idle past the ack wait
                 log.info("settling failed", key=self.key, error=repr(exc))
+            except Exception:  # a bug must not silently stop the member
+                log.exception("delivery failed", key=self.key)
             finally:
                 self.current = None
 
@@ -653,31 +663,38 @@ class RedisBus:
                 continue
             if item is None:
                 continue
-            kind = item["type"]
-            if kind == "pmessage":
-                channel = _text(item["channel"])
+            try:
+                await self._dispatch(item)
+            except Exception:  # one bad item must not stop every plain subscription
+                log.exception("pub/sub dispatch failed", item_type=item.get("type"))
+
+    async def _dispatch(self, item: dict[str, Any]) -> None:
+        """Route one pub/sub item: to subscriptions, a request inbox, or the registry."""
+        kind = item["type"]
+        if kind == "pmessage":
+            channel = _text(item["channel"])
+            reply, data = unframe(item["data"])
+            subject = self._local(channel)
+            for sub in self._by_glob.get(_text(item["pattern"]), ()):
+                if subject_matches(sub.pattern, subject):
+                    sub.offer(subject, reply, data)
+        elif kind == "message":
+            channel = _text(item["channel"])
+            future = self._inboxes.get(channel)
+            if future is not None:
+                if not future.done():
+                    future.set_result(item["data"])
+            elif channel == self._control_channel:
+                await self._refresh_queues()
+            else:
                 reply, data = unframe(item["data"])
                 subject = self._local(channel)
-                for sub in self._by_glob.get(_text(item["pattern"]), ()):
-                    if subject_matches(sub.pattern, subject):
-                        sub.offer(subject, reply, data)
-            elif kind == "message":
-                channel = _text(item["channel"])
-                future = self._inboxes.get(channel)
-                if future is not None:
-                    if not future.done():
-                        future.set_result(item["data"])
-                elif channel == self._control_channel:
-                    await self._refresh_queues()
-                else:
-                    reply, data = unframe(item["data"])
-                    subject = self._local(channel)
-                    for sub in self._by_channel.get(channel, ()):
-                        sub.offer(subject, reply, data)
-            elif kind in ("subscribe", "psubscribe"):
-                event = self._confirmed.get(_text(item["channel"]))
-                if event is not None:
-                    event.set()
+                for sub in self._by_channel.get(channel, ()):
+                    sub.offer(subject, reply, data)
+        elif kind in ("subscribe", "psubscribe"):
+            event = self._confirmed.get(_text(item["channel"]))
+            if event is not None:
+                event.set()
 
     # ---- subscribe -----------------------------------------------------------------------
     async def subscribe(
