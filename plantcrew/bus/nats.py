@@ -404,12 +404,17 @@ class NatsBus:
     async def _ensure_stream(self) -> None:
         js, config = self._js_or_raise(), self.stream_config()
         try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            # exists with another config (an older plantcrew, or changed settings): align it
-            await js.update_stream(config)
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                # exists with another config (an older plantcrew, or changed settings): align it
+                await js.update_stream(config)
         except _TRANSIENT as exc:
             raise BusError(f"JetStream not available at {redacted(self.url)}: {exc!r}") from None
+        except nats.js.errors.APIError as exc:  # e.g. another stream already takes the subjects
+            raise BusError(
+                f"cannot create stream {config.name} on {redacted(self.url)}: {exc}"
+            ) from None
 
     # ---- subjects ------------------------------------------------------------------------
     def _resolve(self, subject: str) -> tuple[str, bool]:

@@ -24,7 +24,8 @@ Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``):
 - ``request`` subscribes to a private inbox channel and sends the request with the inbox in a
   frame (``\\0<reply>\\0<message>``); the responder's reply is published to the inbox.
 
-Durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``): one stream per subject.
+Durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``): one stream per subject
+(Redis >= 6.2 for ``XAUTOCLAIM``; 7 recommended).
 ``publish`` runs a Lua script that sets a dedupe key (``SET NX PX``, the dedupe window) and
 ``XADD``s (``MAXLEN ~``) only when the key was new, so a repeat of a message id (including a
 retry after a lost reply) is dropped. ``consume`` creates the group at ``0`` (deliver-all,
@@ -945,8 +946,19 @@ class RedisBus:
         for key, group in self._groups:
             by_key.setdefault(key, set()).add(group)
         for key, groups in by_key.items():
+            last_id: Any = None
             for info in await r.xinfo_groups(key):
-                if _text(info["name"]) in groups and (info["pending"] or info.get("lag") != 0):
+                if _text(info["name"]) not in groups:
+                    continue
+                if info["pending"]:
+                    return False
+                lag = info.get("lag")
+                if lag is None:  # Redis < 7, or a lag Redis cannot tell: compare the ids
+                    if last_id is None:
+                        last_id = (await r.xinfo_stream(key))["last-generated-id"]
+                    if _text(info["last-delivered-id"]) != _text(last_id):
+                        return False
+                elif lag:
                     return False
         return True
 

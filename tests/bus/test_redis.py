@@ -237,3 +237,23 @@ async def test_dead_letter_of_raw_bytes_starting_with_nul(bus: RedisBus) -> None
     letter = dead[0].payload
     assert isinstance(letter, DeadLetter) and letter.quarantined
     assert letter.raw == "\0not json"
+
+
+async def test_quiesce_sees_outstanding_durable_and_queued_work(bus: RedisBus) -> None:
+    release = asyncio.Event()
+
+    async def slow(msg: Message) -> None:
+        await release.wait()
+
+    await bus.consume(
+        Subjects.tasks(Capability.REVIEW),
+        slow,
+        group="review",
+        options=DurableOptions(max_deliver=3, ack_wait_s=30),
+    )
+    await bus.subscribe("telemetry.>", slow, queue="monitor")
+    await bus.publish(task(1, Capability.REVIEW))
+    await bus.publish(telemetry("telemetry.pump1"))
+    assert await bus.quiesce(timeout=0.5) is False
+    release.set()
+    assert await bus.quiesce(timeout=10) is True
