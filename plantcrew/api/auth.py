@@ -1,0 +1,110 @@
+"""Authentication (bearer API tokens), permissions and the per-token rate limit.
+
+Every ``/api/v1`` route depends on :func:`require` with the permission it needs: the token is
+checked (401 when missing or not valid, with ``WWW-Authenticate: Bearer``, RFC 6750), its
+bucket is charged (429 with ``Retry-After`` when empty), and its role must grant the
+permission (403). The caller's identity and roles come from the token only, never from the
+request body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from plantcrew import metrics
+from plantcrew.api.context import ApiContext
+from plantcrew.api.problems import ApiError
+from plantcrew.store.access import AuthenticationError, Permission, permissions_of
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiToken",
+    description="An API token from `plantcrew tokens create` (pct_<id>_<secret>).",
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: token id, the person or service, access and plant roles."""
+
+    token_id: str
+    name: str
+    role: str
+    approver_role: str | None
+    permissions: frozenset[Permission]
+
+    def may(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+
+def context(request: Request) -> ApiContext:
+    """The app's ApiContext (set by ``create_app``)."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+async def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The caller behind the bearer token, charged one request of its rate limit."""
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ApiError(
+            401,
+            "Not authenticated",
+            "send Authorization: Bearer <API token>",
+            headers={"WWW-Authenticate": 'Bearer realm="plantcrew"'},
+        )
+    ctx = context(request)
+    try:
+        row = await run_in_threadpool(ctx.access.authenticate, credentials.credentials)
+    except AuthenticationError as exc:
+        raise ApiError(
+            401,
+            "Not authenticated",
+            str(exc),
+            headers={"WWW-Authenticate": 'Bearer realm="plantcrew", error="invalid_token"'},
+        ) from None
+    principal = Principal(
+        row.id, row.name, row.role, row.approver_role, permissions_of(row.role)
+    )
+    request.state.principal = principal
+    structlog.contextvars.bind_contextvars(token_id=row.id)
+    verdict = ctx.limiter.take(row.id)
+    request.state.rate_remaining = verdict.remaining
+    if not verdict.allowed:
+        metrics.RATE_LIMITED.labels(row.id).inc()
+        raise ApiError(
+            429,
+            "Too many requests",
+            f"rate limit of token {row.id}: {ctx.limiter.rate:g}/s, burst {ctx.limiter.burst}; "
+            f"retry in {verdict.retry_after_s} s",
+            headers={"Retry-After": str(verdict.retry_after_s)},
+        )
+    return principal
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the authenticated caller, if its role grants ``permission`` (else 403)."""
+
+    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.may(permission):
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"role {principal.role!r} of token {principal.token_id} lacks {permission.value}",
+            )
+        return principal
+
+    dependency.__name__ = f"require_{permission.name.lower()}"
+    return dependency

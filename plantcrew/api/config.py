@@ -1,0 +1,27 @@
+"""Settings of the HTTP service (``PLANTCREW_API_*`` in the environment)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    """What ``plantcrew serve`` needs besides the bus and database URLs.
+
+    Rates are per API token: a token bucket refilled at ``rate_per_s`` requests per second
+    holding at most ``burst`` (RFC 6585 429 with ``Retry-After`` when empty).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PLANTCREW_API_", extra="ignore")
+
+    rate_per_s: float = Field(20.0, gt=0, description="requests per second per token")
+    burst: int = Field(60, ge=1, description="bucket size: requests a token may burst")
+    idempotency_ttl_s: float = Field(86_400.0, gt=0, description="how long keys are remembered")
+    max_batches: int = Field(1000, ge=1, description="telemetry batches per ingest request")
+    sse_poll_s: float = Field(0.5, gt=0, description="how often a stream looks for news")
+    sse_keepalive_s: float = Field(15.0, gt=0, description="comment line when nothing happened")
+    agent_ttl_s: float = Field(15.0, gt=0, description="an agent silent this long is not live")
+    probe_timeout_s: float = Field(2.0, gt=0, description="each readiness check's limit")
+    console: bool = Field(True, description="serve the web console at /")
+    service_name: str = "plantcrew-api"

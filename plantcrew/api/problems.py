@@ -1,0 +1,58 @@
+"""Error answers of the API as RFC 9457 problem details (``application/problem+json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from pydantic import BaseModel
+
+
+class Problem(BaseModel):
+    """An error answer: ``title`` (short), ``status`` (HTTP code), ``detail`` (what happened)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class ApiError(HTTPException):
+    """An HTTPException rendered as a Problem (with optional per-field ``errors``)."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(status_code=status, detail=detail, headers=headers)
+        self.title, self.errors = title, errors
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting Problem answers for ``codes``."""
+    titles = {
+        400: "Bad request",
+        401: "Not authenticated",
+        403: "Forbidden",
+        404: "Not found",
+        409: "Conflict",
+        413: "Too large",
+        422: "Unprocessable content",
+        429: "Too many requests",
+        503: "Not ready",
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for c in codes:
+        out[c] = {
+            "model": Problem,
+            "description": titles.get(c, "Error"),
+            "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
+        }
+    return out
