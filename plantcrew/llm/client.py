@@ -221,13 +221,15 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
                        for _, c in sorted(calls.items())]
         name, model, fallback = self._router.served_by(stream)
         fallback = fallback or any(dep != name for dep, _ in attempts)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         info = ModelCallInfo(
             model_group=self._group, deployment=name, model=model,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             latency_ms=round((time.perf_counter() - start) * 1000, 3),
-            cost_usd=0.0 if model.startswith("playbook/") else _stream_cost(model, usage),
+            cost_usd=self._router.cost_of_tokens(name, model, prompt_tokens, completion_tokens),
             fallback=fallback, ok=True, error=self._router.attempts_text(attempts),
+            degraded_reason=self._router.degraded_reason(self._group, name, attempts),
             prompt=[dict(m) for m in oai],
             response=body if not calls else json.dumps(list(calls.values())),
         )
@@ -286,19 +288,3 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
 
 class _Cancelled(Exception):
     pass
-
-
-def _stream_cost(model: str, usage: Any) -> float:
-    if usage is None:
-        return 0.0
-    import litellm
-
-    try:
-        prompt_cost, completion_cost = litellm.cost_per_token(
-            model=model,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        )
-    except Exception:  # litellm raises for a model it has no price for
-        return 0.0
-    return float(prompt_cost + completion_cost)

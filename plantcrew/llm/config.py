@@ -1,4 +1,4 @@
-"""The model configuration (``config/models.yaml``): model groups by purpose and router settings.
+"""The model configuration (``config/models.yaml``): model groups, router settings, budgets.
 
 Shape (see the shipped ``config/models.yaml`` for a commented example)::
 
@@ -13,6 +13,9 @@ Shape (see the shipped ``config/models.yaml`` for a commented example)::
     router:
       num_retries: 1
       fallbacks: {reasoning: [triage]}
+    budgets:                        # USD (see plantcrew.llm.budget)
+      per_incident_usd: 0.5
+      per_day_usd: 20
 
 Deployments that share an ``order`` are load-balanced by ``weight``; a failing order level falls
 back to the next one (litellm's order-based fallback), then to the group's ``fallbacks``. When
@@ -33,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plantcrew.errors import ConfigError
+from plantcrew.llm.budget import Budgets
 from plantcrew.llm.yamlfile import Loc, line_of, load_yaml, validate_data
 from plantcrew.settings import get_settings
 
@@ -57,14 +61,25 @@ class ModelCaps(_Strict):
     context_window: int = Field(128_000, gt=0, description="max input tokens")
 
 
+class Price(_Strict):
+    """What a deployment's tokens cost, in USD per million tokens (litellm's own price list
+    is used when a deployment sets none; a local server it does not know costs 0)."""
+
+    input_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+    output_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+
+
 class Deployment(_Strict):
     """One model behind a group: a litellm model name and how to reach and pace it.
 
     ``api_key_env`` names the environment variable that holds the key (the key itself is never
     in a file and never logged). ``rpm``/``tpm`` are requests/tokens per minute limits that
     litellm's router respects; ``timeout_s`` cuts a call; ``max_retries`` is the provider SDK's
-    own retry count for this deployment; ``order`` (1 = first) sets the failover sequence and
-    ``weight`` the share among deployments of the same order.
+    own retry count (with exponential backoff) for this deployment; ``order`` (1 = first) sets
+    the failover sequence and ``weight`` the share among deployments of the same order.
+    ``allowed_fails`` and ``cooldown_s`` override the router's circuit breaker for this
+    deployment: after more than ``allowed_fails`` failures within ``cooldown_s`` the router
+    skips it for ``cooldown_s``. ``price`` sets its token price (USD per million tokens).
     """
 
     model: str = Field(min_length=3, description="litellm model, e.g. openai/gpt-4o-mini")
@@ -78,6 +93,9 @@ class Deployment(_Strict):
     max_retries: int | None = Field(None, ge=0)
     weight: float = Field(1.0, gt=0)
     order: int | None = Field(None, ge=1)
+    allowed_fails: int | None = Field(None, ge=0)
+    cooldown_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    price: Price | None = None
     caps: ModelCaps = ModelCaps()
     extra: dict[str, Any] = Field(
         {}, description="extra litellm_params (e.g. temperature); never secrets"
@@ -113,8 +131,11 @@ class RouterSettings(_Strict):
 
     ``num_retries`` retries a failed call (immediately when another healthy deployment of the
     order level exists, otherwise with exponential backoff no shorter than ``retry_after_s``
-    and honouring a ``Retry-After`` header). A deployment that fails more than
-    ``allowed_fails`` times in a minute is cooled down for ``cooldown_time_s``. ``fallbacks``,
+    and honouring a ``Retry-After`` header). The circuit breaker: a deployment that fails more
+    than ``allowed_fails`` times within ``cooldown_time_s`` is skipped for ``cooldown_time_s``
+    (then tried again; a deployment may override both). A rate-limit (429) answer may cool a
+    deployment down at once, for its ``Retry-After``. ``cooldown_time_s: 0`` disables
+    cooldowns. ``fallbacks``,
     ``context_window_fallbacks`` and ``content_policy_fallbacks`` map a group to the groups
     tried after it for any error / a too-long prompt / a refused prompt.
     """
@@ -138,6 +159,7 @@ class ModelsConfig(_Strict):
 
     groups: dict[str, ModelGroup] = Field(min_length=1)
     router: RouterSettings = RouterSettings()
+    budgets: Budgets = Budgets()
     source: str = Field("<memory>", exclude=True, description="file it was read from")
 
     def active(self, group: str) -> list[Deployment]:

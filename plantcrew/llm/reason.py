@@ -14,6 +14,11 @@ Outcomes, in order:
 3. the repair fails too, or the model call itself failed: the group's ``playbook``
    deployment answers directly; its call is marked ``fallback=True, degraded_reason=...``.
 
+Budgets (:mod:`plantcrew.llm.budget`): with a ``budget`` whose level is ``exhausted`` the
+step makes no model call: the playbook answers and its call says ``degraded_reason="budget:
+<scope> spent $X of $Y"``; at ``warn`` a warning is logged and the models are used. The repair
+turn is skipped (playbook instead) when the step's own calls have spent the rest of a budget.
+
 So a step always gets an answer, and its ``ModelCallInfo`` list says what happened.
 :class:`~plantcrew.errors.ModelError` is raised only for programming errors: an unknown
 group, data without a known ``task``, or an ``output_type`` the playbook cannot fill.
@@ -31,6 +36,7 @@ from autogen_agentchat.messages import StructuredMessage, TextMessage
 from pydantic import BaseModel, ValidationError
 
 from plantcrew.errors import ModelError
+from plantcrew.llm.budget import BudgetStatus
 from plantcrew.llm.client import LiteLLMChatCompletionClient
 from plantcrew.llm.convert import response_format_for
 from plantcrew.llm.protocol import DATA_CLOSE, DATA_OPEN, TASKS, render_data_block
@@ -102,11 +108,13 @@ async def reason(
     task_text: str,
     data: dict[str, Any],
     output_type: type[T],
+    budget: BudgetStatus | None = None,
 ) -> tuple[T, list[ModelCallInfo]]:
     """Run one reasoning step and return ``(answer, model calls)``; see the module docstring.
 
     ``data`` must hold ``"task"`` (one of ``diagnose``, ``propose_action``, ``review``) and the
-    task's data. Raises ModelError only for programming errors; never for a model failure.
+    task's data; ``budget`` is the spend the Coordinator measured for the step (``None``: no
+    budget applies). Raises ModelError only for programming errors; never for a model failure.
     """
     router.check_group(group)
     if data.get("task") not in TASKS:
@@ -124,6 +132,12 @@ async def reason(
     )
     calls: list[ModelCallInfo] = []
     reason_text: str
+    if budget is not None and budget.level == "exhausted":
+        return await _playbook(router, group, system_text, user_text, output_type, calls,
+                               budget.reason or "budget: spent")
+    if budget is not None and budget.level == "warn":
+        log.warning("model budget nearly spent", group=group, agent=agent_name,
+                    budget=budget.reason)
     try:
         answer = await _run(agent, user_text, output_type)
         return answer, calls + client.drain_calls()
@@ -136,6 +150,11 @@ async def reason(
         return await _playbook(router, group, system_text, user_text, output_type, calls,
                                reason_text)
 
+    if budget is not None:
+        left = budget.after(sum(c.cost_usd for c in calls))
+        if left.level == "exhausted":
+            return await _playbook(router, group, system_text, user_text, output_type, calls,
+                                   f"{left.reason} (no repair attempt)")
     repair = (f"Your previous answer was rejected: {error}\nAnswer again with only one JSON "
               "object valid for the schema in the system message.")
     try:

@@ -185,7 +185,23 @@ class ModelRouter:
             value = getattr(dep, attr)
             if value is not None:
                 params[name] = value
-        return {"model_name": group, "litellm_params": params, "model_info": {"id": dep.name}}
+        # The circuit breaker is set per deployment (litellm reads allowed_fails and
+        # cooldown_time from model_info): litellm applies a router-wide allowed_fails only
+        # when it differs from its own default, and otherwise cools a deployment down by
+        # failure rate over a minute (1000 calls at 100 % failure), which never trips here.
+        info: dict[str, Any] = {
+            "id": dep.name,
+            "allowed_fails": (dep.allowed_fails if dep.allowed_fails is not None
+                              else self.config.router.allowed_fails),
+        }
+        if dep.is_playbook:
+            info["cooldown_time"] = 0  # the last resort is never skipped
+        elif dep.cooldown_s is not None:
+            info["cooldown_time"] = dep.cooldown_s
+        if dep.price is not None:
+            info["input_cost_per_token"] = dep.price.input_per_mtok / 1e6
+            info["output_cost_per_token"] = dep.price.output_per_mtok / 1e6
+        return {"model_name": group, "litellm_params": params, "model_info": info}
 
     # ---- lookup ---------------------------------------------------------------------------
 
@@ -252,14 +268,17 @@ class ModelRouter:
                             error=info.error)
             raise
         latency = time.perf_counter() - start
-        attempts = self._failures.end(tag)
+        attempts = self.with_cooldowns(group, self._failures.end(tag))
         choice = response.choices[0]
         text = choice.message.content or ""
         tool_calls = getattr(choice.message, "tool_calls", None)
         if tool_calls:
             text = text or json.dumps([tc.model_dump() for tc in tool_calls], default=str)
         info = self.success_info(group, messages, response, latency, text, attempts)
-        if info.fallback:
+        if info.degraded_reason:
+            log.warning("model call degraded to the playbook", group=group,
+                        deployment=info.deployment, reason=info.degraded_reason)
+        elif info.fallback:
             log.warning("model call served by a fallback", group=group,
                         deployment=info.deployment, failed=info.error)
         return RoutedCall(response, info)
@@ -281,7 +300,7 @@ class ModelRouter:
             )
         finally:
             attempts = self._failures.end(tag)
-        return stream, attempts
+        return stream, self.with_cooldowns(group, attempts)
 
     async def aplaybook(self, group: str, messages: Sequence[dict[str, Any]],
                         **kwargs: Any) -> RoutedCall:
@@ -296,6 +315,23 @@ class ModelRouter:
                                  response.choices[0].message.content or "")
         return RoutedCall(response, info.model_copy(update={"deployment": dep.name,
                                                             "model": dep.model}))
+
+    # ---- circuit breaker ------------------------------------------------------------------
+
+    def cooling_down(self) -> list[str]:
+        """Names of the deployments the router skips now (their cooldown has not ended)."""
+        ids = list(self._deployments)
+        active = self.router.cooldown_cache.get_active_cooldowns(model_ids=ids,
+                                                                 parent_otel_span=None)
+        return [str(item[0]) for item in active or [] if isinstance(item, tuple)]
+
+    def with_cooldowns(self, group: str,
+                       attempts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``attempts`` plus ``(name, "cooling down")`` for the group's skipped deployments."""
+        tried = {name for name, _ in attempts}
+        cooling = set(self.cooling_down())
+        return [*attempts, *((d.name or "", "cooling down") for d in self.deployments(group)
+                             if d.name in cooling and d.name not in tried)]
 
     # ---- accounting -----------------------------------------------------------------------
 
@@ -325,13 +361,14 @@ class ModelRouter:
         fallback = fallback or any(dep != name for dep, _ in attempts)
         usage = getattr(response, "usage", None)
         return ModelCallInfo(
+            degraded_reason=self.degraded_reason(group, name, attempts),
             model_group=group,
             deployment=name,
             model=model,
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             latency_ms=round(latency_s * 1000, 3),
-            cost_usd=self.cost_of(response, model),
+            cost_usd=self.cost_of(response, model, name),
             fallback=fallback,
             ok=True,
             error=self.attempts_text(attempts),
@@ -339,9 +376,32 @@ class ModelRouter:
             response=text,
         )
 
+    def degraded_reason(self, group: str, served: str,
+                        attempts: Sequence[tuple[str, str]]) -> str | None:
+        """Why the playbook served a call of ``group`` that has model deployments, else None.
+
+        A group configured with the playbook only is not degraded: the playbook is its model.
+        """
+        dep = self._deployments.get(served)
+        if dep is None or not dep.is_playbook:
+            return None
+        if not any(not d.is_playbook for d in self.deployments(group)):
+            return None
+        tried = self.attempts_text(attempts)
+        return f"no model answered ({tried})" if tried else "no model answered"
+
     def attempts_text(self, attempts: Sequence[tuple[str, str]]) -> str | None:
-        """``"a: RateLimitError (429); b: Timeout"`` for failed attempts, None for none."""
-        return self.scrub("; ".join(f"{d}: {e}" for d, e in attempts)) or None
+        """``"a: RateLimitError (429); b: Timeout (no answer within 20 s)"`` for failed
+        attempts, None for none."""
+        parts = []
+        for name, error in attempts:
+            dep = self._deployments.get(name)
+            if error.startswith("Timeout") and dep is not None:
+                limit = dep.timeout_s or self.config.router.timeout_s
+                error = error.replace("Timeout (408)", "Timeout", 1)
+                error = f"{error} (no answer within {limit:g} s)"
+            parts.append(f"{name}: {error}")
+        return self.scrub("; ".join(parts)) or None
 
     def failure_info(self, group: str, messages: Sequence[dict[str, Any]], exc: BaseException,
                      latency_s: float,
@@ -359,10 +419,34 @@ class ModelRouter:
             prompt=[dict(m) for m in messages],
         )
 
-    def cost_of(self, response: Any, model: str) -> float:
-        """litellm's cost of ``response`` in USD; 0.0 for the playbook or an unknown price."""
+    def cost_of_tokens(self, deployment: str, model: str, prompt_tokens: int,
+                       completion_tokens: int) -> float:
+        """USD for the tokens of a call served by ``deployment``: its configured ``price``,
+        else litellm's price of ``model``; 0.0 for the playbook or an unknown price."""
+        dep = self._deployments.get(deployment)
+        if model.startswith("playbook/") or (dep is not None and dep.is_playbook):
+            return 0.0
+        if dep is not None and dep.price is not None:
+            return (prompt_tokens * dep.price.input_per_mtok
+                    + completion_tokens * dep.price.output_per_mtok) / 1e6
+        try:
+            prompt_cost, completion_cost = litellm.cost_per_token(
+                model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        except Exception:  # litellm raises for a model it has no price for
+            return 0.0
+        return float(prompt_cost + completion_cost)
+
+    def cost_of(self, response: Any, model: str, deployment: str | None = None) -> float:
+        """The cost of ``response`` in USD: by the serving deployment's ``price`` when it has
+        one, else litellm's; 0.0 for the playbook or an unknown price."""
         if model.startswith("playbook/"):
             return 0.0
+        dep = self._deployments.get(deployment or "")
+        if dep is not None and dep.price is not None:
+            usage = getattr(response, "usage", None)
+            return self.cost_of_tokens(dep.name or "", model,
+                                       int(getattr(usage, "prompt_tokens", 0) or 0),
+                                       int(getattr(usage, "completion_tokens", 0) or 0))
         hidden = getattr(response, "_hidden_params", None) or {}
         cost = hidden.get("response_cost")
         if cost is None:

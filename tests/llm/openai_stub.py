@@ -8,8 +8,11 @@ takes the next reply of its script (the last one repeats). Replies:
 - ``Reply.json(obj)``: a completion whose content is ``json.dumps(obj)``;
 - ``Reply.text(s)``: a completion whose content is ``s`` (e.g. malformed JSON);
 - ``Reply.tool_call(name, args)``: a completion with one tool call;
-- ``Reply.error(status, retry_after=None)``: an OpenAI-style error body with that status
-  (429 with ``Retry-After``, 500, ...);
+- ``Reply.error(status, retry_after=None, message=None, error_type=None, code=None)``: an
+  OpenAI-style error body with that status (429 with ``Retry-After``, 500, ...); a message
+  and code as OpenAI sends them make litellm map it, e.g. a context-window error is
+  ``Reply.error(400, message="This model's maximum context length is 8192 tokens",
+  error_type="invalid_request_error", code="context_length_exceeded")``;
 - any reply with ``delay_s`` sleeps that long before answering (a slow deployment).
 
 A request with ``"stream": true`` gets the same reply as server-sent events
@@ -39,6 +42,9 @@ class Reply:
     content: str | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     retry_after: float | None = None
+    error_message: str | None = None
+    error_type: str = "server_error"
+    error_code: str | None = None
     delay_s: float = 0.0
     prompt_tokens: int = 11
     completion_tokens: int = 7
@@ -58,8 +64,11 @@ class Reply:
         return cls(tool_calls=[call], **kw)
 
     @classmethod
-    def error(cls, status: int, *, retry_after: float | None = None, **kw: Any) -> Reply:
-        return cls(status=status, retry_after=retry_after, **kw)
+    def error(cls, status: int, *, retry_after: float | None = None,
+              message: str | None = None, error_type: str | None = None,
+              code: str | None = None, **kw: Any) -> Reply:
+        return cls(status=status, retry_after=retry_after, error_message=message,
+                   error_type=error_type or "server_error", error_code=code, **kw)
 
 
 class OpenAIStub:
@@ -93,8 +102,9 @@ class OpenAIStub:
                     if reply.retry_after is not None:
                         headers["Retry-After"] = str(reply.retry_after)
                     self._send(reply.status, {"error": {
-                        "message": f"stub error {reply.status}", "type": "server_error",
-                        "param": None, "code": str(reply.status)}}, headers)
+                        "message": reply.error_message or f"stub error {reply.status}",
+                        "type": reply.error_type, "param": None,
+                        "code": reply.error_code or str(reply.status)}}, headers)
                     return
                 if body.get("stream"):
                     self._stream(reply, body)

@@ -104,11 +104,18 @@ async def test_a_model_failure_still_gets_an_answer(stub: OpenAIStub) -> None:
         "model call failed: InternalServerError")
 
 
-async def test_router_level_fallback_is_visible_without_degradation(stub: OpenAIStub) -> None:
+async def test_the_router_ending_on_the_playbook_marks_the_step_degraded(
+        stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.error(500))
     out, (call,) = await diagnose(stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "m")))
     assert out.root_cause == "cavitation"
-    assert (call.deployment, call.fallback, call.degraded_reason) == ("triage-playbook", True,
+    assert (call.deployment, call.fallback) == ("triage-playbook", True)
+    assert call.degraded_reason == "no model answered (m: InternalServerError (500))"
+
+
+async def test_a_playbook_only_group_is_not_degraded(router: ModelRouter) -> None:
+    _, (call,) = await diagnose(router)  # the shipped config: every group on the playbook
+    assert (call.deployment, call.fallback, call.degraded_reason) == ("triage-playbook", False,
                                                                       None)
 
 
