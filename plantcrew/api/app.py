@@ -240,15 +240,17 @@ def _probes(ctx: ApiContext, store_registry: CollectorRegistry) -> APIRouter:
         "/metrics",
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {"schema": {"type": "string"}}},
-                         "description": "Prometheus text exposition format 0.0.4"}},
+        responses={
+            200: {
+                "content": {CONTENT_TYPE_PLAIN_0_0_4: {"schema": {"type": "string"}}},
+                "description": "Prometheus text exposition format 0.0.4",
+            }
+        },
     )
     async def metrics_endpoint() -> Response:
         """This process's metrics and, from the database, the crew's (incidents, approvals,
         model calls, dead letters)."""
-        text = generate_latest(REGISTRY) + await run_in_threadpool(
-            generate_latest, store_registry
-        )
+        text = generate_latest(REGISTRY) + await run_in_threadpool(generate_latest, store_registry)
         return Response(text, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     return probes

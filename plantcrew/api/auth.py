@@ -75,9 +75,7 @@ async def authenticate(
             str(exc),
             headers={"WWW-Authenticate": 'Bearer realm="plantcrew", error="invalid_token"'},
         ) from None
-    principal = Principal(
-        row.id, row.name, row.role, row.approver_role, permissions_of(row.role)
-    )
+    principal = Principal(row.id, row.name, row.role, row.approver_role, permissions_of(row.role))
     request.state.principal = principal
     structlog.contextvars.bind_contextvars(token_id=row.id)
     verdict = ctx.limiter.take(row.id)

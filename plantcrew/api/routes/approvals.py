@@ -45,9 +45,7 @@ def _list(store: Store, status: str | None, run_id: str | None) -> list[Approval
 def list_approvals(
     request: Request,
     _: Reader,
-    status: Annotated[
-        str | None, Query(pattern="^(pending|approved|rejected|expired)$")
-    ] = None,
+    status: Annotated[str | None, Query(pattern="^(pending|approved|rejected|expired)$")] = None,
     run_id: Annotated[str | None, Query(max_length=200)] = None,
 ) -> list[ApprovalOut]:
     """Approvals (``status=pending`` for what waits), oldest request first."""

@@ -57,8 +57,12 @@ def list_incidents(
     "/incidents/stream",
     summary="Stream incident news (server-sent events)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                     "description": "SSE frames; each data line is a TimelineEvent"}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "SSE frames; each data line is a TimelineEvent",
+        }
+    },
 )
 async def stream_incidents(
     request: Request,
@@ -101,9 +105,7 @@ def _detail(store: Store, incident_id: str) -> IncidentDetail:
         raise ApiError(404, "Not found", f"no incident {incident_id!r}") from None
     with store.tx() as s:
         actions = list(s.exec(select(Action).where(col(Action.incident_id) == incident_id)))
-        approvals = list(
-            s.exec(select(Approval).where(col(Approval.incident_id) == incident_id))
-        )
+        approvals = list(s.exec(select(Approval).where(col(Approval.incident_id) == incident_id)))
     by_id = {a.id: a for a in actions}
     return IncidentDetail(
         incident=IncidentOut.of(inc),

@@ -72,16 +72,12 @@ async def ingest(
     request: Request,
     body: TelemetryIn,
     principal: Writer,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", max_length=255)
-    ] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> JSONResponse:
     """Publish valid batches on the bus; report and dead-letter invalid ones, per item."""
     ctx = context(request)
     if len(body.batches) > ctx.settings.max_batches:
-        raise ApiError(
-            413, "Too large", f"at most {ctx.settings.max_batches} batches per request"
-        )
+        raise ApiError(413, "Too large", f"at most {ctx.settings.max_batches} batches per request")
 
     async def produce() -> tuple[int, TelemetryOut]:
         bus = ctx.bus

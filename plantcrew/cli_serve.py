@@ -1,0 +1,268 @@
+"""``plantcrew serve`` (the HTTP service and web console) and ``plantcrew tokens``.
+
+Mounted in ``plantcrew/cli.py`` with::
+
+    app.command()(serve)
+    app.add_typer(tokens_app, name="tokens")
+
+Exit codes: 0 stopped normally, 2 bad input (options, scenario, config), 3 runtime failure
+(database or bus unreachable, port taken).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError, ScenarioError
+
+tokens_app = typer.Typer(
+    help="API tokens of the HTTP service: create, list, revoke.", no_args_is_help=True
+)
+out = Console()
+err = Console(stderr=True)
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="database URL (default: $PLANTCREW_DB_URL or sqlite:///plantcrew.db)"
+    ),
+]
+
+
+def _db(url: str | None) -> str:
+    from plantcrew.settings import get_settings
+
+    return url or get_settings().db_url
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    err.print(f"[red bold]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus", help="bus URL (default: $PLANTCREW_BUS_URL; memory:// with --scenario)"
+        ),
+    ] = None,
+    db: DbOpt = None,
+    scenario: Annotated[
+        Path | None,
+        typer.Option("--scenario", help="also run this scenario with an in-process crew"),
+    ] = None,
+    speed: Annotated[
+        float,
+        typer.Option("--speed", min=0.1, help="with --scenario: plant seconds per wall second"),
+    ] = 1.0,
+    seed: Annotated[int | None, typer.Option("--seed", help="with --scenario: its seed")] = None,
+) -> None:
+    """Serve the API (/api/v1, OpenAPI at /api/v1/docs), the web console (/console/),
+    probes (/healthz, /readyz, /startupz) and /metrics. With --scenario, host a crew running
+    that scenario at --speed, so people can watch and approve in the console."""
+    from uuid6 import uuid7
+
+    from plantcrew.settings import get_settings
+
+    if scenario is not None:
+        from plantcrew.scenarios.schema import load_scenario
+
+        try:
+            load_scenario(scenario)
+        except ConfigError as exc:
+            raise _fail(2, str(exc)) from None
+    bus_url = bus or (
+        f"memory://serve-{uuid7().hex[-8:]}" if scenario is not None else get_settings().bus_url
+    )
+    try:
+        asyncio.run(_serve(host, port, bus_url, _db(db), scenario, speed, seed))
+    except (ConfigError, ScenarioError) as exc:
+        raise _fail(2, str(exc)) from None
+    except PlantcrewError as exc:
+        raise _fail(3, str(exc)) from None
+    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
+        if exc.code not in (0, None):
+            raise _fail(3, f"the server could not start on {host}:{port}") from None
+
+
+async def _serve(
+    host: str,
+    port: int,
+    bus_url: str,
+    db_url: str,
+    scenario: Path | None,
+    speed: float,
+    seed: int | None,
+) -> None:
+    import structlog
+    import uvicorn
+
+    from plantcrew.api.app import create_app
+    from plantcrew.api.context import ApiContext
+    from plantcrew.api.server import server_config
+    from plantcrew.bus import connect
+    from plantcrew.store import Store
+
+    log = structlog.get_logger("plantcrew.serve")
+    store = Store(db_url)
+    bus = await connect(bus_url)
+    app = create_app(store=store, bus=bus)
+    ctx: ApiContext = app.state.ctx
+    server = uvicorn.Server(server_config(app, host, port))
+    serving = asyncio.create_task(server.serve())
+    try:
+        if scenario is not None:
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.05)
+            runner = asyncio.create_task(_run_scenario(scenario, bus_url, db_url, speed, seed))
+            done, _ = await asyncio.wait({serving, runner}, return_when=asyncio.FIRST_COMPLETED)
+            if runner in done and not serving.done():
+                exc = runner.exception()
+                if exc is not None:
+                    log.error("scenario failed", error=str(exc))
+                # the run closed the in-process bus: carry on serving on a fresh one
+                fresh = await connect(bus_url)
+                await ctx.attach_bus(fresh)
+            elif not runner.done():
+                runner.cancel()
+        await serving
+    finally:
+        await ctx.detach_bus()
+        await bus.close()
+        store.dispose()
+
+
+async def _run_scenario(
+    path: Path, bus_url: str, db_url: str, speed: float, seed: int | None
+) -> None:
+    import structlog
+
+    from plantcrew.scenarios.runner import run_scenario
+
+    log = structlog.get_logger("plantcrew.serve")
+    result = await run_scenario(path, bus_url=bus_url, db_url=db_url, seed=seed, pace=speed)
+    log.info(
+        "scenario finished",
+        run_id=result.run_id,
+        scenario=result.scenario,
+        passed=result.passed,
+        incidents=len(result.incidents),
+    )
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option("--name", help="the person or service holding it")],
+    role: Annotated[str, typer.Option("--role", help="viewer | operator | approver | admin")],
+    approver_role: Annotated[
+        str | None,
+        typer.Option("--approver-role", help="plant role for approvals, e.g. shift_supervisor"),
+    ] = None,
+    ttl_days: Annotated[
+        float | None, typer.Option("--ttl-days", min=0.001, help="expires after this")
+    ] = None,
+    note: Annotated[str, typer.Option("--note")] = "",
+    db: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Issue an API token. It is printed once, on stdout; only its hash is kept."""
+    from plantcrew.store import Store
+    from plantcrew.store.access import AccessStore
+
+    try:
+        row, token = AccessStore(Store(_db(db))).create_token(
+            name,
+            role,
+            approver_role=approver_role,
+            ttl=timedelta(days=ttl_days) if ttl_days else None,
+            note=note,
+        )
+    except PlantcrewError as exc:
+        raise _fail(2, str(exc)) from None
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "id": row.id,
+                    "name": row.name,
+                    "role": row.role,
+                    "approver_role": row.approver_role,
+                    "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+                    "token": token,
+                }
+            )
+        )
+        return
+    err.print(
+        f"token {row.id} for {row.name} (role {row.role}"
+        + (f", plant role {row.approver_role}" if row.approver_role else "")
+        + "); it is shown once:",
+        highlight=False,
+    )
+    print(token)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    db: DbOpt = None,
+    show_all: Annotated[bool, typer.Option("--all", help="include revoked tokens")] = False,
+) -> None:
+    """List tokens (never their secrets)."""
+    from plantcrew.store import Store
+    from plantcrew.store.access import AccessStore
+
+    tbl = Table()
+    for col in ("id", "name", "role", "plant role", "created", "expires", "revoked"):
+        tbl.add_column(col)
+    for t in AccessStore(Store(_db(db))).tokens(include_revoked=show_all):
+        tbl.add_row(
+            t.id,
+            t.name,
+            t.role,
+            t.approver_role or "",
+            t.created_at.isoformat(timespec="seconds"),
+            t.expires_at.isoformat(timespec="seconds") if t.expires_at else "",
+            t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "",
+        )
+    out.print(tbl)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="the token's id (first column of list)")],
+    db: DbOpt = None,
+) -> None:
+    """Revoke a token at once."""
+    from plantcrew.store import Store
+    from plantcrew.store.access import AccessStore
+
+    try:
+        row = AccessStore(Store(_db(db))).revoke(token_id)
+    except NotFoundError as exc:
+        raise _fail(2, str(exc)) from None
+    out.print(f"token {row.id} of {row.name} revoked")
+
+
+# a stand-alone entry for development: python -m plantcrew.cli_serve ...
+_dev = typer.Typer(no_args_is_help=True, add_completion=False)
+_dev.command()(serve)
+_dev.add_typer(tokens_app, name="tokens")
+
+if __name__ == "__main__":
+    from plantcrew.logs import configure
+    from plantcrew.settings import get_settings
+
+    configure(get_settings().log_level, json=get_settings().log_json)
+    sys.exit(_dev())
