@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import plantcrew.settings  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm)
 
 if TYPE_CHECKING:
+    from plantcrew.llm.budget import Budgets, BudgetStatus, budget_of
+    from plantcrew.llm.check import DeploymentCheck, check_deployments
     from plantcrew.llm.client import LiteLLMChatCompletionClient
     from plantcrew.llm.config import (
         Deployment,
@@ -29,6 +31,11 @@ if TYPE_CHECKING:
     from plantcrew.llm.router import ModelRouter, RoutedCall, UnknownGroupError
 
 _WHERE = {
+    "Budgets": "budget",
+    "BudgetStatus": "budget",
+    "budget_of": "budget",
+    "DeploymentCheck": "check",
+    "check_deployments": "check",
     "LiteLLMChatCompletionClient": "client",
     "Deployment": "config",
     "ModelGroup": "config",
@@ -50,8 +57,11 @@ _WHERE = {
 }
 
 __all__ = [
+    "BudgetStatus",
+    "Budgets",
     "DataBlockError",
     "Deployment",
+    "DeploymentCheck",
     "LiteLLMChatCompletionClient",
     "ModelGroup",
     "ModelRouter",
@@ -62,6 +72,8 @@ __all__ = [
     "RoutedCall",
     "RouterSettings",
     "UnknownGroupError",
+    "budget_of",
+    "check_deployments",
     "find_data_block",
     "load_models_config",
     "models_config_from_dict",

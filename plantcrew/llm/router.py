@@ -224,6 +224,12 @@ class ModelRouter:
         """The active deployment called ``name``, or None."""
         return self._deployments.get(name)
 
+    def litellm_params(self, name: str) -> dict[str, Any]:
+        """A copy of the litellm parameters of active deployment ``name`` (it holds the API
+        key: never log it). Raises KeyError for an unknown name."""
+        dep = self._deployments[name]
+        return dict(self._entry(self._group_of[name], dep)["litellm_params"])
+
     def playbook_deployment(self, group: str) -> Deployment:
         """The playbook deployment of ``group`` (its last resort), or ``playbook/default``."""
         for dep in reversed(self.deployments(group)):
