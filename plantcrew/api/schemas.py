@@ -179,7 +179,7 @@ class TelemetryIn(_In):
     """Telemetry batches: each ``{device_id, readings: [{device_id, sensor, value, unit, ts}]}``
     (``plantcrew.messages.TelemetryBatch``). Each item is validated on its own."""
 
-    batches: list[dict[str, Any]] = Field(min_length=1)
+    batches: list[Any] = Field(min_length=1, description="TelemetryBatch objects")
     run_id: str | None = Field(None, max_length=200, description="the live run, if any")
 
 
