@@ -109,3 +109,17 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_router_from_the_shipped_file_knows_its_groups(router: ModelRouter) -> None:
     assert {"triage", "reasoning", "review"} <= set(router.groups)
     assert router.deployments("review")[-1].is_playbook
+
+
+def test_budgets_are_read_and_checked(tmp_path: Path) -> None:
+    shipped = load_models_config()
+    assert shipped.budgets.per_incident_usd is not None and shipped.budgets.warn_at == 0.8
+    text = GOOD + "budgets:\n  per_day_usd: 5\n  warn_at: 1.5\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_models_config(path)
+    assert err.value.field == "budgets.warn_at"
+    assert err.value.line == text.splitlines().index("  warn_at: 1.5") + 1
+    negative = write(tmp_path, GOOD + "budgets:\n  per_agent_day_usd: {reviewer: -1}\n")
+    with pytest.raises(ConfigError, match="per_agent_day_usd"):
+        load_models_config(negative)
