@@ -6,20 +6,22 @@ From an ``(n, p)`` block of calibration readings (``n`` readings of ``p`` sensor
   quantised sensor makes the MAD collapse (SKAB's pressure takes four values, its flow often
   repeats 32.0), where the 5-95 % winsorised standard deviation takes over; a floor keeps a
   constant sensor from dividing by zero (Rousseeuw & Croux 1993, "Alternatives to the median
-  absolute deviation");
-- the covariance of the EWMA-smoothed robust z-scores, estimated with the Minimum Covariance
-  Determinant (scikit-learn's ``MinCovDet``, FAST-MCD of Rousseeuw & Van Driessen 1999), so a
-  fault that already shows in the calibration window does not inflate the normal spread;
-- the alarm threshold on the squared Mahalanobis distance: a high quantile of the calibration
-  distances times a safety factor, never below the chi-square quantile for ``p`` degrees of
-  freedom (the distribution of the distance under Gaussian, independent readings);
-- the longest run of identical values per sensor (for the stuck-sensor test).
+  absolute deviation"). A thermal sensor's baseline follows it (``thermal_tau_s``), so its
+  scale is that of its residual about the moving baseline;
+- the modelled spread of each EWMA-smoothed z-score: the larger of what calibration showed,
+  what an EWMA leaves of white noise, and ``min_spread``;
+- the correlation of the unsmoothed z-scores, estimated with the Minimum Covariance
+  Determinant (scikit-learn's ``MinCovDet``, FAST-MCD of Rousseeuw & Van Driessen 1999) so a
+  disturbance inside calibration does not distort it, and shrunk towards the identity;
+- the alarm threshold on the squared Mahalanobis distance for any subset of the sensors (see
+  :meth:`Calibration.threshold`);
+- the stuck-sensor limit per sensor: how many identical raw readings in a row are beyond
+  what calibration makes plausible (see :func:`stuck_limits`).
 """
 
 from __future__ import annotations
 
-import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +32,7 @@ from plantcrew.detect.config import MonitorConfig
 from plantcrew.errors import PlantcrewError
 
 FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
 MAD_TO_SIGMA = 1.4826
 
 
@@ -38,21 +41,66 @@ class CalibrationError(PlantcrewError):
 
 
 @dataclass(frozen=True)
+class Subspace:
+    """The scoring model restricted to some sensors: ``precision`` over them, ``threshold``."""
+
+    index: NDArray[np.intp]
+    precision: FloatArray
+    threshold: float
+
+
+@dataclass(frozen=True)
 class Calibration:
     """What the detector learned from the calibration readings (``p`` scored sensors).
 
-    ``median``/``scale`` shape ``(p,)`` in sensor units; ``precision`` ``(p, p)`` is the
-    inverse covariance of the smoothed z-scores; ``threshold`` bounds their squared
-    Mahalanobis distance; ``max_run`` is the longest run of identical values per sensor.
+    ``baseline`` ``(p,)`` is each sensor's level at rated speed as it stood at the end of
+    calibration, ``scale`` ``(p,)`` its noise in its own units; ``spread`` ``(p,)`` is the
+    modelled sd of each smoothed z-score and ``corr`` ``(p, p)`` their correlation;
+    ``sample`` ``(m, p)`` the smoothed calibration z-scores after burn-in (for empirical
+    thresholds); ``stuck_limit`` how many identical raw values in a row mean a stuck sensor;
+    ``thermal``/``constant`` flag sensors.
     """
 
     sensors: tuple[str, ...]
-    median: FloatArray
+    baseline: FloatArray
     scale: FloatArray
-    precision: FloatArray
-    threshold: float
-    max_run: NDArray[np.int64]
-    constant: NDArray[np.bool_]
+    spread: FloatArray
+    corr: FloatArray
+    sample: FloatArray
+    stuck_limit: NDArray[np.int64]
+    thermal: BoolArray
+    constant: BoolArray
+    alpha: float
+    threshold_quantile: float
+    threshold_factor: float
+    _subspaces: dict[bytes, Subspace] = field(default_factory=dict, compare=False, repr=False)
+
+    def subspace(self, mask: BoolArray) -> Subspace:
+        """The precision and threshold for the sensors where ``mask`` is True (cached).
+
+        The threshold is the chi-square ``1 - alpha`` quantile for the number of live
+        (non-constant) sensors in the mask, never below ``threshold_factor`` times the
+        ``threshold_quantile`` of the calibration distances over the same sensors.
+        """
+        key = np.packbits(mask).tobytes() + bytes([len(mask) % 256])
+        hit = self._subspaces.get(key)
+        if hit is not None:
+            return hit
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            sub = Subspace(idx, np.zeros((0, 0)), 1.0)
+        else:
+            sd = self.spread[idx]
+            cov = self.corr[np.ix_(idx, idx)] * np.outer(sd, sd)
+            precision = np.asarray(np.linalg.pinv(cov, hermitian=True), dtype=np.float64)
+            s = self.sample[:, idx]
+            d2 = np.einsum("ij,jk,ik->i", s, precision, s)
+            empirical = float(np.quantile(d2, self.threshold_quantile)) * self.threshold_factor
+            df = max(int((~self.constant[idx]).sum()), 1)
+            bound = float(chi2.ppf(1.0 - self.alpha, df=df))
+            sub = Subspace(idx, precision, max(bound, empirical))
+        self._subspaces[key] = sub
+        return sub
 
 
 def robust_scale(x: FloatArray) -> FloatArray:
@@ -71,19 +119,37 @@ def robust_scale(x: FloatArray) -> FloatArray:
     return np.asarray(np.maximum(np.maximum(mad, wstd), floor), dtype=np.float64)
 
 
-def ewma(z: FloatArray, ts: FloatArray, tau_s: float) -> FloatArray:
-    """EWMA of rows of ``z`` ``(n, p)`` at times ``ts`` ``(n,)`` with time constant ``tau_s``.
+def ewma_weight(dt: float, tau_s: float) -> float:
+    """Weight of a new value in an EWMA with time constant ``tau_s`` after ``dt`` seconds."""
+    if dt <= 0:
+        return 0.0
+    if not np.isfinite(tau_s):
+        return 0.0
+    return float(-np.expm1(-dt / tau_s))
 
-    The weight of each new row is ``1 - exp(-dt / tau_s)`` so irregular sampling is handled.
-    The first row initialises the average.
+
+def track(x: FloatArray, ts: FloatArray, tau_s: float) -> FloatArray:
+    """A baseline that follows ``x`` ``(n, p)`` with time constant ``tau_s``, from ``x[0]``.
+
+    Row ``i`` is the baseline *before* reading ``i`` updates it (what that reading is
+    compared with); the first row is ``x[0]``.
     """
+    out = np.empty_like(x)
+    b = x[0].astype(np.float64).copy()
+    for i in range(len(x)):
+        out[i] = b
+        dt = float(ts[i] - ts[i - 1]) if i else 0.0
+        b += ewma_weight(dt, tau_s) * (x[i] - b)
+    return out
+
+
+def smooth(z: FloatArray, ts: FloatArray, tau_s: float) -> FloatArray:
+    """EWMA of the rows of ``z`` ``(n, p)`` at times ``ts`` (irregular sampling allowed)."""
     out = np.empty_like(z)
     acc = z[0].copy()
-    out[0] = acc
-    for i in range(1, len(z)):
-        dt = max(float(ts[i] - ts[i - 1]), 0.0)
-        a = 1.0 - np.exp(-dt / tau_s) if dt > 0 else 0.0
-        acc += a * (z[i] - acc)
+    for i in range(len(z)):
+        if i:
+            acc += ewma_weight(float(ts[i] - ts[i - 1]), tau_s) * (z[i] - acc)
         out[i] = acc
     return out
 
@@ -99,117 +165,96 @@ def longest_runs(x: FloatArray) -> NDArray[np.int64]:
     return runs
 
 
-def band_filter(
-    x: FloatArray,
-    ts: FloatArray,
-    median: FloatArray,
-    scale: FloatArray,
-    fast_tau_s: float,
-    base_tau_s: FloatArray,
-) -> FloatArray:
-    """The detector's feature series over ``x`` ``(n, p)``, as the monitor computes it live.
+def stuck_limits(raw: FloatArray, config: MonitorConfig) -> NDArray[np.int64]:
+    """Per sensor, the run of identical raw readings ``(n, p)`` that means a stuck sensor.
 
-    Per sensor: ``z = (x - b) / scale`` with a baseline ``b`` that starts at ``median`` and
-    follows ``x`` with time constant ``base_tau_s`` (``inf`` = fixed), smoothed by an EWMA with
-    ``fast_tau_s``. Returns the smoothed z ``(n, p)``.
+    With ``q`` the share of calibration readings that repeat the previous one exactly
+    (Laplace-smoothed: ``(repeats + 1) / n``), a run of ``k`` identical readings has chance
+    about ``q ** (k - 1)``; the limit is the ``k`` that brings this under ``stuck_alpha``,
+    at least ``stuck_min_readings`` and three times the longest run calibration showed
+    (quantised sensors repeat in bursts, not independently). A continuous noisy sensor is
+    stuck after a handful of repeats; SKAB's flow, which sits on 32.0 for long stretches,
+    only after many.
     """
-    out = np.empty_like(x)
-    base = median.astype(np.float64).copy()
-    acc = np.zeros(x.shape[1])
-    for i in range(len(x)):
-        dt = max(float(ts[i] - ts[i - 1]), 0.0) if i else 0.0
-        z = (x[i] - base) / scale
-        if i == 0:
-            acc = z.copy()
-        elif dt > 0:
-            acc += (1.0 - np.exp(-dt / fast_tau_s)) * (z - acc)
-            base += (1.0 - np.exp(-dt / base_tau_s)) * (x[i] - base)
-        out[i] = acc
-    return out
-
-
-def base_taus(sensors: tuple[str, ...], config: MonitorConfig) -> FloatArray:
-    """Per-sensor baseline time constant: thermal sensors track, the others drift slowly."""
-    slow = config.baseline_tau_s if config.baseline_tau_s > 0 else np.inf
-    return np.array(
-        [
-            config.thermal_tau_s
-            if any(fnmatch.fnmatch(s, pat) for pat in config.thermal_sensors)
-            else slow
-            for s in sensors
-        ],
-        dtype=np.float64,
-    )
+    n = len(raw)
+    repeats = (raw[1:] == raw[:-1]).sum(axis=0) if n > 1 else np.zeros(raw.shape[1])
+    q = np.clip((repeats + 1.0) / max(n, 2), 1e-12, 1.0 - 1e-12)
+    k = np.ceil(1.0 + np.log(config.stuck_alpha) / np.log(q))
+    limit = np.maximum(np.maximum(k, 3 * longest_runs(raw)), config.stuck_min_readings)
+    return np.asarray(limit, dtype=np.int64)
 
 
 def calibrate(
-    sensors: tuple[str, ...], ts: FloatArray, x: FloatArray, config: MonitorConfig
+    sensors: tuple[str, ...],
+    ts: FloatArray,
+    x: FloatArray,
+    config: MonitorConfig,
+    *,
+    thermal: BoolArray,
+    gain: FloatArray | None = None,
 ) -> Calibration:
     """Learn a :class:`Calibration` from readings ``x`` ``(n, p)`` taken at ``ts`` ``(n,)``.
 
+    ``thermal`` ``(p,)`` flags the thermal sensors. ``gain`` ``(n, p)`` is what each reading
+    is expected to be relative to its rated-speed value (the affinity factor ``n ** k``;
+    default 1): the baseline is kept at rated speed and the scale in the sensor's own units.
     Raises CalibrationError when ``n`` is too small or a value is not finite.
     """
     n, p = x.shape
     if n < 10 or p == 0:
         raise CalibrationError(f"need at least 10 readings of 1+ sensors, got {n}x{p}")
-    if not np.all(np.isfinite(x)):
+    g = np.ones_like(x) if gain is None else gain
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(g)) and np.all(g > 0)):
         raise CalibrationError("calibration readings must be finite")
-    median = np.median(x, axis=0)
-    scale = robust_scale(x)
+    rated = x / g
+    level = np.median(rated, axis=0)
+    base = np.tile(level, (n, 1))
+    moving = track(rated, ts, config.thermal_tau_s)
+    base[:, thermal] = moving[:, thermal]
+    resid = x - base * g
+    scale = robust_scale(resid + level)
+    z = resid / scale
+    warmup = 3 * max(config.fast_tau_s, config.thermal_tau_s)
+    burn = min(n // 4, int(np.searchsorted(ts - ts[0], warmup)))
+    sm = smooth(z, ts, config.fast_tau_s)[burn:]
     constant = np.asarray(np.ptp(x, axis=0) == 0)
-    taus = base_taus(sensors, config)
-    smooth = band_filter(x, ts, median, scale, config.fast_tau_s, taus)
-    raw = band_filter(x, ts, median, scale, 1e-9, taus)
-    burn = min(n // 4, int(np.searchsorted(ts - ts[0], 3 * config.fast_tau_s)))
-    sample = smooth[burn:]
-    cov = smoothed_cov(raw[burn:], sample, ts, constant, config)
-    precision = np.asarray(np.linalg.pinv(cov, hermitian=True), dtype=np.float64)
-    d2 = np.einsum("ij,jk,ik->i", sample, precision, sample)
-    empirical = float(np.quantile(d2, config.threshold_quantile)) * config.threshold_factor
-    bound = float(chi2.ppf(1.0 - config.chi2_floor_alpha, df=max(int((~constant).sum()), 1)))
+    steps = np.diff(ts)
+    dt = float(np.median(steps[steps > 0])) if np.any(steps > 0) else 1.0
+    a = ewma_weight(dt, config.fast_tau_s)
+    white = np.sqrt(a / (2.0 - a)) * np.std(z[burn:], axis=0)
+    spread = np.maximum(np.maximum(np.std(sm, axis=0), white), config.min_spread)
+    spread = np.where(constant, 1.0, spread)
+    last_w = ewma_weight(float(ts[-1] - ts[-2]) if n > 1 else 0.0, config.thermal_tau_s)
+    baseline = np.where(thermal, moving[-1] + last_w * (rated[-1] - moving[-1]), level)
     return Calibration(
         sensors=sensors,
-        median=median,
+        baseline=np.asarray(baseline, dtype=np.float64),
         scale=scale,
-        precision=precision,
-        threshold=max(empirical, bound),
-        max_run=longest_runs(x),
+        spread=np.asarray(spread, dtype=np.float64),
+        corr=_correlation(z[burn:], constant, config),
+        sample=np.asarray(sm, dtype=np.float64),
+        stuck_limit=stuck_limits(x, config),
+        thermal=np.asarray(thermal, dtype=bool),
         constant=constant,
+        alpha=config.alpha,
+        threshold_quantile=config.threshold_quantile,
+        threshold_factor=config.threshold_factor,
     )
 
 
-def smoothed_cov(
-    raw: FloatArray,
-    smooth: FloatArray,
-    ts: FloatArray,
-    constant: NDArray[np.bool_],
-    config: MonitorConfig,
-) -> FloatArray:
-    """Covariance ``(p, p)`` of the smoothed z-scores, estimated so that it does not shrink.
-
-    The correlation comes from the unsmoothed z-scores (``n`` nearly independent rows, robust
-    via MCD), the per-sensor spread from the smoothed ones, but never below what an EWMA
-    leaves of white noise (``sqrt(a / (2 - a))`` times the raw spread, ``a`` the EWMA weight
-    per reading): smoothing makes neighbouring rows alike, so a covariance fitted on smoothed
-    rows alone sees only a few independent samples and comes out too tight.
-    """
-    p = raw.shape[1]
-    cov = np.eye(p)
+def _correlation(z: FloatArray, constant: BoolArray, config: MonitorConfig) -> FloatArray:
+    """Robust correlation ``(p, p)`` of the z-scores, shrunk towards the identity."""
+    p = z.shape[1]
+    corr = np.eye(p)
     live = np.flatnonzero(~constant)
-    if live.size == 0:
-        return cov
-    raw_cov = _robust_cov(raw[:, live], config.random_state)
-    raw_sd = np.sqrt(np.maximum(np.diag(raw_cov), 1e-12))
-    corr = raw_cov / np.outer(raw_sd, raw_sd)
-    steps = np.diff(ts)
-    dt = float(np.median(steps[steps > 0])) if np.any(steps > 0) else 1.0
-    a = 1.0 - np.exp(-dt / config.fast_tau_s)
-    white = np.sqrt(a / (2.0 - a)) * raw_sd
-    sd = np.maximum(np.std(smooth[:, live], axis=0), white)
-    live_cov = corr * np.outer(sd, sd)
-    ridge = 1e-3 * max(float(np.trace(live_cov)) / live.size, 1e-12)
-    cov[np.ix_(live, live)] = live_cov + ridge * np.eye(live.size)
-    return cov
+    if live.size < 2:
+        return corr
+    cov = _robust_cov(z[:, live], config.random_state)
+    sd = np.sqrt(np.maximum(np.diag(cov), 1e-12))
+    r = cov / np.outer(sd, sd)
+    lam = config.correlation_shrinkage
+    corr[np.ix_(live, live)] = (1.0 - lam) * r + lam * np.eye(live.size)
+    return corr
 
 
 def _robust_cov(sample: FloatArray, seed: int) -> FloatArray:

@@ -12,18 +12,36 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plantcrew.detect.yamlio import load_yaml_model
 
+ACTUATOR_FEEDBACK = ["speed_pct", "position_pct", "*setpoint*"]
+"""Sensors that echo what an actuator was told to do; never scored (see MonitorConfig)."""
+
 
 class MonitorConfig(BaseModel):
     """Settings of :class:`~plantcrew.detect.monitor.DeviceMonitor` (times in plant seconds).
 
-    Scoring: each sensor is robust-scaled against its calibration baseline, smoothed by an
-    EWMA with time constant ``fast_tau_s``, and the smoothed vector's squared Mahalanobis
-    distance under the calibration covariance is compared with a threshold taken from the
-    calibration distances (quantile ``threshold_quantile`` times ``threshold_factor``, never
-    below the chi-square bound of ``chi2_floor_alpha``).
-    Episodes: ``debounce_readings`` consecutive readings over the threshold open one;
-    ``clear_readings`` consecutive readings under ``clear_ratio`` times the threshold close it;
-    no new episode opens for ``cooldown_s`` after one closes.
+    Scoring: each sensor is robust-scaled against its baseline (``z`` in units of its
+    calibration noise), smoothed by an EWMA with time constant ``fast_tau_s``; the smoothed
+    vector's squared Mahalanobis distance ``d2`` is compared with a threshold: the chi-square
+    quantile ``1 - alpha`` for the number of scored sensors, never below ``threshold_factor``
+    times the ``threshold_quantile`` of the calibration distances. ``min_spread`` floors each
+    sensor's modelled smoothed spread (in noise sd): a short calibration never sees a plant's
+    slow wander, so a sustained shift must reach about ``min_spread * sqrt(threshold)`` noise
+    sd on one sensor before it alarms (the smallest shift worth an alarm, as in EWMA chart
+    design).
+
+    Thermal sensors (``thermal_sensors``) are slow consequences of the operating point: they
+    are scored on their changes (their baseline always follows them with ``thermal_tau_s``)
+    and, after the operating point changes (the speed moves by ``regime_step_pct`` or more, the
+    device restarts, or an episode ends), they settle: they are not scored until, at least
+    ``settle_min_s`` after the change, their change has stayed within ``settle_z`` (in
+    modelled spreads) for ``clear_readings`` readings, or for at most ``settle_max_s``.
+
+    Episodes: ``debounce_readings`` consecutive readings over the threshold open one (its time
+    is the first of them); the AnomalyDetected event follows ``summary_s`` later with each
+    sensor's strongest deviation over those first seconds. An episode clears after
+    ``clear_readings`` consecutive readings under ``clear_ratio`` times the threshold, counting
+    only the fast (non-thermal) sensors when one of them opened it; no new episode opens for
+    ``cooldown_s`` after one closes.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,21 +58,40 @@ class MonitorConfig(BaseModel):
     thermal_tau_s: float = Field(
         60.0, gt=0, description="baseline of thermal sensors tracks always with this constant"
     )
+    regime_step_pct: float = Field(
+        2.0, gt=0, description="a speed change this large is a new operating point"
+    )
+    settle_z: float = Field(3.0, gt=0, description="a thermal sensor has settled within this")
+    settle_min_s: float = Field(
+        180.0, ge=0, description="shortest settling (a lagging transient takes time to show)"
+    )
+    settle_max_s: float = Field(3600.0, ge=0, description="longest settling of a thermal sensor")
+    min_spread: float = Field(0.25, ge=0, description="floor of a smoothed spread, noise sd")
+    alpha: float = Field(1e-6, gt=0, lt=0.5, description="chi-square tail of the threshold")
     threshold_quantile: float = Field(0.99, gt=0.5, lt=1.0)
-    threshold_factor: float = Field(2.0, gt=0)
-    chi2_floor_alpha: float = Field(1e-3, gt=0, lt=0.5)
+    threshold_factor: float = Field(1.5, gt=0)
+    correlation_shrinkage: float = Field(
+        0.2, ge=0, le=1, description="calibration correlation pulled this far to identity"
+    )
     clear_ratio: float = Field(0.5, gt=0, le=1.0, description="hysteresis: clear below this x thr")
     debounce_readings: int = Field(5, ge=1)
+    summary_s: float = Field(
+        20.0, ge=0, description="AnomalyDetected follows the episode's first reading by this"
+    )
     clear_readings: int = Field(30, ge=1)
     cooldown_s: float = Field(60.0, ge=0)
     stop_speed_pct: float = Field(5.0, ge=0, description="speed_pct below this = not running")
     speed_sensor: str = "speed_pct"
     exclude_sensors: list[str] = Field(
-        default_factory=lambda: ["speed_pct", "*valve*"],
-        description="fnmatch patterns of sensors never scored",
+        default_factory=lambda: list(ACTUATOR_FEEDBACK),
+        description="fnmatch patterns of sensors never scored (actuator feedback: the speed, "
+        "valve positions and setpoints follow commands, they are not process variables)",
     )
     stuck_min_readings: int = Field(
-        60, ge=3, description="identical repeats (and 3x the longest calibration run) = stuck"
+        5, ge=3, description="a sensor is never stuck before this many identical readings"
+    )
+    stuck_alpha: float = Field(
+        1e-9, gt=0, lt=1, description="chance of a run of repeats under calibration behaviour"
     )
     max_deviations: int = Field(8, ge=1, description="deviations reported per anomaly")
     random_state: int = 0

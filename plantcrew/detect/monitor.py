@@ -2,48 +2,52 @@
 
 One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-ahead:
 
-1. Features: the device's sensors minus the excluded ones (``speed_pct``, valve positions);
-   with ``speed_pct`` present, flow, pressure and current are normalised by the pump affinity
-   laws (flow/n, pressure/n², current/n³, vibration/n², n = speed_pct/100). A device under
-   ``stop_speed_pct`` is not running: it is not scored and an open episode closes.
+1. Features (:mod:`plantcrew.detect.features`): the device's sensors minus actuator feedback
+   (speed, valve positions, setpoints). With ``speed_pct``, each affinity-law sensor is
+   compared with its rated-speed baseline times ``(speed/100) ** k``. A device under
+   ``stop_speed_pct`` is not running: it is not scored and an open episode closes; after a
+   restart no new episode opens for ``cooldown_s`` (start-up transients).
 2. Calibration: the first ``calibration_readings`` running readings (SKAB's protocol: rows
-   0-399) fit a robust baseline and covariance (:mod:`plantcrew.detect.calibration`).
+   0-399) fit a robust baseline, spreads, correlation and thresholds
+   (:mod:`plantcrew.detect.calibration`).
 3. Score: robust z-scores, EWMA-smoothed (``fast_tau_s``), squared Mahalanobis distance
-   ``d2``; ``score = d2 / (d2 + threshold)`` lies in [0, 1) and is 0.5 at the threshold.
-   A sensor that repeats one value far longer than it ever did in calibration is stuck and
-   pushes the score to at least 0.8.
-4. Episodes: debounce, hysteresis and cooldown (see :class:`MonitorConfig`) give one
-   :class:`AnomalyDetected` per fault episode and one :class:`AnomalyCleared` when it ends.
-   ``flag`` is True for the readings of an open episode.
+   ``d2`` over the sensors being scored; ``score = d2 / (d2 + threshold)`` lies in [0, 1)
+   and is 0.5 at the threshold. A sensor that repeats one raw value far longer than it ever
+   did in calibration is stuck: it leaves the distance and pushes the score to at least 0.8.
+4. Operating regime: thermal sensors follow the operating point with a lag of minutes, so
+   after the speed moves by ``regime_step_pct``, the device restarts or an episode ends they
+   are not scored until they have settled (see :class:`MonitorConfig`). Non-thermal
+   baselines follow slow drift (``baseline_tau_s``) while no episode is open.
+5. Episodes: ``debounce_readings`` readings over the threshold open one; its
+   :class:`AnomalyDetected` carries ``ts`` = the first of them (the detection time) but is
+   emitted ``summary_s`` later, with each sensor's strongest deviation over the episode's
+   first seconds, so the diagnosis sees the fault's early pattern rather than one reading.
+   The episode clears when the readings are back under ``clear_ratio`` x threshold for
+   ``clear_readings`` readings; when fast (non-thermal) sensors alone opened it, only they
+   must recover: a thermal sensor still relaxing to a new operating point does not hold it
+   open. ``flag`` is True for the readings of an open episode.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 
 from plantcrew.detect.calibration import (
+    BoolArray,
     Calibration,
     FloatArray,
-    band_filter,
-    base_taus,
     calibrate,
+    ewma_weight,
 )
 from plantcrew.detect.config import MonitorConfig
+from plantcrew.detect.features import affinity_gain, matches
 from plantcrew.messages import AnomalyCleared, AnomalyDetected, Deviation, TelemetryBatch
 
 DETECTOR_NAME = "robust-ewma-mcd"
-AFFINITY_EXPONENTS = {
-    "flow_rate": 1,
-    "pressure": 2,
-    "current": 3,
-    "vibration_1": 2,
-    "vibration_2": 2,
-}
 STUCK_SCORE = 0.8
 
 
@@ -63,8 +67,8 @@ class ReadingVerdict:
     """The Monitor's verdict on one reading.
 
     ``score`` in [0, 1] (0.5 = at the alarm threshold), ``flag`` True while an episode is
-    open, ``event`` an AnomalyDetected when an episode opens on this reading, an
-    AnomalyCleared when one closes, else None. ``row`` echoes ``TelemetryBatch.row``.
+    open, ``event`` an AnomalyDetected when an episode's opening is reported on this reading,
+    an AnomalyCleared when one closes, else None. ``row`` echoes ``TelemetryBatch.row``.
     """
 
     device_id: str
@@ -76,10 +80,34 @@ class ReadingVerdict:
     event: AnomalyDetected | AnomalyCleared | None = None
 
 
+@dataclass
+class _Episode:
+    """The open episode: when it began and each sensor's strongest early deviation."""
+
+    start_ts: float
+    report_at: float
+    z: FloatArray
+    strength: FloatArray
+    baseline: FloatArray
+    reported: bool = False
+    peak: float = 0.0
+    fast_opened: bool = False
+    under: int = 0
+    stuck: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def add(
+        self, z: FloatArray, strength: FloatArray, baseline: FloatArray, active: BoolArray
+    ) -> None:
+        stronger = active & (strength > self.strength)
+        self.z = np.where(stronger, z, self.z)
+        self.baseline = np.where(stronger, baseline, self.baseline)
+        self.strength = np.where(stronger, strength, self.strength)
+
+
 class DeviceMonitor:
     """Streaming detector and episode tracker for one device (deterministic, numpy only).
 
-    ``update`` costs a few tens of microseconds per reading once calibrated. Readings of other
+    ``update`` costs some tens of microseconds per reading once calibrated. Readings of other
     devices raise ValueError. Sensors first seen after calibration are ignored; a sensor
     missing from a batch keeps its last value.
     """
@@ -92,20 +120,29 @@ class DeviceMonitor:
         self._sensors: list[str] = []
         self._units: dict[str, str] = {}
         self._cal_ts: list[float] = []
-        self._cal_rows: list[list[float]] = []
+        self._cal_x: list[list[float]] = []
+        self._cal_gain: list[list[float]] = []
+        self._cal_speed: list[float] = []
         self._last: dict[str, float] = {}
-        self._smooth: FloatArray | None = None
-        self._baseline: FloatArray | None = None
+        self._speed: float | None = None
+        p = 0
+        self._thermal = np.zeros(p, dtype=bool)
+        self._base = np.zeros(p)
+        self._smooth = np.zeros(p)
+        self._x = np.zeros(p)
+        self._gain = np.ones(p)
+        self._run = np.zeros(p, dtype=np.int64)
+        self._prev_raw: FloatArray | None = None
+        self._settling = np.zeros(p, dtype=bool)
+        self._settled_for = np.zeros(p, dtype=np.int64)
+        self._settle_from = np.zeros(p)
+        self._settle_until = np.zeros(p)
         self._prev_ts: float | None = None
-        self._prev_x: FloatArray | None = None
-        self._run: np.ndarray | None = None
+        self._regime_speed: float | None = None
         self._over = 0
-        self._under = 0
-        self._first_over_ts = 0.0
+        self._pending: _Episode | None = None
+        self._episode: _Episode | None = None
         self._cooldown_until = -math.inf
-        self._peak = 0.0
-        self._base_tau = np.zeros(0)
-        self._thermal = np.zeros(0, dtype=bool)
 
     # ---- public ------------------------------------------------------------------------
 
@@ -113,6 +150,11 @@ class DeviceMonitor:
     def calibrated(self) -> bool:
         """True once the calibration readings have been taken."""
         return self.calibration is not None
+
+    @property
+    def settling(self) -> list[str]:
+        """Thermal sensors not scored now because they are settling to a new regime."""
+        return [s for s, on in zip(self._sensors, self._settling, strict=False) if on]
 
     def update(self, batch: TelemetryBatch) -> ReadingVerdict:
         """Score one reading and advance the episode state; see the module docstring."""
@@ -124,171 +166,300 @@ class DeviceMonitor:
             values[r.sensor] = r.value
             if r.unit:
                 self._units.setdefault(r.sensor, r.unit)
-        speed = values.get(self.config.speed_sensor)
+        speed = values.get(self.config.speed_sensor, self._speed)
+        self._speed = speed
         if speed is not None and speed < self.config.stop_speed_pct:
             return self._stopped(ts, batch.row)
-        x = self._features(values, speed)
-        if x is None:
+        if not self._read(values, speed):
             return self._verdict(ts, batch.row, 0.0)
         if self.calibration is None:
-            return self._calibrating(ts, batch.row, x)
-        return self._score(ts, batch.row, x)
+            return self._calibrating(ts, batch.row, speed)
+        return self._score(ts, batch.row, speed)
+
+    def deviations(self) -> list[Deviation]:
+        """The current smoothed deviation of each scored sensor, largest ``|z|`` first.
+
+        Empty before calibration. Settling thermal sensors are left out; a stuck sensor is
+        reported with direction ``flat``.
+        """
+        if self.calibration is None:
+            return []
+        stuck = self._stuck_mask()
+        return self._report(self._smooth, self._base * self._gain, ~self._settling, stuck)
 
     # ---- features ----------------------------------------------------------------------
 
-    def _scored(self, sensor: str) -> bool:
-        return not any(fnmatch.fnmatch(sensor, pat) for pat in self.config.exclude_sensors)
-
-    def _features(self, values: dict[str, float], speed: float | None) -> FloatArray | None:
-        if self.calibration is None and not self._cal_rows:
-            self._sensors.extend(s for s in values if self._scored(s) and s not in self._sensors)
-        for s in self._sensors:
-            if s in values:
-                v = values[s]
-                if speed is not None and s in AFFINITY_EXPONENTS:
-                    v = v / (speed / 100.0) ** AFFINITY_EXPONENTS[s]
-                self._last[s] = v
+    def _read(self, values: dict[str, float], speed: float | None) -> bool:
+        """Update the last feature and raw values; False until every sensor has been seen."""
+        cfg = self.config
+        if self.calibration is None and not self._cal_x:
+            for s in values:
+                if s not in self._sensors and not matches(s, cfg.exclude_sensors):
+                    self._sensors.append(s)
+        self._last.update({s: v for s, v in values.items() if s in self._sensors})
         if not self._sensors or any(s not in self._last for s in self._sensors):
-            return None
-        return np.array([self._last[s] for s in self._sensors], dtype=np.float64)
+            return False
+        self._x = np.array([self._last[s] for s in self._sensors], dtype=np.float64)
+        self._gain = np.array([affinity_gain(s, speed) for s in self._sensors])
+        return True
 
     # ---- states ------------------------------------------------------------------------
 
-    def _calibrating(self, ts: float, row: int | None, x: FloatArray) -> ReadingVerdict:
+    def _calibrating(self, ts: float, row: int | None, speed: float | None) -> ReadingVerdict:
+        cfg = self.config
         self._cal_ts.append(ts)
-        self._cal_rows.append(x.tolist())
-        if len(self._cal_rows) >= self.config.calibration_readings:
-            cal = calibrate(
-                tuple(self._sensors),
-                np.asarray(self._cal_ts),
-                np.asarray(self._cal_rows),
-                self.config,
-            )
-            self.calibration = cal
-            self._baseline = cal.median.copy()
-            self._base_tau = base_taus(cal.sensors, self.config)
-            self._thermal = np.isfinite(self._base_tau) & (
-                self._base_tau == self.config.thermal_tau_s
-            )
-            cal_x, cal_ts = np.asarray(self._cal_rows), np.asarray(self._cal_ts)
-            self._smooth = band_filter(
-                cal_x, cal_ts, cal.median, cal.scale, self.config.fast_tau_s, self._base_tau
-            )[-1].copy()
-            self._prev_ts = ts
-            self._prev_x = x
-            self._run = np.ones(len(self._sensors), dtype=np.int64)
-            self._cal_ts, self._cal_rows = [], []
-            self.state = MonitorState.NORMAL
+        self._cal_x.append(self._x.tolist())
+        self._cal_gain.append(self._gain.tolist())
+        if speed is not None:
+            self._cal_speed.append(speed)
+        if len(self._cal_x) < cfg.calibration_readings:
+            return self._verdict(ts, row, 0.0)
+        self._thermal = np.array([matches(s, cfg.thermal_sensors) for s in self._sensors])
+        cal = calibrate(
+            tuple(self._sensors),
+            np.asarray(self._cal_ts),
+            np.asarray(self._cal_x),
+            cfg,
+            thermal=self._thermal,
+            gain=np.asarray(self._cal_gain),
+        )
+        self.calibration = cal
+        p = len(self._sensors)
+        self._base = cal.baseline.copy()
+        self._smooth = cal.sample[-1].copy() if len(cal.sample) else np.zeros(p)
+        self._run = np.ones(p, dtype=np.int64)
+        self._prev_raw = self._x.copy()
+        self._settling = np.zeros(p, dtype=bool)
+        self._settled_for = np.zeros(p, dtype=np.int64)
+        self._settle_from = np.zeros(p)
+        self._settle_until = np.zeros(p)
+        self._prev_ts = ts
+        self._regime_speed = float(np.median(self._cal_speed)) if self._cal_speed else None
+        self._cal_ts, self._cal_x, self._cal_gain, self._cal_speed = [], [], [], []
+        self.state = MonitorState.NORMAL
         return self._verdict(ts, row, 0.0)
 
     def _stopped(self, ts: float, row: int | None) -> ReadingVerdict:
         event: AnomalyCleared | None = None
-        if self.state is MonitorState.ANOMALOUS:
+        if self._episode is not None and self._episode.reported:
             event = AnomalyCleared(device_id=self.device_id, ts=ts)
+        self._episode = self._pending = None
+        self._over = 0
         if self.calibration is not None:
             self.state = MonitorState.STOPPED
-            self._smooth = np.zeros(len(self._sensors))
             self._prev_ts = None
-            self._over = self._under = 0
         return self._verdict(ts, row, 0.0, event=event)
 
-    def _score(self, ts: float, row: int | None, x: FloatArray) -> ReadingVerdict:
+    def _score(self, ts: float, row: int | None, speed: float | None) -> ReadingVerdict:
         cal = self.calibration
-        assert cal is not None and self._smooth is not None and self._baseline is not None
+        assert cal is not None
         cfg = self.config
+        x = self._x
         if self.state is MonitorState.STOPPED:
-            self.state = MonitorState.NORMAL
+            self.state = MonitorState.COOLDOWN
+            self._cooldown_until = ts + cfg.cooldown_s
+            self._settle(ts)
+        if speed is not None:
+            if self._regime_speed is None:
+                self._regime_speed = speed
+            elif abs(speed - self._regime_speed) >= cfg.regime_step_pct:
+                self._regime_speed = speed
+                self._settle(ts)
         dt = 0.0 if self._prev_ts is None else max(ts - self._prev_ts, 0.0)
-        z = (x - self._baseline) / cal.scale
+        z = (x - self._base * self._gain) / cal.scale
         if self._prev_ts is None:
-            self._smooth = z.copy()
-        elif dt > 0:
-            self._smooth += (1.0 - math.exp(-dt / cfg.fast_tau_s)) * (z - self._smooth)
-        d2 = float(self._smooth @ cal.precision @ self._smooth)
-        score = d2 / (d2 + cal.threshold)
-        stuck = self._stuck(x)
+            self._smooth = np.where(cal.thermal, 0.0, z)
+        else:
+            self._smooth += ewma_weight(dt, cfg.fast_tau_s) * (z - self._smooth)
+        self._prev_ts = ts
+        stuck = self._update_stuck()
+        self._update_settling(ts)
+        active = ~cal.constant & ~self._settling & ~stuck
+        strength = np.abs(self._smooth) / cal.spread
+        d2, thr = self._distance(active)
+        score = d2 / (d2 + thr)
         if stuck.any():
             score = max(score, STUCK_SCORE)
-        self._prev_ts, self._prev_x = ts, x
-        event = self._advance(ts, score)
-        if dt > 0:
-            step = (1.0 - np.exp(-dt / self._base_tau)) * (x - self._baseline)
-            if self.state is not MonitorState.NORMAL:
-                step = np.where(self._thermal, step, 0.0)
-            self._baseline += step
-        return self._verdict(ts, row, score, event=event, stuck=stuck)
+        event = self._advance(ts, score, strength, active, stuck)
+        self._track(dt, x)
+        return self._verdict(ts, row, score, event=event)
 
-    def _stuck(self, x: FloatArray) -> np.ndarray:
+    # ---- scoring helpers ---------------------------------------------------------------
+
+    def _distance(self, mask: BoolArray) -> tuple[float, float]:
+        """Squared Mahalanobis distance of the smoothed z over ``mask`` and its threshold."""
         cal = self.calibration
-        assert cal is not None and self._run is not None and self._prev_x is not None
-        same = x == self._prev_x
-        self._run = np.where(same, self._run + 1, 1)
-        limit = np.maximum(self.config.stuck_min_readings, 3 * cal.max_run)
-        return np.asarray((self._run >= limit) & ~cal.constant)
+        assert cal is not None
+        sub = cal.subspace(mask)
+        if sub.index.size == 0:
+            return 0.0, sub.threshold
+        s = self._smooth[sub.index]
+        return float(s @ sub.precision @ s), sub.threshold
 
-    def _advance(self, ts: float, score: float) -> AnomalyDetected | AnomalyCleared | None:
+    def _update_stuck(self) -> BoolArray:
+        same = self._x == self._prev_raw
+        self._run = np.where(same, self._run + 1, 1)
+        self._prev_raw = self._x.copy()
+        return self._stuck_mask()
+
+    def _stuck_mask(self) -> BoolArray:
+        cal = self.calibration
+        assert cal is not None
+        return np.asarray((self._run >= cal.stuck_limit) & ~cal.constant)
+
+    def _settle(self, ts: float) -> None:
+        """Thermal sensors start settling to a new operating point (not scored meanwhile)."""
+        cal = self.calibration
+        assert cal is not None
+        self._settling = self._settling | cal.thermal
+        self._settled_for = np.where(cal.thermal, 0, self._settled_for)
+        self._settle_from = np.where(cal.thermal, ts + self.config.settle_min_s, self._settle_from)
+        self._settle_until = np.where(
+            cal.thermal, ts + self.config.settle_max_s, self._settle_until
+        )
+
+    def _update_settling(self, ts: float) -> None:
+        cal = self.calibration
+        assert cal is not None
+        if not self._settling.any():
+            return
+        calm = np.abs(self._smooth) / cal.spread < self.config.settle_z
+        self._settled_for = np.where(calm, self._settled_for + 1, 0)
+        calm_long = (self._settled_for >= self.config.clear_readings) & (ts >= self._settle_from)
+        done = calm_long | (ts >= self._settle_until)
+        self._settling = self._settling & ~done
+
+    def _track(self, dt: float, x: FloatArray) -> None:
+        """Baselines follow the readings: thermal always, the others slowly while normal."""
+        cal = self.calibration
+        assert cal is not None
         cfg = self.config
-        over = score >= 0.5
-        clear = score < cfg.clear_ratio / (cfg.clear_ratio + 1.0)
+        if dt <= 0:
+            return
+        rated = x / self._gain
+        w_th = ewma_weight(dt, cfg.thermal_tau_s)
+        step = np.where(cal.thermal, w_th * (rated - self._base), 0.0)
+        if self.state is MonitorState.NORMAL and cfg.baseline_tau_s > 0:
+            w = ewma_weight(dt, cfg.baseline_tau_s)
+            step = np.where(cal.thermal, step, w * (rated - self._base))
+        self._base += step
+
+    # ---- episodes ----------------------------------------------------------------------
+
+    def _advance(
+        self,
+        ts: float,
+        score: float,
+        strength: FloatArray,
+        active: BoolArray,
+        stuck: BoolArray,
+    ) -> AnomalyDetected | AnomalyCleared | None:
+        cfg = self.config
         if self.state is MonitorState.COOLDOWN:
             if ts < self._cooldown_until:
                 return None
             self.state = MonitorState.NORMAL
         if self.state is MonitorState.ANOMALOUS:
-            self._peak = max(self._peak, score)
-            self._under = self._under + 1 if clear else 0
-            if self._under >= cfg.clear_readings:
-                self.state = MonitorState.COOLDOWN
-                self._cooldown_until = ts + cfg.cooldown_s
-                self._under = 0
-                return AnomalyCleared(device_id=self.device_id, ts=ts)
-            return None
-        if not over:
+            return self._in_episode(ts, score, strength, active, stuck)
+        if score < 0.5:
             self._over = 0
+            self._pending = None
             self.state = MonitorState.NORMAL
             return None
-        if self._over == 0:
-            self._first_over_ts = ts
+        if self._pending is None:
+            p = len(self._sensors)
+            self._pending = _Episode(
+                start_ts=ts,
+                report_at=ts + cfg.summary_s,
+                z=np.zeros(p),
+                strength=np.zeros(p),
+                baseline=self._base * self._gain,
+                stuck=np.zeros(p, dtype=bool),
+            )
+        self._observe(self._pending, score, strength, active, stuck)
         self._over += 1
         self.state = MonitorState.PENDING
         if self._over < cfg.debounce_readings:
             return None
         self._over = 0
-        self._under = 0
-        self._peak = score
+        self._episode, self._pending = self._pending, None
         self.state = MonitorState.ANOMALOUS
+        return self._report_if_due(ts)
+
+    def _observe(
+        self, ep: _Episode, score: float, strength: FloatArray, active: BoolArray, stuck: BoolArray
+    ) -> None:
+        cal = self.calibration
+        assert cal is not None
+        ep.add(self._smooth, strength, self._base * self._gain, active | stuck)
+        ep.stuck = ep.stuck | stuck
+        ep.peak = max(ep.peak, score)
+        fast = active & ~cal.thermal
+        if fast.any():
+            d2, thr = self._distance(fast)
+            ep.fast_opened = ep.fast_opened or d2 >= thr or bool(stuck.any())
+
+    def _in_episode(
+        self,
+        ts: float,
+        score: float,
+        strength: FloatArray,
+        active: BoolArray,
+        stuck: BoolArray,
+    ) -> AnomalyDetected | AnomalyCleared | None:
+        ep = self._episode
+        assert ep is not None and self.calibration is not None
+        cfg = self.config
+        if not ep.reported:
+            self._observe(ep, score, strength, active, stuck)
+            return self._report_if_due(ts)
+        mask = active & ~self.calibration.thermal if ep.fast_opened else active
+        d2, thr = self._distance(mask)
+        calm = d2 < cfg.clear_ratio * thr and not stuck.any()
+        ep.under = ep.under + 1 if calm else 0
+        if ep.under < cfg.clear_readings:
+            return None
+        self._episode = None
+        self.state = MonitorState.COOLDOWN
+        self._cooldown_until = ts + cfg.cooldown_s
+        self._settle(ts)
+        return AnomalyCleared(device_id=self.device_id, ts=ts)
+
+    def _report_if_due(self, ts: float) -> AnomalyDetected | None:
+        ep = self._episode
+        assert ep is not None
+        if ts < ep.report_at - 1e-9:
+            return None
+        ep.reported = True
         return AnomalyDetected(
             device_id=self.device_id,
-            score=min(max(score, 0.0), 1.0),
-            ts=self._first_over_ts,
-            deviations=self.deviations(),
+            score=min(max(ep.peak, 0.0), 1.0),
+            ts=ep.start_ts,
+            deviations=self._report(ep.z, ep.baseline, ep.strength > 0, ep.stuck),
             detector=DETECTOR_NAME,
         )
 
     # ---- reporting ---------------------------------------------------------------------
 
-    def deviations(self, stuck: np.ndarray | None = None) -> list[Deviation]:
-        """The current smoothed deviation of each scored sensor, largest ``|z|`` first.
-
-        Empty before calibration. A stuck sensor is reported with direction ``flat``.
-        """
+    def _report(
+        self, z: FloatArray, baseline: FloatArray, include: BoolArray, stuck: BoolArray
+    ) -> list[Deviation]:
         cal = self.calibration
-        if cal is None or self._smooth is None or self._baseline is None:
-            return []
-        run = self._run if self._run is not None else np.ones(len(self._sensors), dtype=np.int64)
-        limit = np.maximum(self.config.stuck_min_readings, 3 * cal.max_run)
-        is_stuck = (run >= limit) & ~cal.constant if stuck is None else stuck
+        assert cal is not None
         out = []
         for i, s in enumerate(self._sensors):
-            zi = float(self._smooth[i])
-            direction = "flat" if is_stuck[i] else ("up" if zi >= 0 else "down")
+            if not (include[i] or stuck[i]):
+                continue
+            zi = float(z[i])
             out.append(
                 Deviation(
                     sensor=s,
-                    value=float(self._baseline[i] + zi * cal.scale[i]),
-                    baseline=float(self._baseline[i]),
+                    value=float(self._last[s])
+                    if stuck[i]
+                    else float(baseline[i] + zi * cal.scale[i]),
+                    baseline=float(baseline[i]),
                     z=zi,
-                    direction=direction,
+                    direction="flat" if stuck[i] else ("up" if zi >= 0 else "down"),
                     unit=self._units.get(s, ""),
                 )
             )
@@ -302,7 +473,6 @@ class DeviceMonitor:
         score: float,
         *,
         event: AnomalyDetected | AnomalyCleared | None = None,
-        stuck: np.ndarray | None = None,
     ) -> ReadingVerdict:
         return ReadingVerdict(
             device_id=self.device_id,

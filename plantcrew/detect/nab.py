@@ -72,6 +72,10 @@ def score_nab_file(path: Path, config: MonitorConfig | None = None) -> list[floa
             "debounce_readings": min(base.debounce_readings, calibration - 1),
             "fast_tau_s": base.fast_tau_s * period,
             "baseline_tau_s": base.baseline_tau_s * period,
+            "thermal_tau_s": base.thermal_tau_s * period,
+            "summary_s": base.summary_s * period,
+            "settle_min_s": base.settle_min_s * period,
+            "settle_max_s": base.settle_max_s * period,
             "cooldown_s": base.cooldown_s * period,
         }
     )
