@@ -4,6 +4,11 @@ Each entry's ``hash`` is SHA-256 over the previous entry's hash and the entry's 
 (sorted keys, no whitespace) of ``seq, time, actor, kind, run_id, incident_id, data``; the
 first entry chains to 64 zeros. Editing, deleting or reordering any entry breaks the chain at
 that entry, which :func:`verify_chain` reports.
+
+Writers are serialised by the caller's transaction: on SQLite it holds the database's write
+lock (``BEGIN IMMEDIATE``); on PostgreSQL :func:`append` first takes a transaction-level
+advisory lock (:data:`AUDIT_LOCK`), released at commit or rollback, so two processes never
+read the same last entry and chain to it twice.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from plantcrew.store.tables import AuditEntry
 
 GENESIS = "0" * 64
+AUDIT_LOCK = 0x706C616E74637202
+"""PostgreSQL advisory lock key of the audit chain (``"plantc"`` + ``0x7202``)."""
 
 
 def entry_hash(
@@ -61,6 +69,8 @@ def append(
     incident_id: str | None = None,
 ) -> AuditEntry:
     """Append one entry inside the caller's transaction (which serialises writers)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
     last = session.exec(select(AuditEntry).order_by(col(AuditEntry.seq).desc()).limit(1)).first()
     prev = last.hash if last else GENESIS
     seq = (last.seq or 0) + 1 if last else 1

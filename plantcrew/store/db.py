@@ -2,7 +2,9 @@
 
 ``sqlite:///path`` (the default) runs in WAL mode with a busy timeout, and every transaction
 starts with ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock upgrade.
-``postgresql://...`` uses psycopg 3. Tables are created on first use.
+``postgresql://...`` uses psycopg 3 (``datetime`` columns are SQLModel's ``UTCDateTime``:
+``timestamptz`` there, aware UTC when read on both databases). The schema is migrated to
+the newest revision when a ``Database`` is opened (Alembic; see ``plantcrew.store.migrations``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from plantcrew.errors import StoreError
 from plantcrew.store import tables  # noqa: F401  (registers the tables)
@@ -58,18 +60,38 @@ def make_engine(url: str) -> Engine:
     return create_engine(sa_url, pool_pre_ping=True)
 
 
+def _redacted(url: str) -> str:
+    """``url`` without its password, for messages."""
+    head, sep, tail = url.partition("://")
+    if "@" not in tail or ":" not in tail.split("@", 1)[0]:
+        return url
+    creds, host = tail.split("@", 1)
+    return f"{head}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
 class Database:
     """An engine plus transactions. ``with db.tx() as s:`` commits on success, rolls back on
-    error, and turns driver errors into StoreError."""
+    error, and turns driver errors into StoreError.
+
+    ``create`` (default): migrate the schema to the newest revision first (``alembic upgrade
+    head``, safe when several processes start at once). Raises StoreError when the database
+    cannot be reached or migrated.
+    """
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
         if create:
+            from plantcrew.store.migrations import upgrade_to_head
+
             try:
-                SQLModel.metadata.create_all(self.engine)
+                upgrade_to_head(self.engine)
             except OperationalError as exc:
-                raise StoreError(f"cannot open database {url!r}: {exc.orig}") from exc
+                self.engine.dispose()
+                raise StoreError(f"cannot open database {_redacted(url)}: {exc.orig}") from exc
+            except SQLAlchemyError as exc:
+                self.engine.dispose()
+                raise StoreError(f"cannot migrate database {_redacted(url)}: {exc}") from exc
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

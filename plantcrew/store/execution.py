@@ -1,4 +1,8 @@
-"""At-most-once actuation: consume the approval and record the command in one transaction."""
+"""At-most-once actuation: consume the approval and record the command in one transaction.
+
+The action's row is read ``FOR UPDATE`` (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+serialises), so of several executors claiming one action at once exactly one gets to send.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ def begin_execution(
     NotFoundError for an unknown action.
     """
     with db.tx() as s:
-        action = s.get(Action, action_id)
+        action = s.get(Action, action_id, with_for_update=True)
         if action is None:
             raise NotFoundError(f"no action {action_id!r}")
         if action.status in ("executing", "executed"):

@@ -1,7 +1,9 @@
-"""The store on SQLite: WAL mode, optimistic locking, the audit chain, at-most-once execution."""
+"""The store on SQLite and PostgreSQL: optimistic locking, the audit chain, at-most-once
+execution; SQLite's WAL mode."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,13 +30,15 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'crew.db'}")
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
     s.create_run(Run(id="r1", started_at=NOW))
-    return s
+    yield s
+    s.dispose()
 
 
-def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'crew.db'}")
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 10_000
