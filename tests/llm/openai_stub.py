@@ -20,6 +20,9 @@ A request with ``"stream": true`` gets the same reply as server-sent events
 calls in one delta, a finish chunk, a usage chunk when ``stream_options.include_usage``, then
 ``data: [DONE]``), as the OpenAI API sends them.
 
+Instead of a script, ``stub.respond(model, fn)`` answers each request to ``model`` with
+``fn(parsed JSON body)`` (a scripted model that reads what it was asked).
+
 Every request is recorded in ``stub.requests`` as ``(model, parsed JSON body)`` and its
 ``Authorization`` header in ``stub.authorizations``. Nothing leaves
 loopback.
@@ -31,6 +34,7 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,6 +80,7 @@ class OpenAIStub:
 
     def __init__(self) -> None:
         self.scripts: dict[str, list[Reply]] = {}
+        self.responders: dict[str, Callable[[dict[str, Any]], Reply]] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.authorizations: list[str] = []
         self.stream_piece = 8
@@ -180,6 +185,10 @@ class OpenAIStub:
     def _next(self, model: str, body: dict[str, Any]) -> Reply:
         with self._lock:
             self.requests.append((model, body))
+            responder = self.responders.get(model)
+        if responder is not None:
+            return responder(body)
+        with self._lock:
             script = self.scripts.get(model) or [Reply.error(404)]
             i = self._served[model]
             self._served[model] += 1
@@ -190,6 +199,11 @@ class OpenAIStub:
         with self._lock:
             self.scripts[model] = list(replies)
             self._served[model] = 0
+
+    def respond(self, model: str, fn: Callable[[dict[str, Any]], Reply]) -> None:
+        """Answer every request to ``model`` with ``fn(request body)``."""
+        with self._lock:
+            self.responders[model] = fn
 
     def count(self, model: str) -> int:
         """How many requests ``model`` has received."""
