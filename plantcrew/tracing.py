@@ -57,8 +57,9 @@ def configure_tracing(service_name: str, *, exporter: Any | None = None) -> bool
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
     provider = TracerProvider(
-        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or
-                                  service_name})
+        resource=Resource.create(
+            {"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name}
+        )
     )
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -73,6 +74,9 @@ def configure_tracing(service_name: str, *, exporter: Any | None = None) -> bool
 
 def tracer() -> trace.Tracer:
     """plantcrew's tracer (a no-op one until :func:`configure_tracing` installed a provider)."""
+    provider = _configured.get("provider")
+    if provider is not None:
+        return provider.get_tracer(_TRACER_NAME)  # type: ignore[no-any-return]
     return trace.get_tracer(_TRACER_NAME)
 
 

@@ -25,7 +25,8 @@ from plantcrew.api.auth import Principal, context
 from plantcrew.api.problems import ApiError
 
 HEADER = "Idempotency-Key"
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as the draft recommends
+KEY_PATTERN = r"^[!-~]{1,255}$"  # 1-255 visible ASCII characters, as the draft recommends
+_KEY = re.compile(KEY_PATTERN)
 
 
 async def fingerprint(request: Request) -> str:

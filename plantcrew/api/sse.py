@@ -86,10 +86,12 @@ async def events(
     keepalive_s: float,
     disconnected: Callable[[], Any],
     limit: int | None = None,
+    max_s: float | None = None,
 ) -> AsyncIterator[str]:
     """SSE frames from ``after`` (None: only what happens from now on) until the client goes.
 
-    ``limit`` ends the stream after that many events (for clients that want a bounded read).
+    ``limit`` ends the stream after that many events, ``max_s`` after that many seconds (for
+    clients that want a bounded read).
     A comment line is sent after ``keepalive_s`` of silence so proxies keep the stream open.
     """
     metrics.SSE_CLIENTS.inc()
@@ -101,8 +103,10 @@ async def events(
         yield f"retry: 2000\n: stream from seq {cursor}\n\n"
         quiet = 0.0
         count = 0
+        loop = asyncio.get_running_loop()
+        end = loop.time() + max_s if max_s is not None else None
         while True:
-            if await disconnected():
+            if await disconnected() or (end is not None and loop.time() >= end):
                 return
             rows = await run_in_threadpool(fetch, store, max(0, cursor - LOOKBACK), run_id)
             fresh = [

@@ -108,7 +108,7 @@ def test_stream_replays_from_a_seq_and_resumes_after_last_event_id(run_api: Api)
     bad = run_api.client.get(
         "/api/v1/incidents/stream?limit=1", headers=run_api.h("viewer", **{"Last-Event-ID": "x"})
     )
-    assert bad.status_code == 400
+    assert bad.status_code == 422
 
 
 def test_runs_and_replay_export(run_api: Api, finished_run: FinishedRun) -> None:

@@ -17,19 +17,19 @@ from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from plantcrew.api.auth import Principal, context, require
-from plantcrew.api.idempotency import idempotent
+from plantcrew.api.idempotency import KEY_PATTERN, idempotent
 from plantcrew.api.problems import ApiError, problem_responses
 from plantcrew.api.schemas import ApprovalOut, VoteIn, VoteOut
 from plantcrew.errors import NotFoundError
 from plantcrew.store import Action, Approval, ApprovalVote, Store
 from plantcrew.store.access import Permission
 
-router = APIRouter(tags=["approvals"], responses=problem_responses(401, 403, 429))
+router = APIRouter(tags=["approvals"], responses=problem_responses(401, 403, 422, 429))
 Reader = Annotated[Principal, Depends(require(Permission.APPROVALS_READ))]
 Decider = Annotated[Principal, Depends(require(Permission.APPROVALS_DECIDE))]
 IdemKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", max_length=255, description="retry-safe request key"),
+    Header(alias="Idempotency-Key", pattern=KEY_PATTERN, description="retry-safe request key"),
 ]
 
 

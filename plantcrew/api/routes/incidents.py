@@ -23,7 +23,7 @@ from plantcrew.errors import NotFoundError
 from plantcrew.store import Action, Approval, Incident, MessageRecord, Store
 from plantcrew.store.access import Permission
 
-router = APIRouter(tags=["incidents"], responses=problem_responses(401, 403, 429))
+router = APIRouter(tags=["incidents"], responses=problem_responses(401, 403, 422, 429))
 Reader = Annotated[Principal, Depends(require(Permission.INCIDENTS_READ))]
 
 
@@ -72,14 +72,18 @@ async def stream_incidents(
         int | None, Query(ge=0, description="replay from after this seq (0: everything)")
     ] = None,
     limit: Annotated[int | None, Query(ge=1, le=100_000, description="end after N events")] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    max_s: Annotated[
+        float | None, Query(gt=0, le=86_400, description="end after this many seconds")
+    ] = None,
+    last_event_id: Annotated[
+        str,
+        Header(alias="Last-Event-ID", pattern=r"^\s*[0-9]{1,18}\s*$", description="resume after"),
+    ] = "",
 ) -> StreamingResponse:
     """Incident state changes, approval requests and decisions, actions, reviews, as they are
     recorded. Reconnect with ``Last-Event-ID`` (sent by EventSource) to miss nothing."""
     after = since
-    if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise ApiError(400, "Bad request", "Last-Event-ID must be a seq number")
+    if last_event_id:
         after = int(last_event_id.strip())
     ctx = context(request)
     frames = sse.events(
@@ -90,6 +94,7 @@ async def stream_incidents(
         keepalive_s=ctx.settings.sse_keepalive_s,
         disconnected=request.is_disconnected,
         limit=limit,
+        max_s=max_s,
     )
     return StreamingResponse(
         frames,

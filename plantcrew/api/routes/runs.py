@@ -16,7 +16,7 @@ from plantcrew.errors import NotFoundError
 from plantcrew.store import Store
 from plantcrew.store.access import Permission
 
-router = APIRouter(tags=["runs"], responses=problem_responses(401, 403, 429))
+router = APIRouter(tags=["runs"], responses=problem_responses(401, 403, 422, 429))
 Reader = Annotated[Principal, Depends(require(Permission.RUNS_READ))]
 Exporter = Annotated[Principal, Depends(require(Permission.RUNS_EXPORT))]
 

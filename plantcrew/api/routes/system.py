@@ -14,7 +14,7 @@ from plantcrew.api.schemas import AgentOut, DeploymentOut, MeOut, ModelGroupOut
 from plantcrew.store import ModelCall, Store
 from plantcrew.store.access import Permission
 
-router = APIRouter(tags=["crew"], responses=problem_responses(401, 403, 429))
+router = APIRouter(tags=["crew"], responses=problem_responses(401, 403, 422, 429))
 Reader = Annotated[Principal, Depends(require(Permission.AGENTS_READ))]
 
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from plantcrew import metrics, tracing
 from plantcrew.api.auth import Principal, context, require
-from plantcrew.api.idempotency import idempotent
+from plantcrew.api.idempotency import KEY_PATTERN, idempotent
 from plantcrew.api.problems import ApiError, problem_responses
 from plantcrew.api.schemas import FieldError, RejectedItem, TelemetryIn, TelemetryOut
 from plantcrew.bus.base import dead_letter
@@ -27,7 +27,7 @@ from plantcrew.messages import Message, Subjects, TelemetryBatch, utcnow
 from plantcrew.store.access import Permission
 
 log = structlog.get_logger("plantcrew.api.telemetry")
-router = APIRouter(tags=["telemetry"], responses=problem_responses(401, 403, 429))
+router = APIRouter(tags=["telemetry"], responses=problem_responses(401, 403, 422, 429))
 Writer = Annotated[Principal, Depends(require(Permission.TELEMETRY_WRITE))]
 _DEVICE = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 
@@ -72,7 +72,10 @@ async def ingest(
     request: Request,
     body: TelemetryIn,
     principal: Writer,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", pattern=KEY_PATTERN, description="retry-safe request key"),
+    ] = None,
 ) -> JSONResponse:
     """Publish valid batches on the bus; report and dead-letter invalid ones, per item."""
     ctx = context(request)
