@@ -163,6 +163,38 @@ def approvals_list(
     out.print(tbl)
 
 
+@approvals_app.command("show")
+def approvals_show(approval_id: str, db: DbOpt = None) -> None:
+    """One approval: the action it allows, who may approve, the decisions so far."""
+    from plantcrew.store import Store
+
+    try:
+        store = Store(_db(db))
+        a = store.get_approval(approval_id)
+    except PlantcrewError as exc:
+        raise _fail(2, str(exc)) from None
+    action = next(
+        (x for x in store.actions(incident_id=a.incident_id) if x.id == a.action_id), None
+    )
+    out.print(f"[bold]{a.id}[/] ({a.status}) for incident {a.incident_id}")
+    if action is not None:
+        out.print(
+            f"action: {action.command} on {action.device_id} {action.parameters} "
+            f"(hazard class {a.hazard_class}; rules {', '.join(action.rule_ids)})",
+            markup=False,
+        )
+    out.print(
+        f"needs {a.approvers_required} approver(s) with role: "
+        f"{', '.join(a.approver_roles) or '-'}; deadline at plant {a.deadline_at}"
+    )
+    for d in a.decisions:
+        out.print(
+            f"  {d['approver']} ({d['role']}): {'approved' if d['approved'] else 'refused'}"
+            f" — {d.get('reason', '')}",
+            markup=False,
+        )
+
+
 def _vote(
     approval_id: str, approver: str, role: str, reason: str, db: str | None, approved: bool
 ) -> None:

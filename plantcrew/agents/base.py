@@ -5,11 +5,16 @@ durable ``crew.tasks.<capability>`` subjects (one queue group per capability, so
 workers of a role share the load), answers each with one result message on ``crew.events``,
 and announces itself with heartbeats on ``crew.control``. A handler that raises makes the bus
 redeliver the task (with backoff) and, after the last attempt, dead-letter it.
+
+While a task is handled, :data:`current_message` holds its message (a context variable, so
+each delivery sees its own): a worker process's clock and bus actuator read the run, plant
+time and causation of the task from it.
 """
 
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import structlog
@@ -19,6 +24,9 @@ from plantcrew.messages import AgentHeartbeat, Capability, Message, Subjects, Ta
 from plantcrew.plant.clock import Clock
 
 log = structlog.get_logger("plantcrew.agents")
+
+current_message: ContextVar[Message | None] = ContextVar("plantcrew_current_message", default=None)
+"""The message whose task is being handled in this context (None outside a task)."""
 
 
 class Agent:
@@ -76,6 +84,7 @@ class Agent:
         task = msg.payload
         if not isinstance(task, Task):
             raise TypeError(f"expected task.assigned on {msg.subject}, got {msg.type}")
+        current_message.set(msg)
         self.in_flight += 1
         try:
             result = await self.handle(task, msg)

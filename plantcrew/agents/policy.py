@@ -11,10 +11,11 @@ A model may review the decision but can never turn a rejection into an approval.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plantcrew.messages import SafetyVerdict
 from plantcrew.settings import load_yaml_model
@@ -45,7 +46,30 @@ class DeviceTypePolicy(_Strict):
 
 
 class DevicePolicy(_Strict):
+    """Overrides for one device: its own limits, and command rules that replace its type's
+    (e.g. ``stop`` is class 3 on a pump that cools something critical)."""
+
     limits: dict[str, Limit] = {}
+    commands: dict[str, CommandRule] = {}
+
+
+class MaintenanceWindow(_Strict):
+    """While ``start <= now < end`` (UTC) the listed devices are tagged out for maintenance:
+    the crew may advise (``notify``) but actuates nothing on them."""
+
+    id: str
+    devices: list[str] = Field(min_length=1)
+    start: datetime
+    end: datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _order(self) -> MaintenanceWindow:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end need a timezone (e.g. 2026-01-01T06:00:00Z)")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
 
 
 class StateCondition(_Strict):
@@ -99,6 +123,7 @@ class Policies(_Strict):
     device_types: dict[str, DeviceTypePolicy] = {}
     devices: dict[str, DevicePolicy] = {}
     interlocks: list[Interlock] = []
+    maintenance_windows: list[MaintenanceWindow] = []
     approvals: ApprovalPolicy = ApprovalPolicy()
 
     @classmethod
@@ -135,8 +160,10 @@ def judge(
     command: str,
     parameters: dict[str, Any],
     proposed_class: int = 0,
+    now: datetime | None = None,
 ) -> Judgement:
-    """Judge one proposed action (see module doc). Pure and deterministic."""
+    """Judge one proposed action (see module doc) at ``now`` (UTC, for maintenance windows).
+    Pure and deterministic."""
     rules: list[str] = []
     reasons: list[str] = []
     asset = assets.get(device_id)
@@ -148,9 +175,12 @@ def judge(
             reasons=[f"device {device_id!r} is not in the asset registry"],
         )
     type_policy = policies.device_types.get(asset.type, DeviceTypePolicy())
-    rule = type_policy.commands.get(command) or policies.device_types.get(
-        "*", DeviceTypePolicy()
-    ).commands.get(command)
+    device_policy = policies.devices.get(device_id, DevicePolicy())
+    rule = (
+        device_policy.commands.get(command)
+        or type_policy.commands.get(command)
+        or policies.device_types.get("*", DeviceTypePolicy()).commands.get(command)
+    )
     if rule is None:
         return Judgement(
             verdict=SafetyVerdict.REJECTED,
@@ -169,9 +199,7 @@ def judge(
                 rule_ids=["bad-parameter"],
                 reasons=[f"{command} needs a number {rule.parameter!r}, got {value!r}"],
             )
-        limit = policies.devices.get(device_id, DevicePolicy()).limits.get(
-            rule.parameter
-        ) or type_policy.limits.get(rule.parameter)
+        limit = device_policy.limits.get(rule.parameter) or type_policy.limits.get(rule.parameter)
         if limit is not None:
             if limit.min is not None and value < limit.min:
                 rules.append(f"limit:{device_id}.{rule.parameter}")
@@ -179,13 +207,25 @@ def judge(
             if limit.max is not None and value > limit.max:
                 rules.append(f"limit:{device_id}.{rule.parameter}")
                 reasons.append(f"{rule.parameter}={value} is above the maximum {limit.max}")
-        now = current.get(rule.parameter)
-        if rule.max_step is not None and now is not None and abs(value - now) > rule.max_step:
+        present = current.get(rule.parameter)
+        if (
+            rule.max_step is not None
+            and present is not None
+            and abs(value - present) > rule.max_step
+        ):
             rules.append(f"rate:{device_id}.{rule.parameter}")
             reasons.append(
-                f"{rule.parameter} change {now:g}→{value:g} exceeds "
+                f"{rule.parameter} change {present:g}→{value:g} exceeds "
                 f"the maximum step {rule.max_step:g}"
             )
+    if now is not None and hazard > 0:
+        for window in policies.maintenance_windows:
+            if device_id in window.devices and window.start <= now < window.end:
+                rules.append(f"maintenance:{window.id}")
+                reasons.append(
+                    f"{device_id} is tagged out for maintenance until "
+                    f"{window.end.isoformat()}" + (f": {window.reason}" if window.reason else "")
+                )
     for lock in policies.interlocks:
         if _interlock_applies(lock, asset, device_id, command, parameters, state):
             rules.append(lock.id)

@@ -55,6 +55,7 @@ class SafetyOfficer(Agent):
             command=proposal.command,
             parameters=proposal.parameters,
             proposed_class=proposal.hazard_class,
+            now=msg.time,
         )
         return SafetyDecision(
             task_id=task.task_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ def j(
     state: dict[str, dict[str, float]] | None = None,
     proposed: int = 0,
     policies: Policies = POLICIES,
+    now: datetime | None = None,
 ) -> Judgement:
     return judge(
         policies,
@@ -39,6 +41,7 @@ def j(
         command=command,
         parameters=params or {},
         proposed_class=proposed,
+        now=now,
     )
 
 
@@ -124,3 +127,38 @@ def test_bad_policy_file_names_line_and_field(tmp_path: Path) -> None:
         Policies.load(bad)
     assert info.value.line == 5
     assert info.value.field == "device_types.valve.commands.set_position.hazard_class"
+
+
+def test_device_command_rule_overrides_its_type() -> None:
+    critical = Policies.load(ROOT / "scenarios" / "policies" / "cooling-critical.yaml")
+    out = j("pump1", "stop", policies=critical)
+    assert out.verdict is SafetyVerdict.NEEDS_HUMAN and out.hazard_class == 3
+    assert out.approvers_required == 2
+
+
+def test_maintenance_window_forbids_actuation_but_not_advice() -> None:
+    from datetime import UTC
+
+    tagged = Policies.load(ROOT / "scenarios" / "policies" / "maintenance.yaml")
+    inside = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
+    after = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+    out = j("inlet_valve", "set_position", {"position_pct": 100}, policies=tagged, now=inside)
+    assert out.verdict is SafetyVerdict.REJECTED
+    assert out.rule_ids == ["maintenance:pump1-overhaul"]
+    assert "PTW-1042" in out.reasons[0]
+    assert j("pump1", "notify", policies=tagged, now=inside).verdict is SafetyVerdict.APPROVED
+    assert (
+        j("inlet_valve", "set_position", {"position_pct": 100}, policies=tagged, now=after).verdict
+        is SafetyVerdict.APPROVED
+    )
+
+
+def test_maintenance_window_needs_aware_ordered_times(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text(
+        "version: 1\nmaintenance_windows:\n  - id: w\n    devices: [pump1]\n"
+        "    start: 2026-01-01T02:00:00Z\n    end: 2026-01-01T01:00:00Z\n"
+    )
+    with pytest.raises(ConfigError, match="end must be after start") as info:
+        Policies.load(bad)
+    assert info.value.line == 3
