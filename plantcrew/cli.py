@@ -25,11 +25,16 @@ approvals_app = typer.Typer(
     help="Pending and past approvals; approve or reject as a person.", no_args_is_help=True
 )
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Score detection and diagnosis on benchmark data.", no_args_is_help=True
+)
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(audit_app, name="audit")
+app.add_typer(eval_app, name="eval")
 
-out = Console()
-err = Console(stderr=True)
+# piped output gets a wide console so tables stay readable in logs and CI
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 DbOpt = Annotated[
     str | None,
@@ -248,6 +253,122 @@ def audit_verify(db: DbOpt = None) -> None:
     for b in breaks:
         err.print(f"[red]entry {b.seq}:[/] {b.problem}")
     raise typer.Exit(1)
+
+
+@eval_app.command("skab")
+def eval_skab(
+    paths: Annotated[list[Path], typer.Argument(help="SKAB CSV files or folders of them")],
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="write per-file predictions, incidents and metrics here"),
+    ] = None,
+    memory_from: Annotated[
+        list[Path] | None,
+        typer.Option("--memory-from", help="load confirmed incidents from these files first"),
+    ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            "--truth", help="file → root cause JSON/YAML, for files not named as SKAB names them"
+        ),
+    ] = None,
+    leave_one_out: Annotated[
+        bool, typer.Option("--leave-one-out", help="memory from every other file, for each file")
+    ] = False,
+) -> None:
+    """F1, FAR and MAR over the test rows (SKAB's protocol), detection delay, incidents and
+    root cause per file and overall."""
+    from plantcrew.scenarios.skab_eval import evaluate_skab, render_report
+
+    def progress(name: str, i: int, n: int) -> None:
+        err.print(f"[{i + 1}/{n}] {name}", highlight=False)
+
+    try:
+        report = evaluate_skab(
+            paths,
+            memory_from=memory_from or (),
+            truth=truth,
+            json_out=json_out,
+            progress=progress,
+            leave_one_out=leave_one_out,
+        )
+    except ConfigError as exc:
+        raise _fail(2, str(exc)) from None
+    render_report(report, out)
+    if json_out is not None:
+        err.print(f"wrote {json_out}")
+
+
+@app.command()
+def detect(
+    data_dir: Annotated[Path, typer.Argument(help="NAB data folder (category/file.csv)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="NAB results folder to write")],
+    fmt: Annotated[str, typer.Option("--format", help="input/output format")] = "nab",
+    detector: Annotated[
+        str, typer.Option("--detector", help="detector name in the results (no underscore)")
+    ] = "plantcrew",
+) -> None:
+    """Run the Monitor's detector on univariate series and write NAB's results format."""
+    from plantcrew.detect import detect_nab
+
+    if fmt != "nab":
+        raise _fail(2, f"--format {fmt!r}: only 'nab' is supported")
+    try:
+        written = detect_nab(data_dir, out_dir, detector=detector)
+    except ConfigError as exc:
+        raise _fail(2, str(exc)) from None
+    out.print(f"wrote {len(written)} result files under {out_dir}")
+
+
+@app.command()
+def feedback(
+    incident_id: Annotated[str, typer.Argument(help="the incident to correct")],
+    root_cause: Annotated[str, typer.Option("--root-cause", help="the right root cause")],
+    by: Annotated[str, typer.Option("--as", help="who corrects it")] = "operator",
+    note: Annotated[str, typer.Option("--note")] = "",
+    db: DbOpt = None,
+) -> None:
+    """Correct an incident's root cause; the correction is remembered and changes later
+    diagnoses of similar deviations."""
+    from datetime import UTC, datetime
+
+    from plantcrew.detect import default_signatures_path, load_signatures
+    from plantcrew.store import Lesson, Store
+
+    try:
+        store = Store(_db(db))
+        inc = store.get_incident(incident_id)
+        vocabulary = set(load_signatures(default_signatures_path()).signatures) | {"unknown"}
+    except PlantcrewError as exc:
+        raise _fail(2, str(exc)) from None
+    if root_cause not in vocabulary:
+        raise _fail(
+            2,
+            f"--root-cause {root_cause!r} is not a known root cause: "
+            f"{', '.join(sorted(vocabulary))}",
+        )
+    signature = {d["sensor"]: d["z"] for d in inc.anomaly.get("deviations", [])}
+    if not signature:
+        raise _fail(2, f"incident {incident_id} has no deviation signature to learn from")
+    store.add_lesson(
+        Lesson(
+            incident_id=inc.id,
+            run_id=inc.run_id,
+            root_cause=root_cause,
+            signature=signature,
+            source="feedback",
+            note=note or f"by {by}",
+        )
+    )
+    store.audit(
+        time=datetime.now(UTC),
+        actor=by,
+        kind="diagnosis.corrected",
+        run_id=inc.run_id,
+        incident_id=inc.id,
+        data={"was": inc.root_cause, "now": root_cause, "note": note},
+    )
+    out.print(f"{incident_id}: {inc.root_cause} → {root_cause} remembered as feedback")
 
 
 def main() -> None:
