@@ -15,7 +15,15 @@ Failed attempts (a deployment that errored before another served the call) are l
 a litellm failure callback (``async_log_failure_event``, awaited by litellm before it moves
 on), matched to the call by a ``plantcrew_call`` metadata tag; they are listed in the
 record's ``error`` as ``"<deployment>: <ErrorType>"`` even when the call succeeded (``ok``
-tells success). Error texts are scrubbed of configured API keys before they are kept.
+tells success), with the deployments the circuit breaker skipped (``"<deployment>: cooling
+down"``) and, for a timeout, the limit that cut the call. A call the playbook served although
+the group has model deployments is degraded: its ``degraded_reason`` says ``"no model
+answered (...)"``. Cost uses a deployment's configured ``price`` when it has one. Error texts
+are scrubbed of configured API keys before they are kept.
+
+The circuit breaker: each deployment carries ``allowed_fails`` and, when set, its own
+``cooldown_time`` in litellm's ``model_info``; after more than ``allowed_fails`` failures
+within the cooldown time litellm skips it for that long (the playbook is never skipped).
 """
 
 from __future__ import annotations
