@@ -91,6 +91,12 @@ SSE_CLIENTS = Gauge(
     "Server-sent-event streams open now.",
     namespace=NAMESPACE,
 )
+AGENTS_LIVE = Gauge(
+    "agents_live",
+    "Agents whose heartbeat this process heard within their time to live, by role.",
+    ["role"],
+    namespace=NAMESPACE,
+)
 READY = Gauge(
     "ready",
     "1 when the named dependency answered the last readiness check, else 0.",
@@ -143,6 +149,7 @@ def model_call(model_group: str, deployment: str, *, ok: bool, fallback: bool) -
 
 
 __all__ = [
+    "AGENTS_LIVE",
     "DEAD_LETTERS",
     "HANDLER_SECONDS",
     "HTTP_REQUESTS",

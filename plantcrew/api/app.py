@@ -31,7 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from plantcrew import tracing
+from plantcrew import metrics, tracing
 from plantcrew.api.config import ApiSettings
 from plantcrew.api.context import ApiContext
 from plantcrew.api.health import run_checks
@@ -250,6 +250,11 @@ def _probes(ctx: ApiContext, store_registry: CollectorRegistry) -> APIRouter:
     async def metrics_endpoint() -> Response:
         """This process's metrics and, from the database, the crew's (incidents, approvals,
         model calls, dead letters)."""
+        live: dict[str, int] = {}
+        for agent in ctx.agents.snapshot():
+            live[agent["role"]] = live.get(agent["role"], 0) + (1 if agent["live"] else 0)
+        for role, n in live.items():
+            metrics.AGENTS_LIVE.labels(role).set(n)
         text = generate_latest(REGISTRY) + await run_in_threadpool(generate_latest, store_registry)
         return Response(text, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
