@@ -89,8 +89,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: _VIEW,
     Role.OPERATOR: _VIEW | {P.TELEMETRY_WRITE, P.RUNS_EXPORT},
     Role.APPROVER: _VIEW | {P.APPROVALS_DECIDE, P.RUNS_EXPORT},
-    Role.ADMIN: _VIEW
-    | {P.TELEMETRY_WRITE, P.RUNS_EXPORT, P.APPROVALS_DECIDE, P.TOKENS_MANAGE},
+    Role.ADMIN: _VIEW | {P.TELEMETRY_WRITE, P.RUNS_EXPORT, P.APPROVALS_DECIDE, P.TOKENS_MANAGE},
 }
 """Access role → permissions. Deciding on an approval also needs a plant role it allows."""
 
@@ -100,9 +99,7 @@ AGENT_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "operator": frozenset({P.TELEMETRY_READ, P.MODEL_CALL, P.ACTION_PROPOSE, P.PLANT_ACTUATE}),
     "safety": frozenset({P.TELEMETRY_READ, P.POLICY_EVALUATE}),
     "reviewer": frozenset({P.MODEL_CALL, P.MEMORY_WRITE}),
-    "coordinator": frozenset(
-        {P.INCIDENTS_WRITE, P.APPROVALS_ISSUE, P.MEMORY_READ, P.MEMORY_WRITE}
-    ),
+    "coordinator": frozenset({P.INCIDENTS_WRITE, P.APPROVALS_ISSUE, P.MEMORY_READ, P.MEMORY_WRITE}),
 }
 """Agent role → the tools it may use (least privilege: only the Operator actuates)."""
 
