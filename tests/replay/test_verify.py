@@ -1,0 +1,129 @@
+"""Exact replay: a recorded run re-executed through the current code with recorded answers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from plantcrew.cli_replay import app
+from plantcrew.replay.timeline import load_timeline
+from plantcrew.replay.verify import verify_run, verify_run_async
+from plantcrew.store import Store
+from tests.llm.openai_stub import OpenAIStub, Reply
+from tests.replay.conftest import SHORT, config_copy, json_of, record
+
+STUB_KEY_ENV = "PLANTCREW_TEST_REPLAY_STUB_KEY"
+
+
+def _step(db_url: str, run_id: str, type_: str) -> Any:
+    timeline = load_timeline(Store(db_url), run_id)
+    return next(s for s in timeline.steps if s.type == type_)
+
+
+async def test_a_recorded_run_verifies_with_no_divergence(short_run: tuple[str, str]) -> None:
+    db_url, run_id = short_run
+    report = await verify_run_async(db_url, run_id)
+    assert report.ok, [d.describe() for d in report.divergences]
+    timeline = load_timeline(Store(db_url), run_id)
+    assert report.compared == len(timeline.steps) == report.replayed
+    assert {"coordinator", "monitor-1", "diagnostic-1", "operator-1", "safety-1",
+            "reviewer-1"} <= set(report.agents)
+    assert report.replay_run_id != run_id
+
+
+def _change_bearing_rule(playbooks: Path) -> None:
+    text = playbooks.read_text()
+    block = re.search(r"\n  bearing_overheating:\n(?:    .*\n)+", text)
+    assert block is not None and "command: stop" in block.group(0)
+    playbooks.write_text(text.replace(block.group(0),
+                                      block.group(0).replace("command: stop", "command: notify")))
+
+
+def test_a_changed_playbook_rule_is_reported_at_the_first_divergent_message(
+        tmp_path: Path) -> None:
+    cfg = config_copy(tmp_path / "config")
+    db_url = f"sqlite:///{tmp_path / 'run.db'}"
+    run_id = record(SHORT, db_url, config_dir=cfg)
+    proposed = _step(db_url, run_id, "action.proposed")
+    _change_bearing_rule(cfg / "playbooks.yaml")
+
+    cli = CliRunner().invoke(app, ["replay", run_id, "--db", db_url, "--verify", "--json"])
+    assert cli.exit_code == 1, cli.output
+    out = json_of(cli.output)
+    assert out["ok"] is False
+    first = out["first_divergence"]
+    assert (first["agent"], first["type"], first["kind"]) == (
+        "operator-1", "action.proposed", "changed")
+    assert (first["seq"], first["plant_time"]) == (proposed.seq, proposed.plant_time)
+    fields = {d["path"]: (d["original"], d["replayed"]) for d in first["differences"]}
+    assert fields["payload.command"] == ("stop", "notify")
+
+    # with every model answer (the playbook's too) served from the record, the rule change
+    # is out of play and the run verifies
+    calls = sum(len(s.model_calls) for s in load_timeline(Store(db_url), run_id).steps)
+    report = verify_run(db_url, run_id, record_playbook=True)
+    assert report.ok, [d.describe() for d in report.divergences]
+    assert calls == 3 and report.reexecution.served == calls and report.reexecution.live == 0
+
+
+async def test_a_changed_prompt_is_a_divergence_even_with_recorded_answers(
+        short_run: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import plantcrew.agents.operator as operator
+
+    db_url, run_id = short_run
+    proposed = _step(db_url, run_id, "action.proposed")
+    monkeypatch.setattr(operator, "SYSTEM", operator.SYSTEM + " Prefer notify.")
+    report = await verify_run_async(db_url, run_id, record_playbook=True)
+    assert report.first is not None and report.first.seq == proposed.seq
+    paths = [d.path for d in report.first.differences]
+    assert paths and all("prompt" in p for p in paths), paths
+    assert "payload.model_calls[0].prompt[0].content" in paths
+
+
+def _stub_config(cfg: Path, stub: OpenAIStub) -> None:
+    path = cfg / "models.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["groups"]["reasoning"]["deployments"] = [
+        {"model": "openai/stub-reasoning", "name": "reasoning-stub", "api_base": stub.base_url,
+         "api_key_env": STUB_KEY_ENV, "max_retries": 0, "timeout_s": 10},
+        {"model": "playbook/default", "name": "reasoning-playbook"},
+    ]
+    data["router"].update(num_retries=0, cooldown_time_s=0)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_hosted_model_answers_come_from_the_record_and_no_model_is_called(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STUB_KEY_ENV, "sk-test-replay-0000")
+    proposal = {"device_id": "pump1", "command": "stop", "parameters": {}, "hazard_class": 2,
+                "rationale": "the stub model says: stop the pump"}
+
+    cfg = config_copy(tmp_path / "config")
+    db_url = f"sqlite:///{tmp_path / 'run.db'}"
+    with OpenAIStub() as stub:
+        # the diagnosis asks first: the stub fails it and the router falls back to the
+        # playbook; the proposal asks second and gets the stub's answer
+        stub.script("stub-reasoning", Reply.error(500), Reply.json(proposal))
+        _stub_config(cfg, stub)
+        run_id = record(SHORT, db_url, config_dir=cfg)
+        asked = len(stub.requests)
+    diagnosis = _step(db_url, run_id, "diagnosis.made").model_calls[0]
+    assert diagnosis["deployment"] == "reasoning-playbook" and diagnosis["fallback"]
+    assert "reasoning-stub" in (diagnosis["error"] or "")
+    proposed = _step(db_url, run_id, "action.proposed")
+    assert proposed.model_calls[0]["deployment"] == "reasoning-stub"
+    assert proposed.payload["rationale"] == proposal["rationale"]
+    assert asked == 2 and [m for m, _ in stub.requests] == ["stub-reasoning"] * 2
+
+    # the stub is gone: any model call that is not served from the record would fail
+    report = verify_run(db_url, run_id)
+    assert report.ok, [d.describe() for d in report.divergences]
+    assert report.reexecution.served == 1  # the proposal
+    assert report.reexecution.refused >= 1  # the stub failing the diagnosis, as recorded
+    assert report.reexecution.live == 0
+    assert len(stub.requests) == asked
