@@ -76,7 +76,7 @@ def tracer() -> trace.Tracer:
     """plantcrew's tracer (a no-op one until :func:`configure_tracing` installed a provider)."""
     provider = _configured.get("provider")
     if provider is not None:
-        return provider.get_tracer(_TRACER_NAME)  # type: ignore[no-any-return]
+        return provider.get_tracer(_TRACER_NAME)
     return trace.get_tracer(_TRACER_NAME)
 
 

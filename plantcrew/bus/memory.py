@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import structlog
 
+from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
     DurableOptions,
     Handler,
@@ -63,6 +64,7 @@ class _Stream:
 class _PlainSub:
     def __init__(self, bus: MemoryBus, pattern: str, handler: Handler, queue: str | None):
         self.bus, self.pattern, self.handler, self.queue_group = bus, pattern, handler, queue
+        self.handler = tracing.instrument_handler(handler, subject=pattern, group=queue)
         self.inbox: asyncio.Queue[tuple[bytes, str | None]] = asyncio.Queue()
         self.task = asyncio.create_task(self._run())
 
@@ -88,6 +90,7 @@ class _PlainSub:
 class _Member:
     def __init__(self, bus: MemoryBus, subject: str, group: _Group, handler: Handler):
         self.bus, self.subject, self.group, self.handler = bus, subject, group, handler
+        self.handler = tracing.instrument_handler(handler, subject=subject, group=group.name)
         self.current: _Entry | None = None
         self.handling: asyncio.Task[Message | None] | None = None
         self.task = asyncio.create_task(self._run())
@@ -179,6 +182,7 @@ class MemoryBus:
     # ---- publish -------------------------------------------------------------------------
     async def publish(self, msg: Message, subject: str | None = None) -> None:
         subject = check_subject(subject or msg.subject)
+        msg = tracing.stamp(msg, subject)
         self._publish_bytes(subject, msg.to_bytes(), msg_id=str(msg.id))
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
@@ -331,6 +335,7 @@ class MemoryBus:
         options = group.options
         if entry.delivered >= options.max_deliver:
             log.warning("dead-lettered", subject=subject, id=str(msg.id), reason=reason)
+            metrics.dead_lettered(subject, quarantined=False)
             if subject != Subjects.DLQ:
                 self._publish_bytes(
                     Subjects.DLQ,
@@ -346,6 +351,7 @@ class MemoryBus:
                 )
             return
         delay = options.backoff(entry.delivered)
+        metrics.redelivered(subject)
         self._busy()
 
         def redeliver() -> None:
@@ -357,6 +363,7 @@ class MemoryBus:
 
     def _quarantine(self, subject: str, data: bytes, reason: str) -> None:
         log.warning("quarantined", subject=subject, reason=reason)
+        metrics.dead_lettered(subject, quarantined=True)
         if subject == Subjects.DLQ:
             return
         dl = dead_letter(subject=subject, reason=reason, raw=data, attempts=1, quarantined=True)

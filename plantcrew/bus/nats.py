@@ -59,6 +59,7 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 from pydantic import ValidationError
 
+from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
     DurableOptions,
     Handler,
@@ -168,6 +169,7 @@ class _PlainSub:
 
     def __init__(self, bus: NatsBus, pattern: str, handler: Handler) -> None:
         self.bus, self.pattern, self.handler = bus, pattern, handler
+        self.handler = tracing.instrument_handler(handler, subject=pattern)
         self.sub: Any = None
         self.active = 0
 
@@ -220,6 +222,7 @@ class _Member:
     ) -> None:
         self.bus, self.subject, self.consumer = bus, subject, consumer
         self.handler, self.options = handler, options
+        self.handler = tracing.instrument_handler(handler, subject=subject, group=consumer)
         self.psub: JetStreamContext.PullSubscription | None = None
         self.current: Msg | None = None
         self.handling: asyncio.Future[Message | None] | None = None
@@ -437,6 +440,7 @@ class NatsBus:
         repeat of a stored id). Raises BusError when not stored within ``publish_timeout``."""
         # the telemetry hot path: a cached subject lookup, one serialization, one buffer append
         subject = subject or msg.subject
+        msg = tracing.stamp(msg, subject)
         hit = self._subjects.get(subject)
         wire, durable = hit if hit is not None else self._resolve(subject)
         if durable:
@@ -610,12 +614,14 @@ class NatsBus:
                 reason=reason,
                 delivered=delivered,
             )
+            metrics.redelivered(member.subject)
             await nmsg.nak(delay=options.backoff(delivered))
 
     async def _give_up(
         self, member: _Member, nmsg: Msg, msg: Message, reason: str, attempts: int, key: str
     ) -> None:
         log.warning("dead-lettered", subject=member.subject, id=str(msg.id), reason=reason)
+        metrics.dead_lettered(member.subject, quarantined=False)
         if member.subject != Subjects.DLQ:
             letter = dead_letter(
                 subject=member.subject,
@@ -633,6 +639,7 @@ class NatsBus:
         subject = self._local(wire_subject)
         _, reason = parse_or_reason(data)
         log.warning("quarantined", subject=subject, reason=reason)
+        metrics.dead_lettered(subject, quarantined=True)
         if subject == Subjects.DLQ:
             return
         letter = dead_letter(

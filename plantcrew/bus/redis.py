@@ -63,6 +63,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
     DurableOptions,
     Handler,
@@ -209,6 +210,7 @@ class _PlainSub:
 
     def __init__(self, bus: RedisBus, pattern: str, handler: Handler, queue: str | None) -> None:
         self.bus, self.pattern, self.handler, self.queue = bus, pattern, handler, queue
+        self.handler = tracing.instrument_handler(handler, subject=pattern, group=queue)
         self.wire = bus.settings.prefix + pattern
         self.glob = to_glob(self.wire) if ("*" in pattern or ">" in pattern) else None
         self.list_key = bus._queue_key(queue, pattern) if queue else None
@@ -276,6 +278,7 @@ class _Member:
         self, bus: RedisBus, subject: str, group: str, handler: Handler, options: DurableOptions
     ) -> None:
         self.bus, self.subject, self.group, self.handler = bus, subject, group, handler
+        self.handler = tracing.instrument_handler(handler, subject=subject, group=group)
         self.options = options
         self.key = bus.settings.prefix + subject
         self.name = f"{socket.gethostname()}-{os.getpid()}-{next(self._ids)}-{uuid.uuid4().hex[:6]}"
@@ -527,6 +530,7 @@ class RedisBus:
         """Send ``msg``; on a durable subject, wait until Redis stored it (or it was a repeat
         of a stored id). Raises BusError when not stored within ``publish_timeout``."""
         subject = subject or msg.subject
+        msg = tracing.stamp(msg, subject)
         wire, durable = self._resolve(subject)
         if durable:
             await self._store(wire, _TO_JSON(msg), str(msg.id))
@@ -877,6 +881,7 @@ class RedisBus:
                 reason=reason,
                 delivered=delivered,
             )
+            metrics.redelivered(member.subject)
             await member.nak(entry_id, options.backoff(delivered))
 
     async def _give_up(
@@ -890,6 +895,7 @@ class RedisBus:
         key: str,
     ) -> None:
         log.warning("dead-lettered", subject=member.subject, id=str(msg.id), reason=reason)
+        metrics.dead_lettered(member.subject, quarantined=False)
         if member.subject != Subjects.DLQ:
             letter = dead_letter(
                 subject=member.subject,
@@ -907,6 +913,7 @@ class RedisBus:
         """Store a ``DeadLetter`` (quarantined) for bytes that are not a valid ``Message``."""
         _, reason = parse_or_reason(data)
         log.warning("quarantined", subject=subject, reason=reason)
+        metrics.dead_lettered(subject, quarantined=True)
         if subject == Subjects.DLQ:
             return
         letter = dead_letter(
