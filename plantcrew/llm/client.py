@@ -220,7 +220,7 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
             content = [FunctionCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
                        for _, c in sorted(calls.items())]
         name, model, fallback = self._router.served_by(stream)
-        fallback = fallback or any(dep != name for dep, _ in attempts)
+        fallback = fallback or self._router.failed_before(name, attempts)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         info = ModelCallInfo(

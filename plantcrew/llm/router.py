@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from plantcrew.llm.client import LiteLLMChatCompletionClient
 
 MAX_ERROR_CHARS = 500
+COOLING = "cooling down"
 log = structlog.get_logger("plantcrew.llm")
 
 
@@ -344,7 +345,7 @@ class ModelRouter:
         """``attempts`` plus ``(name, "cooling down")`` for the group's skipped deployments."""
         tried = {name for name, _ in attempts}
         cooling = set(self.cooling_down())
-        return [*attempts, *((d.name or "", "cooling down") for d in self.deployments(group)
+        return [*attempts, *((d.name or "", COOLING) for d in self.deployments(group)
                              if d.name in cooling and d.name not in tried)]
 
     # ---- accounting -----------------------------------------------------------------------
@@ -372,7 +373,7 @@ class ModelRouter:
                      attempts: Sequence[tuple[str, str]] = ()) -> ModelCallInfo:
         """The accounting record of a successful call (``attempts``: failed before it)."""
         name, model, fallback = self.served_by(response)
-        fallback = fallback or any(dep != name for dep, _ in attempts)
+        fallback = fallback or self.failed_before(name, attempts)
         usage = getattr(response, "usage", None)
         return ModelCallInfo(
             degraded_reason=self.degraded_reason(group, name, attempts),
@@ -389,6 +390,12 @@ class ModelRouter:
             prompt=[dict(m) for m in messages],
             response=text,
         )
+
+    @staticmethod
+    def failed_before(served: str, attempts: Sequence[tuple[str, str]]) -> bool:
+        """True when another deployment failed before ``served`` answered (a deployment the
+        circuit breaker skipped counts only through its order: see :meth:`served_by`)."""
+        return any(dep != served and error != COOLING for dep, error in attempts)
 
     def degraded_reason(self, group: str, served: str,
                         attempts: Sequence[tuple[str, str]]) -> str | None:

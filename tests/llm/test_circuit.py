@@ -122,3 +122,18 @@ async def test_a_timeout_names_the_limit_that_cut_the_call(stub: OpenAIStub) -> 
     assert info.deployment == "triage-playbook"
     assert info.error == "slow: Timeout (no answer within 0.3 s)"
     assert info.degraded_reason == "no model answered (slow: Timeout (no answer within 0.3 s))"
+
+
+async def test_a_peer_skipped_by_the_breaker_does_not_make_a_call_a_fallback(
+        stub: OpenAIStub) -> None:
+    stub.script("flaky", Reply.error(500))
+    stub.script("steady", Reply.json({"ok": True}))
+    router = stub_router(stub, stub_deployment(stub, "flaky", "a", order=1, allowed_fails=0),
+                         stub_deployment(stub, "steady", "b", order=1), cooldown_time_s=30)
+    for _ in range(50):  # the load balancer picks either; the first failure opens a's circuit
+        await call(router)
+        if router.cooling_down():
+            break
+    assert router.cooling_down() == ["a"]
+    info = (await call(router)).info
+    assert (info.deployment, info.fallback, info.error) == ("b", False, "a: cooling down")
