@@ -1,0 +1,270 @@
+"""The Coordinator as its own process: every run on the bus, from one set of subscriptions.
+
+``plantcrew coordinator`` (and ``plantcrew up``) run a :class:`CoordinatorHost`. It consumes
+``crew.events`` (group ``coordinator``) and ``crew.dlq`` (group ``dlq-recorder``), listens to
+``crew.control`` and serves ``crew.clock``, and hands each event to the
+:class:`~plantcrew.crews.coordinator.Coordinator` of the event's run, made on first sight from
+the ``Run`` row (kept for the ``max_runs`` most recent runs; all state is in the database, so
+one that is dropped or lost in a restart is made again). All of them share one capability
+registry and one outbox relay.
+
+Time. A Coordinator's timeouts run in plant seconds. For a live run (no scenario) plant time is
+the wall clock since the run's start, and the host ticks the run's Coordinator every
+``tick_interval_s``. A simulated run's plant time lives in the runner's process: there the
+Coordinator's clock (:class:`~plantcrew.crews.clocks.RunClock`) follows the run's messages, and
+the runner drives the ticks. Each step it sends a *clock beacon*: a request on ``crew.clock``
+carrying the run's plant time (an ``agent.heartbeat`` from the runner, ``time`` = plant time);
+the host moves the run's clock there, ticks its Coordinator (people's votes, timeouts), flushes
+the outbox and only then answers, with its own heartbeat listing the capabilities that have a
+live agent. So a timeout fires at the same plant time as in-process, and the runner knows when
+the crew is ready (every capability it needs is live). A run with no active incident is
+*quiet*: its beacons are answered without touching the database (nothing can be due: votes and
+timeouts belong to active incidents) until an event of the run arrives.
+
+Liveness is a property of processes, so the registry judges it on the wall clock: an agent is
+live while its last heartbeat is younger than ``agent_ttl_s`` wall seconds (crew.yaml), whatever
+speed a simulated run goes at.
+
+Run one Coordinator process per plant namespace. A second one is safe (each event is handled in
+one transaction with optimistic locking; a conflict is retried through redelivery) but buys no
+throughput on one database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+import structlog
+from sqlmodel import col, func, select
+
+from plantcrew.bus import Bus, Subscription
+from plantcrew.crews.clocks import LiveClock, RunClock, as_utc
+from plantcrew.crews.config import CrewConfig
+from plantcrew.crews.coordinator import ACTIVE, Coordinator
+from plantcrew.crews.outbox import OutboxRelay
+from plantcrew.crews.registry import AgentInfo, CapabilityRegistry
+from plantcrew.errors import BusError, NotFoundError, StoreError
+from plantcrew.messages import AgentHeartbeat, Capability, DeadLetter, Message, Subjects
+from plantcrew.store import Incident, Run, Store
+
+log = structlog.get_logger("plantcrew.crews.host")
+
+CLOCK = "crew.clock"
+"""Plain subject of the runner's clock beacons (request/reply; see module doc)."""
+
+LIVE_RUN = "live"
+"""The run of messages that name none (live operation)."""
+
+
+class WallRegistry(CapabilityRegistry):
+    """A capability registry whose liveness runs on this process's monotonic wall clock
+    (the ``now`` the Coordinator passes in plant seconds is ignored)."""
+
+    def heard(self, hb: AgentHeartbeat, now: float) -> None:
+        super().heard(hb, time.monotonic())
+
+    def live(self, capability: Capability, now: float) -> list[AgentInfo]:
+        return super().live(capability, time.monotonic())
+
+    def live_capabilities(self) -> list[Capability]:
+        """Every capability with at least one live agent."""
+        return [c for c in Capability if self.live(c, 0.0)]
+
+
+class CoordinatorHost:
+    """Coordinators of every run on ``bus`` in one process (see module doc)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        *,
+        config: CrewConfig,
+        concurrency: int = 1,
+        tick_interval_s: float = 1.0,
+        max_runs: int = 256,
+        agent_id: str | None = None,
+    ) -> None:
+        self.bus, self.store, self.config = bus, store, config
+        self.concurrency, self.tick_interval_s = concurrency, tick_interval_s
+        self.max_runs = max_runs
+        self.agent_id = agent_id or f"coordinator-{socket.gethostname()}-{os.getpid()}"
+        self.registry = WallRegistry(config.coordinator.agent_ttl_s)
+        self.relay = OutboxRelay(store, bus)
+        self.coordinators: OrderedDict[str, Coordinator] = OrderedDict()
+        self.clocks: dict[str, RunClock | LiveClock] = {}
+        self.quiet: set[str] = set()
+        self._subs: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stopping = False
+
+    # ---- runs ----------------------------------------------------------------------------
+    def coordinator_for(self, run_id: str | None) -> Coordinator:
+        """The Coordinator of ``run_id`` (a run the database lacks is opened as a live run)."""
+        run_id = run_id or LIVE_RUN
+        coord = self.coordinators.get(run_id)
+        if coord is not None:
+            self.coordinators.move_to_end(run_id)
+            return coord
+        run = self._run(run_id)
+        started = as_utc(run.started_at)
+        live = "scenario" not in run.config
+        clock = LiveClock(started) if live else RunClock(started)
+        coord = Coordinator(
+            self.bus,
+            self.store,
+            clock,
+            run_id=run_id,
+            run_started=started,
+            settings=self.config.coordinator,
+            delivery=self.config.delivery.options(),
+        )
+        coord.registry = self.registry
+        coord.relay = self.relay
+        self.coordinators[run_id], self.clocks[run_id] = coord, clock
+        while len(self.coordinators) > self.max_runs:
+            old, _ = self.coordinators.popitem(last=False)
+            self.clocks.pop(old, None)
+            self.quiet.discard(old)
+        log.info("serving run", run=run_id, live=live, started=started.isoformat())
+        return coord
+
+    def _run(self, run_id: str) -> Run:
+        try:
+            return self.store.get_run(run_id)
+        except NotFoundError:
+            pass
+        run = Run(
+            id=run_id,
+            scenario="live",
+            status="running",
+            bus_url=self.bus.url.split("?")[0],
+            started_at=datetime.now(UTC),
+            config={"live": True},
+        )
+        try:
+            self.store.create_run(run)
+        except StoreError:  # another process made it first
+            return self.store.get_run(run_id)
+        return run
+
+    def _active(self, run_id: str) -> int:
+        """How many incidents of ``run_id`` are still active."""
+        with self.store.tx() as s:
+            return int(
+                s.exec(
+                    select(func.count())
+                    .select_from(Incident)
+                    .where(col(Incident.run_id) == run_id, col(Incident.status).in_(ACTIVE))
+                ).one()
+            )
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Publish what the outbox still holds (after a crash), subscribe, announce."""
+        await self.relay.flush()
+        delivery = self.config.delivery.options()
+        self._subs.append(await self.bus.subscribe(Subjects.CONTROL, self._on_control))
+        self._subs.append(await self.bus.subscribe(CLOCK, self._on_clock, queue="coordinator"))
+        for _ in range(max(1, self.concurrency)):
+            self._subs.append(
+                await self.bus.consume(
+                    Subjects.EVENTS, self._on_event, group="coordinator", options=delivery
+                )
+            )
+        self._subs.append(
+            await self.bus.consume(
+                Subjects.DLQ, self._on_dead, group="dlq-recorder", options=delivery
+            )
+        )
+        self._tasks.append(asyncio.create_task(self._beat(), name="coordinator-heartbeats"))
+        self._tasks.append(asyncio.create_task(self._tick_live(), name="coordinator-live-ticks"))
+        await self.heartbeat()
+        log.info("coordinator started", agent=self.agent_id)
+
+    async def stop(self) -> None:
+        """Stop taking events (what is in flight is handed back to the group) and say so."""
+        self.stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        with contextlib.suppress(BusError):
+            await self.heartbeat()
+        log.info("coordinator stopped", agent=self.agent_id)
+
+    async def heartbeat(self) -> None:
+        """Announce this Coordinator on ``crew.control`` (workers answer with theirs)."""
+        hb = AgentHeartbeat(
+            agent_id=self.agent_id, role="coordinator", capabilities=[], stopping=self.stopping
+        )
+        await self.bus.publish(Message.new(hb, source=self.agent_id, subject=Subjects.CONTROL))
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+            try:
+                await self.heartbeat()
+            except BusError as exc:
+                log.info("heartbeat not sent", error=str(exc))
+
+    async def _tick_live(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval_s)
+            for run_id, coord in list(self.coordinators.items()):
+                if isinstance(self.clocks.get(run_id), LiveClock):
+                    try:
+                        await coord.tick()
+                    except (StoreError, BusError) as exc:
+                        log.warning("tick failed", run=coord.run_id, error=str(exc))
+
+    # ---- inputs --------------------------------------------------------------------------
+    async def _on_control(self, msg: Message) -> None:
+        hb = msg.payload
+        if isinstance(hb, AgentHeartbeat) and hb.capabilities:
+            self.registry.heard(hb, 0.0)
+
+    def _observe(self, msg: Message) -> Coordinator:
+        coord = self.coordinator_for(msg.run_id)
+        self.clocks[coord.run_id].observe(msg.time)
+        return coord
+
+    async def _on_event(self, msg: Message) -> None:
+        coord = self._observe(msg)
+        self.quiet.discard(coord.run_id)
+        await coord.handle_event(msg)
+
+    async def _on_dead(self, msg: Message) -> None:
+        if isinstance(msg.payload, DeadLetter) and self.store.record_dead_letter(msg):
+            log.warning(
+                "dead letter",
+                subject=msg.payload.original_subject,
+                reason=msg.payload.reason,
+                attempts=msg.payload.attempts,
+            )
+
+    async def _on_clock(self, msg: Message) -> Message:
+        """A clock beacon: move the run to its plant time, tick, flush, then answer."""
+        coord = self._observe(msg)
+        if coord.run_id not in self.quiet:
+            await coord.tick()
+            if not self._active(coord.run_id):
+                self.quiet.add(coord.run_id)
+        hb = AgentHeartbeat(
+            agent_id=self.agent_id,
+            role="coordinator",
+            capabilities=self.registry.live_capabilities(),
+            stopping=self.stopping,
+        )
+        return msg.reply(hb, source=self.agent_id, subject=CLOCK)
+
+
+__all__ = ["CLOCK", "LIVE_RUN", "CoordinatorHost", "WallRegistry"]

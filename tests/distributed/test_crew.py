@@ -1,0 +1,196 @@
+"""The crew as processes (``plantcrew up`` and two ``plantcrew worker --role operator``) on
+NATS and on Redis, with PostgreSQL: a run with the crew elsewhere passes; a poison message is
+dead-lettered with its reason while the others flow; a message delivered twice is processed
+once; a worker SIGKILLed in the middle of a task is replaced by another that finishes it, and
+no action is executed twice.
+
+The crew's processes are shared by the tests of this module (started once per broker); the
+SIGKILL test runs last, as it leaves one Operator worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import col, func, select
+
+from plantcrew.bus import connect
+from plantcrew.crews.backlog import DurableBacklog
+from plantcrew.messages import Capability, Message, Subjects, Task
+from plantcrew.plant.actuators import ActuatorCommand, ActuatorReceipt
+from plantcrew.plant.bus_actuator import PlantGateway
+from plantcrew.scenarios.runner import RunResult, run_scenario
+from plantcrew.store import Action, AuditEntry, Incident, MessageRecord, Store
+from tests.distributed.conftest import Crew
+
+SHORT = Path(__file__).parent / "scenarios" / "short-bearing.yaml"
+
+
+async def run_remote(crew: Crew, scenario: Path = SHORT) -> RunResult:
+    result = await run_scenario(
+        scenario, bus_url=crew.bus_url, db_url=crew.db_url, config_dir=crew.config_dir,
+        crew="remote",
+    )  # fmt: skip
+    failed = [f"{e.name}: {e.detail}" for e in result.expectations if not e.passed]
+    assert result.passed, "; ".join(failed)
+    return result
+
+
+async def settled(bus_url: str, timeout: float = 60.0) -> None:
+    """Wait until the whole crew acknowledged every durable message."""
+    bus = await connect(bus_url)
+    backlog = DurableBacklog(bus)
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while await backlog.count():
+            assert loop.time() < end, f"crew not settled: {backlog.stuck}"
+            await asyncio.sleep(0.1)
+    finally:
+        await backlog.close()
+        await bus.close()
+
+
+async def test_a_run_passes_with_its_crew_in_other_processes(shared_crew: Crew) -> None:
+    result = await run_remote(shared_crew)
+    store = Store(shared_crew.db_url)
+    try:
+        sources = {m.source for m in store.messages(result.run_id)}
+        # the answers came from the worker processes, the routing from the Coordinator's
+        assert any(s.startswith("operator-") and s.count("-") >= 2 for s in sources)
+        assert any(s.startswith("coordinator-") for s in sources) or "coordinator" in sources
+        assert store.verify_audit() == []
+    finally:
+        store.dispose()
+
+
+async def test_poison_is_dead_lettered_with_its_reason_while_the_rest_flows(
+    shared_crew: Crew,
+) -> None:
+    bus = await connect(shared_crew.bus_url)
+    poison = Message.new(
+        Task(task_id="poison-1", incident_id="nowhere", capability=Capability.DIAGNOSE),
+        source="test",
+        subject=Subjects.tasks(Capability.DIAGNOSE),
+    )  # a task whose handler fails at every delivery (no anomaly in its input)
+    try:
+        await bus.publish(poison)
+        await bus.publish_raw(Subjects.EVENTS, b'{"type": "anomaly.detected", "oops": 1}')
+    finally:
+        await bus.close()
+    await run_remote(shared_crew)  # the crew carries on meanwhile
+    await settled(shared_crew.bus_url)
+    store = Store(shared_crew.db_url)
+    try:
+        letters = {d.original_subject: d for d in store.dead_letters()}
+        dead = letters["crew.tasks.diagnose"]
+        assert dead.original_id == str(poison.id) and not dead.quarantined
+        assert "KeyError" in dead.reason and "anomaly" in dead.reason and dead.attempts == 3
+        bad = letters["crew.events"]
+        assert bad.quarantined and "payload" in bad.reason and "oops" in bad.raw
+    finally:
+        store.dispose()
+
+
+class CountingActuator:
+    """Counts the commands that reach the plant (none should, for a duplicate)."""
+
+    def __init__(self) -> None:
+        self.commands: list[ActuatorCommand] = []
+
+    async def execute(self, cmd: ActuatorCommand) -> ActuatorReceipt:
+        self.commands.append(cmd)
+        return ActuatorReceipt(
+            action_id=cmd.action_id, idempotency_key=cmd.idempotency_key, status="duplicate", ts=0.0
+        )
+
+
+def _state(store: Store, run_id: str) -> dict[str, Any]:
+    with store.tx() as s:
+        return {
+            "incidents": sorted(
+                (i.id, i.status, i.version)
+                for i in s.exec(select(Incident).where(col(Incident.run_id) == run_id))
+            ),
+            "actions": sorted(
+                (a.id, a.status) for a in s.exec(select(Action).where(col(Action.run_id) == run_id))
+            ),
+            "audit": s.exec(select(func.count()).select_from(AuditEntry)).one(),
+        }
+
+
+async def test_a_message_delivered_twice_is_processed_once(shared_crew: Crew) -> None:
+    result = await run_remote(shared_crew)
+    store = Store(shared_crew.db_url)
+    bus = await connect(shared_crew.bus_url)
+    plant = CountingActuator()
+    gateway = PlantGateway(bus, plant, run_id=result.run_id)
+    await gateway.start()
+    try:
+        before = _state(store, result.run_id)
+        records = [
+            r
+            for r in store.messages(result.run_id)
+            if r.subject == Subjects.EVENTS or r.subject.startswith("crew.tasks.")
+        ]
+        assert {r.type for r in records} >= {"task.assigned", "action.executed"}
+        for r in records:  # again, as new broker messages: no broker dedupe helps here
+            await bus.publish_raw(r.subject, r.body.encode())
+        await settled(shared_crew.bus_url)
+        assert _state(store, result.run_id) == before
+        assert plant.commands == []  # the actuate task came back: nothing was sent again
+        with store.tx() as s:
+            ids = [r.id for r in records]
+            counts = s.exec(
+                select(MessageRecord.id, func.count())
+                .where(col(MessageRecord.id).in_(ids))
+                .group_by(col(MessageRecord.id))
+            ).all()
+        assert {n for _, n in counts} == {1} and len(counts) == len(set(ids))
+        assert store.verify_audit() == []
+    finally:
+        await gateway.stop()
+        await bus.close()
+        store.dispose()
+
+
+async def test_sigkill_mid_task_another_worker_finishes_it_executing_nothing_twice(
+    shared_crew: Crew, monkeypatch: Any
+) -> None:
+    """The Operator that sent the command dies before it hears back; the task returns to the
+    group after its ack wait, the other Operator finishes it."""
+    original = PlantGateway._on_command
+    victims: list[str] = []
+
+    async def answer_after_killing_the_sender(self: PlantGateway, msg: Message) -> Any:
+        reply = await original(self, msg)  # the plant carries the command out
+        if not victims:
+            victims.append(msg.source)
+            pid = int(msg.source.rsplit("-", 1)[1])  # operator-<host>-<pid>
+            await asyncio.to_thread(shared_crew.by_pid(pid).kill)
+        return reply
+
+    monkeypatch.setattr(PlantGateway, "_on_command", answer_after_killing_the_sender)
+    handled: list[dict[str, int]] = []
+    original_stop = PlantGateway.stop
+
+    async def keep_counts(self: PlantGateway) -> None:
+        handled.append(dict(self.handled))
+        await original_stop(self)
+
+    monkeypatch.setattr(PlantGateway, "stop", keep_counts)
+    result = await run_remote(shared_crew)
+    assert victims, "no command reached the plant"
+    # the plant ran the command once; the survivor's repeat was answered from the receipt
+    assert handled == [{"executed": 1, "already_executed": 1}]
+    store = Store(shared_crew.db_url)
+    try:
+        actions = store.actions(run_id=result.run_id)
+        assert [(a.command, a.status) for a in actions] == [("stop", "executed")]
+        done = store.messages(result.run_id, types=["action.executed"])
+        assert len(done) == 1 and done[0].source != victims[0]
+        assert done[0].source.startswith("operator-")
+    finally:
+        store.dispose()
