@@ -5,7 +5,9 @@ state into one ``ActionProposal``; a command the device does not accept becomes 
 (a person is told) rather than anything the model made up. ``actuate``: the approval is
 consumed and the command recorded in one transaction (``begin_execution``) before the command
 is sent through the actuator adapter, with the action's idempotency key, so a redelivered or
-restarted task never sends it twice.
+restarted task never executes it twice: a task redelivered after its first worker died between
+the claim and recording the receipt sends the command again with the same key, and the
+actuator answers that repeat with the first receipt (or runs it, if it never arrived).
 """
 
 from __future__ import annotations
@@ -153,11 +155,14 @@ class Operator(Agent):
             )
         except PlantcrewError as exc:
             return result("refused", str(exc))
-        if not send:
+        if not send and action.status != "executing":
             return result(
                 "already_executed",
                 f"action {action_id} was recorded before ({action.status}); not sent again",
             )
+        # "executing" without a receipt: whoever claimed it died (or timed out) before the
+        # actuator's answer was recorded. Sending again is safe: the actuator runs an
+        # idempotency key at most once and answers a repeat with the first receipt.
         cmd = ActuatorCommand(
             action_id=action.id,
             device_id=action.device_id,

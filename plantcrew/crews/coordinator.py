@@ -175,6 +175,11 @@ class Coordinator:
                 "dead letter", subject=msg.payload.original_subject, reason=msg.payload.reason
             )
 
+    async def handle_event(self, msg: Message) -> None:
+        """Handle one ``crew.events`` message of this run (what the subscription does; a host
+        serving many runs from one subscription calls it)."""
+        await self._on_event(msg)
+
     async def _on_event(self, msg: Message) -> None:
         handler = self._handlers().get(msg.type)
         pt = self.plant_time(msg)
@@ -822,12 +827,14 @@ class Coordinator:
 
     # ---- the plant clock -----------------------------------------------------------------
     async def tick(self) -> None:
-        """Apply people's votes and every timeout that is due at the clock's plant time."""
+        """Apply people's votes on this run's approvals and every timeout that is due at the
+        clock's plant time."""
         now = self.clock.t
         with self.store.tx() as s:
             votes = s.exec(
                 select(ApprovalVote)
-                .where(col(ApprovalVote.processed).is_(False))
+                .join(Approval, col(Approval.id) == col(ApprovalVote.approval_id))
+                .where(col(ApprovalVote.processed).is_(False), col(Approval.run_id) == self.run_id)
                 .order_by(col(ApprovalVote.seq))
             ).all()
             for vote in votes:

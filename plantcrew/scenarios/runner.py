@@ -6,6 +6,13 @@ is quiet, so a run with a seed on ``memory://`` is deterministic and an hour of 
 in seconds. The run's plant time is checkpointed in the database; ``resume`` rebuilds the plant
 from the recorded commands, re-warms the Monitor on the same telemetry, and carries on with
 the incidents where the database has them: no action is executed twice.
+
+With ``crew="remote"`` the Coordinator and the agents are other processes on the same broker
+bus and database (``plantcrew up``, or ``plantcrew coordinator`` and ``plantcrew worker``):
+the runner keeps the plant, serves its commands on ``plant.commands.<run_id>``, drives the
+Coordinator's ticks with clock beacons and paces each step on the crew's durable backlog
+(``plantcrew.crews.remote``). The policies the run uses are kept in ``Run.config`` so that
+workers elsewhere judge by the same ones.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from plantcrew.agents import Asset, Policies
 from plantcrew.bus import Bus, connect
 from plantcrew.crews.config import CrewConfig
 from plantcrew.crews.crew import Crew, CrewParts
+from plantcrew.crews.remote import RemoteCrew
 from plantcrew.detect import MonitorConfig, load_signatures
 from plantcrew.errors import ScenarioError
 from plantcrew.llm import ModelRouter
@@ -150,14 +158,20 @@ async def run_scenario(
     stop_after_s: float | None = None,
     on_checkpoint: Callable[[float], None] | None = None,
     pace: float | None = None,
+    crew: str = "local",
 ) -> RunResult:
     """Run (or, with ``resume=RUN_ID``, continue) a scenario and check its expectations.
 
     Raises ConfigError for a bad scenario or config file, ScenarioError when the run cannot
     start, BusError/StoreError when the bus or database cannot be reached.
     ``stop_after_s`` stops early at that plant time; ``pace`` runs at that multiple of real
-    time (plant seconds per wall second) instead of as fast as possible.
+    time (plant seconds per wall second) instead of as fast as possible. ``crew`` is
+    ``local`` (the crew in this process) or ``remote`` (in other processes; see module doc).
     """
+    if crew not in ("local", "remote"):
+        raise ScenarioError(f"crew must be 'local' or 'remote', got {crew!r}")
+    if crew == "remote" and bus_url.startswith("memory:"):
+        raise ScenarioError("a remote crew needs a broker bus (nats:// or redis://)")
     settings = get_settings()
     config_dir = config_dir or settings.config_dir
     db_url = db_url or settings.db_url
@@ -171,6 +185,11 @@ async def run_scenario(
     seed = scenario.seed if seed is None else seed
     tel = _Telemetry(scenario, str(scenario_path), seed)
     clock = tel.clock if scenario.telemetry is None else tel._csv_clock
+    policies = Policies.load(
+        resolve_data_path(scenario.policies, scenario_path)
+        if scenario.policies
+        else config_dir / "policies.yaml"
+    )
     if resume is None:
         run = Run(
             id=f"run-{uuid7().hex[-12:]}",
@@ -179,7 +198,10 @@ async def run_scenario(
             seed=seed,
             bus_url=bus_url,
             started_at=clock.start,
-            config={"scenario": scenario.model_dump(mode="json")},
+            config={
+                "scenario": scenario.model_dump(mode="json"),
+                "policies": policies.model_dump(mode="json"),
+            },
         )
         store.create_run(run)
         store.audit(
@@ -195,11 +217,6 @@ async def run_scenario(
             },
         )
     crew_config = CrewConfig.load(config_dir / "crew.yaml")
-    policies = Policies.load(
-        resolve_data_path(scenario.policies, scenario_path)
-        if scenario.policies
-        else config_dir / "policies.yaml"
-    )
     parts = CrewParts(
         router=ModelRouter.from_file(
             config_dir / "models.yaml", playbooks_path=config_dir / "playbooks.yaml"
@@ -212,33 +229,39 @@ async def run_scenario(
     )
     wall0 = time.perf_counter()
     bus = await connect(bus_url)
-    crew = Crew.build(
-        bus,
-        store,
-        clock,
-        parts,
-        crew_config,
-        run_id=run.id,
-        run_started=clock.start,
-        on_message=observer.on_message if observer else None,
-    )
+    loop_bus: Bus = bus
+    if crew == "remote":
+        remote = RemoteCrew(bus, clock, run_id=run.id, actuator=parts.actuator)
+        the_crew: Crew = remote
+        loop_bus = remote.paced_bus
+    else:
+        the_crew = Crew.build(
+            bus,
+            store,
+            clock,
+            parts,
+            crew_config,
+            run_id=run.id,
+            run_started=clock.start,
+            on_message=observer.on_message if observer else None,
+        )
     try:
         start_t: float = 0.0
         replayed: list[tuple[float, str, str, dict[str, Any]]] = []
         if resume is not None:
-            start_t, replayed = await _restore(store, run, tel, crew)
-        await crew.start()
-        if resume is not None and crew.coordinator is not None:
-            await crew.coordinator.recover()
-        await bus.quiesce()
+            start_t, replayed = await _restore(store, run, tel, the_crew)
+        await the_crew.start()
+        if resume is not None and the_crew.coordinator is not None:
+            await the_crew.coordinator.recover()
+        await loop_bus.quiesce()
         human = ScriptedHuman(store, run.id, scenario.human)
         await _loop(
             scenario,
             run,
             tel,
             clock,
-            bus,
-            crew,
+            loop_bus,
+            the_crew,
             human,
             store,
             observer,
@@ -249,7 +272,7 @@ async def run_scenario(
             pace,
         )
     finally:
-        await crew.stop()
+        await the_crew.stop()
         await bus.close()
     if stop_after_s is not None and clock.t < scenario.duration_s:
         store.update_run(run.id, plant_time=clock.t)
@@ -269,7 +292,9 @@ async def _restore(
         (
             (a.executed_at, a.device_id, a.command, dict(a.parameters))
             for a in store.actions(run_id=run.id)
-            if a.status in ("executing", "executed") and a.executed_at is not None
+            # "executing" (claimed, no receipt): its actuate task is issued again and the
+            # Operator sends it again with the same idempotency key; not re-applied here
+            if a.status == "executed" and a.executed_at is not None
         ),
         key=lambda c: c[0],
     )
