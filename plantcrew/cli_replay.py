@@ -75,7 +75,10 @@ def replay(
         typer.Option("--type", help="only this message type (repeatable; 'task.*' matches "
                      "a prefix)"),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="messages as a JSON array")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="messages as a JSON array (with --follow: one "
+                           "JSON object per line; with --verify: the report)")
+    ] = False,
     follow: Annotated[
         bool, typer.Option("--follow", help="print messages as a live run logs them")
     ] = False,

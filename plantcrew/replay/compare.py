@@ -52,7 +52,8 @@ class Divergence:
     original_id: str | None = None
     replayed_id: str | None = None
 
-    def describe(self) -> str:
+    def headline(self) -> str:
+        """Where it is and what kind of divergence, without the fields."""
         where = f"message #{self.seq}" if self.seq is not None else f"message {self.index}"
         head = (f"{where} at plant time {fmt_plant_time(self.plant_time)} "
                 f"({self.plant_time:g} s), {self.agent}'s message {self.position + 1} "
@@ -61,7 +62,13 @@ class Divergence:
             return f"{head}: not sent by the re-execution"
         if self.kind == "extra":
             return f"{head}: sent by the re-execution only"
-        return f"{head} differs: " + "; ".join(d.describe() for d in self.differences)
+        return f"{head} differs"
+
+    def describe(self) -> str:
+        """:meth:`headline` and, for ``changed``, every differing field."""
+        if self.kind != "changed":
+            return self.headline()
+        return self.headline() + ": " + "; ".join(d.describe() for d in self.differences)
 
     def to_json(self) -> dict[str, Any]:
         return {

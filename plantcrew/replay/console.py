@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from plantcrew.replay.rerun import ForkReport
     from plantcrew.replay.verify import VerifyReport
 
+SUMMARY_CHARS = 48
 OP_STYLE = {"same": ("=", "dim"), "changed": ("~", "yellow"), "removed": ("-", "red"),
             "added": ("+", "green")}
 
@@ -60,14 +61,17 @@ def verify_report(r: VerifyReport) -> RenderableType:
         lines.append(Text("no divergence: every agent sent the same messages", "green bold"))
     if r.first is not None:
         d = r.first
-        lines.append(Text("first divergence: ", "red bold") + Text(d.describe()))
+        lines.append(Text("first divergence: ", "red bold") + Text(d.headline()))
         if d.differences:
-            tbl = Table("field", "recorded", "re-executed", show_lines=True)
+            tbl = Table(show_lines=True)
+            tbl.add_column("field", overflow="fold", min_width=24)
+            tbl.add_column("recorded")
+            tbl.add_column("re-executed")
             for f in d.differences:
                 tbl.add_row(f.path, Text(_show(f.original)), Text(_show(f.replayed)))
             lines.append(tbl)
         for other in r.divergences[1:]:
-            lines.append(Text(f"also: {other.describe()}", "yellow"))
+            lines.append(Text(f"also: {other.headline()}", "yellow"))
     for a in r.action_differences:
         lines.append(Text(f"tool result differs: {a}", "red"))
     for u in rx.unrecorded:
@@ -106,20 +110,22 @@ def fork_report(r: ForkReport) -> RenderableType:
 
 
 def diff_report(d: RunDiff, *, changes_only: bool = False) -> RenderableType:
-    """What ``diff`` prints: highlights, then the aligned timelines."""
+    """What ``diff`` prints: highlights, the aligned timelines, then each changed message's
+    differing fields."""
     a, b = d.a.run.id, d.b.run.id
     parts: list[RenderableType] = [Text.assemble(("diff ", "bold"), f"A={a}  B={b}  ",
                                                  (d.relation, "dim"))]
     hl = Table("about", "what", "A", "B", title="highlights", title_justify="left")
     for h in d.highlights:
-        if changes_only and not h.differs:
+        if changes_only and (not h.differs or h.volatile):
             continue
-        style = "yellow" if h.differs else "dim"
+        style = "yellow" if h.differs and not h.volatile else "dim"
         hl.add_row(Text(h.subject, style), Text(f"{h.category}: {h.name}", style),
                    Text(h.a, style), Text(h.b, style))
     parts.append(hl)
-    tl = Table("", "group", "A #", "B #", "plant time", "from", "type", "A → B",
+    tl = Table("", "A/B #", "plant time", "from", "type", "summary",
                title="aligned timelines", title_justify="left")
+    details: list[RenderableType] = []
     for row in d.rows:
         if changes_only and row.op == "same":
             continue
@@ -129,15 +135,22 @@ def diff_report(d: RunDiff, *, changes_only: bool = False) -> RenderableType:
         times = fmt_plant_time(step.plant_time)
         if row.a is not None and row.b is not None and row.a.plant_time != row.b.plant_time:
             times = f"{fmt_plant_time(row.a.plant_time)} → {fmt_plant_time(row.b.plant_time)}"
+        group = row.group.replace("inc-<run>-", "incident ")
+        a_seq, b_seq = (str(row.a.seq) if row.a else ""), (str(row.b.seq) if row.b else "")
+        summary = (row.b or step).summary
+        if len(summary) > SUMMARY_CHARS:
+            summary = summary[:SUMMARY_CHARS - 1] + "…"
+        tl.add_row(Text(mark, style), f"{a_seq or '-'}/{b_seq or '-'}", times, step.source,
+                   step.type, Text(summary, style))
         if row.op == "changed":
-            what = "; ".join(f"{f.path}: {_show(f.original)[:60]} → {_show(f.replayed)[:60]}"
-                             for f in row.differences[:3])
-        else:
-            what = step.summary
-        tl.add_row(Text(mark, style), row.group.replace("inc-<run>-", "incident "),
-                   str(row.a.seq) if row.a else "", str(row.b.seq) if row.b else "", times,
-                   step.source, step.type, Text(what, style))
+            details.append(Text(f"~ {group} A #{a_seq} / B #{b_seq} {step.type} "
+                                f"({step.source})", "yellow"))
+            details.extend(Text(f"    {f.path}: {_show(f.original)} → {_show(f.replayed)}")
+                           for f in row.differences)
     parts.append(tl)
+    if details:
+        parts.append(Text("changed messages", "bold"))
+        parts.extend(details)
     counts = {op: sum(1 for r in d.rows if r.op == op) for op in OP_STYLE}
     parts.append(Text(", ".join(f"{n} {op}" for op, n in counts.items()),
                       "green" if d.same else "yellow"))

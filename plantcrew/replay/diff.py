@@ -62,13 +62,15 @@ class AlignedRow:
 class Highlight:
     """One compared fact: its ``category`` (decision, root cause, action, approval, timing,
     tokens, cost, outcome, model), what it is about (``subject``: ``run`` or an incident)
-    and its value in each run, as text."""
+    and its value in each run, as text. A ``volatile`` fact (model latency, a wall-clock
+    measure) is shown but does not make two runs differ."""
 
     category: str
     subject: str
     name: str
     a: str
     b: str
+    volatile: bool = False  # differs between any two runs (wall-clock latency)
 
     @property
     def differs(self) -> bool:
@@ -76,7 +78,7 @@ class Highlight:
 
     def to_json(self) -> dict[str, Any]:
         return {"category": self.category, "subject": self.subject, "name": self.name,
-                "a": self.a, "b": self.b, "differs": self.differs}
+                "a": self.a, "b": self.b, "differs": self.differs, "volatile": self.volatile}
 
 
 @dataclass
@@ -94,7 +96,8 @@ class RunDiff:
 
     @property
     def same(self) -> bool:
-        return not self.changed_rows and not any(h.differs for h in self.highlights)
+        return not self.changed_rows and not any(
+            h.differs for h in self.highlights if not h.volatile)
 
     @property
     def relation(self) -> str:
@@ -173,7 +176,7 @@ def _usage_highlights(subject: str, ua: Usage, ub: Usage) -> list[Highlight]:
                   f"{ub.tokens} ({ub.prompt_tokens}+{ub.completion_tokens})"),
         Highlight("cost", subject, "cost (USD)", f"{ua.cost_usd:.6f}", f"{ub.cost_usd:.6f}"),
         Highlight("timing", subject, "model latency (ms)", f"{ua.latency_ms:.1f}",
-                  f"{ub.latency_ms:.1f}"),
+                  f"{ub.latency_ms:.1f}", volatile=True),
     ]
 
 

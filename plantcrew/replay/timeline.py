@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from plantcrew.errors import NotFoundError
 from plantcrew.replay.describe import receiver_of, summarize
 from plantcrew.replay.errors import ReplayError
 from plantcrew.store import (
@@ -318,20 +317,11 @@ def records_after(store: Store, run_id: str, after_seq: int) -> list[MessageReco
         )
 
 
-def require_run(store: Store, run_id: str) -> Run:
-    """The run, or ReplayError naming the database when it is not there."""
-    try:
-        return store.get_run(run_id)
-    except NotFoundError as exc:
-        raise ReplayError(str(exc)) from None
-
-
 __all__ = [
     "Step",
     "Timeline",
     "Usage",
     "load_timeline",
     "records_after",
-    "require_run",
     "step_of",
 ]
