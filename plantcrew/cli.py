@@ -74,8 +74,6 @@ def run(
     ] = None,
 ) -> None:
     """Run a scenario: a simulated plant, faults, the crew; check its expectations."""
-    from plantcrew.render import LiveRunView, print_summary
-    from plantcrew.scenarios.runner import run_scenario
     from plantcrew.scenarios.schema import load_scenario
 
     try:
@@ -89,6 +87,9 @@ def run(
         raise _fail(2, str(exc)) from None
     except NotFoundError as exc:
         raise _fail(2, str(exc)) from None
+    from plantcrew.render import LiveRunView, print_summary
+    from plantcrew.scenarios.runner import run_scenario
+
     kwargs = {"bus_url": bus, "db_url": _db(db), "seed": seed, "resume": resume, "pace": speed}
     try:
         if as_json:
