@@ -21,9 +21,9 @@ DEFAULT_DIR = ROOT.parent / "shared" / "data" / "skab"
 
 
 def main(argv: list[str]) -> int:
-    args = [a for a in argv if not a.startswith("--")]
-    data = Path(args[0]) if args else DEFAULT_DIR
     json_prefix = argv[argv.index("--json") + 1] if "--json" in argv else None
+    args = [a for a in argv if not a.startswith("--") and a != json_prefix]
+    data = Path(args[0]) if args else DEFAULT_DIR
     if not data.is_dir():
         print(f"SKAB data not found at {data}")
         return 2
@@ -37,6 +37,7 @@ def main(argv: list[str]) -> int:
         console.print(
             f"figures: memory={'leave-one-out' if loo else 'none'} F1={o.f1:.3f} "
             f"FAR={o.far:.2f}% MAR={o.mar:.2f}% median_delay_s={report.median_delay_s} "
+            f"(event emitted: {report.median_report_delay_s}) "
             f"diagnosis={report.diagnosed_right}/{report.diagnosed_total} "
             f"incidents={[f.test_incidents for f in report.files]} wall_s={report.wall_s:.2f}"
         )

@@ -42,11 +42,31 @@ class CalibrationError(PlantcrewError):
 
 @dataclass(frozen=True)
 class Subspace:
-    """The scoring model restricted to some sensors: ``precision`` over them, ``threshold``."""
+    """The scoring model restricted to some sensors (``index``).
+
+    ``precision`` is the inverse covariance of their smoothed z-scores and ``threshold`` the
+    alarm level of the squared Mahalanobis distance; ``single`` the alarm level of one
+    sensor's squared strength ``(z / spread) ** 2`` (Bonferroni over the sensors).
+    """
 
     index: NDArray[np.intp]
     precision: FloatArray
     threshold: float
+    single: float
+
+    def excess(self, smoothed: FloatArray, spread: FloatArray) -> float:
+        """How far the smoothed z-scores ``(p,)`` lie beyond the alarm level (1.0 = at it).
+
+        The larger of the Mahalanobis distance over its threshold (a shift shared by several
+        sensors) and the largest single-sensor strength over its own threshold (a shift of
+        one sensor, which the distance dilutes among the others).
+        """
+        if self.index.size == 0:
+            return 0.0
+        s = smoothed[self.index]
+        d2 = float(s @ self.precision @ s)
+        one = float(np.max((s / spread[self.index]) ** 2))
+        return max(d2 / self.threshold, one / self.single)
 
 
 @dataclass(frozen=True)
@@ -75,12 +95,19 @@ class Calibration:
     threshold_factor: float
     _subspaces: dict[bytes, Subspace] = field(default_factory=dict, compare=False, repr=False)
 
-    def subspace(self, mask: BoolArray) -> Subspace:
-        """The precision and threshold for the sensors where ``mask`` is True (cached).
+    @property
+    def univariate(self) -> float:
+        """The strength (``|smoothed z| / spread``) at which one sensor alone alarms."""
+        return float(np.sqrt(self.subspace(~self.constant).single))
 
-        The threshold is the chi-square ``1 - alpha`` quantile for the number of live
-        (non-constant) sensors in the mask, never below ``threshold_factor`` times the
-        ``threshold_quantile`` of the calibration distances over the same sensors.
+    def subspace(self, mask: BoolArray) -> Subspace:
+        """The :class:`Subspace` of the sensors where ``mask`` is True (cached).
+
+        The distance threshold is the chi-square ``1 - alpha`` quantile for the number ``k``
+        of live (non-constant) sensors in the mask, the single-sensor one the chi-square
+        (1 degree of freedom) ``1 - alpha / k`` quantile; neither is below
+        ``threshold_factor`` times the ``threshold_quantile`` of the same statistic over the
+        calibration readings.
         """
         key = np.packbits(mask).tobytes() + bytes([len(mask) % 256])
         hit = self._subspaces.get(key)
@@ -88,17 +115,24 @@ class Calibration:
             return hit
         idx = np.flatnonzero(mask)
         if idx.size == 0:
-            sub = Subspace(idx, np.zeros((0, 0)), 1.0)
+            sub = Subspace(idx, np.zeros((0, 0)), 1.0, 1.0)
         else:
             sd = self.spread[idx]
             cov = self.corr[np.ix_(idx, idx)] * np.outer(sd, sd)
             precision = np.asarray(np.linalg.pinv(cov, hermitian=True), dtype=np.float64)
             s = self.sample[:, idx]
             d2 = np.einsum("ij,jk,ik->i", s, precision, s)
-            empirical = float(np.quantile(d2, self.threshold_quantile)) * self.threshold_factor
+            q, k = self.threshold_quantile, self.threshold_factor
             df = max(int((~self.constant[idx]).sum()), 1)
             bound = float(chi2.ppf(1.0 - self.alpha, df=df))
-            sub = Subspace(idx, precision, max(bound, empirical))
+            one = np.max((s / sd) ** 2, axis=1)
+            single = float(chi2.ppf(1.0 - self.alpha / df, df=1))
+            sub = Subspace(
+                idx,
+                precision,
+                max(bound, k * float(np.quantile(d2, q))),
+                max(single, k * float(np.quantile(one, q))),
+            )
         self._subspaces[key] = sub
         return sub
 
@@ -223,6 +257,8 @@ def calibrate(
     a = ewma_weight(dt, config.fast_tau_s)
     white = np.sqrt(a / (2.0 - a)) * np.std(z[burn:], axis=0)
     spread = np.maximum(np.maximum(np.std(sm, axis=0), white), config.min_spread)
+    wander = config.thermal_drift_per_s * config.thermal_tau_s / scale
+    spread = np.where(thermal, np.maximum(spread, wander), spread)
     spread = np.where(constant, 1.0, spread)
     last_w = ewma_weight(float(ts[-1] - ts[-2]) if n > 1 else 0.0, config.thermal_tau_s)
     baseline = np.where(thermal, moving[-1] + last_w * (rated[-1] - moving[-1]), level)

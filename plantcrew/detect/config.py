@@ -47,9 +47,9 @@ class MonitorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     calibration_readings: int = Field(400, ge=30, description="readings used to calibrate")
-    fast_tau_s: float = Field(20.0, gt=0, description="EWMA time constant of the scored signal")
+    fast_tau_s: float = Field(15.0, gt=0, description="EWMA time constant of the scored signal")
     baseline_tau_s: float = Field(
-        600.0, ge=0, description="slow baseline tracking outside episodes (drift); 0 = off"
+        300.0, ge=0, description="slow baseline tracking of normal-looking readings; 0 = off"
     )
     thermal_sensors: list[str] = Field(
         default_factory=lambda: ["*temperature*"],
@@ -57,6 +57,12 @@ class MonitorConfig(BaseModel):
     )
     thermal_tau_s: float = Field(
         60.0, gt=0, description="baseline of thermal sensors tracks always with this constant"
+    )
+    thermal_drift_per_s: float = Field(
+        0.002,
+        ge=0,
+        description="a temperature change this slow (units/s) is ordinary wander: it floors "
+        "a thermal sensor's spread at thermal_drift_per_s * thermal_tau_s",
     )
     regime_step_pct: float = Field(
         2.0, gt=0, description="a speed change this large is a new operating point"
@@ -66,14 +72,24 @@ class MonitorConfig(BaseModel):
         180.0, ge=0, description="shortest settling (a lagging transient takes time to show)"
     )
     settle_max_s: float = Field(3600.0, ge=0, description="longest settling of a thermal sensor")
-    min_spread: float = Field(0.25, ge=0, description="floor of a smoothed spread, noise sd")
-    alpha: float = Field(1e-6, gt=0, lt=0.5, description="chi-square tail of the threshold")
+    min_spread: float = Field(0.35, ge=0, description="floor of a smoothed spread, noise sd")
+    alpha: float = Field(1e-5, gt=0, lt=0.5, description="chi-square tail of the threshold")
     threshold_quantile: float = Field(0.99, gt=0.5, lt=1.0)
     threshold_factor: float = Field(1.5, gt=0)
     correlation_shrinkage: float = Field(
         0.2, ge=0, le=1, description="calibration correlation pulled this far to identity"
     )
     clear_ratio: float = Field(0.5, gt=0, le=1.0, description="hysteresis: clear below this x thr")
+    recover_fraction: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="an episode also ends when its sensors have receded to "
+        "this share of their peak strength ...",
+    )
+    recover_offset_sd: float = Field(
+        3.0, ge=0, description="... and lie within this many noise sd of their old baseline"
+    )
     debounce_readings: int = Field(5, ge=1)
     summary_s: float = Field(
         20.0, ge=0, description="AnomalyDetected follows the episode's first reading by this"

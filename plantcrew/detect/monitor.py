@@ -91,9 +91,10 @@ class _Episode:
     baseline: FloatArray
     reported: bool = False
     peak: float = 0.0
-    fast_opened: bool = False
     under: int = 0
     stuck: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    members: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    peak_strength: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     def add(
         self, z: FloatArray, strength: FloatArray, baseline: FloatArray, active: BoolArray
@@ -276,25 +277,21 @@ class DeviceMonitor:
         self._update_settling(ts)
         active = ~cal.constant & ~self._settling & ~stuck
         strength = np.abs(self._smooth) / cal.spread
-        d2, thr = self._distance(active)
-        score = d2 / (d2 + thr)
+        excess = self._excess(active)
+        score = excess / (excess + 1.0)
         if stuck.any():
             score = max(score, STUCK_SCORE)
         event = self._advance(ts, score, strength, active, stuck)
-        self._track(dt, x)
+        self._track(dt, x, active, excess)
         return self._verdict(ts, row, score, event=event)
 
     # ---- scoring helpers ---------------------------------------------------------------
 
-    def _distance(self, mask: BoolArray) -> tuple[float, float]:
-        """Squared Mahalanobis distance of the smoothed z over ``mask`` and its threshold."""
+    def _excess(self, mask: BoolArray) -> float:
+        """How far the smoothed z over ``mask`` lie beyond the alarm level (1 = at it)."""
         cal = self.calibration
         assert cal is not None
-        sub = cal.subspace(mask)
-        if sub.index.size == 0:
-            return 0.0, sub.threshold
-        s = self._smooth[sub.index]
-        return float(s @ sub.precision @ s), sub.threshold
+        return cal.subspace(mask).excess(self._smooth, cal.spread)
 
     def _update_stuck(self) -> BoolArray:
         same = self._x == self._prev_raw
@@ -329,8 +326,10 @@ class DeviceMonitor:
         done = calm_long | (ts >= self._settle_until)
         self._settling = self._settling & ~done
 
-    def _track(self, dt: float, x: FloatArray) -> None:
-        """Baselines follow the readings: thermal always, the others slowly while normal."""
+    def _track(self, dt: float, x: FloatArray, active: BoolArray, excess: float) -> None:
+        """Baselines follow the readings: thermal ones always; the others slowly, and only
+        while what they are scored with looks normal (a baseline never learns an anomaly):
+        all of them while no episode is open, those outside the open episode otherwise."""
         cal = self.calibration
         assert cal is not None
         cfg = self.config
@@ -339,9 +338,16 @@ class DeviceMonitor:
         rated = x / self._gain
         w_th = ewma_weight(dt, cfg.thermal_tau_s)
         step = np.where(cal.thermal, w_th * (rated - self._base), 0.0)
-        if self.state is MonitorState.NORMAL and cfg.baseline_tau_s > 0:
+        follow = ~cal.thermal
+        ep = self._episode
+        if self.state is MonitorState.PENDING or (ep is not None and not ep.reported):
+            follow[:] = False
+        elif ep is not None:
+            follow &= ~ep.members
+            excess = self._excess(active & follow)
+        if cfg.baseline_tau_s > 0 and excess < cfg.clear_ratio:
             w = ewma_weight(dt, cfg.baseline_tau_s)
-            step = np.where(cal.thermal, step, w * (rated - self._base))
+            step = np.where(follow, w * (rated - self._base), step)
         self._base += step
 
     # ---- episodes ----------------------------------------------------------------------
@@ -394,10 +400,6 @@ class DeviceMonitor:
         ep.add(self._smooth, strength, self._base * self._gain, active | stuck)
         ep.stuck = ep.stuck | stuck
         ep.peak = max(ep.peak, score)
-        fast = active & ~cal.thermal
-        if fast.any():
-            d2, thr = self._distance(fast)
-            ep.fast_opened = ep.fast_opened or d2 >= thr or bool(stuck.any())
 
     def _in_episode(
         self,
@@ -413,12 +415,24 @@ class DeviceMonitor:
         if not ep.reported:
             self._observe(ep, score, strength, active, stuck)
             return self._report_if_due(ts)
-        mask = active & ~self.calibration.thermal if ep.fast_opened else active
-        d2, thr = self._distance(mask)
-        calm = d2 < cfg.clear_ratio * thr and not stuck.any()
-        ep.under = ep.under + 1 if calm else 0
+        cal = self.calibration
+        ep.members |= stuck
+        ep.peak_strength = np.maximum(ep.peak_strength, np.where(active, strength, 0.0))
+        scope = active & ~cal.thermal if (ep.members & ~cal.thermal).any() else active.copy()
+        members = ep.members & scope
+        receded = bool(
+            np.all(strength[members] <= cfg.recover_fraction * ep.peak_strength[members])
+            and np.all(np.abs(self._smooth[scope]) <= cfg.recover_offset_sd)
+        )
+        calm = self._excess(scope) < cfg.clear_ratio or receded
+        ep.under = ep.under + 1 if calm and not (stuck & ep.members).any() else 0
         if ep.under < cfg.clear_readings:
             return None
+        anchor = scope & ~cal.thermal
+        self._base = np.where(
+            anchor, self._base + self._smooth * cal.scale / self._gain, self._base
+        )
+        self._smooth = np.where(anchor, 0.0, self._smooth)
         self._episode = None
         self.state = MonitorState.COOLDOWN
         self._cooldown_until = ts + cfg.cooldown_s
@@ -431,6 +445,12 @@ class DeviceMonitor:
         if ts < ep.report_at - 1e-9:
             return None
         ep.reported = True
+        cal = self.calibration
+        assert cal is not None
+        top = float(ep.strength.max()) if ep.strength.size else 0.0
+        ep.members = (ep.strength >= min(cal.univariate, 0.5 * top)) & (ep.strength > 0)
+        ep.members |= ep.stuck
+        ep.peak_strength = ep.strength.copy()
         return AnomalyDetected(
             device_id=self.device_id,
             score=min(max(ep.peak, 0.0), 1.0),

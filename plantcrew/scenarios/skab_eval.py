@@ -8,6 +8,10 @@ one confusion pooled over the labelled files; :mod:`plantcrew.detect.metrics`), 
 delay from the first changepoint, incidents opened, and the diagnosis against the truth (from
 SKAB's folder and file name, or a ``--truth`` file), and can write everything as JSON.
 
+Detection delay is measured to the episode's first flagged reading (``AnomalyDetected.ts``, the
+time the crew records as ``detected_at``); the Monitor emits the event ``summary_s`` plus the
+debounce later, and that report delay is given too (``report_delay_s``).
+
 Memory: ``memory_from`` files are run first without memory; each fault they detect becomes a
 confirmed Lesson (true root cause + deviation signature) recalled for the evaluated files.
 A ``.jsonl`` path there is read as saved lessons. ``leave_one_out=True`` gives each file the
@@ -145,6 +149,7 @@ class FileResult:
     incidents: list[Incident]
     confusion: Confusion
     delay_s: float | None
+    report_delay_s: float | None
     test_incidents: int
     diagnosed: str | None
     correct: bool | None
@@ -159,6 +164,7 @@ class FileResult:
             "mar_pct": c.mar if self.labelled else None,
             "confusion": asdict(c),
             "delay_s": self.delay_s,
+            "report_delay_s": self.report_delay_s,
             "incidents_opened": self.test_incidents,
             "truth": self.truth,
             "diagnosed": self.diagnosed,
@@ -251,7 +257,9 @@ def run_skab_file(
     conf = confusion(labels.anomaly, flag_list, start=TEST_START_ROW)
     cp_ts = row_ts.get(labels.changepoint_row) if labels.changepoint_row is not None else None
     test = [inc for inc in incidents if inc.opened_row >= TEST_START_ROW]
-    delay = detection_delay(cp_ts, [inc.opened_ts for inc in test])
+    delay = detection_delay(cp_ts, [inc.first_flag_ts for inc in test])
+    first = next((inc for inc in test if cp_ts is not None and inc.first_flag_ts >= cp_ts), None)
+    report_delay = None if first is None or cp_ts is None else first.opened_ts - cp_ts
     fault = _fault_incident(test, labels)
     diagnosed = fault.root_cause if fault else None
     correct = None if truth is None else (diagnosed == truth)
@@ -267,6 +275,7 @@ def run_skab_file(
         incidents=incidents,
         confusion=conf,
         delay_s=delay,
+        report_delay_s=report_delay,
         test_incidents=len(test),
         diagnosed=diagnosed,
         correct=correct,
@@ -317,6 +326,7 @@ class EvalReport:
     files: list[FileResult]
     overall: Confusion
     median_delay_s: float | None
+    median_report_delay_s: float | None
     diagnosed_right: int
     diagnosed_total: int
     memory_lessons: int
@@ -333,6 +343,7 @@ class EvalReport:
                 "mar_pct": self.overall.mar,
                 "confusion": asdict(self.overall),
                 "median_delay_s": self.median_delay_s,
+                "median_report_delay_s": self.median_report_delay_s,
                 "diagnosed_right": self.diagnosed_right,
                 "diagnosed_total": self.diagnosed_total,
                 "memory_lessons": self.memory_lessons,
@@ -445,11 +456,13 @@ def evaluate_skab(
 
     labelled = [r for r in results if r.labelled]
     delays = [r.delay_s for r in labelled if r.delay_s is not None]
+    reported = [r.report_delay_s for r in labelled if r.report_delay_s is not None]
     judged = [r for r in results if r.correct is not None]
     report = EvalReport(
         files=results,
         overall=pooled(r.confusion for r in labelled),
         median_delay_s=statistics.median(delays) if delays else None,
+        median_report_delay_s=statistics.median(reported) if reported else None,
         diagnosed_right=sum(1 for r in judged if r.correct),
         diagnosed_total=len(judged),
         memory_lessons=len(memory) + len(by_file),
@@ -474,7 +487,8 @@ def render_report(report: EvalReport, console: Any = None) -> None:
         " - leave-one-out memory" if report.leave_one_out else ""
     )
     table = Table(title=title)
-    for col in ("file", "F1", "FAR %", "MAR %", "delay s", "incidents", "truth", "diagnosed"):
+    cols = ("file", "F1", "FAR %", "MAR %", "delay s (event)", "incidents", "truth", "diagnosed")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("file", "truth", "diagnosed") else "right")
     for r in report.files:
         c = r.confusion
@@ -484,13 +498,17 @@ def render_report(report: EvalReport, console: Any = None) -> None:
             f"{c.f1:.2f}" if r.labelled else "-",
             f"{c.far:.1f}",
             f"{c.mar:.1f}" if r.labelled else "-",
-            "-" if r.delay_s is None else f"{r.delay_s:.0f}",
+            "-" if r.delay_s is None else f"{r.delay_s:.0f} ({r.report_delay_s:.0f})",
             str(r.test_incidents),
             r.truth or "-",
             (r.diagnosed or "-") + mark,
         )
     o = report.overall
-    delay = "-" if report.median_delay_s is None else f"{report.median_delay_s:.0f} (median)"
+    delay = (
+        "-"
+        if report.median_delay_s is None
+        else f"{report.median_delay_s:.0f} ({report.median_report_delay_s:.0f}) median"
+    )
     table.add_row(
         "overall (labelled, pooled)",
         f"{o.f1:.2f}",
