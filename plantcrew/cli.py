@@ -32,6 +32,23 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(audit_app, name="audit")
 app.add_typer(eval_app, name="eval")
 
+# commands whose faces live in their own modules (one concept each)
+from plantcrew.cli_models import costs, models_app  # noqa: E402
+from plantcrew.cli_processes import coordinator, up, worker  # noqa: E402
+from plantcrew.cli_replay import diff, replay, rerun  # noqa: E402
+from plantcrew.cli_serve import serve, tokens_app  # noqa: E402
+
+app.command()(replay)
+app.command()(rerun)
+app.command()(diff)
+app.command()(costs)
+app.add_typer(models_app, name="models")
+app.command()(coordinator)
+app.command()(worker)
+app.command()(up)
+app.command()(serve)
+app.add_typer(tokens_app, name="tokens")
+
 # piped output gets a wide console so tables stay readable in logs and CI
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -109,37 +126,6 @@ def run(
             if not e.passed:
                 err.print(f"[red]expectation {e.name} failed:[/] {e.detail}", highlight=False)
     raise typer.Exit(0 if result.passed else 1)
-
-
-@app.command()
-def replay(
-    run_id: Annotated[str, typer.Argument(help="the run to read back")],
-    db: DbOpt = None,
-    agent: Annotated[
-        str | None, typer.Option("--agent", help="only messages from this sender")
-    ] = None,
-    incident: Annotated[str | None, typer.Option("--incident", help="only this incident")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="messages as a JSON array")] = False,
-) -> None:
-    """A run's conversation as a timeline: plant time, sender → receiver, type, summary."""
-    from plantcrew.render import timeline_table
-    from plantcrew.store import Store
-
-    try:
-        store = Store(_db(db))
-        store.get_run(run_id)
-        records = store.messages(run_id, correlation_id=incident, source=agent)
-    except PlantcrewError as exc:
-        raise _fail(2, str(exc)) from None
-    if as_json:
-        print(
-            json.dumps(
-                [{**json.loads(r.body), "plant_time": r.plant_time} for r in records], indent=1
-            )
-        )
-        return
-    out.print(timeline_table(records))
-    out.print(f"{len(records)} messages")
 
 
 @approvals_app.command("list")

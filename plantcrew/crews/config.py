@@ -7,8 +7,17 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from plantcrew.bus import DurableOptions
-from plantcrew.crews.coordinator import CoordinatorSettings
 from plantcrew.settings import load_yaml_model
+
+
+class CoordinatorSettings(BaseModel):
+    """Timeouts in plant seconds."""
+
+    task_timeout_s: float = Field(60.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    verify_timeout_s: float = Field(240.0, gt=0)
+    agent_ttl_s: float = Field(30.0, gt=0)
+
 
 ROLES = ("monitor", "diagnostic", "operator", "safety", "reviewer")
 

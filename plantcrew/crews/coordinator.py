@@ -22,10 +22,10 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
 from plantcrew.bus import Bus, DurableOptions, Subscription
+from plantcrew.crews.config import CoordinatorSettings
 from plantcrew.crews.outbox import OutboxRelay
 from plantcrew.crews.registry import CapabilityRegistry
 from plantcrew.messages import (
@@ -86,15 +86,6 @@ STATUS_FOR = {
     Capability.ACTUATE: "actuating",
     Capability.REVIEW: "reviewing",
 }
-
-
-class CoordinatorSettings(BaseModel):
-    """Timeouts in plant seconds."""
-
-    task_timeout_s: float = Field(60.0, gt=0)
-    max_attempts: int = Field(3, ge=1)
-    verify_timeout_s: float = Field(240.0, gt=0)
-    agent_ttl_s: float = Field(30.0, gt=0)
 
 
 class Coordinator:
