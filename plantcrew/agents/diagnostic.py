@@ -16,6 +16,7 @@ from plantcrew.bus import Bus
 from plantcrew.detect import Lesson as MemoryLesson
 from plantcrew.detect import SignatureBook, rank_root_causes
 from plantcrew.llm import ModelRouter, reason
+from plantcrew.llm.budget import budget_of
 from plantcrew.messages import AnomalyDetected, Capability, Diagnosis, Message, Task
 from plantcrew.plant.clock import Clock
 
@@ -68,6 +69,7 @@ class Diagnostic(Agent):
             task_text="Name the root cause of this anomaly.",
             data=data,
             output_type=DiagnosisAnswer,
+            budget=budget_of(task.input),
         )
         assert isinstance(answer, DiagnosisAnswer)
         root_cause = answer.root_cause if answer.root_cause in vocabulary else "unknown"

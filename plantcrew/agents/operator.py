@@ -21,6 +21,7 @@ from plantcrew.agents.telemetry_cache import TelemetryCache
 from plantcrew.bus import Bus
 from plantcrew.errors import PlantcrewError
 from plantcrew.llm import ModelRouter, reason
+from plantcrew.llm.budget import budget_of
 from plantcrew.messages import ActionProposal, ActionResult, Capability, Message, Task
 from plantcrew.plant.actuators import Actuator, ActuatorCommand
 from plantcrew.plant.clock import Clock
@@ -102,6 +103,7 @@ class Operator(Agent):
             task_text="Propose one corrective action.",
             data=data,
             output_type=ProposalAnswer,
+            budget=budget_of(task.input),
         )
         assert isinstance(answer, ProposalAnswer)
         rationale = answer.rationale

@@ -8,6 +8,7 @@ from plantcrew.agents.answers import ReviewAnswer
 from plantcrew.agents.base import Agent
 from plantcrew.bus import Bus
 from plantcrew.llm import ModelRouter, reason
+from plantcrew.llm.budget import budget_of
 from plantcrew.messages import Capability, IncidentReview, Message, Task
 from plantcrew.plant.clock import Clock
 
@@ -48,6 +49,7 @@ class Reviewer(Agent):
             task_text="Review this incident.",
             data=data,
             output_type=ReviewAnswer,
+            budget=budget_of(task.input),
         )
         assert isinstance(answer, ReviewAnswer)
         return IncidentReview(

@@ -28,6 +28,7 @@ from plantcrew.bus import Bus, DurableOptions, Subscription
 from plantcrew.crews.config import CoordinatorSettings
 from plantcrew.crews.outbox import OutboxRelay
 from plantcrew.crews.registry import CapabilityRegistry
+from plantcrew.llm.budget import Budgets
 from plantcrew.messages import (
     ActionProposal,
     ActionResult,
@@ -65,6 +66,7 @@ from plantcrew.store import (
     save_incident,
 )
 from plantcrew.store import audit as audit_log
+from plantcrew.store.costs import budget_spend
 from plantcrew.store.tokens import issue_token
 
 log = structlog.get_logger("plantcrew.coordinator")
@@ -79,6 +81,12 @@ ACTIVE = (
     "verifying",
     "reviewing",
 )
+# the roles that reason through a model, whose steps carry their budget's spend
+REASONING_ROLE = {
+    Capability.DIAGNOSE: "diagnostic",
+    Capability.PROPOSE_ACTION: "operator",
+    Capability.REVIEW: "reviewer",
+}
 STATUS_FOR = {
     Capability.DIAGNOSE: "diagnosing",
     Capability.PROPOSE_ACTION: "proposing",
@@ -102,8 +110,10 @@ class Coordinator:
         settings: CoordinatorSettings | None = None,
         delivery: DurableOptions | None = None,
         on_message: Callable[[Message], None] | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.bus, self.store, self.clock, self.run_id = bus, store, clock, run_id
+        self.budgets = budgets
         self.run_started = run_started
         self.settings = settings or CoordinatorSettings()
         self.delivery = delivery or DurableOptions()
@@ -269,6 +279,13 @@ class Coordinator:
             return
         task_id = f"{inc.id}-{cap.value}-{attempt}"
         deadline = pt + self.settings.task_timeout_s
+        role = REASONING_ROLE.get(cap)
+        if role is not None and self.budgets is not None and self.budgets.any:
+            spend = budget_spend(s, incident_id=inc.id, day=self._now().date(), agent=role)
+            data = {
+                **data,
+                "budget": self.budgets.status(spend, agent=role).model_dump(mode="json"),
+            }
         task = Task(
             task_id=task_id,
             incident_id=inc.id,

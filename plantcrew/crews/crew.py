@@ -135,6 +135,7 @@ class Crew:
                 settings=config.coordinator,
                 delivery=config.delivery.options(),
                 on_message=on_message,
+                budgets=parts.router.config.budgets,
             )
         agents = [
             make_agent(role, i + 1, bus, clock, store, parts, config, run_id)

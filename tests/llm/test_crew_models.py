@@ -224,8 +224,6 @@ def messages(db: str, run_id: str) -> list[Message]:
         return [Message.from_bytes(r.body) for r in rows]
 
 
-@pytest.mark.xfail(strict=True, reason="waits for the Coordinator to send task.input['budget']"
-                   " (see the wiring in the model layer's report)")
 async def test_a_spent_day_budget_runs_every_step_on_the_playbook(
         tmp_path: Path, down: OpenAIStub, up: OpenAIStub) -> None:
     cfg = crew_config(tmp_path, down, up, budgets={"per_day_usd": 0.0})
