@@ -11,7 +11,7 @@ from the session and every other playbook call as the playbook does.
 Matching: each recorded model call belongs to the task whose result message carried it
 (``payload.task_id`` and ``payload.model_calls`` of the original log) and has a position
 among that task's calls. A new call is attributed to its task by
-:data:`~plantcrew.replay.caller.CURRENT_CALLER`; the first time the router tries a deployment
+:func:`~plantcrew.replay.caller.current_caller`; the first time the router tries a deployment
 for a call (one ``plantcrew_call`` metadata tag per router call) the task's next recorded call
 is taken for it. The router then tries deployments in order, as it did in the original run:
 the deployment the record names gets the recorded answer (content, token counts); every other
@@ -41,7 +41,7 @@ from typing import Any
 import plantcrew.settings  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm)
 from plantcrew.llm.playbook import PROVIDER as PLAYBOOK_PROVIDER
 from plantcrew.llm.playbook import PlaybookLLM, register_playbook_provider
-from plantcrew.replay.caller import CURRENT_CALLER, Caller
+from plantcrew.replay.caller import Caller, current_caller
 from plantcrew.replay.canon import RECORDED_PREFIX, Canon
 
 import litellm  # isort: skip
@@ -286,7 +286,7 @@ async def _answer(model: str, messages: list[dict[str, Any]], api_base: str | No
     """Answer one call routed to a session (see module doc)."""
     session = _session_of(api_base)
     tag, deployment, group = _where(kwargs)
-    caller = CURRENT_CALLER.get()
+    caller = current_caller()
     decision = session.decide(tag, deployment, group, caller)
     if decision == "live":
         return await _live(session, deployment, caller, messages, kwargs)

@@ -21,7 +21,6 @@ the fork point and live after it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import time
@@ -32,7 +31,6 @@ from typing import Any, Literal
 
 import yaml
 
-from plantcrew.replay.caller import tagging_callers
 from plantcrew.replay.canon import RECORDED_PREFIX
 from plantcrew.replay.errors import ReplayError
 from plantcrew.replay.recorded import ReplaySession, Upstream, answers_of, open_session
@@ -387,7 +385,7 @@ async def reexecute(
     )
     stop_at = stop_point(timeline)
     start = time.perf_counter()
-    with tagging_callers(asyncio.get_running_loop()), open_session(session):
+    with open_session(session):
         result = await run_scenario(
             scenario_file,
             bus_url=f"memory://replay-{session.id}",

@@ -114,6 +114,34 @@ def test_answers_before_the_fork_come_from_the_record_and_after_it_live(
     assert first_change.a is not None and first_change.a.type == "action.proposed"
 
 
+def test_rerun_with_other_policies_changes_the_safety_decision(
+        original: tuple[str, str, Path], tmp_path: Path) -> None:
+    db_url, run_id, cfg = original
+    store = Store(db_url)
+    before = load_timeline(store, run_id)
+    assess = next(s for s in before.steps if s.type == "task.assigned"
+                  and s.payload["capability"] == "assess_safety")
+    policies = tmp_path / "policies.yaml"
+    text = (cfg / "policies.yaml").read_text()
+    assert "stop: {hazard_class: 2}" in text
+    policies.write_text(text.replace("stop: {hazard_class: 2}", "stop: {hazard_class: 3}"))
+
+    res = runner.invoke(app, ["rerun", run_id, "--from", assess.id, "--db", db_url,
+                              "--policies", str(policies), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json_of(res.output)
+    assert report["prefix_as_recorded"] is True and report["changes"]["policies"]
+    fork = load_timeline(store, report["run_id"])
+    [decided] = [s for s in fork.steps if s.type == "safety.decided"]
+    assert decided.payload["hazard_class"] == 3 and decided.payload["approvers_required"] == 2
+    # one person's approval is no longer enough: nothing is executed
+    assert [a.status for a in fork.actions] != ["executed"]
+    facts = {(h.subject, h.name): h for h in diff_runs(before, fork).highlights}
+    assert facts[("incident 1", "safety verdicts")].differs
+    assert facts[("incident 1", "approvals")].differs
+    assert not facts[("incident 1", "root cause")].differs
+
+
 def test_diff_of_a_run_with_itself_is_empty(original: tuple[str, str, Path]) -> None:
     db_url, run_id, _ = original
     res = runner.invoke(app, ["diff", run_id, run_id, "--db", db_url])
