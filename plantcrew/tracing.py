@@ -183,8 +183,12 @@ def instrument_handler(handler: Handler, *, subject: str, group: str | None = No
     """
     if getattr(handler, "__plantcrew_instrumented__", False):
         return handler
+    owner = getattr(handler, "__self__", None)
 
-    async def wrapped(msg: Message) -> Message | None:
+    # ``self`` (the bound handler's owner, e.g. an Agent) is a parameter so that it is in the
+    # frame of a not-yet-started coroutine, where frame-inspecting task factories look for it
+    # (``plantcrew.replay.caller``). Callers pass only ``msg``.
+    async def wrapped(msg: Message, self: Any = owner) -> Message | None:
         name = f"{group or 'subscriber'} {msg.type}"
         with handling(msg, msg.subject or subject, name):
             return await handler(msg)
