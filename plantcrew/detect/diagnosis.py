@@ -16,10 +16,12 @@ returns :class:`Candidate` s, best first.
 - Memory: every :class:`Lesson` (a confirmed incident's signature, or a person's or the
   Reviewer's correction) whose similarity with the observed pattern reaches
   ``min_similarity`` votes for its root cause with ``similarity * w / (w + 0.25)`` where
-  ``w`` is the summed weight of the matching lessons, and damps the physics score of every
-  other cause by ``1 - similarity * k`` (``k`` = 0.3 for a confirmed incident, 0.6 for a
-  correction, so feedback overrides physics). A cause keeps the larger of its damped physics
-  score and its memory score.
+  ``w`` is the summed weight of the matching lessons: a remembered incident is one more
+  example pattern of its cause, so it wins where it fits better than the textbook
+  signatures, and loses where they fit better. A correction (``feedback``) also damps the
+  physics score of every other cause by ``1 - 0.6 * similarity``, so a person's or the
+  Reviewer's "it was not that" overrides physics. A cause keeps the larger of its (damped)
+  physics score and its memory score.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from plantcrew.detect.yamlio import load_yaml_model
 from plantcrew.messages import Deviation
 
 UNKNOWN = "unknown"
-DAMP_CONFIRMED = 0.3
 DAMP_FEEDBACK = 0.6
 
 
@@ -219,11 +220,9 @@ def _recall(
         evidence.setdefault(cause, []).insert(
             0, f"recalls {len(hits)} {kinds} incident(s), best similarity {best:.2f}"
         )
-        strength = max(
-            sim * (DAMP_FEEDBACK if les.source == "feedback" else DAMP_CONFIRMED)
-            for sim, les in hits
+        damping[cause] = max(
+            (sim * DAMP_FEEDBACK for sim, les in hits if les.source == "feedback"), default=0.0
         )
-        damping[cause] = strength
     for cause in list(scores) + [c for c in memory if c not in scores]:
         damp = max((v for c, v in damping.items() if c != cause), default=0.0)
         scores[cause] = max(scores.get(cause, 0.0) * (1.0 - damp), memory.get(cause, 0.0))

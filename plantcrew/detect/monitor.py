@@ -10,22 +10,28 @@ One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-a
 2. Calibration: the first ``calibration_readings`` running readings (SKAB's protocol: rows
    0-399) fit a robust baseline, spreads, correlation and thresholds
    (:mod:`plantcrew.detect.calibration`).
-3. Score: robust z-scores, EWMA-smoothed (``fast_tau_s``), squared Mahalanobis distance
-   ``d2`` over the sensors being scored; ``score = d2 / (d2 + threshold)`` lies in [0, 1)
-   and is 0.5 at the threshold. A sensor that repeats one raw value far longer than it ever
-   did in calibration is stuck: it leaves the distance and pushes the score to at least 0.8.
+3. Score: z-scores in noise units, EWMA-smoothed (``fast_tau_s``); the ``excess`` is the
+   larger of the squared Mahalanobis distance over its threshold and the largest single
+   sensor's squared strength over its own (:meth:`Subspace.excess`), and
+   ``score = excess / (excess + 1)`` lies in [0, 1), 0.5 at the alarm level. A sensor that
+   repeats one raw value longer than calibration makes plausible is stuck: it leaves the
+   statistic and pushes the score to at least 0.8.
 4. Operating regime: thermal sensors follow the operating point with a lag of minutes, so
    after the speed moves by ``regime_step_pct``, the device restarts or an episode ends they
    are not scored until they have settled (see :class:`MonitorConfig`). Non-thermal
-   baselines follow slow drift (``baseline_tau_s``) while no episode is open.
+   baselines follow slow drift (``baseline_tau_s``) while the readings look normal; during
+   an episode, those of the sensors outside it keep following.
 5. Episodes: ``debounce_readings`` readings over the threshold open one; its
    :class:`AnomalyDetected` carries ``ts`` = the first of them (the detection time) but is
    emitted ``summary_s`` later, with each sensor's strongest deviation over the episode's
    first seconds, so the diagnosis sees the fault's early pattern rather than one reading.
-   The episode clears when the readings are back under ``clear_ratio`` x threshold for
-   ``clear_readings`` readings; when fast (non-thermal) sensors alone opened it, only they
-   must recover: a thermal sensor still relaxing to a new operating point does not hold it
-   open. ``flag`` is True for the readings of an open episode.
+   The sensors that carried it then are its members. It clears when the readings are back
+   under ``clear_ratio`` x the alarm level, or when every member has receded to
+   ``recover_fraction`` of its peak with nothing more than ``recover_offset_sd`` noise sd
+   off (the level it settled at becomes the baseline), for ``clear_readings`` readings. When
+   a fast (non-thermal) sensor is a member only fast sensors count: a thermal sensor still
+   relaxing to a new operating point does not hold the episode open. ``flag`` is True for
+   the readings of an open episode.
 """
 
 from __future__ import annotations
@@ -94,7 +100,7 @@ class _Episode:
     under: int = 0
     stuck: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     members: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    peak_strength: FloatArray = field(default_factory=lambda: np.zeros(0))
+    peak_z: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     def add(
         self, z: FloatArray, strength: FloatArray, baseline: FloatArray, active: BoolArray
@@ -417,12 +423,13 @@ class DeviceMonitor:
             return self._report_if_due(ts)
         cal = self.calibration
         ep.members |= stuck
-        ep.peak_strength = np.maximum(ep.peak_strength, np.where(active, strength, 0.0))
+        ep.peak_z = np.maximum(ep.peak_z, np.where(active, np.abs(self._smooth), 0.0))
         scope = active & ~cal.thermal if (ep.members & ~cal.thermal).any() else active.copy()
         members = ep.members & scope
+        now = np.abs(self._smooth)
         receded = bool(
-            np.all(strength[members] <= cfg.recover_fraction * ep.peak_strength[members])
-            and np.all(np.abs(self._smooth[scope]) <= cfg.recover_offset_sd)
+            np.all(now[members] <= cfg.recover_fraction * ep.peak_z[members])
+            and np.all(now[scope] <= cfg.recover_offset_sd)
         )
         calm = self._excess(scope) < cfg.clear_ratio or receded
         ep.under = ep.under + 1 if calm and not (stuck & ep.members).any() else 0
@@ -450,7 +457,7 @@ class DeviceMonitor:
         top = float(ep.strength.max()) if ep.strength.size else 0.0
         ep.members = (ep.strength >= min(cal.univariate, 0.5 * top)) & (ep.strength > 0)
         ep.members |= ep.stuck
-        ep.peak_strength = ep.strength.copy()
+        ep.peak_z = np.abs(ep.z)
         return AnomalyDetected(
             device_id=self.device_id,
             score=min(max(ep.peak, 0.0), 1.0),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -49,19 +50,28 @@ def test_per_file_predictions_and_metrics_are_consistent(skab, tmp_path):
     assert report.files[0].test_incidents >= 1, "the inlet valve closure is detected"
 
 
-def test_leave_one_out_uses_the_other_files_memory(skab):
-    files = [skab / "valve1" / n for n in ("0.csv", "1.csv", "3.csv")]
+def test_leave_one_out_recalls_the_same_fault_from_another_file(skab, tmp_path):
+    """Two recordings of one fault: each recalls the other's confirmed lesson, not its own."""
+    twins = []
+    for name in ("a.csv", "b.csv"):
+        target = tmp_path / "valve2" / name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copyfile(skab / "valve2" / "0.csv", target)
+        twins.append(target)
+    files = [*twins, skab / "other" / "6.csv"]
     plain = evaluate_skab(files)
     loo = evaluate_skab(files, leave_one_out=True)
-    assert plain.memory_lessons == 0
+    assert plain.memory_lessons == 0 and loo.memory_lessons == 3
     assert [f.flags for f in plain.files] == [f.flags for f in loo.files], (
         "memory never changes detection"
     )
-    recalled = [
-        i for f in loo.files for i in f.incidents if any("recalls" in e for e in i.evidence)
-    ]
-    assert recalled, "each valve1 file recalls the other valve1 incidents"
-    assert loo.diagnosed_right >= plain.diagnosed_right
+    for result in loo.files[:2]:
+        fault = next(i for i in result.incidents if i.root_cause == result.diagnosed)
+        assert any("recalls 1 confirmed" in e for e in fault.evidence), fault.evidence
+        assert result.diagnosed == "outlet_valve_closure"
+    assert loo.files[2].diagnosed == plain.files[2].diagnosed == "rotor_imbalance", (
+        "an unlike lesson is not recalled"
+    )
 
 
 def test_memory_from_other_files(skab):
