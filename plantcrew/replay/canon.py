@@ -82,19 +82,38 @@ def failed_deployments(text: str | None) -> list[str]:
     return [m.group("name") for m in _NAMED.finditer(part)]
 
 
-class Canon:
-    """Rewrites the names of one run (see module doc) in strings and nested JSON values."""
+# the crew's roles (plantcrew.crews.config.ROLES) and the Coordinator; a test keeps them equal
+ROLE_NAMES = ("coordinator", "monitor", "diagnostic", "operator", "safety", "reviewer")
 
-    def __init__(self, run_id: str) -> None:
+
+def role_of(agent_id: str) -> str:
+    """The role an agent id names (``operator-1``, ``operator-host-4242`` → ``operator``);
+    other senders (people, the plant) are returned as they are."""
+    head = agent_id.split("-", 1)[0]
+    return head if head in ROLE_NAMES and head != agent_id else agent_id
+
+
+class Canon:
+    """Rewrites the names of one run (see module doc) in strings and nested JSON values.
+
+    ``agents`` maps agent ids to the names to compare them by (e.g. their roles, when the
+    run's workers were processes named after their host).
+    """
+
+    def __init__(self, run_id: str, agents: dict[str, str] | None = None) -> None:
         self.run_id = run_id
         self.suffix = run_id[-8:] if len(run_id) >= 12 else ""
+        self.agents = sorted((agents or {}).items(), key=lambda kv: -len(kv[0]))
 
     def text(self, s: str) -> str:
-        """``s`` with the run id, its suffix and every UUID replaced."""
+        """``s`` with the run id, its suffix, every UUID and mapped agent id replaced."""
         if self.run_id:
             s = s.replace(self.run_id, "<run>")
         if self.suffix:
             s = s.replace(self.suffix, "<run>")
+        for agent, name in self.agents:
+            if agent in s:
+                s = s.replace(agent, name)
         return UUID_RE.sub("<uuid>", s)
 
     def value(self, v: Any) -> Any:
@@ -146,21 +165,29 @@ class NormalMessage:
     body: dict[str, Any]
 
 
-def normalise_log(records: Iterable[LogRecord], run_id: str) -> list[NormalMessage]:
-    """The canonical form of each record of one run's conversation log, in log order."""
-    canon = Canon(run_id)
+def normalise_log(records: Iterable[LogRecord], run_id: str, *,
+                  by_role: bool = False) -> list[NormalMessage]:
+    """The canonical form of each record of one run's conversation log, in log order.
+
+    ``by_role``: senders are named by their role (:func:`role_of`), in ``source`` and inside
+    payloads, so a run whose agents were worker processes compares with one whose agents
+    ran in-process."""
+    rows = list(records)
+    agents = {r.source: role_of(r.source) for r in rows} if by_role else {}
+    canon = Canon(run_id, {a: n for a, n in agents.items() if a != n})
     refs: dict[str, str] = {}
     counts: dict[str, int] = {}
     out: list[NormalMessage] = []
-    for i, r in enumerate(records):
+    for i, r in enumerate(rows):
         body = r.body if isinstance(r.body, dict) else json.loads(r.body)
-        nth = counts.get(r.source, 0)
-        counts[r.source] = nth + 1
-        refs[str(r.id)] = f"{r.source}#{nth}"
+        source = agents.get(r.source, r.source)
+        nth = counts.get(source, 0)
+        counts[source] = nth + 1
+        refs[str(r.id)] = f"{source}#{nth}"
         cause = body.get("causation_id")
         form = {
             "type": r.type,
-            "source": r.source,
+            "source": source,
             "subject": body.get("subject"),
             "time": body.get("time"),
             "plant_time": r.plant_time,
@@ -168,7 +195,7 @@ def normalise_log(records: Iterable[LogRecord], run_id: str) -> list[NormalMessa
             "cause": refs.get(str(cause), OUTSIDE) if cause else None,
             "payload": canon.value(body.get("payload") or {}),
         }
-        out.append(NormalMessage(i, r.seq, str(r.id), r.source, r.type, r.plant_time, nth, form,
+        out.append(NormalMessage(i, r.seq, str(r.id), source, r.type, r.plant_time, nth, form,
                                  body))
     return out
 
@@ -176,10 +203,12 @@ def normalise_log(records: Iterable[LogRecord], run_id: str) -> list[NormalMessa
 __all__ = [
     "OUTSIDE",
     "RECORDED_PREFIX",
+    "ROLE_NAMES",
     "Canon",
     "LogRecord",
     "NormalMessage",
     "error_form",
     "failed_deployments",
     "normalise_log",
+    "role_of",
 ]

@@ -140,8 +140,8 @@ def _compared(form: dict[str, Any]) -> dict[str, Any]:
 
 def _align(label: str, xs: list[tuple[Step, NormalMessage]],
            ys: list[tuple[Step, NormalMessage]]) -> list[AlignedRow]:
-    ta = [(s.source, s.type) for s, _ in xs]
-    tb = [(s.source, s.type) for s, _ in ys]
+    ta = [(n.source, s.type) for s, n in xs]
+    tb = [(n.source, s.type) for s, n in ys]
     rows: list[AlignedRow] = []
 
     def pair(i: int, j: int) -> None:
@@ -254,9 +254,12 @@ def _incident_order(label: str) -> tuple[int, str]:
 
 
 def diff_runs(a: Timeline, b: Timeline) -> RunDiff:
-    """Align and compare two runs read back (see module doc)."""
-    ga = _groups(a, normalise_log(a.steps, a.run.id))
-    gb = _groups(b, normalise_log(b.steps, b.run.id))
+    """Align and compare two runs read back (see module doc). When either ran its agents as
+    worker processes, senders are compared by role (see :func:`~plantcrew.replay.canon.
+    normalise_log`)."""
+    by_role = not (a.in_process and b.in_process)
+    ga = _groups(a, normalise_log(a.steps, a.run.id, by_role=by_role))
+    gb = _groups(b, normalise_log(b.steps, b.run.id, by_role=by_role))
     labels = list(ga) + [g for g in gb if g not in ga]
     rows: list[tuple[float, int, int, AlignedRow]] = []
     for gi, label in enumerate(labels):

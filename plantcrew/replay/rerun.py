@@ -115,12 +115,13 @@ async def rerun_async(
                 scratch.dispose()
     finally:
         store.dispose()
-    original = normalise_log(timeline.steps, timeline.run.id)[: fork.index]
+    by_role = not timeline.in_process
+    original = normalise_log(timeline.steps, timeline.run.id, by_role=by_role)[: fork.index]
     counts: dict[str, int] = {}
     for m in original:
         counts[m.source] = counts.get(m.source, 0) + 1
-    replayed = [m for m in normalise_log(new_records, rx.run_id) if m.nth < counts.get(m.source,
-                                                                                       0)]
+    replayed = [m for m in normalise_log(new_records, rx.run_id, by_role=by_role)
+                if m.nth < counts.get(m.source, 0)]
     if changes.model_groups:  # the change explains which group and deployment answered
         original, replayed = _without_routing(original), _without_routing(replayed)
     divergences = compare_logs(original, replayed)

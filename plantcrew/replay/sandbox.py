@@ -41,8 +41,8 @@ from plantcrew.store import Lesson, ModelCall, Store
 Mode = Literal["verify", "fork"]
 FINISHED = ("passed", "failed", "completed")
 NEVER_COOL_DOWN = 1_000_000
-# pacing and circuit-breaker settings a deployment served from the record does without
 SEED_RUN = "replay-seed"
+# pacing and circuit-breaker settings a deployment served from the record does without
 UNPACED = ("api_key_env", "rpm", "tpm", "max_retries", "allowed_fails", "cooldown_s")
 
 
@@ -63,9 +63,6 @@ class Changes:
             "playbooks": str(self.playbooks) if self.playbooks else None,
             "prompts": dict(self.prompts),
         }
-
-    def __bool__(self) -> bool:
-        return bool(self.model_groups or self.policies or self.playbooks or self.prompts)
 
 
 @dataclass

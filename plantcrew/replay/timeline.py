@@ -166,6 +166,12 @@ class Timeline:
 
     # ---- who and what ----------------------------------------------------------------------
     @property
+    def in_process(self) -> bool:
+        """Whether the run's agents ran in-process (named ``<role>-<n>``), not as worker
+        processes on a broker (named after their host)."""
+        return (self.run.bus_url or "memory://").startswith("memory:")
+
+    @property
     def agents(self) -> list[str]:
         """Every sender in the log, in order of first appearance."""
         seen: dict[str, None] = {}

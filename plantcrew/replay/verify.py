@@ -95,8 +95,11 @@ async def verify_timeline(
         rx = await reexecute(timeline, work, mode="verify", config_dir=config_dir,
                              record_playbook=record_playbook)
         records, actions = _records(rx.db_url, rx.run_id)
-    original = normalise_log(timeline.steps, timeline.run.id)
-    replayed = normalise_log(records, rx.run_id)
+    # a run whose agents were worker processes (on a broker) named them after their hosts;
+    # the re-execution runs them in-process: compare such runs by role
+    by_role = not timeline.in_process
+    original = normalise_log(timeline.steps, timeline.run.id, by_role=by_role)
+    replayed = normalise_log(records, rx.run_id, by_role=by_role)
     until = rx.stop_at
     divergences = compare_logs(original, replayed, until)
     action_diffs = compare_actions(timeline.actions, timeline.run.id, actions, rx.run_id)

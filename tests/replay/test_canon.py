@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from plantcrew.replay.canon import Canon, error_form, failed_deployments, normalise_log
+from plantcrew.crews.config import ROLES
+from plantcrew.replay.canon import (
+    ROLE_NAMES,
+    Canon,
+    error_form,
+    failed_deployments,
+    normalise_log,
+    role_of,
+)
 from plantcrew.replay.compare import compare_logs, field_diffs
 
 RUN_A, RUN_B = "run-0123456789ab", "run-ba9876543210"
@@ -118,3 +126,22 @@ def test_field_diffs_cut_long_text_around_the_first_difference() -> None:
     [d] = field_diffs({"p": a}, {"p": b})
     assert d.path == "p" and "ALPHA" in d.original and "BRAVO" in d.replayed
     assert len(d.original) < 200
+
+
+def test_worker_processes_compare_with_in_process_agents_by_role() -> None:
+    assert set(ROLE_NAMES) == {*ROLES, "coordinator"}
+    assert role_of("operator-1") == role_of("operator-plant-host-4242") == "operator"
+    assert role_of("person:shift_supervisor:alice") == "person:shift_supervisor:alice"
+    assert role_of("operator") == "operator"
+
+    def log(run: str, agent: str) -> list[Row]:
+        return rows([msg(run, "00000000-0000-7000-8000-0000000000a1", agent, "action.proposed",
+                         {"agent_id": agent, "command": "stop"})])
+
+    local = normalise_log(log(RUN_A, "operator-1"), RUN_A, by_role=True)
+    remote = normalise_log(log(RUN_B, "operator-host-99"), RUN_B, by_role=True)
+    assert local[0].source == remote[0].source == "operator"
+    assert compare_logs(local, remote) == []
+    strict = compare_logs(normalise_log(log(RUN_A, "operator-1"), RUN_A),
+                          normalise_log(log(RUN_B, "operator-host-99"), RUN_B))
+    assert strict  # by agent id they differ
