@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from plantcrew.detect import DeviceMonitor, MonitorConfig, MonitorState, load_monitor_config
@@ -125,3 +126,72 @@ def test_config_from_yaml_section_and_line_of_error(tmp_path):
     unknown.write_text("monitor:\n  threshold: 3\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml:2"):
         load_monitor_config(unknown)
+
+
+def test_episode_ends_when_the_plant_settles_a_little_off_its_old_point():
+    """A fault of -12 sd that recedes to -1.5 sd (a new normal) clears once, and stays clear."""
+    m = DeviceMonitor("pump1")
+    data = stream(2400, seed=10, shift={"flow_rate": -12}, start=700, end=1000)
+    for i in range(1000, 2400):  # after the fault the flow settles 1.5 sd lower
+        values = {r.sensor: r.value for r in data[i].readings}
+        values["flow_rate"] -= 1.5 * NOMINAL["flow_rate"][1]
+        data[i] = batch(float(i), values, row=i)
+    events = [v.event for v in run(m, data) if v.event]
+    assert [type(e) for e in events] == [AnomalyDetected, AnomalyCleared]
+    assert events[1].ts < 1200
+
+
+def test_a_partial_recovery_does_not_clear():
+    """Receding to a third of the peak is not enough while it is still far off (6 sd)."""
+    m = DeviceMonitor("pump1")
+    data = stream(2000, seed=12, shift={"flow_rate": -20}, start=700, end=900)
+    for i in range(900, 2000):
+        values = {r.sensor: r.value for r in data[i].readings}
+        values["flow_rate"] -= 6 * NOMINAL["flow_rate"][1]
+        data[i] = batch(float(i), values, row=i)
+    events = [v.event for v in run(m, data) if v.event]
+    assert [type(e) for e in events] == [AnomalyDetected]
+
+
+def test_one_sensor_shift_is_found_among_many():
+    """A 1.8 sd step on one of eight sensors alarms: the Mahalanobis distance alone, diluted
+    by the seven quiet sensors, would not reach its threshold."""
+    m = DeviceMonitor("pump1")
+    data = stream(1200, seed=13, shift={"pressure": 1.8}, start=700)
+    events = [v.event for v in run(m, data) if v.event]
+    assert len(events) == 1 and isinstance(events[0], AnomalyDetected)
+    assert events[0].deviations[0].sensor == "pressure"
+
+
+def test_slow_drift_is_followed_not_flagged():
+    """A drift of 3 sd over 40 minutes is followed by the baseline; the same change as a step
+    alarms."""
+    n = 3000
+    drift = stream(n, seed=14)
+    step = stream(n, seed=14)
+    for i in range(400, n):
+        for series, k in ((drift, 3.0 * (i - 400) / 2400), (step, 3.0 if i >= 1500 else 0.0)):
+            values = {r.sensor: r.value for r in series[i].readings}
+            values["vibration_1"] += k * NOMINAL["vibration_1"][1]
+            series[i] = batch(float(i), values, row=i)
+    assert not any(v.event for v in run(DeviceMonitor("pump1"), drift))
+    assert any(isinstance(v.event, AnomalyDetected) for v in run(DeviceMonitor("pump1"), step))
+
+
+def test_quantised_sensor_is_not_stuck_but_a_frozen_one_is():
+    """The stuck limit comes from how often calibration repeated a value."""
+    rng = np.random.default_rng(15)
+
+    def reading(i: int, frozen: bool) -> dict[str, float]:
+        flow = float(rng.choice([31.0, 32.0, 33.0], p=[0.15, 0.7, 0.15]))
+        current = 2.2 if frozen else 2.2 + 0.05 * rng.standard_normal()
+        return {"flow_rate": flow, "current": current, "voltage": 230 + rng.standard_normal()}
+
+    m = DeviceMonitor("pump1")
+    normal = [m.update(batch(float(i), reading(i, False))) for i in range(3000)]
+    assert not any(v.event for v in normal)
+    frozen = [m.update(batch(3000.0 + i, reading(i, True))) for i in range(40)]
+    detected = [v.event for v in frozen if isinstance(v.event, AnomalyDetected)]
+    assert detected and detected[0].deviations[0].sensor == "current"
+    assert detected[0].deviations[0].direction == "flat"
+    assert detected[0].ts <= 3000.0 + 10
