@@ -65,6 +65,9 @@ class Expectations(_Strict):
     """What must hold at the end of the run; each given field is one expectation."""
 
     incidents: int | None = Field(None, ge=0, description="exact number of incidents")
+    fault_at_s: float | None = Field(
+        None, ge=0, description="fault onset when the fault is in replayed data, not in faults"
+    )
     detected_within_s: float | None = Field(None, gt=0, description="from the first fault")
     root_cause: str | None = None
     actions_executed: list[ActionExpectation] | None = None
@@ -106,7 +109,9 @@ class Scenario(_Strict):
 
     @property
     def first_fault_at(self) -> float | None:
-        """Plant seconds of the earliest fault, if any."""
+        """Plant seconds of the earliest fault (``expect.fault_at_s`` for replayed data)."""
+        if self.expect.fault_at_s is not None:
+            return self.expect.fault_at_s
         return min((f.at for f in self.faults), default=None)
 
 
