@@ -105,15 +105,27 @@ def run(
     except NotFoundError as exc:
         raise _fail(2, str(exc)) from None
     from plantcrew.render import LiveRunView, print_summary
-    from plantcrew.scenarios.runner import run_scenario
+    from plantcrew.scenarios.runner import RunResult, run_scenario
 
-    kwargs = {"bus_url": bus, "db_url": _db(db), "seed": seed, "resume": resume, "pace": speed}
+    def go(observer: LiveRunView | None) -> RunResult:
+        return asyncio.run(
+            run_scenario(
+                scenario,
+                bus_url=bus,
+                db_url=_db(db),
+                seed=seed,
+                resume=resume,
+                pace=speed,
+                observer=observer,
+            )
+        )
+
     try:
         if as_json:
-            result = asyncio.run(run_scenario(scenario, **kwargs))
+            result = go(None)
         else:
             with LiveRunView(out, spec.name, spec.duration_s) as view:
-                result = asyncio.run(run_scenario(scenario, observer=view, **kwargs))
+                result = go(view)
     except (ConfigError, ScenarioError) as exc:
         raise _fail(2, str(exc)) from None
     except PlantcrewError as exc:

@@ -197,9 +197,9 @@ class Diagnosis(_TaskResult):
 class ActionProposal(_TaskResult):
     """The Operator proposes an action (a change to the plant) for an incident.
 
-    ``command`` is an actuator command (``set_speed``, ``set_position``, ``stop``, ``start``, ``notify``),
-    ``parameters`` its arguments, ``hazard_class`` 0 (advisory) to 3 (hazardous) as proposed
-    (the Safety Officer decides the class that applies).
+    ``command`` is an actuator command (``set_speed``, ``set_position``, ``stop``, ``start``,
+    ``notify``), ``parameters`` its arguments, ``hazard_class`` 0 (advisory) to 3
+    (hazardous) as proposed (the Safety Officer decides the class that applies).
     """
 
     kind: Literal["action.proposed"] = "action.proposed"

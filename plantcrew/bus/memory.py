@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -132,7 +132,7 @@ class MemoryBus:
         self._outstanding = 0
         self._settled = asyncio.Event()
         self._settled.set()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[Message | None]] = set()
         self._inbox_ids = itertools.count()
         self._closed = False
 
@@ -146,6 +146,11 @@ class MemoryBus:
         if self._outstanding <= 0:
             self._outstanding = 0
             self._settled.set()
+
+    def _late_done(self, task: asyncio.Future[Message | None]) -> None:
+        """A handler that outlived its ack wait has finished (its result is void)."""
+        self._background.discard(task)
+        self._done()
 
     async def quiesce(self, timeout: float = 10.0) -> bool:
         """Wait until no delivery, redelivery timer or late handler is outstanding."""
@@ -309,13 +314,13 @@ class MemoryBus:
         entry.delivered += 1
         entry.generation += 1
         generation = entry.generation
-        task = member.handling = asyncio.create_task(member.handler(msg))
+        task = member.handling = asyncio.ensure_future(member.handler(msg))
         done, _ = await asyncio.wait({task}, timeout=options.ack_wait_s)
         if not done:
             # ack wait expired: redeliver; the late handler keeps running, its ack is void
             self._busy()
-            self._background.add(task)  # type: ignore[arg-type]
-            task.add_done_callback(lambda t: (self._background.discard(t), self._done()))  # type: ignore[arg-type,func-returns-value]
+            self._background.add(task)
+            task.add_done_callback(self._late_done)
             self._retry(member.subject, group, entry, msg, "ack wait expired", generation)
             return
         exc = task.exception()

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from plantcrew.errors import ConflictError, NotFoundError
 from plantcrew.messages import Message, ModelCallInfo
 from plantcrew.store import audit
+from plantcrew.store.audit import ChainBreak
 from plantcrew.store.db import Database
 from plantcrew.store.tables import (
     Action,
@@ -218,7 +219,7 @@ class Store(Database):
                 incident_id=incident_id,
             )
 
-    def verify_audit(self) -> list[audit.ChainBreak]:
+    def verify_audit(self) -> list[ChainBreak]:
         with self.tx() as s:
             return audit.verify_chain(s)
 
