@@ -40,7 +40,7 @@ class Reviewer(Agent):
         self.router, self.model_group = router, model_group
 
     async def handle(self, task: Task, msg: Message) -> IncidentReview:
-        data = {"task": "review", **task.input}
+        data = {"task": "review", **{k: v for k, v in task.input.items() if k != "budget"}}
         answer, calls = await reason(
             self.router,
             self.model_group,

@@ -181,17 +181,24 @@ class Coordinator:
         serving many runs from one subscription calls it)."""
         await self._on_event(msg)
 
-    async def _on_event(self, msg: Message) -> None:
+    def apply_event(self, msg: Message) -> bool:
+        """The transaction of one event, without publishing what it queued in the outbox
+        (the caller flushes the relay). False when the message was processed before. A host
+        may run it in a worker thread: it touches only the database and this object."""
         handler = self._handlers().get(msg.type)
         pt = self.plant_time(msg)
         with self.store.tx() as s:
             if not record_message(s, msg, pt):
-                return  # processed before: acknowledge and skip
+                return False  # processed before: acknowledge and skip
             if self.on_message is not None:
                 self.on_message(msg)
             if handler is not None:
                 handler(s, msg, pt)
-        await self.relay.flush()
+        return True
+
+    async def _on_event(self, msg: Message) -> None:
+        if self.apply_event(msg):
+            await self.relay.flush()
 
     def _handlers(self) -> dict[str, Callable[[Session, Message, float], None]]:
         return {
@@ -767,6 +774,7 @@ class Coordinator:
         if inc is None:
             return
         record_model_calls(s, p.model_calls, msg=msg, agent=p.agent_id, task_id=p.task_id)
+        self._note_degraded(inc, p)
         inc.data = {
             **inc.data,
             "review": {
