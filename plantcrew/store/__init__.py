@@ -3,6 +3,7 @@
 ``Store(url)`` opens it (creating tables); ``plantcrew.store.tables`` has the schema.
 """
 
+from plantcrew.store import access as _access  # noqa: F401  (registers its tables)
 from plantcrew.store.audit import ChainBreak, verify_chain
 from plantcrew.store.store import (
     Store,
