@@ -21,6 +21,10 @@ the crew is ready (every capability it needs is live). A run with no active inci
 *quiet*: its beacons are answered without touching the database (nothing can be due: votes and
 timeouts belong to active incidents) until an event of the run arrives.
 
+Events are applied in a thread pool of ``concurrency`` threads, one event of an incident at a
+time, so PostgreSQL commits several incidents' transactions together while the event loop
+keeps serving; the outbox is published by a :class:`BatchedOutboxRelay`.
+
 Liveness is a property of processes, so the registry judges it on the wall clock: an agent is
 live while its last heartbeat is younger than ``agent_ttl_s`` wall seconds (crew.yaml), whatever
 speed a simulated run goes at.
@@ -36,18 +40,20 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import structlog
 from sqlmodel import col, func, select
 
 from plantcrew.bus import Bus, Subscription
+from plantcrew.crews.batched_relay import BatchedOutboxRelay
 from plantcrew.crews.clocks import LiveClock, RunClock, as_utc
 from plantcrew.crews.config import CrewConfig
 from plantcrew.crews.coordinator import ACTIVE, Coordinator
-from plantcrew.crews.outbox import OutboxRelay
 from plantcrew.crews.registry import AgentInfo, CapabilityRegistry
 from plantcrew.errors import BusError, NotFoundError, StoreError
 from plantcrew.messages import AgentHeartbeat, Capability, DeadLetter, Message, Subjects
@@ -64,13 +70,20 @@ LIVE_RUN = "live"
 
 class WallRegistry(CapabilityRegistry):
     """A capability registry whose liveness runs on this process's monotonic wall clock
-    (the ``now`` the Coordinator passes in plant seconds is ignored)."""
+    (the ``now`` the Coordinator passes in plant seconds is ignored). Thread-safe: events are
+    applied in worker threads while heartbeats arrive on the event loop."""
+
+    def __init__(self, ttl_s: float = 15.0) -> None:
+        super().__init__(ttl_s)
+        self._guard = threading.Lock()
 
     def heard(self, hb: AgentHeartbeat, now: float) -> None:
-        super().heard(hb, time.monotonic())
+        with self._guard:
+            super().heard(hb, time.monotonic())
 
     def live(self, capability: Capability, now: float) -> list[AgentInfo]:
-        return super().live(capability, time.monotonic())
+        with self._guard:
+            return super().live(capability, time.monotonic())
 
     def live_capabilities(self) -> list[Capability]:
         """Every capability with at least one live agent."""
@@ -96,7 +109,11 @@ class CoordinatorHost:
         self.max_runs = max_runs
         self.agent_id = agent_id or f"coordinator-{socket.gethostname()}-{os.getpid()}"
         self.registry = WallRegistry(config.coordinator.agent_ttl_s)
-        self.relay = OutboxRelay(store, bus)
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(1, concurrency), thread_name_prefix="coordinator-db"
+        )
+        self.relay = BatchedOutboxRelay(store, bus, executor=self.executor)
+        self._serial: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # key -> (lock, [users])
         self.coordinators: OrderedDict[str, Coordinator] = OrderedDict()
         self.clocks: dict[str, RunClock | LiveClock] = {}
         self.quiet: set[str] = set()
@@ -197,6 +214,9 @@ class CoordinatorHost:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
+        with contextlib.suppress(Exception):
+            await self.relay.close()
+        self.executor.shutdown(wait=True)
         with contextlib.suppress(BusError):
             await self.heartbeat()
         log.info("coordinator stopped", agent=self.agent_id)
@@ -240,7 +260,19 @@ class CoordinatorHost:
     async def _on_event(self, msg: Message) -> None:
         coord = self._observe(msg)
         self.quiet.discard(coord.run_id)
-        await coord.handle_event(msg)
+        key = msg.correlation_id or coord.run_id
+        lock, users = self._serial.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:  # one event of an incident at a time in this process
+                loop = asyncio.get_running_loop()
+                new = await loop.run_in_executor(self.executor, coord.apply_event, msg)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._serial[key]
+        if new:
+            await self.relay.flush()
 
     async def _on_dead(self, msg: Message) -> None:
         if isinstance(msg.payload, DeadLetter) and self.store.record_dead_letter(msg):

@@ -118,12 +118,15 @@ class PlantGateway:
 
     Each request's command goes to ``actuator.execute`` (which checks the approval token and
     runs each idempotency key at most once); the answer is an ``ActionResult`` (module doc).
-    ``handled`` counts the commands answered, by status.
+    ``handled`` counts the commands answered, by status. ``subject`` overrides the run's
+    subject (e.g. ``plant.commands.*``: one gateway for the plant of every run).
     """
 
-    def __init__(self, bus: Bus, actuator: Actuator, *, run_id: str | None) -> None:
+    def __init__(
+        self, bus: Bus, actuator: Actuator, *, run_id: str | None, subject: str | None = None
+    ) -> None:
         self.bus, self.actuator = bus, actuator
-        self.subject = command_subject(run_id)
+        self.subject = subject or command_subject(run_id)
         self.handled: dict[str, int] = {}
         self._sub: Subscription | None = None
 

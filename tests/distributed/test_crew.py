@@ -1,8 +1,11 @@
 """The crew as processes (``plantcrew up`` and two ``plantcrew worker --role operator``) on
-NATS and on Redis, with PostgreSQL: a run with the crew elsewhere passes; a poison message is
-dead-lettered with its reason while the others flow; a message delivered twice is processed
-once; a worker SIGKILLed in the middle of a task is replaced by another that finishes it, and
-no action is executed twice.
+NATS and on Redis, with PostgreSQL: scenarios pass with the crew in other processes while a
+poison message is dead-lettered with its reason; a message delivered twice is processed once;
+a worker SIGKILLed in the middle of a task is replaced by another that finishes it, and no
+action is executed twice.
+
+Scenarios: CI runs :data:`CI_SCENARIOS` on each broker; ``PLANTCREW_TEST_ALL_SCENARIOS=1``
+runs every file of ``scenarios/`` on each (see the README for the time it takes).
 
 The crew's processes are shared by the tests of this module (started once per broker); the
 SIGKILL test runs last, as it leaves one Operator worker.
@@ -11,9 +14,12 @@ SIGKILL test runs last, as it leaves one Operator worker.
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlmodel import col, func, select
 
 from plantcrew.bus import connect
@@ -23,6 +29,7 @@ from plantcrew.plant.actuators import ActuatorCommand, ActuatorReceipt
 from plantcrew.plant.bus_actuator import PlantGateway
 from plantcrew.scenarios.runner import RunResult, run_scenario
 from plantcrew.store import Action, AuditEntry, Incident, MessageRecord, Store
+from tests.conftest import ROOT
 from tests.distributed.conftest import Crew
 
 SHORT = Path(__file__).parent / "scenarios" / "short-bearing.yaml"
@@ -53,43 +60,54 @@ async def settled(bus_url: str, timeout: float = 60.0) -> None:
         await bus.close()
 
 
-async def test_a_run_passes_with_its_crew_in_other_processes(shared_crew: Crew) -> None:
-    result = await run_remote(shared_crew)
-    store = Store(shared_crew.db_url)
-    try:
-        sources = {m.source for m in store.messages(result.run_id)}
-        # the answers came from the worker processes, the routing from the Coordinator's
-        assert any(s.startswith("operator-") and s.count("-") >= 2 for s in sources)
-        assert any(s.startswith("coordinator-") for s in sources) or "coordinator" in sources
-        assert store.verify_audit() == []
-    finally:
-        store.dispose()
+CI_SCENARIOS = ["safety-blocks-speed-cut"]
+SCENARIOS = (
+    sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
+    if os.environ.get("PLANTCREW_TEST_ALL_SCENARIOS")
+    else CI_SCENARIOS
+)
 
 
-async def test_poison_is_dead_lettered_with_its_reason_while_the_rest_flows(
-    shared_crew: Crew,
-) -> None:
-    bus = await connect(shared_crew.bus_url)
+async def publish_poison(bus_url: str) -> Message:
+    """A task whose handler fails at every delivery (no anomaly in its input), and bytes on
+    crew.events that are not a message at all. Returns the task."""
+    bus = await connect(bus_url)
     poison = Message.new(
-        Task(task_id="poison-1", incident_id="nowhere", capability=Capability.DIAGNOSE),
+        Task(task_id=f"poison-{uuid.uuid4().hex[:8]}", incident_id="nowhere",
+             capability=Capability.DIAGNOSE),
         source="test",
         subject=Subjects.tasks(Capability.DIAGNOSE),
-    )  # a task whose handler fails at every delivery (no anomaly in its input)
+    )  # fmt: skip
     try:
         await bus.publish(poison)
-        await bus.publish_raw(Subjects.EVENTS, b'{"type": "anomaly.detected", "oops": 1}')
+        await bus.publish_raw(Subjects.EVENTS, f'{{"oops": "{poison.id}"}}'.encode())
     finally:
         await bus.close()
-    await run_remote(shared_crew)  # the crew carries on meanwhile
+    return poison
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_scenario_passes_with_the_crew_elsewhere_while_poison_is_dead_lettered(
+    shared_crew: Crew, scenario: str
+) -> None:
+    poison = await publish_poison(shared_crew.bus_url)
+    result = await run_remote(shared_crew, ROOT / "scenarios" / f"{scenario}.yaml")
     await settled(shared_crew.bus_url)
     store = Store(shared_crew.db_url)
     try:
-        letters = {d.original_subject: d for d in store.dead_letters()}
-        dead = letters["crew.tasks.diagnose"]
-        assert dead.original_id == str(poison.id) and not dead.quarantined
-        assert "KeyError" in dead.reason and "anomaly" in dead.reason and dead.attempts == 3
-        bad = letters["crew.events"]
-        assert bad.quarantined and "payload" in bad.reason and "oops" in bad.raw
+        sources = {m.source for m in store.messages(result.run_id)}
+        # the answers came from the worker processes (<role>-<host>-<pid>)
+        assert "coordinator" in sources
+        assert any(s.startswith("diagnostic-") and s.count("-") >= 2 for s in sources)
+        assert store.verify_audit() == []
+        letters = store.dead_letters()
+        dead = [d for d in letters if d.original_id == str(poison.id)]
+        assert len(dead) == 1 and not dead[0].quarantined
+        assert dead[0].original_subject == "crew.tasks.diagnose" and dead[0].attempts == 3
+        assert "KeyError" in dead[0].reason and "anomaly" in dead[0].reason
+        bad = [d for d in letters if str(poison.id) in d.raw and d.quarantined]
+        assert len(bad) == 1 and bad[0].original_subject == "crew.events"
+        assert "validation error" in bad[0].reason or "payload" in bad[0].reason
     finally:
         store.dispose()
 
@@ -122,24 +140,24 @@ def _state(store: Store, run_id: str) -> dict[str, Any]:
 
 
 async def test_a_message_delivered_twice_is_processed_once(shared_crew: Crew) -> None:
-    result = await run_remote(shared_crew)
+    run_id = (await run_remote(shared_crew)).run_id  # its action is executed
     store = Store(shared_crew.db_url)
     bus = await connect(shared_crew.bus_url)
     plant = CountingActuator()
-    gateway = PlantGateway(bus, plant, run_id=result.run_id)
+    gateway = PlantGateway(bus, plant, run_id=run_id)
     await gateway.start()
     try:
-        before = _state(store, result.run_id)
+        before = _state(store, run_id)
         records = [
             r
-            for r in store.messages(result.run_id)
+            for r in store.messages(run_id)
             if r.subject == Subjects.EVENTS or r.subject.startswith("crew.tasks.")
         ]
         assert {r.type for r in records} >= {"task.assigned", "action.executed"}
         for r in records:  # again, as new broker messages: no broker dedupe helps here
             await bus.publish_raw(r.subject, r.body.encode())
         await settled(shared_crew.bus_url)
-        assert _state(store, result.run_id) == before
+        assert _state(store, run_id) == before
         assert plant.commands == []  # the actuate task came back: nothing was sent again
         with store.tx() as s:
             ids = [r.id for r in records]

@@ -1,0 +1,389 @@
+"""Incident benchmark (not a test): incidents per second, and the latency from detection to
+resolution, of the whole crew on the playbook model.
+
+Each incident is a fresh run with the default plant: the driver publishes ``anomaly.detected``
+(an inlet valve closing on pump1: flow, pressure, current and motor temperature down), and the
+crew answers it end to end: the Coordinator opens the incident and routes diagnose →
+propose_action → assess_safety (a class-1 ``set_position`` on the inlet valve: approved by
+policy) → actuate (the command reaches the driver's plant gateway over the bus) → verifying;
+the driver then reports ``anomaly.cleared`` (the plant is back to normal), the incident is
+resolved, reviewed and closed. Latency is wall time from publishing the detection to seeing the
+incident closed as ``resolved`` on ``crew.incidents``; throughput is incidents closed per
+second of wall time with ``--inflight`` incidents open at once. Every message is persisted: the
+database keeps the conversation, the outbox, tasks, actions, audit; on ``nats://`` every event
+and task is stored by JetStream (file storage) before it is acknowledged; on ``redis://`` in
+Redis Streams.
+
+Crews: on ``memory://`` the Coordinator host and the workers run in this process; on a broker
+they are processes (``plantcrew coordinator`` and ``--workers`` × ``plantcrew worker`` with
+the four task roles), as in production. ``--workers 1,2`` compares one and two workers per role.
+
+Run:  /work/venv/bin/python bench/incidents.py [--n 300] [--inflight 32] [--workers 1,2]
+      [--backends memory,nats,redis] [--db postgresql://postgres@127.0.0.1:5432/test | sqlite]
+It prints its figures and the exact command that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+from plantcrew.agents import Policies
+from plantcrew.bus import Bus, connect
+from plantcrew.crews.config import CrewConfig
+from plantcrew.crews.host import CLOCK, CoordinatorHost
+from plantcrew.crews.worker import WorkerHost
+from plantcrew.messages import (
+    AgentHeartbeat,
+    AnomalyCleared,
+    AnomalyDetected,
+    Capability,
+    Deviation,
+    IncidentUpdated,
+    Message,
+    Subjects,
+)
+from plantcrew.plant.actuators import ActuatorCommand, ActuatorReceipt
+from plantcrew.plant.bus_actuator import COMMANDS, PlantGateway
+from plantcrew.plant.spec import default_plant
+from plantcrew.settings import DEFAULT_CONFIG_DIR
+from plantcrew.store import MessageRecord, Run, Store
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK_ROLES = ("diagnostic", "operator", "safety", "reviewer")
+NEEDED = {Capability.DIAGNOSE, Capability.PROPOSE_ACTION, Capability.ASSESS_SAFETY}
+NEEDED |= {Capability.ACTUATE, Capability.REVIEW}
+COORDINATOR_THREADS = 8  # events applied at once by the Coordinator (its database threads)
+AGENTS_PER_WORKER = int(os.environ.get("BENCH_AGENTS_PER_WORKER", "1"))
+BROKERS = {"nats": "nats://127.0.0.1:4222", "redis": "redis://127.0.0.1:6379"}
+DEVIATIONS = [
+    Deviation(sensor="flow_rate", value=21.0, baseline=32.0, z=-9.0, direction="down"),
+    Deviation(sensor="pressure", value=2.1, baseline=2.6, z=-4.5, direction="down"),
+    Deviation(sensor="current", value=8.1, baseline=9.0, z=-3.6, direction="down"),
+    Deviation(sensor="motor_temperature", value=61.0, baseline=64.0, z=-5.5, direction="down"),
+]
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- databases ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def fresh_database(db: str) -> object:
+    """A fresh database: a new PostgreSQL database next to ``db``, or a SQLite file."""
+    if db == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/bench.db"
+        return
+    import psycopg
+
+    name = f"plantcrew_bench_{uuid.uuid4().hex[:10]}"
+    admin = urlunparse(urlparse(db)._replace(query=""))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunparse(urlparse(admin)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def drop_namespace(url: str) -> None:
+    parts = urlparse(url)
+    ns = parts.query.split("namespace=")[-1]
+    server = urlunparse(parts._replace(query=""))
+    if parts.scheme == "nats":
+        import nats
+
+        nc = await nats.connect(server)
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_stream(f"PLANTCREW_{ns}")
+        await nc.close()
+    elif parts.scheme == "redis":
+        from redis.asyncio import Redis
+
+        r = Redis.from_url(server)
+        keys = [k async for k in r.scan_iter(match=f"{ns}.*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await r.unlink(*keys[i : i + 500])
+        await r.aclose()
+
+
+async def stored_in_broker(url: str) -> int | None:
+    """Messages the namespace's JetStream stream holds (None for other brokers)."""
+    parts = urlparse(url)
+    if parts.scheme != "nats":
+        return None
+    import nats
+
+    nc = await nats.connect(urlunparse(parts._replace(query="")))
+    try:
+        info = await nc.jetstream().stream_info(f"PLANTCREW_{parts.query.split('=')[-1]}")
+        return int(info.state.messages)
+    finally:
+        await nc.close()
+
+
+# ---- the crew -----------------------------------------------------------------------------
+@dataclass
+class ProcessCrew:
+    """``plantcrew coordinator`` and ``workers`` × ``plantcrew worker`` (the four task roles)."""
+
+    bus_url: str
+    db_url: str
+    workers: int
+    procs: list[tuple[subprocess.Popen[bytes], int]] = field(default_factory=list)
+
+    def start(self) -> None:
+        env = dict(os.environ, PLANTCREW_LOG_LEVEL="WARNING")
+        roles = [a for r in TASK_ROLES for a in ("--role", r)]
+        coordinator = ["coordinator", "--concurrency", str(COORDINATOR_THREADS)]
+        worker = ["worker", *roles, "--concurrency", str(AGENTS_PER_WORKER)]
+        commands = [coordinator] + [worker] * self.workers
+        for args in commands:
+            port = free_port()
+            argv = [sys.executable, "-m", "plantcrew.cli_processes", *args]
+            argv += ["--bus", self.bus_url, "--db", self.db_url, "--probe-port", str(port)]
+            argv += ["--probe-host", "127.0.0.1"]
+            proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+            self.procs.append((proc, port))
+        deadline = time.monotonic() + 300
+        for proc, port in self.procs:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"crew process {proc.args} did not start") from None
+                    time.sleep(0.2)
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+        for proc, _ in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait(10)
+
+
+# ---- the driver ---------------------------------------------------------------------------
+class BenchPlant:
+    """The plant of every run: accepts each command once (approval checked by the crew)."""
+
+    def __init__(self) -> None:
+        self.commands = 0
+
+    async def execute(self, cmd: ActuatorCommand) -> ActuatorReceipt:
+        self.commands += 1
+        return ActuatorReceipt(
+            action_id=cmd.action_id, idempotency_key=cmd.idempotency_key, status="executed", ts=0
+        )
+
+
+class Driver:
+    """Publishes detections, answers commands, reports recovery, times each incident."""
+
+    def __init__(self, bus: Bus, store: Store) -> None:
+        self.bus, self.store = bus, store
+        self.plant = BenchPlant()
+        self.gateway = PlantGateway(bus, self.plant, run_id=None, subject=f"{COMMANDS}.*")
+        self.sent: dict[str, float] = {}
+        self.closed: dict[str, tuple[float, str]] = {}
+        self.waiting: dict[str, asyncio.Event] = {}
+
+    async def start(self) -> None:
+        await self.gateway.start()
+        await self.bus.subscribe(Subjects.INCIDENTS, self._on_update)
+
+    def make_runs(self, n: int) -> list[str]:
+        started = datetime.now(UTC) - timedelta(seconds=1)
+        config = {
+            "scenario": {"name": "bench", "plant": default_plant().model_dump(mode="json")},
+            "policies": Policies.load(DEFAULT_CONFIG_DIR / "policies.yaml").model_dump(mode="json"),
+        }
+        ids = [f"run-bench{uuid.uuid4().hex[:12]}" for _ in range(n)]
+        with self.store.tx() as s:
+            for run_id in ids:
+                s.add(Run(id=run_id, scenario="bench", started_at=started, config=config))
+        return ids
+
+    async def ready(self, timeout: float = 120.0) -> None:
+        """Until the Coordinator answers a clock beacon with every capability live."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            hb = AgentHeartbeat(agent_id="bench", role="runner", capabilities=[])
+            msg = Message.new(hb, source="bench", subject=CLOCK, run_id="bench-ready")
+            with contextlib.suppress(Exception):
+                reply = await self.bus.request(msg, timeout=5)
+                assert isinstance(reply.payload, AgentHeartbeat)
+                if set(reply.payload.capabilities) >= NEEDED:
+                    return
+            await asyncio.sleep(0.5)
+        raise RuntimeError("the crew did not become ready")
+
+    async def _on_update(self, msg: Message) -> None:
+        p = msg.payload
+        if not isinstance(p, IncidentUpdated) or msg.run_id not in self.sent:
+            return
+        if p.status == "verifying":  # the command went out: the plant recovers
+            cleared = AnomalyCleared(device_id="pump1", ts=1.0)
+            await self.bus.publish(
+                msg.reply(cleared, source="monitor-bench", subject=Subjects.EVENTS)
+            )
+        elif p.status in ("resolved", "escalated") and msg.run_id not in self.closed:
+            self.closed[msg.run_id] = (time.perf_counter(), p.status)
+            self.waiting[msg.run_id].set()
+
+    async def incident(self, run_id: str, timeout: float = 120.0) -> None:
+        anomaly = AnomalyDetected(device_id="pump1", score=0.99, ts=1.0, deviations=DEVIATIONS)
+        msg = Message.new(
+            anomaly, source="monitor-bench", subject=Subjects.EVENTS,
+            run_id=run_id, correlation_id=run_id,
+        )  # fmt: skip
+        self.waiting[run_id] = asyncio.Event()
+        self.sent[run_id] = time.perf_counter()
+        await self.bus.publish(msg)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.waiting[run_id].wait(), timeout)
+
+    async def drive(self, runs: list[str], inflight: int) -> float:
+        """Every run's incident, ``inflight`` at a time; returns the wall seconds taken."""
+        gate = asyncio.Semaphore(inflight)
+
+        async def one(run_id: str) -> None:
+            async with gate:
+                await self.incident(run_id)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(r) for r in runs))
+        return time.perf_counter() - t0
+
+
+async def bench_one(
+    backend: str, workers: int, n: int, inflight: int, db: str, warmup: int
+) -> dict[str, float | str | int | None]:
+    tag = uuid.uuid4().hex[:10]
+    bus_url = (
+        f"memory://bench{tag}" if backend == "memory" else f"{BROKERS[backend]}?namespace=b{tag}"
+    )
+    with fresh_database(db) as db_url:  # type: ignore[attr-defined]
+        store = Store(db_url)
+        bus = await connect(bus_url)
+        crew: ProcessCrew | None = None
+        hosts: list[object] = []
+        try:
+            if backend == "memory":
+                config = CrewConfig.load(DEFAULT_CONFIG_DIR / "crew.yaml")
+                coord = CoordinatorHost(bus, store, config=config, concurrency=COORDINATOR_THREADS)
+                work = WorkerHost(
+                    bus, store, roles=TASK_ROLES, config_dir=DEFAULT_CONFIG_DIR,
+                    concurrency=workers,
+                )  # fmt: skip
+                await coord.start()
+                await work.start()
+                hosts = [work, coord]
+            else:
+                crew = ProcessCrew(bus_url, db_url, workers)
+                await asyncio.to_thread(crew.start)
+            driver = Driver(bus, store)
+            await driver.start()
+            await driver.ready()
+            await driver.drive(driver.make_runs(warmup), inflight)
+            runs = driver.make_runs(n)
+            wall = await driver.drive(runs, inflight)
+            lat = [
+                1000 * (driver.closed[r][0] - driver.sent[r]) for r in runs if r in driver.closed
+            ]
+            resolved = sum(1 for r in runs if driver.closed.get(r, (0, ""))[1] == "resolved")
+            with store.tx() as s:
+                from sqlmodel import func, select
+
+                persisted = s.exec(select(func.count()).select_from(MessageRecord)).one()
+            broker = await stored_in_broker(bus_url)
+            return {
+                "backend": backend,
+                "workers": workers,
+                "incidents": n,
+                "resolved": resolved,
+                "per_s": resolved / wall if wall else 0.0,
+                "p50_ms": statistics.median(lat) if lat else float("nan"),
+                "p99_ms": pct(lat, 0.99) if lat else float("nan"),
+                "db_messages": int(persisted),
+                "broker_messages": broker,
+                "commands": driver.plant.commands,
+            }
+        finally:
+            for h in hosts:
+                await h.stop()  # type: ignore[attr-defined]
+            if crew is not None:
+                await asyncio.to_thread(crew.stop)
+            await bus.close()
+            store.dispose()
+            if backend != "memory":
+                await drop_namespace(bus_url)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=300, help="incidents measured per configuration")
+    ap.add_argument("--warmup", type=int, default=20, help="incidents before measuring")
+    ap.add_argument("--inflight", type=int, default=32, help="incidents open at once")
+    ap.add_argument("--workers", default="1,2", help="workers per role, comma-separated")
+    ap.add_argument("--backends", default="memory,nats,redis")
+    ap.add_argument(
+        "--db", default="postgresql://postgres@127.0.0.1:5432/test",
+        help="PostgreSQL server URL (a fresh database is made on it) or 'sqlite'",
+    )  # fmt: skip
+    args = ap.parse_args()
+    from plantcrew.logs import configure
+
+    configure("WARNING")
+    rows = []
+    for backend in args.backends.split(","):
+        for workers in (int(w) for w in args.workers.split(",")):
+            row = await bench_one(backend, workers, args.n, args.inflight, args.db, args.warmup)
+            rows.append(row)
+            print(
+                f"{row['backend']:>6}  workers/role {row['workers']}  "
+                f"{row['per_s']:7.1f} incidents/s  p50 {row['p50_ms']:7.1f} ms  "
+                f"p99 {row['p99_ms']:7.1f} ms  resolved {row['resolved']}/{row['incidents']}  "
+                f"db messages {row['db_messages']}  broker messages {row['broker_messages']}",
+                flush=True,
+            )
+    db = "SQLite" if args.db == "sqlite" else "PostgreSQL"
+    print(
+        f"\n{os.cpu_count()} CPUs, {db}, playbook model; load average "
+        + " ".join(f"{x:.1f}" for x in os.getloadavg())
+    )
+    print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
