@@ -61,6 +61,16 @@ DbOpt = Annotated[
 ]
 
 
+@app.callback()
+def _setup() -> None:
+    """Logs go to standard error (stdout carries --json output), at PLANTCREW_LOG_LEVEL."""
+    from plantcrew.logs import configure
+    from plantcrew.settings import get_settings
+
+    settings = get_settings()
+    configure(settings.log_level, json=settings.log_json)
+
+
 def _db(url: str | None) -> str:
     from plantcrew.settings import get_settings
 
@@ -372,11 +382,6 @@ def feedback(
 
 def main() -> None:
     """Entry point of the ``plantcrew`` console script."""
-    from plantcrew.logs import configure
-    from plantcrew.settings import get_settings
-
-    settings = get_settings()
-    configure(settings.log_level, json=settings.log_json)
     try:
         app()
     except KeyboardInterrupt:

@@ -171,5 +171,8 @@ def test_sigkill_mid_incident_then_resume_executes_nothing_twice(tmp_path: Path)
         for (b,) in con.execute("SELECT body FROM message WHERE type = 'action.executed'")
     ]
     con.close()
-    assert executed == 1
-    assert results.count("executed") == 1  # the actuator ran once; a repeat says so
+    assert executed == 1  # one command recorded, with its receipt
+    # the actuator ran at most once: a task re-issued after the crash finds the command
+    # recorded and answers already_executed instead of sending it again
+    assert results.count("executed") <= 1
+    assert set(results) <= {"executed", "already_executed"}
