@@ -37,7 +37,7 @@ One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -50,7 +50,9 @@ from plantcrew.detect.calibration import (
     ewma_weight,
 )
 from plantcrew.detect.config import MonitorConfig
+from plantcrew.detect.episode import Episode
 from plantcrew.detect.features import affinity_gain, matches
+from plantcrew.detect.settling import ThermalSettling
 from plantcrew.messages import AnomalyCleared, AnomalyDetected, Deviation, TelemetryBatch
 
 DETECTOR_NAME = "robust-ewma-mcd"
@@ -86,31 +88,6 @@ class ReadingVerdict:
     event: AnomalyDetected | AnomalyCleared | None = None
 
 
-@dataclass
-class _Episode:
-    """The open episode: when it began and each sensor's strongest early deviation."""
-
-    start_ts: float
-    report_at: float
-    z: FloatArray
-    strength: FloatArray
-    baseline: FloatArray
-    reported: bool = False
-    peak: float = 0.0
-    under: int = 0
-    stuck: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    members: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    peak_z: FloatArray = field(default_factory=lambda: np.zeros(0))
-
-    def add(
-        self, z: FloatArray, strength: FloatArray, baseline: FloatArray, active: BoolArray
-    ) -> None:
-        stronger = active & (strength > self.strength)
-        self.z = np.where(stronger, z, self.z)
-        self.baseline = np.where(stronger, baseline, self.baseline)
-        self.strength = np.where(stronger, strength, self.strength)
-
-
 class DeviceMonitor:
     """Streaming detector and episode tracker for one device (deterministic, numpy only).
 
@@ -133,22 +110,18 @@ class DeviceMonitor:
         self._last: dict[str, float] = {}
         self._speed: float | None = None
         p = 0
-        self._thermal = np.zeros(p, dtype=bool)
         self._base = np.zeros(p)
         self._smooth = np.zeros(p)
         self._x = np.zeros(p)
         self._gain = np.ones(p)
         self._run = np.zeros(p, dtype=np.int64)
         self._prev_raw: FloatArray | None = None
-        self._settling = np.zeros(p, dtype=bool)
-        self._settled_for = np.zeros(p, dtype=np.int64)
-        self._settle_from = np.zeros(p)
-        self._settle_until = np.zeros(p)
+        self._settling = ThermalSettling(np.zeros(p, dtype=bool), self.config)
         self._prev_ts: float | None = None
         self._regime_speed: float | None = None
         self._over = 0
-        self._pending: _Episode | None = None
-        self._episode: _Episode | None = None
+        self._pending: Episode | None = None
+        self._episode: Episode | None = None
         self._cooldown_until = -math.inf
 
     # ---- public ------------------------------------------------------------------------
@@ -161,7 +134,7 @@ class DeviceMonitor:
     @property
     def settling(self) -> list[str]:
         """Thermal sensors not scored now because they are settling to a new regime."""
-        return [s for s, on in zip(self._sensors, self._settling, strict=False) if on]
+        return [s for s, on in zip(self._sensors, self._settling.mask, strict=False) if on]
 
     def update(self, batch: TelemetryBatch) -> ReadingVerdict:
         """Score one reading and advance the episode state; see the module docstring."""
@@ -192,7 +165,7 @@ class DeviceMonitor:
         if self.calibration is None:
             return []
         stuck = self._stuck_mask()
-        return self._report(self._smooth, self._base * self._gain, ~self._settling, stuck)
+        return self._report(self._smooth, self._base * self._gain, ~self._settling.mask, stuck)
 
     # ---- features ----------------------------------------------------------------------
 
@@ -221,13 +194,12 @@ class DeviceMonitor:
             self._cal_speed.append(speed)
         if len(self._cal_x) < cfg.calibration_readings:
             return self._verdict(ts, row, 0.0)
-        self._thermal = np.array([matches(s, cfg.thermal_sensors) for s in self._sensors])
         cal = calibrate(
             tuple(self._sensors),
             np.asarray(self._cal_ts),
             np.asarray(self._cal_x),
             cfg,
-            thermal=self._thermal,
+            thermal=np.array([matches(s, cfg.thermal_sensors) for s in self._sensors]),
             gain=np.asarray(self._cal_gain),
         )
         self.calibration = cal
@@ -236,10 +208,7 @@ class DeviceMonitor:
         self._smooth = cal.sample[-1].copy() if len(cal.sample) else np.zeros(p)
         self._run = np.ones(p, dtype=np.int64)
         self._prev_raw = self._x.copy()
-        self._settling = np.zeros(p, dtype=bool)
-        self._settled_for = np.zeros(p, dtype=np.int64)
-        self._settle_from = np.zeros(p)
-        self._settle_until = np.zeros(p)
+        self._settling = ThermalSettling(cal.thermal, cfg)
         self._prev_ts = ts
         self._regime_speed = float(np.median(self._cal_speed)) if self._cal_speed else None
         self._cal_ts, self._cal_x, self._cal_gain, self._cal_speed = [], [], [], []
@@ -265,13 +234,13 @@ class DeviceMonitor:
         if self.state is MonitorState.STOPPED:
             self.state = MonitorState.COOLDOWN
             self._cooldown_until = ts + cfg.cooldown_s
-            self._settle(ts)
+            self._settling.start(ts)
         if speed is not None:
             if self._regime_speed is None:
                 self._regime_speed = speed
             elif abs(speed - self._regime_speed) >= cfg.regime_step_pct:
                 self._regime_speed = speed
-                self._settle(ts)
+                self._settling.start(ts)
         dt = 0.0 if self._prev_ts is None else max(ts - self._prev_ts, 0.0)
         z = (x - self._base * self._gain) / cal.scale
         if self._prev_ts is None:
@@ -280,9 +249,9 @@ class DeviceMonitor:
             self._smooth += ewma_weight(dt, cfg.fast_tau_s) * (z - self._smooth)
         self._prev_ts = ts
         stuck = self._update_stuck()
-        self._update_settling(ts)
-        active = ~cal.constant & ~self._settling & ~stuck
         strength = np.abs(self._smooth) / cal.spread
+        self._settling.update(ts, strength)
+        active = ~cal.constant & ~self._settling.mask & ~stuck
         excess = self._excess(active)
         score = excess / (excess + 1.0)
         if stuck.any():
@@ -309,28 +278,6 @@ class DeviceMonitor:
         cal = self.calibration
         assert cal is not None
         return np.asarray((self._run >= cal.stuck_limit) & ~cal.constant)
-
-    def _settle(self, ts: float) -> None:
-        """Thermal sensors start settling to a new operating point (not scored meanwhile)."""
-        cal = self.calibration
-        assert cal is not None
-        self._settling = self._settling | cal.thermal
-        self._settled_for = np.where(cal.thermal, 0, self._settled_for)
-        self._settle_from = np.where(cal.thermal, ts + self.config.settle_min_s, self._settle_from)
-        self._settle_until = np.where(
-            cal.thermal, ts + self.config.settle_max_s, self._settle_until
-        )
-
-    def _update_settling(self, ts: float) -> None:
-        cal = self.calibration
-        assert cal is not None
-        if not self._settling.any():
-            return
-        calm = np.abs(self._smooth) / cal.spread < self.config.settle_z
-        self._settled_for = np.where(calm, self._settled_for + 1, 0)
-        calm_long = (self._settled_for >= self.config.clear_readings) & (ts >= self._settle_from)
-        done = calm_long | (ts >= self._settle_until)
-        self._settling = self._settling & ~done
 
     def _track(self, dt: float, x: FloatArray, active: BoolArray, excess: float) -> None:
         """Baselines follow the readings: thermal ones always; the others slowly, and only
@@ -379,15 +326,7 @@ class DeviceMonitor:
             self.state = MonitorState.NORMAL
             return None
         if self._pending is None:
-            p = len(self._sensors)
-            self._pending = _Episode(
-                start_ts=ts,
-                report_at=ts + cfg.summary_s,
-                z=np.zeros(p),
-                strength=np.zeros(p),
-                baseline=self._base * self._gain,
-                stuck=np.zeros(p, dtype=bool),
-            )
+            self._pending = Episode.begin(ts, cfg.summary_s, self._base * self._gain)
         self._observe(self._pending, score, strength, active, stuck)
         self._over += 1
         self.state = MonitorState.PENDING
@@ -399,13 +338,9 @@ class DeviceMonitor:
         return self._report_if_due(ts)
 
     def _observe(
-        self, ep: _Episode, score: float, strength: FloatArray, active: BoolArray, stuck: BoolArray
+        self, ep: Episode, score: float, strength: FloatArray, active: BoolArray, stuck: BoolArray
     ) -> None:
-        cal = self.calibration
-        assert cal is not None
-        ep.add(self._smooth, strength, self._base * self._gain, active | stuck)
-        ep.stuck = ep.stuck | stuck
-        ep.peak = max(ep.peak, score)
+        ep.observe(score, self._smooth, strength, self._base * self._gain, active, stuck)
 
     def _in_episode(
         self,
@@ -416,26 +351,19 @@ class DeviceMonitor:
         stuck: BoolArray,
     ) -> AnomalyDetected | AnomalyCleared | None:
         ep = self._episode
-        assert ep is not None and self.calibration is not None
+        cal = self.calibration
+        assert ep is not None and cal is not None
         cfg = self.config
         if not ep.reported:
             self._observe(ep, score, strength, active, stuck)
             return self._report_if_due(ts)
-        cal = self.calibration
-        ep.members |= stuck
-        ep.peak_z = np.maximum(ep.peak_z, np.where(active, np.abs(self._smooth), 0.0))
-        scope = active & ~cal.thermal if (ep.members & ~cal.thermal).any() else active.copy()
-        members = ep.members & scope
-        now = np.abs(self._smooth)
-        receded = bool(
-            np.all(now[members] <= cfg.recover_fraction * ep.peak_z[members])
-            and np.all(now[scope] <= cfg.recover_offset_sd)
-        )
-        calm = self._excess(scope) < cfg.clear_ratio or receded
-        ep.under = ep.under + 1 if calm and not (stuck & ep.members).any() else 0
-        if ep.under < cfg.clear_readings:
+        fast = ~cal.thermal
+        scope = active & fast if (ep.members & fast).any() else active.copy()
+        calm = ep.recovered(self._smooth, scope, self._excess(scope), cfg)
+        ep.calm_readings = ep.calm_readings + 1 if calm and not (stuck & ep.members).any() else 0
+        if ep.calm_readings < cfg.clear_readings:
             return None
-        anchor = scope & ~cal.thermal
+        anchor = scope & fast
         self._base = np.where(
             anchor, self._base + self._smooth * cal.scale / self._gain, self._base
         )
@@ -443,26 +371,21 @@ class DeviceMonitor:
         self._episode = None
         self.state = MonitorState.COOLDOWN
         self._cooldown_until = ts + cfg.cooldown_s
-        self._settle(ts)
+        self._settling.start(ts)
         return AnomalyCleared(device_id=self.device_id, ts=ts)
 
     def _report_if_due(self, ts: float) -> AnomalyDetected | None:
         ep = self._episode
-        assert ep is not None
-        if ts < ep.report_at - 1e-9:
-            return None
-        ep.reported = True
         cal = self.calibration
-        assert cal is not None
-        top = float(ep.strength.max()) if ep.strength.size else 0.0
-        ep.members = (ep.strength >= min(cal.univariate, 0.5 * top)) & (ep.strength > 0)
-        ep.members |= ep.stuck
-        ep.peak_z = np.abs(ep.z)
+        assert ep is not None and cal is not None
+        if not ep.due(ts):
+            return None
+        shown = ep.report(cal.univariate)
         return AnomalyDetected(
             device_id=self.device_id,
-            score=min(max(ep.peak, 0.0), 1.0),
+            score=min(max(ep.peak_score, 0.0), 1.0),
             ts=ep.start_ts,
-            deviations=self._report(ep.z, ep.baseline, ep.strength > 0, ep.stuck),
+            deviations=self._report(ep.z, ep.baseline, shown, ep.stuck),
             detector=DETECTOR_NAME,
         )
 

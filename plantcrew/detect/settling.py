@@ -1,0 +1,47 @@
+"""Thermal sensors settling to a new operating point.
+
+A motor winding or a pumped fluid takes minutes to reach the temperature of a new operating
+point (thermal time constants of 2 to 30 minutes), so for a while after the speed changes,
+the device restarts or a fault ends, a temperature moves for a reason the Monitor already
+knows. :class:`ThermalSettling` keeps the thermal sensors out of the score until they have
+settled: at least ``settle_min_s`` after the change (a first-order lag shows its slope only
+after a while), their change has stayed under ``settle_z`` spreads for ``clear_readings``
+readings; or at the latest ``settle_max_s`` after the change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from plantcrew.detect.calibration import BoolArray, FloatArray
+from plantcrew.detect.config import MonitorConfig
+
+
+class ThermalSettling:
+    """Which of ``p`` sensors are settling; ``thermal`` ``(p,)`` marks those that can."""
+
+    def __init__(self, thermal: BoolArray, config: MonitorConfig) -> None:
+        self.thermal = np.asarray(thermal, dtype=bool)
+        self.config = config
+        p = len(self.thermal)
+        self.mask = np.zeros(p, dtype=bool)
+        self._calm_for = np.zeros(p, dtype=np.int64)
+        self._earliest = np.zeros(p)
+        self._latest = np.zeros(p)
+
+    def start(self, ts: float) -> None:
+        """The operating point changed at plant time ``ts``: every thermal sensor settles."""
+        th = self.thermal
+        self.mask = self.mask | th
+        self._calm_for = np.where(th, 0, self._calm_for)
+        self._earliest = np.where(th, ts + self.config.settle_min_s, self._earliest)
+        self._latest = np.where(th, ts + self.config.settle_max_s, self._latest)
+
+    def update(self, ts: float, strength: FloatArray) -> None:
+        """Advance with each sensor's ``strength`` (``|smoothed z| / spread``) at ``ts``."""
+        if not self.mask.any():
+            return
+        calm = strength < self.config.settle_z
+        self._calm_for = np.where(calm, self._calm_for + 1, 0)
+        settled = (self._calm_for >= self.config.clear_readings) & (ts >= self._earliest)
+        self.mask = self.mask & ~(settled | (ts >= self._latest))
