@@ -13,8 +13,8 @@ From an ``(n, p)`` block of calibration readings (``n`` readings of ``p`` sensor
 - the correlation of the unsmoothed z-scores, estimated with the Minimum Covariance
   Determinant (scikit-learn's ``MinCovDet``, FAST-MCD of Rousseeuw & Van Driessen 1999) so a
   disturbance inside calibration does not distort it, and shrunk towards the identity;
-- the alarm threshold on the squared Mahalanobis distance for any subset of the sensors (see
-  :meth:`Calibration.threshold`);
+- the alarm levels, for any subset of the sensors, of the squared Mahalanobis distance and of
+  one sensor's squared strength (see :meth:`Calibration.subspace`);
 - the stuck-sensor limit per sensor: how many identical raw readings in a row are beyond
   what calibration makes plausible (see :func:`stuck_limits`).
 """
