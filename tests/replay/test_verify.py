@@ -85,7 +85,7 @@ async def test_a_changed_prompt_is_a_divergence_even_with_recorded_answers(
     assert "payload.model_calls[0].prompt[0].content" in paths
 
 
-def _stub_config(cfg: Path, stub: OpenAIStub) -> None:
+def _stub_config(cfg: Path, stub: OpenAIStub, **extra: Any) -> None:
     path = cfg / "models.yaml"
     data = yaml.safe_load(path.read_text())
     data["groups"]["reasoning"]["deployments"] = [
@@ -94,14 +94,18 @@ def _stub_config(cfg: Path, stub: OpenAIStub) -> None:
         {"model": "playbook/default", "name": "reasoning-playbook"},
     ]
     data["router"].update(num_retries=0, cooldown_time_s=0)
+    data.update(extra)
     path.write_text(yaml.safe_dump(data))
+
+
+PROPOSAL = {"device_id": "pump1", "command": "stop", "parameters": {}, "hazard_class": 2,
+            "rationale": "the stub model says: stop the pump"}
 
 
 def test_hosted_model_answers_come_from_the_record_and_no_model_is_called(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(STUB_KEY_ENV, "sk-test-replay-0000")
-    proposal = {"device_id": "pump1", "command": "stop", "parameters": {}, "hazard_class": 2,
-                "rationale": "the stub model says: stop the pump"}
+    proposal = PROPOSAL
 
     cfg = config_copy(tmp_path / "config")
     db_url = f"sqlite:///{tmp_path / 'run.db'}"
@@ -127,3 +131,32 @@ def test_hosted_model_answers_come_from_the_record_and_no_model_is_called(
     assert report.reexecution.refused >= 1  # the stub failing the diagnosis, as recorded
     assert report.reexecution.live == 0
     assert len(stub.requests) == asked
+
+
+def test_budgets_see_the_spend_of_earlier_runs_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's budget was measured against what earlier runs of the day had spent; the
+    re-execution's scratch database starts with that spend, so the budgets it sends agree."""
+    monkeypatch.setenv(STUB_KEY_ENV, "sk-test-replay-0000")
+    cfg = config_copy(tmp_path / "config")
+    db_url = f"sqlite:///{tmp_path / 'run.db'}"
+    with OpenAIStub() as stub:
+        stub.script("stub-reasoning", Reply.error(500), Reply.json(PROPOSAL),
+                    Reply.error(500), Reply.json(PROPOSAL))
+        _stub_config(cfg, stub, budgets={"per_day_usd": 1000.0,
+                                         "per_agent_day_usd": {"operator": 500.0}})
+        data = yaml.safe_load((cfg / "models.yaml").read_text())
+        data["groups"]["reasoning"]["deployments"][0]["price"] = {
+            "input_per_mtok": 10000.0, "output_per_mtok": 30000.0}
+        (cfg / "models.yaml").write_text(yaml.safe_dump(data))
+        record(SHORT, db_url, config_dir=cfg)  # spends on the stub's proposal
+        second = record(SHORT, db_url, config_dir=cfg)
+    budgets = [s.payload["input"].get("budget") for s in load_timeline(Store(db_url), second).steps
+               if s.type == "task.assigned" and s.payload["capability"] == "propose_action"]
+    if not budgets or budgets[0] is None:
+        pytest.skip("the crew sends no budget spend with its tasks")
+    spent = {x["scope"]: x["spent_usd"] for x in budgets[0]["scopes"]}
+    assert spent["day"] > 0 and spent["agent operator today"] > 0  # the first run's spend
+
+    report = verify_run(db_url, second)
+    assert report.ok, [d.describe() for d in report.divergences]
