@@ -194,12 +194,15 @@ def crew_of(
         crew.stop()
 
 
+OPERATOR = ("worker", "--role", "operator", "--grace", "2")
 SHARED_CREW = (
     ("up", "--role", "monitor", "--role", "diagnostic", "--role", "safety", "--role", "reviewer"),
-    ("worker", "--role", "operator"),
-    ("worker", "--role", "operator"),
+    OPERATOR,
+    OPERATOR,
+    OPERATOR,
 )
-"""The Coordinator and four roles in one process, and two Operator workers of their own."""
+"""The Coordinator and four roles in one process, and three Operator workers of their own
+(the SIGTERM and SIGKILL tests each take one away)."""
 
 
 @pytest.fixture(scope="module", params=["nats", "redis"])

@@ -1,20 +1,21 @@
 """The crew as processes (``plantcrew up`` and two ``plantcrew worker --role operator``) on
 NATS and on Redis, with PostgreSQL: scenarios pass with the crew in other processes while a
 poison message is dead-lettered with its reason; a message delivered twice is processed once;
-a worker SIGKILLed in the middle of a task is replaced by another that finishes it, and no
-action is executed twice.
+a worker stopped (SIGTERM) or SIGKILLed in the middle of a task is replaced by another that
+finishes it, and no action is executed twice.
 
 Scenarios: CI runs :data:`CI_SCENARIOS` on each broker; ``PLANTCREW_TEST_ALL_SCENARIOS=1``
 runs every file of ``scenarios/`` on each (see the README for the time it takes).
 
 The crew's processes are shared by the tests of this module (started once per broker); the
-SIGKILL test runs last, as it leaves one Operator worker.
+SIGTERM and SIGKILL tests run last, as each takes an Operator worker away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,47 @@ async def test_a_message_delivered_twice_is_processed_once(shared_crew: Crew) ->
     finally:
         await gateway.stop()
         await bus.close()
+        store.dispose()
+
+
+async def test_sigterm_mid_task_hands_the_task_back_and_the_worker_exits_0(
+    shared_crew: Crew, monkeypatch: Any
+) -> None:
+    """The Operator waiting for the plant's answer is told to stop: it waits its grace (2 s),
+    hands the task back and exits 0; another Operator finishes the task."""
+    original = PlantGateway._on_command
+    stopped: list[Any] = []
+
+    async def answer_after_stopping_the_sender(self: PlantGateway, msg: Message) -> Any:
+        reply = await original(self, msg)  # the plant carries the command out
+        if not stopped:
+            proc = shared_crew.by_pid(int(msg.source.rsplit("-", 1)[1]))
+            proc.signal(signal.SIGTERM)
+            assert proc.proc is not None
+            stopped.extend([msg.source, await asyncio.to_thread(proc.proc.wait, 60), proc])
+        return reply
+
+    monkeypatch.setattr(PlantGateway, "_on_command", answer_after_stopping_the_sender)
+    handled: list[dict[str, int]] = []
+    original_stop = PlantGateway.stop
+
+    async def keep_counts(self: PlantGateway) -> None:
+        handled.append(dict(self.handled))
+        await original_stop(self)
+
+    monkeypatch.setattr(PlantGateway, "stop", keep_counts)
+    result = await run_remote(shared_crew)
+    source, code, proc = stopped
+    assert code == 0
+    assert "handing back tasks still in flight" in proc.tail(200)
+    assert handled == [{"executed": 1, "already_executed": 1}]
+    store = Store(shared_crew.db_url)
+    try:
+        (action,) = store.actions(run_id=result.run_id)
+        assert action.status == "executed"
+        (done,) = store.messages(result.run_id, types=["action.executed"])
+        assert done.source.startswith("operator-") and done.source != source
+    finally:
         store.dispose()
 
 
