@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from typing import Any
 
@@ -13,60 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from plantcrew.messages import Message, TelemetryBatch
+from plantcrew.replay.describe import receiver_of, summarize
 from plantcrew.scenarios.runner import RunResult
-from plantcrew.store import MessageRecord
-
-RECEIVER = {
-    "crew.events": "coordinator",
-    "crew.approvals": "people",
-    "crew.incidents": "all",
-    "crew.dlq": "dead-letters",
-    "crew.control": "crew",
-}
-
-
-def receiver_of(subject: str) -> str:
-    """Who a subject addresses: ``crew.tasks.diagnose`` → ``diagnose``."""
-    if subject.startswith("crew.tasks."):
-        return subject.rsplit(".", 1)[1]
-    return RECEIVER.get(subject, subject)
-
-
-def summarize(body: dict[str, Any]) -> str:
-    """One line saying what a message's payload says."""
-    p = body.get("payload", {})
-    kind = p.get("kind", "")
-    if kind == "anomaly.detected":
-        devs = ", ".join(
-            f"{d['sensor']} {d['direction']} {d['z']:+.1f}σ" for d in p.get("deviations", [])[:3]
-        )
-        return f"{p['device_id']} score {p['score']:.2f}: {devs}"
-    if kind == "anomaly.cleared":
-        return f"{p['device_id']} back to normal"
-    if kind == "task.assigned":
-        return f"{p['capability']} for {p['incident_id']} (attempt {p['attempt']})"
-    if kind == "diagnosis.made":
-        return f"root cause {p['root_cause']} ({p['confidence']:.2f}) {p.get('summary', '')}"
-    if kind == "action.proposed":
-        return f"{p['command']} {p['device_id']} {p['parameters']} (class {p['hazard_class']})"
-    if kind == "safety.decided":
-        return f"{p['verdict']} class {p['hazard_class']}: {'; '.join(p['reasons'])}"
-    if kind == "approval.requested":
-        return (
-            f"{p['command']} {p['device_id']} needs {p['approvers_required']} of "
-            f"{p['approver_roles']}"
-        )
-    if kind == "approval.decided":
-        return f"{'approved' if p['approved'] else 'refused'} by {p['approver']}: {p['reason']}"
-    if kind == "action.executed":
-        return f"{p['status']}: {p['detail']}"
-    if kind == "review.completed":
-        return p.get("summary", "")
-    if kind == "incident.updated":
-        return f"{p['incident_id']} → {p['status']}" + (f" ({p['reason']})" if p["reason"] else "")
-    if kind == "task.failed":
-        return p.get("reason", "")
-    return json.dumps(p)[:120]
 
 
 class LiveRunView:
@@ -189,21 +136,3 @@ def print_summary(console: Console, result: RunResult) -> None:
     console.print(exp)
     verdict = Text("PASSED", "green bold") if result.passed else Text("FAILED", "red bold")
     console.print(verdict, f"{result.plant_seconds:.0f} plant s in {result.wall_seconds:.1f} s")
-
-
-def timeline_table(records: list[MessageRecord], run_start_iso: str | None = None) -> Table:
-    """A run's conversation: plant time, sender → receiver, type, one-line summary."""
-    tbl = Table(show_lines=False)
-    for col in ("#", "plant time", "from", "to", "type", "summary"):
-        tbl.add_column(col, overflow="fold")
-    for r in records:
-        body = json.loads(r.body)
-        tbl.add_row(
-            str(r.seq),
-            _fmt_t(r.plant_time),
-            r.source,
-            receiver_of(r.subject),
-            r.type,
-            summarize(body),
-        )
-    return tbl
