@@ -9,6 +9,7 @@ scripted people. :class:`RemoteCrew` stands in for the in-process crew:
   live agent (ScenarioError naming what is missing after ``ready_timeout_s``);
 - tick (each step): a clock beacon on ``crew.clock`` with the step's plant time; the
   Coordinator applies votes and timeouts of the run at that time before it answers;
+- a live view (``on_message``) gets the run's ``crew.incidents`` and ``crew.approvals`` news;
 - settle (each step, twice, as ``quiesce``): wait until the whole crew has acknowledged every
   durable message (:class:`~plantcrew.crews.backlog.DurableBacklog`), at most
   ``settle_timeout_s``.
@@ -23,7 +24,8 @@ most once), beacons and settling are retried until the broker is back or ``outag
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -33,7 +35,7 @@ from plantcrew.crews.backlog import DurableBacklog
 from plantcrew.crews.crew import Crew
 from plantcrew.crews.host import CLOCK
 from plantcrew.errors import BusError, ScenarioError
-from plantcrew.messages import AgentHeartbeat, Capability, Message
+from plantcrew.messages import AgentHeartbeat, Capability, Message, Subjects
 from plantcrew.plant.actuators import Actuator
 from plantcrew.plant.bus_actuator import PlantGateway
 from plantcrew.plant.clock import Clock
@@ -58,6 +60,7 @@ class RemoteCrew(Crew):
         settle_timeout_s: float = 60.0,
         outage_s: float = 120.0,
         beacon_timeout_s: float = 10.0,
+        on_message: Callable[[Message], None] | None = None,
     ) -> None:
         super().__init__(None, [], clock)
         if bus.url.startswith("memory:"):
@@ -72,10 +75,15 @@ class RemoteCrew(Crew):
         self.backlog = DurableBacklog(bus)
         self.paced_bus = PacedBus(bus, self)
         self.coordinator_id: str | None = None
+        self.on_message = on_message
+        self._views: list[Subscription] = []
 
     async def start(self) -> None:
         await self.backlog.open()
         await self.gateway.start()
+        if self.on_message is not None:  # a live view: the run's incident and approval news
+            for subject in (Subjects.INCIDENTS, Subjects.APPROVALS):
+                self._views.append(await self.bus.subscribe(subject, self._show))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ready_timeout_s
         missing: set[Capability] = set(self.needs)
@@ -101,6 +109,10 @@ class RemoteCrew(Crew):
                     "`plantcrew coordinator` and `plantcrew worker --role ROLE`) on that bus"
                 )
             await asyncio.sleep(0.5)
+
+    async def _show(self, msg: Message) -> None:
+        if msg.run_id == self.run_id and self.on_message is not None:
+            self.on_message(msg)
 
     async def _beacon(self) -> AgentHeartbeat:
         hb = AgentHeartbeat(agent_id=f"runner-{self.run_id}", role="runner", capabilities=[])
@@ -145,6 +157,9 @@ class RemoteCrew(Crew):
                 await asyncio.sleep(_RETRY_S)
 
     async def stop(self) -> None:
+        for sub in self._views:
+            with contextlib.suppress(BusError):
+                await sub.unsubscribe()
         await self.gateway.stop()
         await self.backlog.close()
 

@@ -25,7 +25,7 @@ from sqlmodel import col, func, select
 
 from plantcrew.bus import connect
 from plantcrew.crews.backlog import DurableBacklog
-from plantcrew.messages import Capability, Message, Subjects, Task
+from plantcrew.messages import Capability, IncidentUpdated, Message, Subjects, Task
 from plantcrew.plant.actuators import ActuatorCommand, ActuatorReceipt
 from plantcrew.plant.bus_actuator import PlantGateway
 from plantcrew.scenarios.runner import RunResult, run_scenario
@@ -36,10 +36,26 @@ from tests.distributed.conftest import Crew
 SHORT = Path(__file__).parent / "scenarios" / "short-bearing.yaml"
 
 
-async def run_remote(crew: Crew, scenario: Path = SHORT) -> RunResult:
+class Watcher:
+    """A live view of a run: what the runner shows while the crew works elsewhere."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.messages: list[Message] = []
+
+    def on_step(self, t: float, batches: Any, scores: Any) -> None:
+        self.steps += 1
+
+    def on_message(self, msg: Message) -> None:
+        self.messages.append(msg)
+
+
+async def run_remote(
+    crew: Crew, scenario: Path = SHORT, observer: Watcher | None = None
+) -> RunResult:
     result = await run_scenario(
         scenario, bus_url=crew.bus_url, db_url=crew.db_url, config_dir=crew.config_dir,
-        crew="remote",
+        crew="remote", observer=observer,
     )  # fmt: skip
     failed = [f"{e.name}: {e.detail}" for e in result.expectations if not e.passed]
     assert result.passed, "; ".join(failed)
@@ -92,7 +108,12 @@ async def test_scenario_passes_with_the_crew_elsewhere_while_poison_is_dead_lett
     shared_crew: Crew, scenario: str
 ) -> None:
     poison = await publish_poison(shared_crew.bus_url)
-    result = await run_remote(shared_crew, ROOT / "scenarios" / f"{scenario}.yaml")
+    watcher = Watcher()
+    result = await run_remote(shared_crew, ROOT / "scenarios" / f"{scenario}.yaml", watcher)
+    assert watcher.steps == result.plant_seconds  # one step a plant second
+    news = [m.payload.status for m in watcher.messages if isinstance(m.payload, IncidentUpdated)]
+    assert news and news[-1] in ("resolved", "escalated")  # the crew's news reached the view
+    assert {m.run_id for m in watcher.messages} == {result.run_id}
     await settled(shared_crew.bus_url)
     store = Store(shared_crew.db_url)
     try:
