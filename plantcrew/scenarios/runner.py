@@ -231,7 +231,13 @@ async def run_scenario(
     bus = await connect(bus_url)
     loop_bus: Bus = bus
     if crew == "remote":
-        remote = RemoteCrew(bus, clock, run_id=run.id, actuator=parts.actuator)
+        remote = RemoteCrew(
+            bus,
+            clock,
+            run_id=run.id,
+            actuator=parts.actuator,
+            on_message=observer.on_message if observer else None,
+        )
         the_crew: Crew = remote
         loop_bus = remote.paced_bus
     else:
