@@ -12,6 +12,16 @@ import sys
 import structlog
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at write time (a test runner may swap and close it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "INFO", *, json: bool = False) -> None:
     """Route structlog (and the stdlib loggers of our dependencies) to stderr at ``level``."""
     numeric = logging.getLevelName(level.upper())
@@ -30,9 +40,9 @@ def configure(level: str = "INFO", *, json: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(stream=sys.stderr, level=max(numeric, logging.WARNING))
+    logging.basicConfig(stream=_Stderr(), level=max(numeric, logging.WARNING))
     for noisy in ("LiteLLM", "litellm", "httpx", "autogen_core", "autogen_agentchat"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
