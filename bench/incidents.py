@@ -20,7 +20,11 @@ the four task roles), as in production. ``--workers 1,2`` compares one and two w
 
 Run:  /work/venv/bin/python bench/incidents.py [--n 300] [--inflight 32] [--workers 1,2]
       [--backends memory,nats,redis] [--db postgresql://postgres@127.0.0.1:5432/test | sqlite]
-It prints its figures and the exact command that produced them.
+It prints its figures and the exact command that produced them. Knobs for looking into where
+the time goes (environment): ``BENCH_AGENTS_PER_WORKER=N`` (``--concurrency`` of each worker
+process), ``BENCH_COORDINATORS_SCALE=1`` (as many Coordinator processes as workers per role),
+``BENCH_ASYNC_COMMIT=1`` (PostgreSQL ``synchronous_commit=off`` for the benchmark's database:
+shows what the write-ahead log's fsync costs; never a production setting).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,6 +75,7 @@ NEEDED = {Capability.DIAGNOSE, Capability.PROPOSE_ACTION, Capability.ASSESS_SAFE
 NEEDED |= {Capability.ACTUATE, Capability.REVIEW}
 COORDINATOR_THREADS = 8  # events applied at once by the Coordinator (its database threads)
 AGENTS_PER_WORKER = int(os.environ.get("BENCH_AGENTS_PER_WORKER", "1"))
+COORDINATORS_SCALE = bool(os.environ.get("BENCH_COORDINATORS_SCALE"))
 BROKERS = {"nats": "nats://127.0.0.1:4222", "redis": "redis://127.0.0.1:6379"}
 DEVIATIONS = [
     Deviation(sensor="flow_rate", value=21.0, baseline=32.0, z=-9.0, direction="down"),
@@ -92,7 +98,7 @@ def free_port() -> int:
 
 # ---- databases ----------------------------------------------------------------------------
 @contextlib.contextmanager
-def fresh_database(db: str) -> object:
+def fresh_database(db: str) -> Iterator[str]:
     """A fresh database: a new PostgreSQL database next to ``db``, or a SQLite file."""
     if db == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
@@ -104,6 +110,8 @@ def fresh_database(db: str) -> object:
     admin = urlunparse(urlparse(db)._replace(query=""))
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+        if os.environ.get("BENCH_ASYNC_COMMIT"):  # to see what fsync costs; never in production
+            conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
     try:
         yield urlunparse(urlparse(admin)._replace(path=f"/{name}"))
     finally:
@@ -162,7 +170,8 @@ class ProcessCrew:
         roles = [a for r in TASK_ROLES for a in ("--role", r)]
         coordinator = ["coordinator", "--concurrency", str(COORDINATOR_THREADS)]
         worker = ["worker", *roles, "--concurrency", str(AGENTS_PER_WORKER)]
-        commands = [coordinator] + [worker] * self.workers
+        coordinators = self.workers if COORDINATORS_SCALE else 1
+        commands = [coordinator] * coordinators + [worker] * self.workers
         for args in commands:
             port = free_port()
             argv = [sys.executable, "-m", "plantcrew.cli_processes", *args]
@@ -178,7 +187,7 @@ class ProcessCrew:
                         break
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"crew process {proc.args} did not start") from None
+                        raise RuntimeError(f"crew process {proc.args!r} did not start") from None
                     time.sleep(0.2)
 
     def stop(self) -> None:
@@ -293,7 +302,7 @@ async def bench_one(
     bus_url = (
         f"memory://bench{tag}" if backend == "memory" else f"{BROKERS[backend]}?namespace=b{tag}"
     )
-    with fresh_database(db) as db_url:  # type: ignore[attr-defined]
+    with fresh_database(db) as db_url:
         store = Store(db_url)
         bus = await connect(bus_url)
         crew: ProcessCrew | None = None
