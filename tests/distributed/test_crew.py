@@ -78,7 +78,7 @@ async def settled(bus_url: str, timeout: float = 60.0) -> None:
         await bus.close()
 
 
-CI_SCENARIOS = ["safety-blocks-speed-cut"]
+CI_SCENARIOS = ["safety-blocks-speed-cut", "approval-timeout"]
 SCENARIOS = (
     sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
     if os.environ.get("PLANTCREW_TEST_ALL_SCENARIOS")
