@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import time
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 SCRIPT_LOCATION = "plantcrew.store:migrations"
 BASELINE = "0001"
@@ -96,12 +98,24 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade_to_head(engine: Engine) -> bool:
+def upgrade_to_head(engine: Engine, *, wait_s: float = 120.0) -> bool:
     """Migrate the database behind ``engine`` to the newest revision (see module doc).
 
-    Returns True when something was applied, False when it was at head already. Raises
-    SQLAlchemy's errors (``Database`` turns them into StoreError).
+    Returns True when something was applied, False when it was at head already. A SQLite
+    database another process is migrating (locked past its busy timeout) is waited for, up to
+    ``wait_s`` seconds. Raises SQLAlchemy's errors (``Database`` turns them into StoreError).
     """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return _upgrade(engine)
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _upgrade(engine: Engine) -> bool:
     head = head_revision()
     with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (see plantcrew.store.db)
         if conn.dialect.name == "postgresql":
