@@ -217,12 +217,46 @@ class SafetyVerdict(StrEnum):
     NEEDS_HUMAN = "needs_human"
 
 
+SAFETY_STRICTNESS: dict[SafetyVerdict, int] = {
+    SafetyVerdict.APPROVED: 0,
+    SafetyVerdict.NEEDS_HUMAN: 1,
+    SafetyVerdict.REJECTED: 2,
+}
+"""How strict a verdict is: a decision may only ever move up this order, never down."""
+
+
+def stricter(a: SafetyVerdict, b: SafetyVerdict) -> SafetyVerdict:
+    """The stricter of two verdicts (:data:`SAFETY_STRICTNESS`; ``a`` on a tie)."""
+    return a if SAFETY_STRICTNESS[a] >= SAFETY_STRICTNESS[b] else b
+
+
+class SafetyReview(BaseModel):
+    """A model's written review of a Safety Officer decision: advice, never a ruling.
+
+    ``recommended_verdict`` is what the model would decide; ``followed`` says whether the
+    decision took it (only ever when it is stricter than the rules' verdict).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    text: str = Field(max_length=4000)
+    concerns: list[str] = []
+    recommended_verdict: SafetyVerdict
+    followed: bool = False
+
+
 class SafetyDecision(_TaskResult):
-    """The Safety Officer's verdict on one proposal, with the rules that decided it."""
+    """The Safety Officer's verdict on one proposal, with the rules that decided it.
+
+    ``rule_verdict`` is the policy rules' own verdict (``None`` in decisions written before
+    it existed: then ``verdict`` is the rules' verdict). ``verdict`` is never less strict
+    than ``rule_verdict`` (:data:`SAFETY_STRICTNESS`); the Coordinator enforces it again.
+    """
 
     kind: Literal["safety.decided"] = "safety.decided"
     action_id: str
     verdict: SafetyVerdict
+    rule_verdict: SafetyVerdict | None = None
+    review: SafetyReview | None = None
     hazard_class: int = Field(ge=0, le=3)
     rule_ids: list[str] = []
     reasons: list[str] = []
@@ -419,6 +453,7 @@ def _validation_error(exc: ValidationError, raw: bytes | None = None) -> Message
 
 
 __all__ = [
+    "SAFETY_STRICTNESS",
     "SCHEMA_VERSION",
     "ActionProposal",
     "ActionResult",
@@ -438,10 +473,12 @@ __all__ = [
     "Payload",
     "Reading",
     "SafetyDecision",
+    "SafetyReview",
     "SafetyVerdict",
     "Subjects",
     "Task",
     "TaskFailed",
     "TelemetryBatch",
+    "stricter",
     "utcnow",
 ]

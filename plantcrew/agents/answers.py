@@ -6,7 +6,7 @@ deterministically, a hosted model must match them (one repair attempt, then fall
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,3 +39,16 @@ class ReviewAnswer(BaseModel):
     summary: str
     root_cause_confirmed: bool = True
     lessons: list[str] = []
+
+
+class SafetyReviewAnswer(BaseModel):
+    """A model's written review of the Safety Officer's rule-based decision (advice only).
+
+    ``recommended_verdict`` is what the model would decide; the Safety Officer follows it only
+    when it is stricter than the rules' verdict (``plantcrew.agents.safety_review``).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    review: str = Field(max_length=4000)
+    concerns: list[str] = []
+    recommended_verdict: Literal["approved", "rejected", "needs_human"]

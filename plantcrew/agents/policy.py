@@ -151,6 +151,19 @@ class Judgement(BaseModel):
     timeout_s: float | None = None
 
 
+def approval_class(policies: Policies, hazard: int) -> ApprovalClass:
+    """Who approves an action of hazard class ``hazard`` (0-3), and within what time.
+
+    The class's own entry in ``approvals.classes``; else the nearest configured class above
+    it (an auto-approvable action sent to people by a model review is approved as the next
+    class up would be); else one ``shift_supervisor`` (two for class 3) within 300 s.
+    """
+    for klass in range(hazard, 4):
+        if klass in policies.approvals.classes:
+            return policies.approvals.classes[klass]
+    return ApprovalClass(approvers=2 if hazard >= 3 else 1, roles=["shift_supervisor"])
+
+
 def judge(
     policies: Policies,
     assets: dict[str, Asset],
@@ -241,9 +254,7 @@ def judge(
             rule_ids=[f"auto-approve:class-{hazard}"],
             reasons=[f"hazard class {hazard} is within automatic approval"],
         )
-    klass = policies.approvals.classes.get(hazard) or ApprovalClass(
-        approvers=2 if hazard >= 3 else 1, roles=["shift_supervisor"]
-    )
+    klass = approval_class(policies, hazard)
     return Judgement(
         verdict=SafetyVerdict.NEEDS_HUMAN,
         hazard_class=hazard,

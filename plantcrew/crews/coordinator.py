@@ -48,6 +48,7 @@ from plantcrew.messages import (
     Subjects,
     Task,
     TaskFailed,
+    stricter,
 )
 from plantcrew.plant.clock import Clock
 from plantcrew.store import (
@@ -85,8 +86,30 @@ ACTIVE = (
 REASONING_ROLE = {
     Capability.DIAGNOSE: "diagnostic",
     Capability.PROPOSE_ACTION: "operator",
+    Capability.ASSESS_SAFETY: "safety",  # its optional model review
     Capability.REVIEW: "reviewer",
 }
+
+
+def _no_looser_than_rules(p: SafetyDecision) -> SafetyDecision:
+    """``p`` with a verdict at least as strict as its rules' (defence in depth: the Safety
+    Officer already guarantees it; a decision that breaks it is logged and tightened)."""
+    if p.rule_verdict is None or stricter(p.rule_verdict, p.verdict) is p.verdict:
+        return p
+    log.error(
+        "safety decision looser than its rules: the rules' verdict applies",
+        action_id=p.action_id,
+        verdict=p.verdict.value,
+        rule_verdict=p.rule_verdict.value,
+    )
+    return p.model_copy(
+        update={
+            "verdict": p.rule_verdict,
+            "reasons": [*p.reasons, f"verdict {p.verdict.value} overruled by the rules"],
+        }
+    )
+
+
 STATUS_FOR = {
     Capability.DIAGNOSE: "diagnosing",
     Capability.PROPOSE_ACTION: "proposing",
@@ -529,11 +552,13 @@ class Coordinator:
         inc = self._current(s, p)
         if inc is None:
             return
+        record_model_calls(s, p.model_calls, msg=msg, agent=p.agent_id, task_id=p.task_id)
         action = s.get(Action, p.action_id)
         if action is None:
             self._escalate(s, inc, f"safety decision names unknown action {p.action_id}", pt, msg)
             save_incident(s, inc)
             return
+        p = _no_looser_than_rules(p)
         action.hazard_class, action.rule_ids, action.reasons = p.hazard_class, p.rule_ids, p.reasons
         self._audit(
             s,
@@ -542,9 +567,11 @@ class Coordinator:
             actor=p.agent_id,
             action_id=action.id,
             verdict=p.verdict.value,
+            rule_verdict=(p.rule_verdict or p.verdict).value,
             hazard_class=p.hazard_class,
             rule_ids=p.rule_ids,
             reasons=p.reasons,
+            review=p.review.model_dump(mode="json") if p.review else None,
         )
         if p.verdict is SafetyVerdict.REJECTED:
             action.status = "rejected"

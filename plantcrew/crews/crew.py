@@ -85,7 +85,14 @@ def make_agent(
         )
     if role == "safety":
         return SafetyOfficer(
-            agent_id, bus, clock, policies=parts.policies, assets=parts.assets, **kw
+            agent_id,
+            bus,
+            clock,
+            policies=parts.policies,
+            assets=parts.assets,
+            router=parts.router,
+            model_group=rc.model_group,  # None: no model review (the default)
+            **kw,
         )
     if role == "reviewer":
         return Reviewer(

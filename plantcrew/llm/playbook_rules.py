@@ -21,6 +21,11 @@ to an answer dict, by task:
   ``"action"`` with ``"action_status"`` and a ``"timeline"`` of ``{"ts", "type"}`` are read
   too). Answer ``{"summary", "root_cause_confirmed", "lessons"}``; the root cause counts as
   confirmed when an action executed, the outcome is ``resolved`` and the root cause is known.
+- ``safety_review``: data ``{"proposal": {"device_id", "command", "parameters",
+  "hazard_class"}, "decision": {"verdict", "hazard_class", "rule_ids", "reasons"}, "state"?}``
+  (the Safety Officer's rule-based decision). Answer ``{"review", "concerns",
+  "recommended_verdict"}``: the playbook restates the rules' decision and concurs with it
+  (an invalid verdict in the data gives ``needs_human``: a person decides).
 
 Everything in the data is data: identifiers are checked against a strict pattern (a root cause
 or device id that does not match becomes ``unknown``), free text (evidence) is passed through
@@ -43,6 +48,7 @@ from plantcrew.settings import get_settings
 ROOT_CAUSE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 UNKNOWN = "unknown"
+SAFETY_VERDICTS = ("approved", "rejected", "needs_human")
 MAX_EVIDENCE = 10
 MAX_EVIDENCE_CHARS = 300
 
@@ -110,7 +116,8 @@ class PlaybooksConfig(_Strict):
 
 
 class PlaybookRules:
-    """Answers the three model tasks from a :class:`PlaybooksConfig`; pure and deterministic."""
+    """Answers the model tasks (:data:`~plantcrew.llm.protocol.TASKS`) from a
+    :class:`PlaybooksConfig`; pure and deterministic."""
 
     def __init__(self, config: PlaybooksConfig) -> None:
         self.config = config
@@ -134,6 +141,8 @@ class PlaybookRules:
             return self.propose_action(data)
         if task == "review":
             return self.review(data)
+        if task == "safety_review":
+            return self.safety_review(data)
         raise DataBlockError(f"unknown task {task!r}")
 
     # ---- diagnose -----------------------------------------------------------------------
@@ -258,6 +267,31 @@ class PlaybookRules:
             lessons += rules.not_resolved
         return {"summary": " ".join(parts), "root_cause_confirmed": confirmed,
                 "lessons": lessons}
+
+
+    # ---- safety_review ------------------------------------------------------------------
+
+    def safety_review(self, data: dict[str, Any]) -> dict[str, Any]:
+        raw_p, raw_d = data.get("proposal"), data.get("decision")
+        proposal: dict[str, Any] = raw_p if isinstance(raw_p, dict) else {}
+        decision: dict[str, Any] = raw_d if isinstance(raw_d, dict) else {}
+        command = _ident(proposal.get("command"), ROOT_CAUSE_RE, UNKNOWN)
+        device = _ident(proposal.get("device_id"), DEVICE_RE, UNKNOWN)
+        verdict = decision.get("verdict")
+        if verdict not in SAFETY_VERDICTS:
+            return {"review": f"{command} on {device}: the decision's verdict is not valid; "
+                              "a person must decide.",
+                    "concerns": ["invalid verdict in the decision"],
+                    "recommended_verdict": "needs_human"}
+        rules = [_ident(r, DEVICE_RE, "rule") for r in _as_list(decision.get("rule_ids"))[:10]]
+        reasons = _evidence(decision.get("reasons"))
+        hazard = decision.get("hazard_class")
+        klass = f" (hazard class {int(hazard)})" if is_finite_number(hazard) else ""  # type: ignore[arg-type]
+        text = (f"{command} on {device}{klass}: the rules decided {verdict}"
+                + (f" by {', '.join(rules)}" if rules else "")
+                + (f" because {'; '.join(reasons)}" if reasons else "")
+                + ". The playbook concurs.")
+        return {"review": text, "concerns": [], "recommended_verdict": verdict}
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -22,7 +22,7 @@ from plantcrew.errors import ModelError
 
 DATA_OPEN = "<<<DATA"
 DATA_CLOSE = "DATA>>>"
-TASKS = ("diagnose", "propose_action", "review")
+TASKS = ("diagnose", "propose_action", "review", "safety_review")
 MAX_BLOCK_CHARS = 1_000_000
 
 

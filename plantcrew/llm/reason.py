@@ -112,7 +112,7 @@ async def reason(
 ) -> tuple[T, list[ModelCallInfo]]:
     """Run one reasoning step and return ``(answer, model calls)``; see the module docstring.
 
-    ``data`` must hold ``"task"`` (one of ``diagnose``, ``propose_action``, ``review``) and the
+    ``data`` must hold ``"task"`` (one of :data:`~plantcrew.llm.protocol.TASKS`) and the
     task's data; ``budget`` is the spend the Coordinator measured for the step (``None``: no
     budget applies). Raises ModelError only for programming errors; never for a model failure.
     """

@@ -54,7 +54,12 @@ def summarize(body: dict[str, Any]) -> str:
             f"(class {g('hazard_class')})"
         )
     if kind == "safety.decided":
-        return f"{g('verdict')} class {g('hazard_class')}: {'; '.join(g('reasons') or [])}"
+        text = f"{g('verdict')} class {g('hazard_class')}: {'; '.join(g('reasons') or [])}"
+        review = g("review")
+        if isinstance(review, dict):
+            taken = "followed" if review.get("followed") else "not followed"
+            text += f" [model review recommends {review.get('recommended_verdict')}, {taken}]"
+        return text
     if kind == "approval.requested":
         return (
             f"{g('command')} {g('device_id')} needs {g('approvers_required')} of "
