@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
             f"FAR={o.far:.2f}% MAR={o.mar:.2f}% median_delay_s={report.median_delay_s} "
             f"(event emitted: {report.median_report_delay_s}) "
             f"diagnosis={report.diagnosed_right}/{report.diagnosed_total} "
-            f"incidents={[f.test_incidents for f in report.files]} wall_s={report.wall_s:.2f}"
+            f"incidents={[f.incidents_opened for f in report.files]} wall_s={report.wall_s:.2f}"
         )
     return 0
 

@@ -51,6 +51,11 @@ class MonitorConfig(BaseModel):
     becomes the new baseline). Only fast (non-thermal) sensors count when a fast sensor is a
     member. No new episode opens for ``cooldown_s`` after one closes or the device restarts.
 
+    Interruptions: a pause of more than ``gap_s`` (four ``fast_tau_s``: the smoothed score
+    has forgotten what came before) inside calibration, after at least ``early_readings``
+    readings (four ``fast_tau_s`` again), splits it: the readings after it are tested
+    against those before it (see :class:`~plantcrew.detect.monitor.DeviceMonitor`).
+
     The defaults were chosen on the simulator (no false alarm in fault-free hours, every
     simulated fault found and diagnosed) and the shared SKAB files (``bench/skab.py``).
     """
@@ -58,6 +63,18 @@ class MonitorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     calibration_readings: int = Field(400, ge=30, description="readings used to calibrate")
+    gap_s: float = Field(
+        60.0,
+        gt=0,
+        description="a pause in the readings longer than this is an interruption: the plant "
+        "may have changed unobserved (see MonitorConfig)",
+    )
+    early_readings: int = Field(
+        60,
+        ge=10,
+        description="readings needed before an interruption inside calibration to test the "
+        "readings after it against them",
+    )
     fast_tau_s: float = Field(15.0, gt=0, description="EWMA time constant of the scored signal")
     baseline_tau_s: float = Field(
         300.0, ge=0, description="slow baseline tracking of normal-looking readings; 0 = off"

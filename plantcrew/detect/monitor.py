@@ -9,7 +9,13 @@ One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-a
    restart no new episode opens for ``cooldown_s`` (start-up transients).
 2. Calibration: the first ``calibration_readings`` running readings (SKAB's protocol: rows
    0-399) fit a robust baseline, spreads, correlation and thresholds
-   (:mod:`plantcrew.detect.calibration`).
+   (:mod:`plantcrew.detect.calibration`). A calibration interrupted (no reading for
+   ``gap_s``) after ``early_readings`` readings is not assumed to be one normal regime: an
+   early detector calibrated on the readings before the pause scores those after it, so a
+   fault that begins there opens its episode as it begins (reported while calibrating;
+   ``flag`` and ``score`` are then the early detector's) and its readings do not calibrate.
+   If that episode is still open when calibration ends, calibration takes every reading
+   (SKAB's protocol) and the episode carries on until it clears against it.
 3. Score: z-scores in noise units, EWMA-smoothed (``fast_tau_s``); the ``excess`` is the
    larger of the squared Mahalanobis distance over its threshold and the largest single
    sensor's squared strength over its own (:meth:`Subspace.excess`), and
@@ -70,6 +76,11 @@ class MonitorState(StrEnum):
     COOLDOWN = "cooldown"
 
 
+_CALM = (MonitorState.CALIBRATING, MonitorState.NORMAL)
+"""Early-detector states whose readings may calibrate (no episode, start-up or recovery)."""
+_OPEN = (MonitorState.PENDING, MonitorState.ANOMALOUS)
+
+
 @dataclass(frozen=True)
 class ReadingVerdict:
     """The Monitor's verdict on one reading.
@@ -123,6 +134,9 @@ class DeviceMonitor:
         self._pending: Episode | None = None
         self._episode: Episode | None = None
         self._cooldown_until = -math.inf
+        self._early: DeviceMonitor | None = None
+        self._cal_keep: list[bool] = []
+        self._cal_batches: list[TelemetryBatch] = []
 
     # ---- public ------------------------------------------------------------------------
 
@@ -148,12 +162,13 @@ class DeviceMonitor:
                 self._units.setdefault(r.sensor, r.unit)
         speed = values.get(self.config.speed_sensor, self._speed)
         self._speed = speed
+        early = self._interrupted(batch, ts) if self.calibration is None else None
         if speed is not None and speed < self.config.stop_speed_pct:
-            return self._stopped(ts, batch.row)
+            return self._stopped(ts, batch.row, early)
         if not self._read(values, speed):
-            return self._verdict(ts, batch.row, 0.0)
+            return self._verdict(ts, batch.row, 0.0, early=early)
         if self.calibration is None:
-            return self._calibrating(ts, batch.row, speed)
+            return self._calibrating(ts, batch.row, speed, early)
         return self._score(ts, batch.row, speed)
 
     def deviations(self) -> list[Deviation]:
@@ -185,23 +200,31 @@ class DeviceMonitor:
 
     # ---- states ------------------------------------------------------------------------
 
-    def _calibrating(self, ts: float, row: int | None, speed: float | None) -> ReadingVerdict:
+    def _calibrating(
+        self, ts: float, row: int | None, speed: float | None, early: ReadingVerdict | None
+    ) -> ReadingVerdict:
         cfg = self.config
         self._cal_ts.append(ts)
         self._cal_x.append(self._x.tolist())
         self._cal_gain.append(self._gain.tolist())
+        self._cal_keep.append(early is None or early.state in _CALM)
         if speed is not None:
             self._cal_speed.append(speed)
         if len(self._cal_x) < cfg.calibration_readings:
-            return self._verdict(ts, row, 0.0)
+            return self._verdict(ts, row, 0.0, early=early)
+        keep = np.asarray(self._cal_keep)
+        carried = self._early._episode if self._early is not None else None
+        if carried is not None or keep.sum() < cfg.early_readings:
+            keep[:] = True
         cal = calibrate(
             tuple(self._sensors),
-            np.asarray(self._cal_ts),
-            np.asarray(self._cal_x),
+            np.asarray(self._cal_ts)[keep],
+            np.asarray(self._cal_x)[keep],
             cfg,
             thermal=np.array([matches(s, cfg.thermal_sensors) for s in self._sensors]),
-            gain=np.asarray(self._cal_gain),
+            gain=np.asarray(self._cal_gain)[keep],
         )
+        self._early, self._cal_batches = None, []
         self.calibration = cal
         p = len(self._sensors)
         self._base = cal.baseline.copy()
@@ -212,10 +235,34 @@ class DeviceMonitor:
         self._prev_ts = ts
         self._regime_speed = float(np.median(self._cal_speed)) if self._cal_speed else None
         self._cal_ts, self._cal_x, self._cal_gain, self._cal_speed = [], [], [], []
+        self._cal_keep = []
         self.state = MonitorState.NORMAL
-        return self._verdict(ts, row, 0.0)
+        if carried is not None and carried.reported:
+            self._episode, self.state = carried, MonitorState.ANOMALOUS
+        return self._verdict(ts, row, 0.0, event=early.event if early else None)
 
-    def _stopped(self, ts: float, row: int | None) -> ReadingVerdict:
+    def _interrupted(self, batch: TelemetryBatch, ts: float) -> ReadingVerdict | None:
+        """While calibrating: after an interruption (no reading for ``gap_s``) preceded by
+        ``early_readings`` readings, an early detector calibrated on those readings scores
+        the rest of calibration (the plant may have changed while nobody watched), so a fault
+        that begins there is found as it begins and its readings do not calibrate. Returns
+        the early detector's verdict, or None when there is none."""
+        cfg = self.config
+        if self._early is None:
+            n = len(self._cal_ts)
+            if n >= cfg.early_readings and ts - self._cal_ts[-1] > cfg.gap_s:
+                early_cfg = cfg.model_copy(update={"calibration_readings": n})
+                self._early = DeviceMonitor(self.device_id, early_cfg)
+                for b in self._cal_batches:
+                    self._early.update(b)
+            else:
+                self._cal_batches.append(batch)
+                return None
+        return self._early.update(batch)
+
+    def _stopped(
+        self, ts: float, row: int | None, early: ReadingVerdict | None = None
+    ) -> ReadingVerdict:
         event: AnomalyCleared | None = None
         if self._episode is not None and self._episode.reported:
             event = AnomalyCleared(device_id=self.device_id, ts=ts)
@@ -224,7 +271,7 @@ class DeviceMonitor:
         if self.calibration is not None:
             self.state = MonitorState.STOPPED
             self._prev_ts = None
-        return self._verdict(ts, row, 0.0, event=event)
+        return self._verdict(ts, row, 0.0, event=event, early=early)
 
     def _score(self, ts: float, row: int | None, speed: float | None) -> ReadingVerdict:
         cal = self.calibration
@@ -423,13 +470,17 @@ class DeviceMonitor:
         score: float,
         *,
         event: AnomalyDetected | AnomalyCleared | None = None,
+        early: ReadingVerdict | None = None,
     ) -> ReadingVerdict:
+        """The verdict; while calibrating, the early detector's score, flag and event."""
+        if early is not None and self.calibration is None:
+            score, event = early.score, event or early.event
         return ReadingVerdict(
             device_id=self.device_id,
             ts=ts,
             row=row,
             score=float(min(max(score, 0.0), 1.0)),
-            flag=self.state is MonitorState.ANOMALOUS,
+            flag=self.state is MonitorState.ANOMALOUS or bool(early and early.flag),
             state=self.state,
             event=event,
         )

@@ -136,7 +136,13 @@ class Incident:
 
 @dataclass
 class FileResult:
-    """Everything measured on one file; ``flags``/``scores`` have one entry per data row."""
+    """Everything measured on one file; ``flags``/``scores`` have one entry per data row.
+
+    ``incidents_opened`` counts, on a labelled file, every incident (its fault may begin
+    inside the calibration rows), on an unlabelled one those opened on the test rows; the
+    delays are measured to the first incident whose first flagged reading is at or after the
+    first changepoint.
+    """
 
     path: str
     name: str
@@ -150,7 +156,7 @@ class FileResult:
     confusion: Confusion
     delay_s: float | None
     report_delay_s: float | None
-    test_incidents: int
+    incidents_opened: int
     diagnosed: str | None
     correct: bool | None
     fault_deviations: list[dict[str, Any]] = field(default_factory=list)
@@ -165,7 +171,7 @@ class FileResult:
             "confusion": asdict(c),
             "delay_s": self.delay_s,
             "report_delay_s": self.report_delay_s,
-            "incidents_opened": self.test_incidents,
+            "incidents_opened": self.incidents_opened,
             "truth": self.truth,
             "diagnosed": self.diagnosed,
             "correct": self.correct,
@@ -257,10 +263,12 @@ def run_skab_file(
     conf = confusion(labels.anomaly, flag_list, start=TEST_START_ROW)
     cp_ts = row_ts.get(labels.changepoint_row) if labels.changepoint_row is not None else None
     test = [inc for inc in incidents if inc.opened_row >= TEST_START_ROW]
-    delay = detection_delay(cp_ts, [inc.first_flag_ts for inc in test])
-    first = next((inc for inc in test if cp_ts is not None and inc.first_flag_ts >= cp_ts), None)
+    # a fault may begin inside the calibration rows: its incident counts wherever it opens
+    seen = incidents if labels.labelled else test
+    delay = detection_delay(cp_ts, [inc.first_flag_ts for inc in seen])
+    first = next((inc for inc in seen if cp_ts is not None and inc.first_flag_ts >= cp_ts), None)
     report_delay = None if first is None or cp_ts is None else first.opened_ts - cp_ts
-    fault = _fault_incident(test, labels)
+    fault = _fault_incident(seen, labels)
     diagnosed = fault.root_cause if fault else None
     correct = None if truth is None else (diagnosed == truth)
     return FileResult(
@@ -276,7 +284,7 @@ def run_skab_file(
         confusion=conf,
         delay_s=delay,
         report_delay_s=report_delay,
-        test_incidents=len(test),
+        incidents_opened=len(seen),
         diagnosed=diagnosed,
         correct=correct,
         fault_deviations=fault.deviations if fault else [],
@@ -499,7 +507,7 @@ def render_report(report: EvalReport, console: Any = None) -> None:
             f"{c.far:.1f}",
             f"{c.mar:.1f}" if r.labelled else "-",
             "-" if r.delay_s is None else f"{r.delay_s:.0f} ({r.report_delay_s:.0f})",
-            str(r.test_incidents),
+            str(r.incidents_opened),
             r.truth or "-",
             (r.diagnosed or "-") + mark,
         )
@@ -515,7 +523,7 @@ def render_report(report: EvalReport, console: Any = None) -> None:
         f"{o.far:.1f}",
         f"{o.mar:.1f}",
         delay,
-        str(sum(r.test_incidents for r in report.files)),
+        str(sum(r.incidents_opened for r in report.files)),
         "",
         f"{report.diagnosed_right}/{report.diagnosed_total} right",
         style="bold",

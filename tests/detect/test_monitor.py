@@ -195,3 +195,35 @@ def test_quantised_sensor_is_not_stuck_but_a_frozen_one_is():
     assert detected and detected[0].deviations[0].sensor == "current"
     assert detected[0].deviations[0].direction == "flat"
     assert detected[0].ts <= 3000.0 + 10
+
+
+def test_fault_after_an_interruption_inside_calibration_opens_one_incident():
+    """Readings resume after a 5-minute pause, inside the calibration rows, with the flow and
+    current off: the readings before the pause are the reference, so the fault is found as it
+    begins (not learnt as normal), once, and the episode ends after calibration."""
+    data = stream(1200, seed=16, shift={"flow_rate": -8, "current": -6}, start=120, end=500)
+    data = [
+        batch(
+            float(i) + (300.0 if i >= 120 else 0.0), {r.sensor: r.value for r in b.readings}, row=i
+        )
+        for i, b in enumerate(data)
+    ]
+    verdicts = run(DeviceMonitor("pump1"), data)
+    detected = [
+        (i, v.event) for i, v in enumerate(verdicts) if isinstance(v.event, AnomalyDetected)
+    ]
+    assert len(detected) == 1
+    row, event = detected[0]
+    assert verdicts[row].state is MonitorState.CALIBRATING, "reported while calibrating"
+    assert 120 + 300 <= event.ts <= 130 + 300, "its first flagged reading follows the pause"
+    assert {d.sensor for d in event.deviations[:2]} == {"flow_rate", "current"}
+    assert all(d.direction == "down" for d in event.deviations[:2])
+    cleared = [i for i, v in enumerate(verdicts) if isinstance(v.event, AnomalyCleared)]
+    assert len(cleared) == 1 and cleared[0] > 399
+    assert not any(v.event for v in verdicts[cleared[0] + 1 :])
+
+
+def test_without_an_interruption_calibration_is_unchanged():
+    """No pause: the first 400 readings calibrate as SKAB's protocol says, nothing is scored."""
+    verdicts = run(DeviceMonitor("pump1"), stream(450, seed=17))
+    assert all(v.score == 0.0 and not v.flag and not v.event for v in verdicts[:400])

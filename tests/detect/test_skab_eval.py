@@ -47,7 +47,7 @@ def test_per_file_predictions_and_metrics_are_consistent(skab, tmp_path):
         c = confusion(truth, flags, start=400)
         assert entry["metrics"]["confusion"] == {"tp": c.tp, "fp": c.fp, "tn": c.tn, "fn": c.fn}
     assert data["overall"]["confusion"]["tp"] == report.overall.tp
-    assert report.files[0].test_incidents >= 1, "the inlet valve closure is detected"
+    assert report.files[0].incidents_opened >= 1, "the inlet valve closure is detected"
 
 
 def test_leave_one_out_recalls_the_same_fault_from_another_file(skab, tmp_path):
@@ -77,3 +77,16 @@ def test_leave_one_out_recalls_the_same_fault_from_another_file(skab, tmp_path):
 def test_memory_from_other_files(skab):
     report = evaluate_skab([skab / "valve1" / "0.csv"], memory_from=[skab / "valve1" / "3.csv"])
     assert report.memory_lessons == 1
+
+
+def test_fault_beginning_inside_the_calibration_rows_is_found_once(skab):
+    """other/2.csv: the fluid leak starts at row 104, right after a 247 s pause in the
+    recording, inside rows 0-399 that calibrate; it still yields exactly one incident, whose
+    first flagged reading follows the changepoint within seconds."""
+    report = evaluate_skab([skab / "other" / "2.csv"])
+    result = report.files[0]
+    assert result.incidents_opened == len(result.incidents) == 1
+    incident = result.incidents[0]
+    assert incident.opened_row < 400, "reported while calibrating, not after"
+    assert result.delay_s is not None and 0 <= result.delay_s <= 15
+    assert result.confusion.tp > 0, "the fault's test rows are flagged too"
