@@ -205,15 +205,25 @@ SHARED_CREW = (
 (the SIGTERM and SIGKILL tests each take one away)."""
 
 
-@pytest.fixture(scope="module", params=["nats", "redis"])
+FULL = bool(os.environ.get("PLANTCREW_TEST_FULL"))
+"""``PLANTCREW_TEST_FULL=1``: every scenario and every fault test on both brokers."""
+
+FAULT_BROKERS = ["nats", "redis"] if FULL else ["nats"]
+"""Brokers the worker-fault tests run on (CI: NATS; both with ``PLANTCREW_TEST_FULL=1``)."""
+
+
+@pytest.fixture(scope="module")
 def shared_crew(
     request: pytest.FixtureRequest,
     crew_config: Path,
     pg_database: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Crew]:
-    """A crew of processes (:data:`SHARED_CREW`) on each broker, shared by a module's tests."""
-    bus_url = bus_url_for(request.param)
-    logs = tmp_path_factory.mktemp(f"crew-{request.param}")
-    with crew_of(bus_url, new_schema(pg_database), crew_config, logs, *SHARED_CREW) as crew:
+    """A crew of processes on the broker ``request.param`` (``nats``/``redis``; indirect
+    parametrization), shared by a module's tests: :data:`SHARED_CREW` where the worker-fault
+    tests run, else one ``plantcrew up``."""
+    broker: str = request.param
+    spawn = SHARED_CREW if broker in FAULT_BROKERS else (("up",),)
+    logs = tmp_path_factory.mktemp(f"crew-{broker}")
+    with crew_of(bus_url_for(broker), new_schema(pg_database), crew_config, logs, *spawn) as crew:
         yield crew

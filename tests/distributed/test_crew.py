@@ -4,8 +4,9 @@ poison message is dead-lettered with its reason; a message delivered twice is pr
 a worker stopped (SIGTERM) or SIGKILLed in the middle of a task is replaced by another that
 finishes it, and no action is executed twice.
 
-Scenarios: CI runs :data:`CI_SCENARIOS` on each broker; ``PLANTCREW_TEST_ALL_SCENARIOS=1``
-runs every file of ``scenarios/`` on each (see the README for the time it takes).
+CI runs :data:`CI_SCENARIOS` and the worker-fault tests on NATS; ``PLANTCREW_TEST_FULL=1``
+runs every file of ``scenarios/`` and every test on both brokers (see the README for the time
+it takes).
 
 The crew's processes are shared by the tests of this module (started once per broker); the
 SIGTERM and SIGKILL tests run last, as each takes an Operator worker away.
@@ -14,7 +15,6 @@ SIGTERM and SIGKILL tests run last, as each takes an Operator worker away.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import uuid
 from pathlib import Path
@@ -32,7 +32,7 @@ from plantcrew.scenarios.runner import RunResult, run_scenario
 from plantcrew.scenarios.schema import load_scenario, resolve_data_path
 from plantcrew.store import Action, AuditEntry, Incident, MessageRecord, Store
 from tests.conftest import ROOT
-from tests.distributed.conftest import Crew
+from tests.distributed.conftest import FAULT_BROKERS, FULL, Crew
 
 SHORT = Path(__file__).parent / "scenarios" / "short-bearing.yaml"
 
@@ -78,10 +78,14 @@ async def settled(bus_url: str, timeout: float = 60.0) -> None:
         await bus.close()
 
 
-CI_SCENARIOS = ["safety-blocks-speed-cut", "approval-timeout"]
+CI_SCENARIOS = [
+    ("nats", "safety-blocks-speed-cut"),  # the run's own policies reach the workers
+    ("nats", "approval-timeout"),  # a plant-time timeout in a Coordinator of its own
+    ("redis", "safety-blocks-speed-cut"),
+]
 SCENARIOS = (
-    sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
-    if os.environ.get("PLANTCREW_TEST_ALL_SCENARIOS")
+    [(b, p.stem) for b in ("nats", "redis") for p in sorted((ROOT / "scenarios").glob("*.yaml"))]
+    if FULL
     else CI_SCENARIOS
 )
 
@@ -104,7 +108,7 @@ async def publish_poison(bus_url: str) -> Message:
     return poison
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize(("shared_crew", "scenario"), SCENARIOS, indirect=["shared_crew"])
 async def test_scenario_passes_with_the_crew_elsewhere_while_poison_is_dead_lettered(
     shared_crew: Crew, scenario: str
 ) -> None:
@@ -166,6 +170,7 @@ def _state(store: Store, run_id: str) -> dict[str, Any]:
         }
 
 
+@pytest.mark.parametrize("shared_crew", FAULT_BROKERS, indirect=True)
 async def test_a_message_delivered_twice_is_processed_once(shared_crew: Crew) -> None:
     run_id = (await run_remote(shared_crew)).run_id  # its action is executed
     store = Store(shared_crew.db_url)
@@ -201,6 +206,7 @@ async def test_a_message_delivered_twice_is_processed_once(shared_crew: Crew) ->
         store.dispose()
 
 
+@pytest.mark.parametrize("shared_crew", FAULT_BROKERS, indirect=True)
 async def test_sigterm_mid_task_hands_the_task_back_and_the_worker_exits_0(
     shared_crew: Crew, monkeypatch: Any
 ) -> None:
@@ -242,6 +248,7 @@ async def test_sigterm_mid_task_hands_the_task_back_and_the_worker_exits_0(
         store.dispose()
 
 
+@pytest.mark.parametrize("shared_crew", FAULT_BROKERS, indirect=True)
 async def test_sigkill_mid_task_another_worker_finishes_it_executing_nothing_twice(
     shared_crew: Crew, monkeypatch: Any
 ) -> None:
