@@ -284,10 +284,22 @@ def eval_skab(
     leave_one_out: Annotated[
         bool, typer.Option("--leave-one-out", help="memory from every other file, for each file")
     ] = False,
+    monitor_only: Annotated[
+        bool,
+        typer.Option(
+            "--monitor-only",
+            help="run the Monitor and the root-cause ranking alone, not the whole crew (faster)",
+        ),
+    ] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", min=1, help="files run at once, each in its own process")
+    ] = 2,
 ) -> None:
     """F1, FAR and MAR over the test rows (SKAB's protocol), detection delay, incidents and
-    root cause per file and overall."""
-    from plantcrew.scenarios.skab_eval import evaluate_skab, render_report
+    root cause per file and overall. Each file is replayed through the whole crew at
+    accelerated time (a scenario per file, in-process bus, throwaway SQLite database)."""
+    from plantcrew.scenarios.skab_crew import run_skab_file_crew
+    from plantcrew.scenarios.skab_eval import evaluate_skab, render_report, run_skab_file
 
     def progress(name: str, i: int, n: int) -> None:
         err.print(f"[{i + 1}/{n}] {name}", highlight=False)
@@ -300,6 +312,8 @@ def eval_skab(
             json_out=json_out,
             progress=progress,
             leave_one_out=leave_one_out,
+            pipeline=run_skab_file if monitor_only else run_skab_file_crew,
+            jobs=jobs,
         )
     except ConfigError as exc:
         raise _fail(2, str(exc)) from None

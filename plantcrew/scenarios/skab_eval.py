@@ -25,6 +25,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -256,6 +257,20 @@ def run_skab_file(
             incidents.append(_diagnose(event, row, verdict.ts, signatures, lessons, min_confidence))
         elif isinstance(event, AnomalyCleared) and incidents and incidents[-1].cleared_row is None:
             incidents[-1].cleared_row, incidents[-1].cleared_ts = row, event.ts
+    return file_result(path, truth, flags, scores, row_ts, incidents, source)
+
+
+def file_result(
+    path: Path,
+    truth: str | None,
+    flags: dict[int, int],
+    scores: dict[int, float],
+    row_ts: dict[int, float],
+    incidents: list[Incident],
+    source: CsvReplaySource,
+) -> FileResult:
+    """Score one replayed file: per-row ``flags``/``scores`` and plant times ``row_ts`` (by
+    0-based data row), its ``incidents`` in order, and the ``source`` that read it."""
     rows = source.rows_read
     labels = _read_labels(path, rows)
     flag_list = [flags.get(i, 0) for i in range(rows)]
@@ -414,10 +429,14 @@ def evaluate_skab(
     leave_one_out: bool = False,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     pipeline: FilePipeline = run_skab_file,
+    jobs: int = 1,
 ) -> EvalReport:
     """Run and score every SKAB file of ``paths`` (files or folders); see the module docstring.
 
-    ``progress(name, index, total)`` is called before each file. Raises ConfigError for a
+    ``progress(name, index, total)`` is called before each file. ``pipeline`` runs one file
+    (:func:`run_skab_file`, the Monitor and the ranking alone, or
+    :func:`plantcrew.scenarios.skab_crew.run_skab_file_crew`, the whole crew); ``jobs`` > 1
+    runs that many files at once in worker processes. Raises ConfigError for a
     missing path or a bad truth/signature/lesson file, CsvReplayError for an unreadable CSV.
     """
     started = time.perf_counter()
@@ -430,15 +449,19 @@ def evaluate_skab(
     truth_map = truth if isinstance(truth, dict) else (load_truth(truth) if truth else None)
     files = expand_paths(paths)
 
-    def run(path: Path, lessons: list[Lesson]) -> FileResult:
-        return pipeline(
-            path,
-            config=config,
-            signatures=book,
-            lessons=lessons,
-            truth=_truth_for(path, truth_map),
-            min_confidence=min_confidence,
-        )
+    def run_all(paths: list[Path], lessons: list[list[Lesson]], show: bool) -> list[FileResult]:
+        calls = [
+            dict(
+                config=config,
+                signatures=book,
+                lessons=les,
+                truth=_truth_for(path, truth_map),
+                min_confidence=min_confidence,
+            )
+            for path, les in zip(paths, lessons, strict=True)
+        ]
+        say = progress if show else None
+        return _map(pipeline, paths, calls, jobs, say)
 
     memory: list[Lesson] = []
     mem_csv = []
@@ -447,20 +470,14 @@ def evaluate_skab(
             memory.extend(LessonMemory.load(p))
         else:
             mem_csv.extend(expand_paths([p]))
-    memory.extend(lessons_from(run(p, []) for p in mem_csv))
+    memory.extend(lessons_from(run_all(mem_csv, [[] for _ in mem_csv], False)))
 
-    results: list[FileResult] = []
     by_file: dict[str, Lesson] = {}
     if leave_one_out:
-        plain = [run(p, memory) for p in files]
+        plain = run_all(files, [memory for _ in files], False)
         by_file = {r.path: lesson for r in plain if (lesson := lesson_of(r)) is not None}
-    for i, path in enumerate(files):
-        if progress:
-            progress(f"{path.parent.name}/{path.name}", i, len(files))
-        lessons = memory
-        if leave_one_out:
-            lessons = memory + [les for p, les in by_file.items() if p != str(path)]
-        results.append(run(path, lessons))
+    per_file = [memory + [les for p, les in by_file.items() if p != str(path)] for path in files]
+    results = run_all(files, per_file, True)
 
     labelled = [r for r in results if r.labelled]
     delays = [r.delay_s for r in labelled if r.delay_s is not None]
@@ -480,6 +497,33 @@ def evaluate_skab(
     if json_out is not None:
         Path(json_out).write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
     return report
+
+
+def _map(
+    pipeline: FilePipeline,
+    paths: list[Path],
+    calls: list[dict[str, Any]],
+    jobs: int,
+    progress: Callable[[str, int, int], None] | None,
+) -> list[FileResult]:
+    """``pipeline(path, **call)`` for each file, in order; ``jobs`` > 1 runs that many
+    processes at once, the largest files first."""
+    n = len(paths)
+    if jobs <= 1 or n <= 1:
+        out = []
+        for i, (path, call) in enumerate(zip(paths, calls, strict=True)):
+            if progress:
+                progress(f"{path.parent.name}/{path.name}", i, n)
+            out.append(pipeline(path, **call))
+        return out
+    order = sorted(range(n), key=lambda i: -paths[i].stat().st_size)
+    with ProcessPoolExecutor(max_workers=min(jobs, n)) as pool:
+        futures = {}
+        for k, i in enumerate(order):
+            if progress:
+                progress(f"{paths[i].parent.name}/{paths[i].name}", k, n)
+            futures[i] = pool.submit(pipeline, paths[i], **calls[i])
+        return [futures[i].result() for i in range(n)]
 
 
 # ---- rendering --------------------------------------------------------------------------

@@ -90,3 +90,20 @@ def test_fault_beginning_inside_the_calibration_rows_is_found_once(skab):
     assert incident.opened_row < 400, "reported while calibrating, not after"
     assert result.delay_s is not None and 0 <= result.delay_s <= 15
     assert result.confusion.tp > 0, "the fault's test rows are flagged too"
+
+
+def test_eval_through_the_crew_matches_the_monitor_and_opens_crew_incidents(skab, tmp_path):
+    """The crew pipeline (a scenario replaying the file, Coordinator, Diagnostic, database)
+    flags the same rows as the Monitor alone, and its incidents come from the crew."""
+    from plantcrew.scenarios.skab_crew import run_skab_file_crew
+
+    files = [skab / "other" / "2.csv"]
+    crew = evaluate_skab(files, pipeline=run_skab_file_crew)
+    alone = evaluate_skab(files)
+    assert crew.files[0].flags == alone.files[0].flags
+    assert crew.files[0].scores == alone.files[0].scores
+    assert crew.files[0].incidents_opened == 1
+    incident = crew.files[0].incidents[0]
+    assert incident.opened_row == alone.files[0].incidents[0].opened_row
+    assert incident.first_flag_ts == alone.files[0].incidents[0].first_flag_ts
+    assert incident.root_cause and incident.deviations, "diagnosed by the crew's Diagnostic"
