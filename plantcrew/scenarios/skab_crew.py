@@ -22,12 +22,12 @@ from typing import Any
 
 import yaml
 
-from plantcrew.detect import UNKNOWN, DeviceMonitor, Lesson, MonitorConfig, SignatureBook
+from plantcrew.detect import UNKNOWN, DeviceMonitor, Lesson, MonitorConfig
 from plantcrew.errors import PlantcrewError
 from plantcrew.messages import AnomalyCleared, AnomalyDetected, Message, TelemetryBatch
 from plantcrew.plant.csv_replay import CsvReplaySource, skab_preset
 from plantcrew.scenarios.runner import run_scenario
-from plantcrew.scenarios.skab_eval import DEFAULT_MIN_CONFIDENCE, FileResult, Incident, file_result
+from plantcrew.scenarios.skab_eval import FileResult, Incident, file_result
 from plantcrew.store import Store
 from plantcrew.store.tables import Lesson as StoredLesson
 
@@ -72,21 +72,15 @@ class _Tap:
 
 
 def run_skab_file_crew(
-    path: Path,
-    *,
-    config: MonitorConfig,
-    signatures: SignatureBook,
-    lessons: list[Lesson],
-    truth: str | None,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    path: Path, *, config: MonitorConfig, lessons: list[Lesson], truth: str | None, **_: Any
 ) -> FileResult:
     """Run one SKAB file through the crew and score it (see the module docstring).
 
-    The crew diagnoses with the signatures and playbook of its config folder (``signatures``
-    and ``min_confidence`` apply to the Monitor-only pipeline and are unused here). Raises
+    A :class:`~plantcrew.scenarios.skab_eval.FilePipeline`: the crew diagnoses with the
+    signatures and playbook of its config folder, so the ``signatures`` and
+    ``min_confidence`` that the Monitor-only pipeline takes are ignored. Raises
     CsvReplayError for an unreadable file, EvalError when the tap and the crew disagree.
     """
-    del signatures, min_confidence
     path = Path(path).resolve()
     with tempfile.TemporaryDirectory(prefix="plantcrew-skab-") as tmp:
         scenario = Path(tmp) / "scenario.yaml"
@@ -118,7 +112,7 @@ def run_skab_file_crew(
         incidents = [_incident(inc, tap) for inc in store.incidents(run.run_id)]
         store.engine.dispose()
     source = CsvReplaySource(skab_preset(path))
-    for _ in source:  # the row count and skipped rows of the file, as the run read it
+    for _batch in source:  # the row count and skipped rows of the file, as the run read it
         pass
     return file_result(path, truth, tap.flags, tap.scores, tap.row_ts, incidents, source)
 
