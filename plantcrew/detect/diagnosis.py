@@ -1,26 +1,30 @@
-"""Root-cause ranking from an anomaly's deviations: physics signatures plus memory.
+"""Root-cause ranking from an anomaly's deviations: physics rules plus memory.
 
 ``rank_root_causes(deviations, signatures, lessons)`` scores every root cause of a
-:class:`SignatureBook` (``config/signatures.yaml``) against the anomaly's deviation pattern and
+:class:`SignatureBook` (``config/signatures.yaml``) against the anomaly's deviations and
 returns :class:`Candidate` s, best first.
 
-- The observed pattern is the vector of robust z-scores, compressed as
-  ``sign(z) * log1p(max(|z| - noise_z, 0))`` so a sensor 200 sigma off does not drown the
-  others and noise-level deviations count as none.
-- A ``pattern`` signature is a signed vector of expected deviations (``-1`` = down, ``+1`` =
-  up, magnitudes = relative strength); its score is the cosine similarity with the observed
-  pattern over the sensors the device has, clipped at 0, times the signature's ``prior``.
-  ``either_sign`` signatures (a leak or an addition) score ``|cosine|``; ``flatline`` scores
-  when a sensor is stuck; ``single_sensor`` scores how much one sensor carries the pattern
-  alone (a drifting sensor).
-- Memory: every :class:`Lesson` (a confirmed incident's signature, or a person's or the
-  Reviewer's correction) whose similarity with the observed pattern reaches
-  ``min_similarity`` votes for its root cause with ``similarity * w / (w + 0.25)`` where
-  ``w`` is the summed weight of the matching lessons: a remembered incident is one more
-  example pattern of its cause, so it wins where it fits better than the textbook
-  signatures, and loses where they fit better. A correction (``feedback``) also damps the
-  physics score of every other cause by ``1 - 0.6 * similarity``, so a person's or the
-  Reviewer's "it was not that" overrides physics. A cause keeps the larger of its (damped)
+- ``rules`` signatures (the default) are physics written as soft conditions on the
+  deviations (``plantcrew.detect.rules``: direction, robust z and the physical change, e.g.
+  ``flow_rate down 10%`` or ``fluid_temperature up 1.0``). Score =
+  ``prior * prod(require) * max(any_of) * prod(1 - weight * against) *
+  (1 - support_share + support_share * mean(support))``; conditions on sensors the anomaly
+  does not report are left out (a ``require`` on one scores 0: the cause cannot be shown).
+- ``pattern`` signatures (kept for plant-specific books) compare a signed vector of expected
+  deviations with the observed ``sign(z) * log1p(max(|z| - noise_z, 0))`` by cosine
+  similarity (``either_sign``: ``|cosine|``); ``flatline`` scores a stuck sensor;
+  ``single_sensor`` scores a large deviation (``|z|`` from ``drift_z`` up) carried by one
+  sensor alone (a drifting sensor).
+- Memory (:func:`recall`): lessons are recalled by the :func:`similarity` of their z
+  signature with the anomaly's (from ``min_similarity`` up). A ``confirmed`` incident is one
+  more example of its cause, worth ``closeness**2 * w / (w + 0.1)`` where ``closeness`` =
+  ``(similarity - min_similarity) / (1 - min_similarity)`` and ``w`` the summed weight of
+  the matching lessons: it names causes the physics cannot, and overturns a physics match
+  only when it is nearly the same anomaly (one lesson at ``min_similarity`` 0.9: worth 0.91
+  at similarity 1, 0.74 at 0.99, 0.23 at 0.95). A ``feedback`` lesson (a
+  person's or the Reviewer's correction) is worth ``similarity * w / (w + 0.25)`` and damps
+  the physics score of every other cause by ``1 - 0.6 * similarity``, so a correction
+  changes later diagnoses of similar anomalies. A cause keeps the larger of its (damped)
   physics score and its memory score.
 """
 
@@ -31,8 +35,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from plantcrew.detect.rules import Amount, Condition, Scale, degree, describe
 from plantcrew.detect.yamlio import load_yaml_model
 from plantcrew.messages import Deviation
 
@@ -40,20 +45,58 @@ UNKNOWN = "unknown"
 DAMP_FEEDBACK = 0.6
 
 
+class Term(BaseModel):
+    """A condition with a weight (``against`` terms: how much a holding one takes away)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    when: str
+    weight: float = Field(1.0, ge=0, le=1)
+
+    @field_validator("when")
+    @classmethod
+    def _parse(cls, v: str) -> str:
+        Condition.parse(v)
+        return v
+
+    @property
+    def condition(self) -> Condition:
+        """The parsed condition."""
+        return Condition.parse(self.when)
+
+
+def _terms(v: object) -> object:
+    if isinstance(v, list):
+        return [{"when": x} if isinstance(x, str) else x for x in v]
+    return v
+
+
 class Signature(BaseModel):
-    """What one root cause looks like: expected signed deviations per sensor (see module)."""
+    """What one root cause looks like (see module): physics rules or a signed pattern."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     description: str = ""
-    kind: Literal["pattern", "either_sign", "flatline", "single_sensor"] = "pattern"
+    kind: Literal["rules", "pattern", "either_sign", "flatline", "single_sensor"] = "rules"
+    require: list[Term] = []
+    any_of: list[Term] = []
+    against: list[Term] = []
+    support: list[Term] = []
+    support_share: float = Field(0.2, ge=0, le=1)
     sensors: dict[str, float] = {}
     prior: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("require", "any_of", "against", "support", mode="before")
+    @classmethod
+    def _norm(cls, v: object) -> object:
+        return _terms(v)
 
     @model_validator(mode="after")
     def _check(self) -> Signature:
         if self.kind in ("pattern", "either_sign") and not any(self.sensors.values()):
             raise ValueError(f"a {self.kind} signature needs at least one non-zero sensor weight")
+        if self.kind == "rules" and not (self.require or self.any_of):
+            raise ValueError("a rules signature needs at least one require or any_of condition")
         return self
 
 
@@ -62,10 +105,38 @@ class SignatureBook(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: int = 1
-    noise_z: float = Field(1.0, ge=0, description="|z| up to this counts as no deviation")
-    min_similarity: float = Field(0.8, gt=0, le=1, description="memory recall threshold")
+    version: int = 2
+    noise_z: float = Field(0.5, ge=0, description="|z| up to this counts as no deviation")
+    clear_z: float = Field(1.2, gt=0, description="|z| from this counts as a clear deviation")
+    drift_z: float = Field(4.0, gt=0, description="a single drifting sensor is this far off")
+    min_change: dict[str, str | float] = Field(
+        default_factory=dict,
+        description="sensor pattern -> smallest meaningful change (unit, or '%' of baseline)",
+    )
+    min_similarity: float = Field(0.9, gt=0, le=1, description="memory recall threshold")
     signatures: dict[str, Signature] = Field(min_length=1)
+
+    @field_validator("min_change")
+    @classmethod
+    def _amounts(cls, v: dict[str, str | float]) -> dict[str, str | float]:
+        for text in v.values():
+            Amount.parse(text)
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> SignatureBook:
+        if self.clear_z <= self.noise_z:
+            raise ValueError("clear_z must be larger than noise_z")
+        return self
+
+    @property
+    def scale(self) -> Scale:
+        """The thresholds the rules are evaluated with."""
+        return Scale(
+            self.noise_z,
+            self.clear_z,
+            {k: Amount.parse(v) for k, v in self.min_change.items()},
+        )
 
 
 class Lesson(BaseModel):
@@ -124,14 +195,16 @@ def cosine(a: Mapping[str, float], b: Mapping[str, float], sensors: Iterable[str
     return dot / (na * nb) if na > 0 and nb > 0 else 0.0
 
 
-def _describe(d: Deviation) -> str:
-    unit = f" {d.unit}" if d.unit else ""
-    if d.direction == "flat":
-        return f"{d.sensor} stuck at {d.value:g}{unit}"
-    return (
-        f"{d.sensor} {d.direction} {abs(d.z):.1f} sigma "
-        f"({d.value:.4g} vs baseline {d.baseline:.4g}{unit})"
-    )
+def similarity(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """How alike two compressed patterns are: their cosine (same sensors, same directions)
+    times ``sqrt(min(|a|, |b|) / max(|a|, |b|))`` (about the same size: a flow collapse is
+    not a flow dip). 1 for the same pattern, 0 when either is empty."""
+    keys = set(a) | set(b)
+    na = math.sqrt(sum(v * v for v in a.values()))
+    nb = math.sqrt(sum(v * v for v in b.values()))
+    if na <= 0 or nb <= 0:
+        return 0.0
+    return cosine(a, b, keys) * math.sqrt(min(na, nb) / max(na, nb))
 
 
 def rank_root_causes(
@@ -141,27 +214,26 @@ def rank_root_causes(
 
     Returns Candidates sorted by score, best first (ties by name, so the order is
     deterministic). ``unknown`` scores ``1 - best`` so it leads only when nothing fits.
+    Evidence: the conditions that held (and those that told against), then the largest
+    deviations in words (sensor, direction, physical change, z, value vs baseline).
     """
-    lessons = lessons or []
-    noise = signatures.noise_z
     observed = {d.sensor: d for d in deviations}
-    u = pattern({s: d.z for s, d in observed.items() if d.direction != "flat"}, noise)
-    stuck = [d for d in deviations if d.direction == "flat"]
+    u = pattern({s: d.z for s, d in observed.items() if d.direction != "flat"}, signatures.noise_z)
     significant = sorted(
-        (d for d in deviations if d.direction == "flat" or abs(d.z) > noise),
-        key=lambda d: -abs(d.z),
+        (d for d in deviations if d.direction == "flat" or abs(d.z) > signatures.noise_z),
+        key=lambda d: (d.direction != "flat", -abs(d.z)),
     )
-    facts = [_describe(d) for d in significant[:4]]
+    facts = [describe(d) for d in significant[:4]]
     scores: dict[str, float] = {}
     evidence: dict[str, list[str]] = {}
     for cause, sig in signatures.signatures.items():
-        score, why = _physics(sig, u, stuck, observed)
+        score, why = _physics(sig, signatures, u, observed)
         scores[cause] = score
         evidence[cause] = [*why, *facts] if score > 0 else list(why)
-    _recall(u, lessons, signatures, scores, evidence)
+    recall(u, lessons or [], signatures, scores, evidence)
     best = max(scores.values(), default=0.0)
     scores[UNKNOWN] = max(0.0, 1.0 - best)
-    evidence[UNKNOWN] = ["no signature or remembered incident fits well", *facts]
+    evidence[UNKNOWN] = ["no physics rule or remembered incident fits well", *facts]
     ranked = sorted(scores, key=lambda c: (-scores[c], c))
     return [
         Candidate(root_cause=c, score=round(min(max(scores[c], 0.0), 1.0), 4), evidence=evidence[c])
@@ -170,11 +242,14 @@ def rank_root_causes(
 
 
 def _physics(
-    sig: Signature, u: dict[str, float], stuck: list[Deviation], observed: Mapping[str, Deviation]
+    sig: Signature, book: SignatureBook, u: dict[str, float], observed: Mapping[str, Deviation]
 ) -> tuple[float, list[str]]:
+    if sig.kind == "rules":
+        return _rules(sig, book.scale, observed)
     if sig.kind == "flatline":
+        stuck = [d.sensor for d in observed.values() if d.direction == "flat"]
         if stuck:
-            return sig.prior, [f"flatline: {', '.join(d.sensor for d in stuck)} repeats one value"]
+            return sig.prior, [f"flatline: {', '.join(stuck)} repeats one value"]
         return 0.0, []
     if sig.kind == "single_sensor":
         total = sum(v * v for v in u.values())
@@ -182,12 +257,11 @@ def _physics(
             return 0.0, []
         top = max(u, key=lambda s: abs(u[s]))
         share = u[top] ** 2 / total
-        return sig.prior * max(0.0, (share - 0.5) / 0.5), [
-            f"{top} carries {share:.0%} of the deviation alone"
-        ]
+        size = abs(observed[top].z) / book.drift_z
+        score = sig.prior * max(0.0, (share - 0.5) / 0.5) * min(size, 1.0)
+        return score, [f"{top} carries {share:.0%} of the deviation alone"]
     present = [s for s in sig.sensors if s in observed]
-    keys = set(present) | set(u)
-    c = cosine(u, sig.sensors, keys)
+    c = cosine(u, sig.sensors, set(present) | set(u))
     if sig.kind == "either_sign":
         c = abs(c)
     if c <= 0:
@@ -195,33 +269,71 @@ def _physics(
     return sig.prior * c, [f"signature match {c:.2f} over {', '.join(sorted(present))}"]
 
 
-def _recall(
+def _rules(
+    sig: Signature, scale: Scale, observed: Mapping[str, Deviation]
+) -> tuple[float, list[str]]:
+    why: list[str] = []
+
+    def held(term: Term) -> float | None:
+        return degree(term.condition, observed, scale)
+
+    score = sig.prior
+    for term in sig.require:
+        m = held(term)
+        score *= m or 0.0
+        if m:
+            why.append(f"{term.when} ({m:.2f})")
+    if sig.any_of:
+        options = [(m, t) for t in sig.any_of if (m := held(t)) is not None]
+        m, t = max(options, key=lambda x: x[0], default=(0.0, None))
+        score *= m
+        if t is not None and m > 0:
+            why.append(f"{t.when} ({m:.2f})")
+    for term in sig.against:
+        m = held(term)
+        if m:
+            score *= 1.0 - term.weight * m
+            why.append(f"against: {term.when} ({m:.2f})")
+    supports = [(m, t) for t in sig.support if (m := held(t)) is not None]
+    if supports:
+        mean = sum(m for m, _ in supports) / len(supports)
+        score *= 1.0 - sig.support_share + sig.support_share * mean
+        why.extend(f"also {t.when} ({m:.2f})" for m, t in supports if m > 0)
+    return (score, why) if score > 0 else (0.0, [])
+
+
+def recall(
     u: dict[str, float],
     lessons: list[Lesson],
     book: SignatureBook,
     scores: dict[str, float],
     evidence: dict[str, list[str]],
 ) -> None:
+    """Fold the lessons similar to the pattern ``u`` into ``scores`` (see module)."""
     if not u or not lessons:
         return
     matched: dict[str, list[tuple[float, Lesson]]] = {}
     for lesson in lessons:
-        lp = pattern(lesson.signature, book.noise_z)
-        sim = cosine(u, lp, set(u) | set(lp))
+        sim = similarity(u, pattern(lesson.signature, book.noise_z))
         if sim >= book.min_similarity:
             matched.setdefault(lesson.root_cause, []).append((sim, lesson))
     memory: dict[str, float] = {}
     damping: dict[str, float] = {}
     for cause, hits in matched.items():
-        best = max(sim for sim, _ in hits)
-        w = sum(lesson.weight for _, lesson in hits)
-        memory[cause] = best * w / (w + 0.25)
-        kinds = "/".join(sorted({lesson.source for _, lesson in hits}))
+        fed = [(sim, les) for sim, les in hits if les.source == "feedback"]
+        if fed:
+            best = max(sim for sim, _ in fed)
+            w = sum(les.weight for _, les in fed)
+            memory[cause] = best * w / (w + 0.25)
+            damping[cause] = best * DAMP_FEEDBACK
+        else:
+            best = max(sim for sim, _ in hits)
+            w = sum(les.weight for _, les in hits)
+            closeness = (best - book.min_similarity) / max(1.0 - book.min_similarity, 1e-9)
+            memory[cause] = min(closeness, 1.0) ** 2 * w / (w + 0.1)
+        kinds = "/".join(sorted({les.source for _, les in hits}))
         evidence.setdefault(cause, []).insert(
             0, f"recalls {len(hits)} {kinds} incident(s), best similarity {best:.2f}"
-        )
-        damping[cause] = max(
-            (sim * DAMP_FEEDBACK for sim, les in hits if les.source == "feedback"), default=0.0
         )
     for cause in list(scores) + [c for c in memory if c not in scores]:
         damp = max((v for c, v in damping.items() if c != cause), default=0.0)
