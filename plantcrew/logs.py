@@ -2,6 +2,8 @@
 
 ``configure(level, json=False)``: human-readable lines, or one JSON object per line with
 ``json=True`` (``PLANTCREW_LOG_JSON=true``), each with a timestamp, level and logger name.
+A line logged while a bus handler runs carries the handled message's ids (run_id,
+incident_id, message_id, message_type, trace_id; ``plantcrew.tracing.add_handling_ids``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import logging
 import sys
 
 import structlog
+
+from plantcrew.tracing import add_handling_ids
 
 
 class _Stderr:
@@ -35,6 +39,7 @@ def configure(level: str = "INFO", *, json: bool = False) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_handling_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,

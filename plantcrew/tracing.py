@@ -4,8 +4,16 @@ The trace context travels in the ``Message`` envelope's ``traceparent`` (W3C Tra
 https://www.w3.org/TR/trace-context/): :func:`stamp` puts the current span's context on a
 message that has none when it is published; :func:`instrument_handler` wraps a bus subscriber
 so that each delivery runs in a span whose parent is the message's ``traceparent``, with the
-run, incident, message and trace ids bound into structlog's context (every log line of the
-handler carries them), and with its latency and outcome counted in ``plantcrew.metrics``.
+message being handled kept in a context variable (every log line of the handler carries its
+run, incident, message and trace ids: :func:`add_handling_ids`, a structlog processor, adds
+them when a line is written), and with its latency and outcome counted in
+``plantcrew.metrics``.
+
+This is the bus's hot path (every publish and every delivery): nothing here is computed per
+message that is not needed per message. The ids of a log line are worked out only when a
+line is logged, and a span is started only when tracing is on (an SDK provider is installed);
+with tracing off, a handler's new messages still inherit the handled message's
+``traceparent``, as they would under the no-op API's non-recording span.
 
 Spans are exported over OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set (:func:`configure_tracing`); otherwise the
@@ -16,11 +24,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -32,6 +40,11 @@ from plantcrew.messages import Message
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACER_NAME = "plantcrew"
 _configured: dict[str, Any] = {}
+_HANDLING: ContextVar[Message | None] = ContextVar("plantcrew_handling", default=None)
+_perf_counter = time.perf_counter
+_UNKNOWN = object()
+_NO_OP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 Handler = Callable[[Message], Awaitable[Message | None]]
 
@@ -80,6 +93,30 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(_TRACER_NAME)
 
 
+def tracing_on() -> bool:
+    """True when spans are recorded: :func:`configure_tracing` installed a provider, or some
+    other code set a global OpenTelemetry SDK provider. False: the API is a no-op.
+
+    Cheap (it runs per delivery): it reads the API's global provider, set at most once,
+    instead of ``trace.get_tracer_provider()``, which looks up the environment every call.
+    """
+    if _configured.get("provider") is not None:
+        return True
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None:
+        if not _PROVIDER_FROM_ENV:
+            return False
+        provider = trace.get_tracer_provider()  # loads the one the environment names
+    elif provider is _UNKNOWN:  # an API version without that global
+        provider = trace.get_tracer_provider()
+    return not isinstance(provider, _NO_OP_PROVIDERS)
+
+
+def handled_message() -> Message | None:
+    """The message whose handler is running in this context (None outside a handler)."""
+    return _HANDLING.get()
+
+
 def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, or None when no span is recording."""
     span = trace.get_current_span()
@@ -106,15 +143,20 @@ def trace_id_of(traceparent: str | None) -> str | None:
 
 
 def stamp(msg: Message, subject: str | None = None) -> Message:
-    """Count the publish, and give ``msg`` the current span's trace context if it has none.
+    """Count the publish, and give ``msg`` the current trace context if it has none.
 
-    Returns ``msg`` itself when it carries a ``traceparent`` already or no span is recording;
-    otherwise a copy with the same id and ``traceparent`` set (the envelope is frozen).
+    The current trace context is the current span's or, with no span current (tracing off),
+    the ``traceparent`` of the message being handled. Returns ``msg`` itself when it carries a
+    ``traceparent`` already or there is no trace context; otherwise a copy with the same id
+    and ``traceparent`` set (the envelope is frozen).
     """
     metrics.published(subject or msg.subject, msg.type)
     if msg.traceparent is not None:
         return msg
     tp = current_traceparent()
+    if tp is None:
+        handled = _HANDLING.get()
+        tp = handled.traceparent if handled is not None else None
     return msg if tp is None else msg.model_copy(update={"traceparent": tp})
 
 
@@ -123,7 +165,7 @@ def log_ids(msg: Message) -> dict[str, str]:
     ids = {"message_id": str(msg.id), "message_type": msg.type}
     if msg.run_id:
         ids["run_id"] = msg.run_id
-    incident = getattr(msg.payload, "incident_id", None)
+    incident = vars(msg.payload).get("incident_id")  # getattr raises inside pydantic: slow
     if incident is None and msg.correlation_id and msg.correlation_id != msg.run_id:
         incident = msg.correlation_id
     if incident:
@@ -137,45 +179,65 @@ def log_ids(msg: Message) -> dict[str, str]:
     return ids
 
 
+def add_handling_ids(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: add :func:`log_ids` of the message being handled (if any) to a log
+    line, without replacing keys the line or the bound context already has.
+    ``plantcrew.logs.configure`` installs it."""
+    msg = _HANDLING.get()
+    if msg is not None:
+        for key, value in log_ids(msg).items():
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
+def _span(msg: Message, subject: str, name: str | None) -> Any:
+    """A consumer span for handling ``msg`` (a context manager), or None when there is none to
+    record: tracing off, or untraced telemetry (high rate: no ``traceparent``)."""
+    if msg.traceparent is None and subject.startswith("telemetry."):
+        return None
+    if not tracing_on():
+        return None
+    return tracer().start_as_current_span(
+        name or f"handle {msg.type}",
+        context=context_of(msg.traceparent),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.destination.name": subject,
+            "messaging.message.id": str(msg.id),
+            "plantcrew.message.type": msg.type,
+        },
+        record_exception=True,
+        set_status_on_exception=True,
+    )
+
+
 @contextmanager
 def handling(msg: Message, subject: str, name: str | None = None) -> Iterator[None]:
     """Run a block as the handling of ``msg``: a consumer span (parent: its ``traceparent``;
-    none for untraced telemetry, which is high rate), structlog context with its ids, and the
-    latency and outcome in ``plantcrew.metrics``. Exceptions propagate (counted as errors)."""
-    traced = msg.traceparent is not None or not subject.startswith("telemetry.")
-    t0 = time.perf_counter()
+    none for untraced telemetry, which is high rate, nor when tracing is off), ``msg`` as the
+    message being handled (its ids on every log line), and the latency and outcome in
+    ``plantcrew.metrics``. Exceptions propagate (counted as errors)."""
+    span_cm = _span(msg, subject, name)
+    token = _HANDLING.set(msg)
+    t0 = _perf_counter()
     ok = False
-    span_cm: Any = (
-        tracer().start_as_current_span(
-            name or f"handle {msg.type}",
-            context=context_of(msg.traceparent),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.destination.name": subject,
-                "messaging.message.id": str(msg.id),
-                "plantcrew.message.type": msg.type,
-            },
-            record_exception=True,
-            set_status_on_exception=True,
-        )
-        if traced
-        else _null()
-    )
-    with span_cm, structlog.contextvars.bound_contextvars(**log_ids(msg)):
-        try:
+    try:
+        if span_cm is None:
             yield
-            ok = True
-        finally:
-            metrics.handled(subject, msg.type, ok, time.perf_counter() - t0)
-
-
-@contextmanager
-def _null() -> Iterator[None]:
-    yield
+        else:
+            with span_cm:
+                yield
+        ok = True
+    finally:
+        metrics.handled(subject, msg.type, ok, _perf_counter() - t0)
+        _HANDLING.reset(token)
 
 
 def instrument_handler(handler: Handler, *, subject: str, group: str | None = None) -> Handler:
-    """Wrap a bus subscriber so that each delivery runs inside :func:`handling`.
+    """Wrap a bus subscriber so that each delivery runs as in :func:`handling` (inlined here:
+    this runs once per delivery).
 
     ``subject`` is the subscription's subject or pattern (the label uses the delivered
     message's own subject); ``group`` (the consumer or queue group) names the span. Idempotent:
@@ -184,14 +246,29 @@ def instrument_handler(handler: Handler, *, subject: str, group: str | None = No
     if getattr(handler, "__plantcrew_instrumented__", False):
         return handler
     owner = getattr(handler, "__self__", None)
+    prefix = group or "subscriber"
+    handled = metrics.handled
 
     # ``self`` (the bound handler's owner, e.g. an Agent) is a parameter so that it is in the
     # frame of a not-yet-started coroutine, where frame-inspecting task factories look for it
     # (``plantcrew.replay.caller``). Callers pass only ``msg``.
     async def wrapped(msg: Message, self: Any = owner) -> Message | None:
-        name = f"{group or 'subscriber'} {msg.type}"
-        with handling(msg, msg.subject or subject, name):
-            return await handler(msg)
+        where = msg.subject or subject
+        span_cm = _span(msg, where, f"{prefix} {msg.type}")
+        token = _HANDLING.set(msg)
+        t0 = _perf_counter()
+        ok = False
+        try:
+            if span_cm is None:
+                reply = await handler(msg)
+            else:
+                with span_cm:
+                    reply = await handler(msg)
+            ok = True
+            return reply
+        finally:
+            handled(where, msg.type, ok, _perf_counter() - t0)
+            _HANDLING.reset(token)
 
     wrapped.__plantcrew_instrumented__ = True  # type: ignore[attr-defined]
     wrapped.__wrapped__ = handler  # type: ignore[attr-defined]
@@ -199,13 +276,16 @@ def instrument_handler(handler: Handler, *, subject: str, group: str | None = No
 
 
 __all__ = [
+    "add_handling_ids",
     "configure_tracing",
     "context_of",
     "current_traceparent",
+    "handled_message",
     "handling",
     "instrument_handler",
     "log_ids",
     "stamp",
     "trace_id_of",
     "tracer",
+    "tracing_on",
 ]

@@ -22,9 +22,9 @@ from prometheus_client import REGISTRY
 from plantcrew import tracing
 from plantcrew.api.health import BusProbe
 from plantcrew.api.worker_probes import WorkerProbes
-from plantcrew.bus import connect
+from plantcrew.bus import Handler, connect
 from plantcrew.logs import configure
-from plantcrew.messages import AnomalyCleared, Message, Subjects
+from plantcrew.messages import AnomalyCleared, Message, Subjects, Task
 from tests.api.conftest import SCENARIO, Api
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -85,7 +85,7 @@ def test_handler_logs_carry_run_incident_message_and_trace_ids(json_logs: io.Str
         correlation_id="inc-1",
         traceparent=TRACEPARENT,
     )
-    asyncio.run(wrapped(msg))
+    _deliver(wrapped, msg, subject=Subjects.EVENTS)
     [line] = [x for x in _lines(json_logs.getvalue()) if x["event"] == "inside the handler"]
     assert line["run_id"] == "run-1" and line["incident_id"] == "inc-1"
     assert line["message_id"] == str(msg.id)
@@ -144,15 +144,20 @@ def test_no_span_and_no_stamp_without_tracing() -> None:
     assert tracing.stamp(msg) is msg
 
 
-def _sum(name: str) -> float:
-    return sum(s.value for fam in REGISTRY.collect() for s in fam.samples if s.name == name)
+def _count(name: str, **labels: str) -> float:
+    return sum(
+        s.value
+        for fam in REGISTRY.collect()
+        for s in fam.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def test_process_metrics_move_during_a_scenario_run(tmp_path: Path) -> None:
     from plantcrew.scenarios.runner import run_scenario
 
     before = {
-        n: _sum(n)
+        n: _count(n)
         for n in (
             "plantcrew_messages_handled_total",
             "plantcrew_handler_duration_seconds_count",
@@ -167,7 +172,7 @@ def test_process_metrics_move_during_a_scenario_run(tmp_path: Path) -> None:
             stop_after_s=700,
         )
     )
-    after = {n: _sum(n) for n in before}
+    after = {n: _count(n) for n in before}
     for name in before:
         assert after[name] > before[name], name
     handled_types = {
@@ -211,3 +216,113 @@ def test_worker_probes_serve_health_readiness_and_metrics() -> None:
             await probes.stop()
 
     asyncio.run(scenario())
+
+
+# ---- the handler context on the hot path (ids added at log time, no span without tracing) ---
+
+
+def _by_event(out: io.StringIO) -> dict[str, dict[str, object]]:
+    return {x["event"]: x for x in map(json.loads, out.getvalue().splitlines())}
+
+
+def _msg(subject: str = Subjects.EVENTS, **fields: object) -> Message:
+    return Message.new(
+        AnomalyCleared(device_id="p1", ts=1.0), source="s", subject=subject, **fields
+    )
+
+
+def _deliver(handler: Handler, msg: Message, *, subject: str, group: str | None = None) -> None:
+    """Run one delivery of ``msg`` to ``handler`` as a bus subscriber would (instrumented)."""
+
+    async def go() -> None:
+        await tracing.instrument_handler(handler, subject=subject, group=group)(msg)
+
+    asyncio.run(go())
+
+
+def test_ids_are_on_lines_inside_the_handler_only_and_nested_handlers_restore(
+    json_logs: io.StringIO,
+) -> None:
+    log = structlog.get_logger("t")
+    inner_msg = _msg(run_id="run-2", correlation_id="inc-2")
+    task = Task(task_id="t1", incident_id="inc-9", capability="diagnose")
+    task_msg = Message.new(task, source="s", subject=Subjects.tasks("diagnose"), run_id="run-3")
+
+    async def inner(msg: Message) -> None:
+        log.info("inner")
+
+    async def outer(msg: Message) -> None:
+        log.info("outer before", message_id="explicit")  # the line's own key wins
+        await tracing.instrument_handler(inner, subject=Subjects.EVENTS)(inner_msg)
+        log.info("outer after")
+
+    async def on_task(msg: Message) -> None:
+        log.info("task")
+
+    outer_msg = _msg(run_id="run-1", correlation_id="run-1", traceparent=TRACEPARENT)
+    _deliver(outer, outer_msg, subject=Subjects.EVENTS)
+    _deliver(on_task, task_msg, subject="crew.tasks.>")
+    log.info("outside")
+    lines = _by_event(json_logs)
+    assert lines["outer before"]["message_id"] == "explicit"
+    assert lines["outer before"]["run_id"] == "run-1"
+    assert "incident_id" not in lines["outer before"]  # correlation is the run, no incident
+    assert lines["outer before"]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert lines["inner"]["message_id"] == str(inner_msg.id)
+    assert lines["inner"]["incident_id"] == "inc-2" and "trace_id" not in lines["inner"]
+    assert lines["outer after"]["message_id"] == str(outer_msg.id)
+    assert lines["task"]["incident_id"] == "inc-9" and lines["task"]["run_id"] == "run-3"
+    assert "message_id" not in lines["outside"] and tracing.handled_message() is None
+
+
+def test_new_messages_inherit_the_handled_trace_context_without_a_tracer() -> None:
+    assert not tracing.tracing_on()
+    made: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        made.append(tracing.stamp(_msg(subject="crew.control")))
+
+    _deliver(handler, _msg(subject="telemetry.p1", traceparent=TRACEPARENT), subject="t.>")
+    _deliver(handler, _msg(subject="telemetry.p1"), subject="t.>")
+    assert [m.traceparent for m in made] == [TRACEPARENT, None]
+
+
+def test_outcomes_are_counted_and_errors_propagate() -> None:
+    labels = {"subject": "crew.control", "type": "anomaly.cleared"}
+    ok0 = _count("plantcrew_messages_handled_total", outcome="ok", **labels)
+    err0 = _count("plantcrew_messages_handled_total", outcome="error", **labels)
+    n0 = _count("plantcrew_handler_duration_seconds_count", **labels)
+    pub0 = _count("plantcrew_messages_published_total", **labels)
+
+    async def fine(msg: Message) -> None:
+        return None
+
+    async def broken(msg: Message) -> None:
+        raise RuntimeError("boom")
+
+    msg = _msg(subject="crew.control")
+    _deliver(fine, msg, subject="crew.control")
+    with pytest.raises(RuntimeError):
+        _deliver(broken, msg, subject="crew.control")
+    tracing.stamp(msg)
+    assert _count("plantcrew_messages_handled_total", outcome="ok", **labels) == ok0 + 1
+    assert _count("plantcrew_messages_handled_total", outcome="error", **labels) == err0 + 1
+    assert _count("plantcrew_handler_duration_seconds_count", **labels) == n0 + 2
+    assert _count("plantcrew_messages_published_total", **labels) == pub0 + 1
+
+
+def test_spans_only_when_tracing_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def handler(msg: Message) -> None:
+        return None
+
+    _deliver(handler, _msg(traceparent=TRACEPARENT), subject=Subjects.EVENTS, group="g")
+    monkeypatch.setitem(tracing._configured, "provider", provider)
+    _deliver(handler, _msg(traceparent=TRACEPARENT), subject=Subjects.EVENTS, group="g")
+    _deliver(handler, _msg(subject="telemetry.p1"), subject="telemetry.>")  # untraced: no span
+    [span] = exporter.get_finished_spans()
+    assert span.name == "g anomaly.cleared"
+    assert format(span.context.trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
