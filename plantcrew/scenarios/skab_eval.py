@@ -121,7 +121,11 @@ def _truth_for(path: Path, truth: dict[str, str] | None) -> str | None:
 
 @dataclass
 class Incident:
-    """One anomaly episode and its diagnosis (rows are 0-based data rows)."""
+    """One anomaly episode and its diagnosis (rows are 0-based data rows).
+
+    ``opened_row``/``opened_ts``: where the AnomalyDetected event was emitted;
+    ``first_flag_ts``/``first_flag_row``: the episode's first flagged reading.
+    """
 
     opened_row: int
     opened_ts: float
@@ -133,6 +137,7 @@ class Incident:
     evidence: list[str]
     candidates: list[dict[str, Any]]
     deviations: list[dict[str, Any]]
+    first_flag_row: int | None = None
 
 
 @dataclass
@@ -273,6 +278,9 @@ def file_result(
     0-based data row), its ``incidents`` in order, and the ``source`` that read it."""
     rows = source.rows_read
     labels = _read_labels(path, rows)
+    row_of = {ts: row for row, ts in sorted(row_ts.items(), reverse=True)}
+    for inc in incidents:
+        inc.first_flag_row = row_of.get(inc.first_flag_ts)
     flag_list = [flags.get(i, 0) for i in range(rows)]
     score_list = [round(scores.get(i, 0.0), 6) for i in range(rows)]
     conf = confusion(labels.anomaly, flag_list, start=TEST_START_ROW)

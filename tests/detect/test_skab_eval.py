@@ -107,3 +107,35 @@ def test_eval_through_the_crew_matches_the_monitor_and_opens_crew_incidents(skab
     assert incident.opened_row == alone.files[0].incidents[0].opened_row
     assert incident.first_flag_ts == alone.files[0].incidents[0].first_flag_ts
     assert incident.root_cause and incident.deviations, "diagnosed by the crew's Diagnostic"
+
+
+@pytest.fixture(scope="module")
+def whole_subset(skab):
+    return evaluate_skab([skab])
+
+
+def test_each_fault_is_one_incident(whole_subset):
+    """Debounce, hysteresis and cooldown keep each labelled fault to one incident: in every
+    fault file exactly one incident's first flagged reading lies inside the fault segment."""
+    for result in whole_subset.files:
+        if not result.labelled:
+            continue
+        with open(result.path, newline="") as fh:
+            fault = [
+                i for i, r in enumerate(csv.DictReader(fh, delimiter=";")) if r["anomaly"][0] == "1"
+            ]
+        starts = [inc.first_flag_row for inc in result.incidents]
+        inside = [r for r in starts if r is not None and fault[0] <= r <= fault[-1]]
+        assert len(inside) == 1, (result.name, fault[0], fault[-1], starts)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (issue 3): a 1.5-2 noise-sd step of one accelerometer at row ~600 of "
+    "anomaly-free.csv opens an incident that lasts to the end, and valve1/2.csv opens a "
+    "second incident on a motor cooling before its fault (rows 412-521)",
+)
+def test_issue_target_one_incident_per_fault_file_none_on_anomaly_free(whole_subset):
+    counts = {r.name: r.incidents_opened for r in whole_subset.files}
+    assert counts["anomaly-free/anomaly-free.csv"] == 0
+    assert all(n == 1 for name, n in counts.items() if not name.startswith("anomaly-free")), counts
