@@ -11,14 +11,21 @@ when one process serves many incidents at once:
   of one write per event, which halves the commits an incident costs. Published rows not yet
   marked are remembered here, so they are not sent again; after a crash they are sent again on
   restart, and the broker drops the repeat (the message id is its dedupe key) or the handlers
-  skip an id they processed.
+  skip an id they processed;
+- the caller that committed a transaction hands its rows straight to :meth:`publish_rows`
+  (they come back from the commit: :mod:`plantcrew.store.deferred`), so no event costs a
+  read of the outbox, and events of different incidents publish at once rather than one
+  after the other behind the relay's lock. Rows of one transaction go out in order, and the
+  caller acknowledges its event only after they went out (an incident's next event is
+  caused by them, so its messages stay in order). When a publish fails the rows stay pending
+  and the relay is :attr:`dirty`: the next :meth:`flush` reads the outbox and sends them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -28,6 +35,7 @@ from plantcrew.bus import Bus
 from plantcrew.crews.outbox import OutboxRelay
 from plantcrew.messages import Message
 from plantcrew.store import Store
+from plantcrew.store.deferred import OutboxRow
 
 T = TypeVar("T")
 
@@ -52,7 +60,10 @@ class BatchedOutboxRelay(OutboxRelay):
         self.executor = executor
         self.mark_every_s, self.mark_batch, self.page = mark_every_s, mark_batch, page
         self._unmarked: set[int] = set()
+        self._claimed: set[int] = set()  # being published by publish_rows
         self._marker: asyncio.Task[None] | None = None
+        self.dirty = False
+        """True when rows may be pending that no caller is publishing (a publish failed)."""
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -61,9 +72,11 @@ class BatchedOutboxRelay(OutboxRelay):
         """Publish every pending row in order; returns how many were published now."""
         count = 0
         async with self._lock:
+            self.dirty = False
             while True:
-                rows = await self._db(self.store.pending_outbox, self.page + len(self._unmarked))
-                fresh = [r for r in rows if r.seq not in self._unmarked]
+                skip = self._unmarked | self._claimed
+                rows = await self._db(self.store.pending_outbox, self.page + len(skip))
+                fresh = [r for r in rows if r.seq not in skip]
                 if not fresh:
                     break
                 for row in fresh:
@@ -72,9 +85,30 @@ class BatchedOutboxRelay(OutboxRelay):
                     count += 1
                 if len(self._unmarked) >= self.mark_batch:
                     await self._mark()
+        self._mark_later()
+        return count
+
+    async def publish_rows(self, rows: Sequence[OutboxRow]) -> int:
+        """Publish rows a transaction just committed, in order (see module doc); returns how
+        many. Raises the bus's error after marking the relay :attr:`dirty`."""
+        seqs = {r.seq for r in rows}
+        self._claimed |= seqs
+        try:
+            for row in rows:
+                await self.bus.publish(row.message, row.subject)
+                self._unmarked.add(row.seq)
+                self._claimed.discard(row.seq)
+        except BaseException:
+            self.dirty = True
+            raise
+        finally:
+            self._claimed -= seqs
+        self._mark_later()
+        return len(rows)
+
+    def _mark_later(self) -> None:
         if self._unmarked and (self._marker is None or self._marker.done()):
             self._marker = asyncio.create_task(self._mark_soon())
-        return count
 
     async def _mark(self) -> None:
         seqs = sorted(self._unmarked)

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
 from plantcrew.bus import Bus, DurableOptions, Subscription
@@ -68,6 +69,7 @@ from plantcrew.store import (
 )
 from plantcrew.store import audit as audit_log
 from plantcrew.store.costs import budget_spend
+from plantcrew.store.deferred import OutboxRow, committed_outbox
 from plantcrew.store.tokens import issue_token
 
 log = structlog.get_logger("plantcrew.coordinator")
@@ -110,6 +112,7 @@ def _no_looser_than_rules(p: SafetyDecision) -> SafetyDecision:
     )
 
 
+TASK = TaskRecord.__table__  # type: ignore[attr-defined]
 STATUS_FOR = {
     Capability.DIAGNOSE: "diagnosing",
     Capability.PROPOSE_ACTION: "proposing",
@@ -208,16 +211,23 @@ class Coordinator:
         """The transaction of one event, without publishing what it queued in the outbox
         (the caller flushes the relay). False when the message was processed before. A host
         may run it in a worker thread: it touches only the database and this object."""
+        return self.apply(msg) is not None
+
+    def apply(self, msg: Message) -> list[OutboxRow] | None:
+        """:meth:`apply_event`, returning the outbox rows the transaction committed (for the
+        caller to publish: :meth:`BatchedOutboxRelay.publish_rows`), or None when the message
+        was processed before."""
         handler = self._handlers().get(msg.type)
         pt = self.plant_time(msg)
         with self.store.tx() as s:
             if not record_message(s, msg, pt):
-                return False  # processed before: acknowledge and skip
+                return None  # processed before: acknowledge and skip
             if self.on_message is not None:
                 self.on_message(msg)
             if handler is not None:
                 handler(s, msg, pt)
-        return True
+            committed = committed_outbox(s)  # filled in when the transaction commits
+        return committed
 
     async def _on_event(self, msg: Message) -> None:
         if self.apply_event(msg):
@@ -267,7 +277,7 @@ class Coordinator:
     def _audit(
         self, s: Session, kind: str, inc: Incident, actor: str = SOURCE, **data: Any
     ) -> None:
-        audit_log.append(
+        audit_log.append_deferred(
             s,
             time=self._now(),
             actor=actor,
@@ -347,10 +357,11 @@ class Coordinator:
             log.info("stale result ignored", task=payload.task_id, type=payload.kind)
             return None
         s.expunge(inc)
-        rec = s.get(TaskRecord, payload.task_id)
-        if rec is not None:
-            rec.status = "failed" if isinstance(payload, TaskFailed) else "done"
-            s.add(rec)
+        s.execute(
+            update(TASK)
+            .where(TASK.c.id == payload.task_id)
+            .values(status="failed" if isinstance(payload, TaskFailed) else "done")
+        )
         inc.current_task_id = None
         return inc
 

@@ -23,7 +23,10 @@ timeouts belong to active incidents) until an event of the run arrives.
 
 Events are applied in a thread pool of ``concurrency`` threads, one event of an incident at a
 time, so PostgreSQL commits several incidents' transactions together while the event loop
-keeps serving; the outbox is published by a :class:`BatchedOutboxRelay`.
+keeps serving. The rows a transaction queued in the outbox come back from its commit and are
+published at once, before the event is acknowledged and before the incident's next event is
+applied (:meth:`BatchedOutboxRelay.publish_rows`); the relay reads the outbox only at start
+and after a failed publish.
 
 Liveness is a property of processes, so the registry judges it on the wall clock: an agent is
 live while its last heartbeat is younger than ``agent_ttl_s`` wall seconds (crew.yaml), whatever
@@ -266,12 +269,14 @@ class CoordinatorHost:
         try:
             async with lock:  # one event of an incident at a time in this process
                 loop = asyncio.get_running_loop()
-                new = await loop.run_in_executor(self.executor, coord.apply_event, msg)
+                rows = await loop.run_in_executor(self.executor, coord.apply, msg)
+                if rows:  # published before the next event of the incident is applied
+                    await self.relay.publish_rows(rows)
         finally:
             users[0] -= 1
             if not users[0]:
                 del self._serial[key]
-        if new:
+        if self.relay.dirty:  # a publish failed earlier: send what it left in the outbox
             await self.relay.flush()
 
     async def _on_dead(self, msg: Message) -> None:

@@ -8,18 +8,22 @@ that entry, which :func:`verify_chain` reports.
 Writers are serialised by the caller's transaction: on SQLite it holds the database's write
 lock (``BEGIN IMMEDIATE``); on PostgreSQL :func:`append` first takes a transaction-level
 advisory lock (:data:`AUDIT_LOCK`), released at commit or rollback, so two processes never
-read the same last entry and chain to it twice.
+read the same last entry and chain to it twice. The lock is held to the commit, so a
+transaction should chain its entries as late as it can: :func:`append_many` chains several
+with one lock and one insert, and :func:`append_deferred` leaves them to the end of a
+``Database.tx`` transaction (:mod:`plantcrew.store.deferred`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlmodel import Session, col, select
 
 from plantcrew.store.tables import AuditEntry
@@ -58,6 +62,17 @@ def entry_hash(
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+def _lock_and_last(session: Session) -> tuple[str, int]:
+    """Take the chain's lock (PostgreSQL) and read its last ``(hash, seq)``."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
+    table = AuditEntry.__table__  # type: ignore[attr-defined]
+    last = session.execute(
+        select(table.c.hash, table.c.seq).order_by(table.c.seq.desc()).limit(1)
+    ).first()
+    return (str(last[0]), int(last[1] or 0)) if last else (GENESIS, 0)
+
+
 def append(
     session: Session,
     *,
@@ -69,38 +84,52 @@ def append(
     incident_id: str | None = None,
 ) -> AuditEntry:
     """Append one entry inside the caller's transaction (which serialises writers)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
-    last = session.exec(select(AuditEntry).order_by(col(AuditEntry.seq).desc()).limit(1)).first()
-    prev = last.hash if last else GENESIS
-    seq = (last.seq or 0) + 1 if last else 1
-    # round-trip through JSON so the stored data hashes the same when read back
-    data = json.loads(json.dumps(data, default=str))
+    entry = dict(time=time, actor=actor, kind=kind, data=data, run_id=run_id)
+    return append_many(session, [{**entry, "incident_id": incident_id}])[0]
 
-    digest = entry_hash(
-        prev,
-        seq=seq,
-        time=time,
-        actor=actor,
-        kind=kind,
-        run_id=run_id,
-        incident_id=incident_id,
-        data=data,
+
+def append_many(session: Session, entries: Sequence[dict[str, Any]]) -> list[AuditEntry]:
+    """Append ``entries`` (each a dict of :func:`append`'s keyword arguments), in order, inside
+    the caller's transaction: one lock, one read of the last entry, one multi-row insert.
+    Returns the entries written (seq and hashes filled in)."""
+    if not entries:
+        return []
+    prev, seq = _lock_and_last(session)
+    out: list[AuditEntry] = []
+    for e in entries:
+        seq += 1
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "time": e["time"],
+            "actor": e["actor"],
+            "kind": e["kind"],
+            "run_id": e.get("run_id"),
+            "incident_id": e.get("incident_id"),
+            # round-trip through JSON so the stored data hashes the same when read back
+            "data": json.loads(json.dumps(e["data"], default=str)),
+        }
+        digest = entry_hash(prev, **fields)
+        out.append(AuditEntry(**fields, prev_hash=prev, hash=digest))
+        prev = digest
+    session.execute(
+        insert(AuditEntry.__table__),  # type: ignore[attr-defined]
+        [a.model_dump() for a in out],
     )
-    entry = AuditEntry(
-        seq=seq,
-        time=time,
-        actor=actor,
-        kind=kind,
-        run_id=run_id,
-        incident_id=incident_id,
-        data=data,
-        prev_hash=prev,
-        hash=digest,
-    )
-    session.add(entry)
-    session.flush()
-    return entry
+    return out
+
+
+def append_deferred(session: Session, **entry: Any) -> None:
+    """:func:`append` (same keyword arguments), except that in a transaction of
+    ``Database.tx`` the entry is chained when the transaction commits
+    (:mod:`plantcrew.store.deferred`), so the chain's lock is held only from there to the
+    commit. Elsewhere it is appended at once."""
+    from plantcrew.store.deferred import deferred
+
+    work = deferred(session)
+    if work is None:
+        append_many(session, [entry])
+    else:
+        work.audit.append(entry)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sqlmodel import Session, create_engine
 
 from plantcrew.errors import StoreError
 from plantcrew.store import tables  # noqa: F401  (registers the tables)
+from plantcrew.store.deferred import DEFERRED, Deferred
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -95,11 +96,14 @@ class Database:
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
-        """One transaction (BEGIN IMMEDIATE on SQLite)."""
+        """One transaction (BEGIN IMMEDIATE on SQLite). Writes deferred to its end
+        (:mod:`plantcrew.store.deferred`) are made just before it commits."""
         session = Session(self.engine, expire_on_commit=False)
+        work = session.info[DEFERRED] = Deferred()
         try:
             with session.begin():
                 yield session
+                work.before_commit(session)
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc}") from exc
         finally:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from plantcrew.errors import ConflictError, NotFoundError
@@ -19,6 +19,7 @@ from plantcrew.messages import Message, ModelCallInfo
 from plantcrew.store import audit
 from plantcrew.store.audit import ChainBreak
 from plantcrew.store.db import Database
+from plantcrew.store.deferred import MESSAGE, deferred, message_row
 from plantcrew.store.tables import (
     Action,
     Approval,
@@ -31,6 +32,8 @@ from plantcrew.store.tables import (
     OutboxEntry,
     Run,
 )
+
+INCIDENT = Incident.__table__  # type: ignore[attr-defined]
 
 
 class Store(Database):
@@ -225,32 +228,45 @@ class Store(Database):
 
 
 # ---- helpers used inside a caller's transaction ----------------------------------------------
+def _insert_new(s: Session, table: Any) -> Any:
+    """``INSERT ... ON CONFLICT (id) DO NOTHING`` on ``table`` for the session's database."""
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=["id"])
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=["id"])
+
+
 def record_message(s: Session, msg: Message, plant_time: float) -> bool:
-    """Append ``msg`` to the conversation log; False when its id is there already."""
-    if s.exec(select(MessageRecord.seq).where(col(MessageRecord.id) == str(msg.id))).first():
-        return False
-    s.add(
-        MessageRecord(
-            id=str(msg.id),
-            run_id=msg.run_id,
-            correlation_id=msg.correlation_id,
-            causation_id=str(msg.causation_id) if msg.causation_id else None,
-            type=msg.type,
-            source=msg.source,
-            subject=msg.subject,
-            time=msg.time,
-            plant_time=plant_time,
-            body=msg.model_dump_json(),
-        )
-    )
-    s.flush()
-    return True
+    """Append ``msg`` to the conversation log; False when its id is there already.
+
+    One statement (insert unless the id is there); a transaction that already inserted the
+    id and has not committed yet makes it wait for that one's outcome (PostgreSQL).
+    """
+    work = deferred(s)
+    if work is not None:
+        work.write_messages(s)  # what the transaction queued before comes first
+    stmt = _insert_new(s, MESSAGE).values(**message_row(msg, plant_time))
+    return s.execute(stmt.returning(MESSAGE.c.seq)).first() is not None
 
 
 def add_outbox(s: Session, msg: Message, plant_time: float) -> None:
-    """Queue ``msg`` for publishing after commit, and log it in the conversation."""
-    record_message(s, msg, plant_time)
-    s.add(OutboxEntry(message_id=str(msg.id), subject=msg.subject, body=msg.model_dump_json()))
+    """Queue ``msg`` for publishing after commit, and log it in the conversation.
+
+    In a transaction of ``Database.tx`` both rows are written when it commits, with the
+    other messages it queued (see :mod:`plantcrew.store.deferred`, which also says how the
+    caller learns the rows' ``seq``); elsewhere at once. A message id logged before makes the
+    transaction fail (the outbox's ``message_id`` is unique).
+    """
+    work = deferred(s)
+    if work is not None:
+        work.messages.append((msg, plant_time))
+        return
+    body = msg.model_dump_json()
+    s.execute(insert(MESSAGE).values(**message_row(msg, plant_time, body)))
+    s.add(OutboxEntry(message_id=str(msg.id), subject=msg.subject, body=body))
 
 
 def record_model_calls(
@@ -292,8 +308,8 @@ def save_incident(s: Session, inc: Incident) -> None:
     """
     values = inc.model_dump(exclude={"id", "version"})
     res = s.execute(
-        update(Incident)
-        .where(col(Incident.id) == inc.id, col(Incident.version) == inc.version)
+        update(INCIDENT)
+        .where(INCIDENT.c.id == inc.id, INCIDENT.c.version == inc.version)
         .values(**values, version=inc.version + 1)
     )
     if res.rowcount != 1:  # type: ignore[attr-defined]
