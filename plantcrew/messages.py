@@ -9,6 +9,13 @@ discriminated union on its ``kind`` field, and ``type`` always equals ``payload.
 Wire format: UTF-8 JSON (``Message.to_bytes`` / ``Message.from_bytes``). Invalid input raises
 :class:`~plantcrew.errors.MessageValidationError` whose ``errors`` name each field path.
 
+The bus runs pydantic on every publish and every delivery, so the envelope keeps that cheap:
+its checks run inside pydantic-core (``AwareDatetime``, a ``pattern``, ``le``) but for one
+(``type`` equals ``payload.kind``); the payload is a discriminated union on validation and
+serialized by its own model (no union dispatch); and a message keeps its wire bytes once made
+(``to_bytes``) or once received with every field given (``from_bytes``), so storing and
+publishing it, or relaying a stored one, serializes it once.
+
 Subjects (``Subjects``):
 
 - ``telemetry.<device_id>``: readings, plain pub/sub (high rate, may be lost).
@@ -23,18 +30,30 @@ Subjects (``Subjects``):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from uuid6 import uuid7
 
 from plantcrew.errors import MessageValidationError
 
 SCHEMA_VERSION = 1
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_WIRE = "_wire"  # a message's cached wire bytes, in its __dict__ (never a field: not dumped,
+# not compared, not in repr; pydantic ignores such keys, as for functools.cached_property)
 
 
 class Capability(StrEnum):
@@ -383,13 +402,17 @@ class Message(BaseModel):
     type: str
     source: str = Field(min_length=1)
     subject: str = Field(min_length=1)
-    time: datetime = Field(default_factory=utcnow)
+    time: AwareDatetime = Field(default_factory=utcnow, description="UTC, timezone-aware")
     run_id: str | None = None
     correlation_id: str | None = None
     causation_id: UUID | None = None
-    traceparent: str | None = None
+    traceparent: str | None = Field(
+        None, pattern=_TRACEPARENT.pattern, description="W3C trace context"
+    )
     schema_version: int = SCHEMA_VERSION
-    payload: Payload
+    # validated as the discriminated union; serialized by the payload's own model, which is
+    # what the union would pick (its dispatch costs as much as the payload itself)
+    payload: SerializeAsAny[Payload]
 
     @model_validator(mode="after")
     def _check(self) -> Message:
@@ -397,10 +420,6 @@ class Message(BaseModel):
             raise ValueError(
                 f"type {self.type!r} does not match payload kind {self.payload.kind!r}"
             )
-        if self.time.tzinfo is None:
-            raise ValueError("time must be timezone-aware (UTC)")
-        if self.traceparent is not None and not _TRACEPARENT.match(self.traceparent):
-            raise ValueError(f"traceparent {self.traceparent!r} is not W3C trace context")
         if self.schema_version > SCHEMA_VERSION:
             raise ValueError(f"schema_version {self.schema_version} is newer than {SCHEMA_VERSION}")
         return self
@@ -426,17 +445,34 @@ class Message(BaseModel):
         return Message.new(payload, source=source, subject=subject, **base)
 
     def to_bytes(self) -> bytes:
-        """UTF-8 JSON bytes of the whole message."""
-        return self.model_dump_json().encode()
+        """UTF-8 JSON bytes of the whole message (made once, then kept: the message is frozen)."""
+        wire: bytes | None = self.__dict__.get(_WIRE)
+        if wire is None:
+            wire = self.__dict__[_WIRE] = _TO_JSON(self)
+        return wire
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> Message:
-        """Parse and validate; raises MessageValidationError naming each bad field path."""
+        """Parse and validate; raises MessageValidationError naming each bad field path.
+
+        When ``data`` (bytes) gives every field, the message keeps it as its wire bytes: a
+        relay publishes what it read without serializing it again.
+        """
         try:
-            return cls.model_validate_json(data)
+            msg: Message = _VALIDATE_JSON(data)
         except ValidationError as exc:
             raw = data.encode() if isinstance(data, str) else data
             raise _validation_error(exc, raw) from None
+        if isinstance(data, bytes) and len(msg.__pydantic_fields_set__) == _N_FIELDS:
+            msg.__dict__[_WIRE] = data
+        return msg
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Message:
+        """A copy (see pydantic); with ``update``, its wire bytes are made anew."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            copied.__dict__.pop(_WIRE, None)
+        return copied
 
     @classmethod
     def validate_python(cls, data: dict[str, Any]) -> Message:
@@ -445,6 +481,11 @@ class Message(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise _validation_error(exc) from None
+
+
+_TO_JSON = Message.__pydantic_serializer__.to_json
+_VALIDATE_JSON = Message.__pydantic_validator__.validate_json
+_N_FIELDS = len(Message.model_fields)
 
 
 def _validation_error(exc: ValidationError, raw: bytes | None = None) -> MessageValidationError:

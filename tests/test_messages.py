@@ -96,3 +96,26 @@ def test_messages_are_frozen_and_reply_links_cause() -> None:
 def test_non_finite_readings_are_invalid() -> None:
     with pytest.raises(ValueError):
         Reading(device_id="p", sensor="s", value=float("nan"), ts=0)
+
+
+def test_wire_bytes_are_made_once_and_remade_after_a_change() -> None:
+    msg = Message.new(batch(), source="plant", subject="telemetry.pump1")
+    wire = msg.to_bytes()
+    assert msg.to_bytes() is wire and json.loads(wire)["id"] == str(msg.id)
+    tp = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    traced = msg.model_copy(update={"traceparent": tp})
+    assert json.loads(traced.to_bytes())["traceparent"] == tp
+    assert msg.model_copy().to_bytes() == wire
+    assert "_wire" not in msg.model_dump() and "_wire" not in repr(msg)
+
+
+def test_received_bytes_are_relayed_as_they_are_only_when_complete() -> None:
+    msg = Message.new(batch(), source="plant", subject="telemetry.pump1")
+    spaced = json.dumps(json.loads(msg.to_bytes()), indent=1).encode()
+    back = Message.from_bytes(spaced)
+    assert back.to_bytes() is spaced and back == msg and msg == back
+    partial = json.loads(msg.to_bytes())
+    del partial["id"], partial["run_id"]  # a foreign producer leaves defaults out
+    first = Message.from_bytes(json.dumps(partial).encode())
+    # made anew, so every receiver of the relayed bytes sees the same (generated) id
+    assert json.loads(first.to_bytes())["id"] == str(first.id)
