@@ -36,6 +36,7 @@ from plantcrew.messages import Message, Subjects
 log = structlog.get_logger("plantcrew.bus.memory")
 _DEDUPE_WINDOW = 100_000
 _STREAM_LIMIT = 1_000_000
+_SUBJECT_CACHE_LIMIT = 10_000
 _buses: dict[str, MemoryBus] = {}
 
 
@@ -79,6 +80,7 @@ class _PlainSub:
     async def unsubscribe(self) -> None:
         if self in self.bus._plain:
             self.bus._plain.remove(self)
+            self.bus._routes.clear()
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
@@ -126,6 +128,10 @@ class MemoryBus:
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self._plain: list[_PlainSub] = []
+        # per published subject: checked once, durable?, and the plain subscriptions matching it
+        # (dropped whenever a subscription comes or goes)
+        self._durable: dict[str, bool] = {}
+        self._routes: dict[str, list[_PlainSub]] = {}
         self._members: list[_Member] = []
         self._streams: dict[str, _Stream] = {}
         self._rr: dict[str, itertools.count[int]] = {}
@@ -186,13 +192,33 @@ class MemoryBus:
 
     # ---- publish -------------------------------------------------------------------------
     async def publish(self, msg: Message, subject: str | None = None) -> None:
-        subject = check_subject(subject or msg.subject)
+        subject = subject or msg.subject
+        durable = self._durable.get(subject)
+        if durable is None:
+            durable = self._check(subject)
         msg = tracing.stamp(msg, subject)
-        self._publish_bytes(subject, msg.to_bytes(), msg_id=str(msg.id))
+        self._publish_bytes(subject, msg.to_bytes(), msg_id=str(msg.id) if durable else None)
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         """Send bytes as they are (a gateway relaying a foreign producer); receivers validate."""
         self._publish_bytes(check_subject(subject), data, msg_id=None)
+
+    def _check(self, subject: str) -> bool:
+        """Check ``subject`` (BusError when bad) and remember whether it is durable."""
+        check_subject(subject)
+        if len(self._durable) >= _SUBJECT_CACHE_LIMIT:
+            self._durable.clear()
+        durable = self._durable[subject] = is_durable(subject)
+        return durable
+
+    def _matching(self, subject: str) -> list[_PlainSub]:
+        subs = self._routes.get(subject)
+        if subs is None:
+            if len(self._routes) >= _SUBJECT_CACHE_LIMIT:
+                self._routes.clear()
+            subs = [s for s in self._plain if subject_matches(s.pattern, subject)]
+            self._routes[subject] = subs
+        return subs
 
     def _publish_bytes(
         self, subject: str, data: bytes, *, msg_id: str | None, reply_to: str | None = None
@@ -202,20 +228,15 @@ class MemoryBus:
         if is_durable(subject):
             self._store(subject, data, msg_id)
             return
+        subs = self._matching(subject)
         seen_groups: set[str] = set()
-        for sub in list(self._plain):
-            if not subject_matches(sub.pattern, subject):
-                continue
+        for sub in subs:
             if sub.queue_group is None:
                 self._busy()
                 sub.inbox.put_nowait((data, reply_to))
             elif sub.queue_group not in seen_groups:
                 seen_groups.add(sub.queue_group)
-                members = [
-                    s
-                    for s in self._plain
-                    if s.queue_group == sub.queue_group and subject_matches(s.pattern, subject)
-                ]
+                members = [s for s in subs if s.queue_group == sub.queue_group]
                 counter = self._rr.setdefault(sub.queue_group, itertools.count())
                 chosen = members[next(counter) % len(members)]
                 self._busy()
@@ -248,6 +269,7 @@ class MemoryBus:
             raise BusError(f"{subject!r} is a durable subject: use consume()")
         sub = _PlainSub(self, subject, handler, queue)
         self._plain.append(sub)
+        self._routes.clear()
         return sub
 
     async def consume(
