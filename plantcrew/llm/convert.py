@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -103,6 +105,12 @@ def to_openai_tool_choice(choice: Tool | Literal["auto", "required", "none"]) ->
     return {"type": "function", "function": {"name": choice.schema["name"]}}
 
 
+@functools.cache
+def _schema_json(model: type[BaseModel]) -> str:
+    """``model``'s JSON schema as text, made once per class (callers get a fresh copy)."""
+    return json.dumps(model.model_json_schema())
+
+
 def response_format_for(json_output: bool | type[BaseModel] | None) -> dict[str, Any] | None:
     """``response_format`` for AutoGen's ``json_output`` (None when no JSON was asked for)."""
     if json_output is None or json_output is False:
@@ -113,7 +121,7 @@ def response_format_for(json_output: bool | type[BaseModel] | None) -> dict[str,
         return {
             "type": "json_schema",
             "json_schema": {"name": json_output.__name__,
-                            "schema": json_output.model_json_schema(), "strict": False},
+                            "schema": json.loads(_schema_json(json_output)), "strict": False},
         }
     raise TypeError(f"json_output must be a bool or a pydantic model class, got {json_output!r}")
 

@@ -98,8 +98,11 @@ class PlaybookLLM(CustomLLM):
             raise CustomLLMError(status_code=500, message=f"playbook rules: {exc}") from None
         return json.dumps(fit(answer, _schema_of(optional_params)), ensure_ascii=False)
 
-    def _respond(self, model: str, messages: list[dict[str, Any]], model_response: ModelResponse,
-                 optional_params: dict[str, Any], api_base: str | None) -> ModelResponse:
+    def respond(self, model: str, messages: list[dict[str, Any]], model_response: ModelResponse,
+                optional_params: dict[str, Any], api_base: str | None) -> ModelResponse:
+        """Fill ``model_response`` with the answer to a request for ``playbook/<model>``
+        (content, ``finish_reason="stop"``, estimated usage); raises CustomLLMError(400) for a
+        bad request. ``optional_params`` are the request's OpenAI parameters."""
         text = self.answer_text(messages, optional_params, api_base)
         prompt_tokens = estimate_tokens(json.dumps(messages, default=str))
         completion_tokens = estimate_tokens(text)
@@ -114,14 +117,14 @@ class PlaybookLLM(CustomLLM):
 
     def completion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
                    model_response: ModelResponse, *args: Any, **kwargs: Any) -> ModelResponse:
-        return self._respond(model, messages, model_response,
+        return self.respond(model, messages, model_response,
                              kwargs.get("optional_params") or {}, api_base)
 
     async def acompletion(
         self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
         model_response: ModelResponse, *args: Any, **kwargs: Any,
     ) -> ModelResponse:
-        return self._respond(model, messages, model_response,
+        return self.respond(model, messages, model_response,
                              kwargs.get("optional_params") or {}, api_base)
 
     def _chunks(self, messages: list[dict[str, Any]], optional_params: dict[str, Any],

@@ -5,6 +5,9 @@ Each group becomes one litellm model group (``model_name``) whose deployments ca
 fallback), then to the group's configured ``fallbacks``; the playbook provider is registered
 once and is the last order level of every group (see :mod:`plantcrew.llm.config`).
 
+A group served by the playbook alone skips the Router when the playbook answers
+(:mod:`plantcrew.llm.direct`); the accounting below is the same.
+
 Per-call accounting (:meth:`ModelRouter.acompletion` returns a :class:`RoutedCall`): the
 deployment that served the call is read from the response's ``_hidden_params["model_id"]``
 (litellm sets it to the deployment's ``model_info.id``, which is our deployment name); the call
@@ -44,6 +47,7 @@ import structlog
 import plantcrew.settings  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm)
 from plantcrew.errors import ModelError
 from plantcrew.llm.config import Deployment, ModelsConfig, load_models_config
+from plantcrew.llm.direct import DirectPlaybook
 from plantcrew.llm.playbook import register_playbook_provider
 from plantcrew.messages import ModelCallInfo
 from plantcrew.settings import get_settings
@@ -156,6 +160,11 @@ class ModelRouter:
                 self._deployments[dep.name] = dep
                 self._group_of[dep.name] = group
                 model_list.append(self._entry(group, dep))
+        self._direct = {
+            g: d
+            for g in config.groups
+            if (d := DirectPlaybook.of(g, self.deployments(g), self.playbooks_path)) is not None
+        }
         r = config.router
         self.router = litellm.Router(
             model_list=model_list,
@@ -264,6 +273,17 @@ class ModelRouter:
         ``exc.plantcrew_call``) when every deployment and fallback failed.
         """
         self.check_group(group)
+        direct = self._direct.get(group)
+        if direct is not None:  # the playbook alone serves the group: no Router machinery
+            start = time.perf_counter()
+            try:
+                served = direct.complete(messages, kwargs)
+            except Exception:  # the Router serves it: its retries, fallbacks and accounting
+                served = None
+            if served is not None:
+                text = served.choices[0].message.content or ""
+                latency = time.perf_counter() - start
+                return RoutedCall(served, self.success_info(group, messages, served, latency, text))
         tag = self._failures.begin()
         metadata = {**(kwargs.pop("metadata", None) or {}), _FailureLog.TAG: tag}
         start = time.perf_counter()
