@@ -20,7 +20,11 @@ the four task roles), as in production. ``--workers 1,2`` compares one and two w
 
 Run:  /work/venv/bin/python bench/incidents.py [--n 300] [--inflight 32] [--workers 1,2]
       [--backends memory,nats,redis] [--db postgresql://postgres@127.0.0.1:5432/test | sqlite]
-It prints its figures and the exact command that produced them. Knobs for looking into where
+It prints its figures and the exact command that produced them, and the CPU time each part
+used per measured incident (from ``/proc``: this process, the Coordinator and worker
+processes, and every ``postgres``, ``nats-server`` and ``redis-server`` process on the machine,
+so other work on the same servers counts too): on a busy machine throughput is noisy, CPU per
+incident much less so. Knobs for looking into where
 the time goes (environment): ``BENCH_AGENTS_PER_WORKER=N`` (``--concurrency`` of each worker
 process), ``BENCH_COORDINATORS_SCALE=1`` (as many Coordinator processes as workers per role),
 ``BENCH_ASYNC_COMMIT=1`` (PostgreSQL ``synchronous_commit=off`` for the benchmark's database:
@@ -46,6 +50,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from plantcrew.agents import Policies
@@ -94,6 +99,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# ---- where the CPU goes ------------------------------------------------------------------
+SERVERS = ("postgres", "nats-server", "redis-server")
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _servers() -> dict[str, list[int]]:
+    """Pids of the database and broker servers on this machine, by name."""
+    out: dict[str, list[int]] = {name: [] for name in SERVERS}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            if comm in out:
+                out[comm].append(int(entry))
+    return out
+
+
+def cpu_snapshot(parts: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each part (a part is a list of pids)."""
+    return {name: sum(_cpu_s(p) for p in pids) for name, pids in parts.items()}
 
 
 # ---- databases ----------------------------------------------------------------------------
@@ -189,6 +228,13 @@ class ProcessCrew:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"crew process {proc.args!r} did not start") from None
                     time.sleep(0.2)
+
+    def parts(self) -> dict[str, list[int]]:
+        """Pids of the crew's processes: ``coordinator`` and ``workers``."""
+        out: dict[str, list[int]] = {"coordinator": [], "workers": []}
+        for proc, _ in self.procs:
+            out["coordinator" if "coordinator" in proc.args else "workers"].append(proc.pid)
+        return out
 
     def stop(self) -> None:
         for proc, _ in self.procs:
@@ -297,7 +343,7 @@ class Driver:
 
 async def bench_one(
     backend: str, workers: int, n: int, inflight: int, db: str, warmup: int
-) -> dict[str, float | str | int | None]:
+) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:10]
     bus_url = (
         f"memory://bench{tag}" if backend == "memory" else f"{BROKERS[backend]}?namespace=b{tag}"
@@ -326,7 +372,11 @@ async def bench_one(
             await driver.ready()
             await driver.drive(driver.make_runs(warmup), inflight)
             runs = driver.make_runs(n)
+            me = "driver" if crew is not None else "driver+crew"
+            parts = {me: [os.getpid()], **(crew.parts() if crew else {}), **_servers()}
+            before = cpu_snapshot(parts)
             wall = await driver.drive(runs, inflight)
+            after = cpu_snapshot(parts)
             lat = [
                 1000 * (driver.closed[r][0] - driver.sent[r]) for r in runs if r in driver.closed
             ]
@@ -347,6 +397,7 @@ async def bench_one(
                 "db_messages": int(persisted),
                 "broker_messages": broker,
                 "commands": driver.plant.commands,
+                "cpu_ms": {k: 1000 * (after[k] - before[k]) / n for k in parts if parts[k]},
             }
         finally:
             for h in hosts:
@@ -384,6 +435,14 @@ async def main() -> None:
                 f"{row['per_s']:7.1f} incidents/s  p50 {row['p50_ms']:7.1f} ms  "
                 f"p99 {row['p99_ms']:7.1f} ms  resolved {row['resolved']}/{row['incidents']}  "
                 f"db messages {row['db_messages']}  broker messages {row['broker_messages']}",
+                flush=True,
+            )
+            cpu = row["cpu_ms"]
+            assert isinstance(cpu, dict)
+            print(
+                "        CPU ms per incident: "
+                + "  ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+                + f"  (total {sum(cpu.values()):.1f})",
                 flush=True,
             )
     db = "SQLite" if args.db == "sqlite" else "PostgreSQL"
