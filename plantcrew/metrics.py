@@ -14,39 +14,15 @@ their kind by :func:`subject_label` (``telemetry.pump1`` → ``telemetry``), nev
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
-from prometheus_client import Counter, Gauge, Histogram
+from plantcrew.tally import MessageTally
 
 NAMESPACE = "plantcrew"
-# label children cached per (subject, type): ``.labels()`` costs microseconds per call (it
-# stringifies, locks and hashes), which the bus's hot path pays on every publish and delivery
-_CHILD_CACHE = 4096
 # handler latency: 1 ms .. 60 s (model calls sit in the seconds)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-MESSAGES_PUBLISHED = Counter(
-    "messages_published_total",
-    "Messages published on the bus, by subject kind and message type.",
-    ["subject", "type"],
-    namespace=NAMESPACE,
-)
-MESSAGES_HANDLED = Counter(
-    "messages_handled_total",
-    "Deliveries handled by a subscriber, by subject kind, message type and outcome "
-    "(ok: the handler returned; error: it raised, so a durable message is redelivered).",
-    ["subject", "type", "outcome"],
-    namespace=NAMESPACE,
-)
-HANDLER_SECONDS = Histogram(
-    "handler_duration_seconds",
-    "Wall seconds a subscriber's handler took for one delivery.",
-    ["subject", "type"],
-    namespace=NAMESPACE,
-    buckets=LATENCY_BUCKETS,
-)
 REDELIVERIES = Counter(
     "redeliveries_total",
     "Durable messages scheduled for another delivery (handler failed or ack wait expired).",
@@ -126,31 +102,28 @@ def subject_label(subject: str) -> str:
     return "other"
 
 
-@lru_cache(maxsize=_CHILD_CACHE)
-def _published_child(subject: str, msg_type: str) -> Any:
-    return MESSAGES_PUBLISHED.labels(subject_label(subject), msg_type)
+# Every publish and delivery on the bus is counted: kept in plain per-thread tallies (see
+# plantcrew.tally, about ten times cheaper than prometheus_client's objects), exported as
+# plantcrew_messages_published_total{subject,type},
+# plantcrew_messages_handled_total{subject,type,outcome} (ok: the handler returned; error: it
+# raised, so a durable message is redelivered) and
+# plantcrew_handler_duration_seconds{subject,type} (LATENCY_BUCKETS).
+MESSAGES = MessageTally(
+    f"{NAMESPACE}_",
+    buckets=LATENCY_BUCKETS,
+    label_of=subject_label,
+    help_published="Messages published on the bus, by subject kind and message type.",
+    help_handled="Deliveries handled by a subscriber, by subject kind, message type and outcome "
+    "(ok: the handler returned; error: it raised, so a durable message is redelivered).",
+    help_seconds="Wall seconds a subscriber's handler took for one delivery.",
+)
+REGISTRY.register(MESSAGES)
 
-
-@lru_cache(maxsize=_CHILD_CACHE)
-def _handled_children(subject: str, msg_type: str) -> tuple[Any, Any, Any]:
-    label = subject_label(subject)
-    return (
-        MESSAGES_HANDLED.labels(label, msg_type, "ok"),
-        MESSAGES_HANDLED.labels(label, msg_type, "error"),
-        HANDLER_SECONDS.labels(label, msg_type),
-    )
-
-
-def published(subject: str, msg_type: str) -> None:
-    """Count one publish on ``subject`` of a message of ``msg_type``."""
-    _published_child(subject, msg_type).inc()
-
-
-def handled(subject: str, msg_type: str, ok: bool, seconds: float) -> None:
-    """Count one handled delivery and its handler's wall ``seconds``."""
-    ok_count, error_count, latency = _handled_children(subject, msg_type)
-    (ok_count if ok else error_count).inc()
-    latency.observe(seconds if seconds > 0.0 else 0.0)
+published = MESSAGES.published
+"""Count one publish on ``subject`` of a message of ``msg_type``: ``published(subject, type)``."""
+handled = MESSAGES.handled
+"""Count one handled delivery and its handler's wall seconds:
+``handled(subject, type, ok, seconds)``."""
 
 
 def redelivered(subject: str) -> None:
@@ -172,11 +145,9 @@ def model_call(model_group: str, deployment: str, *, ok: bool, fallback: bool) -
 __all__ = [
     "AGENTS_LIVE",
     "DEAD_LETTERS",
-    "HANDLER_SECONDS",
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
-    "MESSAGES_HANDLED",
-    "MESSAGES_PUBLISHED",
+    "MESSAGES",
     "MODEL_CALLS",
     "RATE_LIMITED",
     "READY",

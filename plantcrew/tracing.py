@@ -119,7 +119,10 @@ def handled_message() -> Message | None:
 
 def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, or None when no span is recording."""
-    span = trace.get_current_span()
+    ctx = otel_context.get_current()
+    if not ctx:  # nothing attached (the usual case with tracing off): no span to look up
+        return None
+    span = trace.get_current_span(ctx)
     if not span.get_span_context().is_valid:
         return None
     carrier: dict[str, str] = {}
@@ -192,15 +195,16 @@ def add_handling_ids(
     return event_dict
 
 
-def _span(msg: Message, subject: str, name: str | None) -> Any:
+def _span(msg: Message, subject: str, name: str | None, group: str | None = None) -> Any:
     """A consumer span for handling ``msg`` (a context manager), or None when there is none to
-    record: tracing off, or untraced telemetry (high rate: no ``traceparent``)."""
+    record: tracing off, or untraced telemetry (high rate: no ``traceparent``). The span is
+    ``name``, else ``"<group> <type>"``, else ``"handle <type>"``."""
     if msg.traceparent is None and subject.startswith("telemetry."):
         return None
     if not tracing_on():
         return None
     return tracer().start_as_current_span(
-        name or f"handle {msg.type}",
+        name or f"{group or 'handle'} {msg.type}",
         context=context_of(msg.traceparent),
         kind=SpanKind.CONSUMER,
         attributes={
@@ -246,7 +250,7 @@ def instrument_handler(handler: Handler, *, subject: str, group: str | None = No
     if getattr(handler, "__plantcrew_instrumented__", False):
         return handler
     owner = getattr(handler, "__self__", None)
-    prefix = group or "subscriber"
+    group = group or "subscriber"
     handled = metrics.handled
 
     # ``self`` (the bound handler's owner, e.g. an Agent) is a parameter so that it is in the
@@ -254,7 +258,10 @@ def instrument_handler(handler: Handler, *, subject: str, group: str | None = No
     # (``plantcrew.replay.caller``). Callers pass only ``msg``.
     async def wrapped(msg: Message, self: Any = owner) -> Message | None:
         where = msg.subject or subject
-        span_cm = _span(msg, where, f"{prefix} {msg.type}")
+        if msg.traceparent is None and where.startswith("telemetry."):
+            span_cm = None  # untraced telemetry (the high-rate case): never a span
+        else:
+            span_cm = _span(msg, where, None, group)
         token = _HANDLING.set(msg)
         t0 = _perf_counter()
         ok = False
