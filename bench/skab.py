@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from plantcrew.logs import configure as configure_logs
 from plantcrew.scenarios.skab_crew import run_skab_file_crew
 from plantcrew.scenarios.skab_eval import FilePipeline, evaluate_skab, render_report, run_skab_file
 
@@ -34,6 +35,7 @@ def main(argv: list[str]) -> int:
     if not data.is_dir():
         print(f"SKAB data not found at {data}")
         return 2
+    configure_logs("WARNING")  # the crew's runs log to stderr, warnings only
     console = Console(width=160)
     console.print(f"command: python bench/skab.py {' '.join(argv)}".rstrip())
     runs: list[tuple[str, bool, FilePipeline, int]] = [
