@@ -71,7 +71,7 @@ class MonitorConfig(BaseModel):
     )
     early_readings: int = Field(
         60,
-        ge=10,
+        ge=30,
         description="readings needed before an interruption inside calibration to test the "
         "readings after it against them",
     )

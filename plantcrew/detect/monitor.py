@@ -237,7 +237,7 @@ class DeviceMonitor:
         self._cal_ts, self._cal_x, self._cal_gain, self._cal_speed = [], [], [], []
         self._cal_keep = []
         self.state = MonitorState.NORMAL
-        if carried is not None and carried.reported:
+        if carried is not None:
             self._episode, self.state = carried, MonitorState.ANOMALOUS
         return self._verdict(ts, row, 0.0, event=early.event if early else None)
 

@@ -227,3 +227,22 @@ def test_without_an_interruption_calibration_is_unchanged():
     """No pause: the first 400 readings calibrate as SKAB's protocol says, nothing is scored."""
     verdicts = run(DeviceMonitor("pump1"), stream(450, seed=17))
     assert all(v.score == 0.0 and not v.flag and not v.event for v in verdicts[:400])
+
+
+def test_episode_found_just_before_calibration_ends_is_still_reported():
+    """The fault follows a pause 10 readings before calibration ends: its episode is not yet
+    reported when calibration completes, and is reported (once) after it."""
+    data = stream(900, seed=18, shift={"flow_rate": -8, "current": -6}, start=390, end=700)
+    data = [
+        batch(
+            float(i) + (300.0 if i >= 390 else 0.0), {r.sensor: r.value for r in b.readings}, row=i
+        )
+        for i, b in enumerate(data)
+    ]
+    verdicts = run(DeviceMonitor("pump1"), data)
+    detected = [
+        (i, v.event) for i, v in enumerate(verdicts) if isinstance(v.event, AnomalyDetected)
+    ]
+    assert len(detected) == 1
+    row, event = detected[0]
+    assert row >= 400 and 390 + 300 <= event.ts <= 400 + 300
