@@ -130,9 +130,19 @@ def _servers() -> dict[str, list[int]]:
     return out
 
 
-def cpu_snapshot(parts: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds used so far by each part (a part is a list of pids)."""
-    return {name: sum(_cpu_s(p) for p in pids) for name, pids in parts.items()}
+def cpu_snapshot(parts: dict[str, list[int]]) -> dict[int, float]:
+    """CPU seconds used so far by each pid of every part."""
+    return {pid: _cpu_s(pid) for pids in parts.values() for pid in pids}
+
+
+def cpu_used(parts: dict[str, list[int]], before: dict[int, float]) -> dict[str, float]:
+    """CPU seconds each part used since ``before`` (a server process that started since
+    counts from zero; one that ended is left out)."""
+    now = {**_servers(), **{k: v for k, v in parts.items() if k not in SERVERS}}
+    return {
+        name: sum(max(0.0, _cpu_s(p) - before.get(p, 0.0)) for p in pids)
+        for name, pids in now.items()
+    }
 
 
 # ---- databases ----------------------------------------------------------------------------
@@ -376,7 +386,7 @@ async def bench_one(
             parts = {me: [os.getpid()], **(crew.parts() if crew else {}), **_servers()}
             before = cpu_snapshot(parts)
             wall = await driver.drive(runs, inflight)
-            after = cpu_snapshot(parts)
+            used = cpu_used(parts, before)
             lat = [
                 1000 * (driver.closed[r][0] - driver.sent[r]) for r in runs if r in driver.closed
             ]
@@ -397,7 +407,7 @@ async def bench_one(
                 "db_messages": int(persisted),
                 "broker_messages": broker,
                 "commands": driver.plant.commands,
-                "cpu_ms": {k: 1000 * (after[k] - before[k]) / n for k in parts if parts[k]},
+                "cpu_ms": {k: 1000 * v / n for k, v in used.items() if parts.get(k) or v},
             }
         finally:
             for h in hosts:

@@ -70,6 +70,7 @@ from plantcrew.store import (
 from plantcrew.store import audit as audit_log
 from plantcrew.store.costs import budget_spend
 from plantcrew.store.deferred import OutboxRow, committed_outbox
+from plantcrew.store.rows import insert_rows
 from plantcrew.store.tokens import issue_token
 
 log = structlog.get_logger("plantcrew.coordinator")
@@ -113,6 +114,7 @@ def _no_looser_than_rules(p: SafetyDecision) -> SafetyDecision:
 
 
 TASK = TaskRecord.__table__  # type: ignore[attr-defined]
+LESSON = Lesson.__table__  # type: ignore[attr-defined]
 STATUS_FOR = {
     Capability.DIAGNOSE: "diagnosing",
     Capability.PROPOSE_ACTION: "proposing",
@@ -335,17 +337,16 @@ class Coordinator:
             input=data,
         )
         msg = self._emit(s, task, Subjects.tasks(cap), correlation_id=inc.id, cause=cause, pt=pt)
-        s.add(
-            TaskRecord(
-                id=task_id,
-                incident_id=inc.id,
-                capability=cap.value,
-                attempt=attempt,
-                message_id=str(msg.id),
-                assigned_at=pt,
-                deadline_at=deadline,
-            )
+        record = TaskRecord(
+            id=task_id,
+            incident_id=inc.id,
+            capability=cap.value,
+            attempt=attempt,
+            message_id=str(msg.id),
+            assigned_at=pt,
+            deadline_at=deadline,
         )
+        insert_rows(s, [record])
         inc.current_task_id = task_id
         inc.data = {**inc.data, "task_input": data}
         self._set_status(s, inc, STATUS_FOR[cap], f"{cap.value} (attempt {attempt})", pt, cause)
@@ -445,18 +446,12 @@ class Coordinator:
             anomaly=p.model_dump(mode="json"),
             data={"anomalies": 1},
         )
-        s.add(inc)
-        s.flush()
-        s.expunge(inc)
+        insert_rows(s, [inc])
         self._audit(s, "incident.opened", inc, device_id=p.device_id, score=p.score)
+        cols = LESSON.c.root_cause, LESSON.c.signature, LESSON.c.weight, LESSON.c.source
         lessons = [
-            {
-                "root_cause": x.root_cause,
-                "signature": x.signature,
-                "weight": x.weight,
-                "source": x.source,
-            }
-            for x in s.exec(select(Lesson))
+            {"root_cause": cause, "signature": signature, "weight": weight, "source": source}
+            for cause, signature, weight, source in s.execute(select(*cols).order_by(LESSON.c.id))
         ]
         self._dispatch(
             s,
@@ -523,19 +518,17 @@ class Coordinator:
             return
         record_model_calls(s, p.model_calls, msg=msg, agent=p.agent_id, task_id=p.task_id)
         self._note_degraded(inc, p)
-        if s.get(Action, p.action_id) is None:
-            s.add(
-                Action(
-                    id=p.action_id,
-                    run_id=inc.run_id,
-                    incident_id=inc.id,
-                    device_id=p.device_id,
-                    command=p.command,
-                    parameters=p.parameters,
-                    hazard_class=p.hazard_class,
-                    idempotency_key=f"{inc.id}:{p.action_id}",
-                )
-            )
+        action = Action(
+            id=p.action_id,
+            run_id=inc.run_id,
+            incident_id=inc.id,
+            device_id=p.device_id,
+            command=p.command,
+            parameters=p.parameters,
+            hazard_class=p.hazard_class,
+            idempotency_key=f"{inc.id}:{p.action_id}",
+        )
+        insert_rows(s, [action], if_new=True)  # a proposal seen before keeps its action
         inc.data = {**inc.data, "action_id": p.action_id}
         self._audit(
             s,
@@ -827,16 +820,15 @@ class Coordinator:
             and inc.root_cause
             and inc.root_cause != "unknown"
         ):
-            s.add(
-                Lesson(
-                    incident_id=inc.id,
-                    run_id=inc.run_id,
-                    root_cause=inc.root_cause,
-                    signature={d["sensor"]: d["z"] for d in inc.anomaly.get("deviations", [])},
-                    source="confirmed",
-                    note=p.summary[:500],
-                )
+            lesson = Lesson(
+                incident_id=inc.id,
+                run_id=inc.run_id,
+                root_cause=inc.root_cause,
+                signature={d["sensor"]: d["z"] for d in inc.anomaly.get("deviations", [])},
+                source="confirmed",
+                note=p.summary[:500],
             )
+            insert_rows(s, [lesson])
         self._close(s, inc, pt, msg)
         save_incident(s, inc)
 

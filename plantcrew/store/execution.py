@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
+
 from plantcrew.errors import ApprovalError, NotFoundError
 from plantcrew.store.db import Database
 from plantcrew.store.tables import Action, Approval
@@ -58,10 +60,10 @@ def begin_execution(
 
 def finish_execution(db: Database, action_id: str, *, status: str, receipt: dict[str, Any]) -> None:
     """Record the actuator's answer: ``executed`` or ``failed``."""
+    table = Action.__table__  # type: ignore[attr-defined]
     with db.tx() as s:
-        action = s.get(Action, action_id)
-        if action is None:
+        done = s.execute(
+            update(table).where(table.c.id == action_id).values(status=status, receipt=receipt)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
             raise NotFoundError(f"no action {action_id!r}")
-        action.status = status
-        action.receipt = receipt
-        s.add(action)

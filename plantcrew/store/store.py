@@ -20,6 +20,7 @@ from plantcrew.store import audit
 from plantcrew.store.audit import ChainBreak
 from plantcrew.store.db import Database
 from plantcrew.store.deferred import MESSAGE, deferred, message_row
+from plantcrew.store.rows import insert_new, insert_rows
 from plantcrew.store.tables import (
     Action,
     Approval,
@@ -228,17 +229,6 @@ class Store(Database):
 
 
 # ---- helpers used inside a caller's transaction ----------------------------------------------
-def _insert_new(s: Session, table: Any) -> Any:
-    """``INSERT ... ON CONFLICT (id) DO NOTHING`` on ``table`` for the session's database."""
-    if s.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing(index_elements=["id"])
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing(index_elements=["id"])
-
-
 def record_message(s: Session, msg: Message, plant_time: float) -> bool:
     """Append ``msg`` to the conversation log; False when its id is there already.
 
@@ -248,7 +238,7 @@ def record_message(s: Session, msg: Message, plant_time: float) -> bool:
     work = deferred(s)
     if work is not None:
         work.write_messages(s)  # what the transaction queued before comes first
-    stmt = _insert_new(s, MESSAGE).values(**message_row(msg, plant_time))
+    stmt = insert_new(s, MESSAGE).values(**message_row(msg, plant_time))
     return s.execute(stmt.returning(MESSAGE.c.seq)).first() is not None
 
 
@@ -274,31 +264,32 @@ def record_model_calls(
 ) -> None:
     """Store the model calls behind an agent's answer."""
     day = msg.time.date().isoformat()
-    for c in calls:
-        s.add(
-            ModelCall(
-                run_id=msg.run_id,
-                incident_id=msg.correlation_id,
-                task_id=task_id,
-                message_id=str(msg.id),
-                agent=agent,
-                model_group=c.model_group,
-                deployment=c.deployment,
-                model=c.model,
-                prompt_tokens=c.prompt_tokens,
-                completion_tokens=c.completion_tokens,
-                latency_ms=c.latency_ms,
-                cost_usd=c.cost_usd,
-                fallback=c.fallback,
-                degraded_reason=c.degraded_reason,
-                repaired=c.repaired,
-                ok=c.ok,
-                error=c.error,
-                prompt=json.loads(json.dumps(c.prompt, default=str)),
-                response=c.response,
-                day=day,
-            )
+    rows = [
+        ModelCall(
+            run_id=msg.run_id,
+            incident_id=msg.correlation_id,
+            task_id=task_id,
+            message_id=str(msg.id),
+            agent=agent,
+            model_group=c.model_group,
+            deployment=c.deployment,
+            model=c.model,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            latency_ms=c.latency_ms,
+            cost_usd=c.cost_usd,
+            fallback=c.fallback,
+            degraded_reason=c.degraded_reason,
+            repaired=c.repaired,
+            ok=c.ok,
+            error=c.error,
+            prompt=json.loads(json.dumps(c.prompt, default=str)),
+            response=c.response,
+            day=day,
         )
+        for c in calls
+    ]
+    insert_rows(s, rows)
 
 
 def save_incident(s: Session, inc: Incident) -> None:
