@@ -1,9 +1,12 @@
 """The Diagnostic: names an incident's root cause, with confidence and evidence.
 
-Deterministic signature analysis (``plantcrew.detect.rank_root_causes``: the anomaly's
-deviations against physics signatures and against lessons recalled from memory) ranks the
-candidates; a model (AutoGen AssistantAgent through the litellm Router; the playbook model
-offline) chooses and explains. A root cause outside the known vocabulary becomes ``unknown``.
+Deterministic analysis (``plantcrew.detect.rank_root_causes``: the anomaly's deviations
+against the physics rules of ``config/signatures.yaml`` and against lessons recalled from
+memory) ranks the candidates, each with its evidence (conditions that held, deviating sensors
+with direction and size); a model (AutoGen AssistantAgent through the litellm Router; the
+playbook model offline) chooses and explains, given the candidates and the physics (the rule
+descriptions) of the top three. A root cause outside the known vocabulary becomes
+``unknown``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,11 @@ class Diagnostic(Agent):
             "anomaly_score": anomaly.score,
             "deviations": [d.model_dump() for d in anomaly.deviations],
             "candidates": [c.model_dump() for c in candidates],
+            "physics": {
+                c.root_cause: sig.description
+                for c in candidates[:3]
+                if (sig := self.signatures.signatures.get(c.root_cause)) is not None
+            },
         }
         answer, calls = await reason(
             self.router,
