@@ -86,6 +86,16 @@ class Signature(BaseModel):
     sensors: dict[str, float] = {}
     prior: float = Field(1.0, gt=0, le=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kind(cls, data: object) -> object:
+        """A version-1 entry (``sensors`` and no kind, no conditions) is a pattern."""
+        rules = ("require", "any_of", "against", "support")
+        old = isinstance(data, dict) and "kind" not in data and "sensors" in data
+        if old and isinstance(data, dict) and not any(k in data for k in rules):
+            return {**data, "kind": "pattern"}
+        return data
+
     @field_validator("require", "any_of", "against", "support", mode="before")
     @classmethod
     def _norm(cls, v: object) -> object:

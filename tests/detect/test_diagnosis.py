@@ -351,3 +351,19 @@ def test_skab_evidence_names_the_deviating_sensors(skab_runs):
         fault = next(i for i in f.incidents if i.root_cause == f.diagnosed)
         assert fault.confidence >= 0.5
         assert any(" z " in e and " vs baseline " in e for e in fault.evidence), fault.evidence
+
+
+def test_a_version_1_pattern_book_still_loads_and_ranks(tmp_path):
+    old = tmp_path / "signatures.yaml"
+    old.write_text(
+        "version: 1\n"
+        "signatures:\n"
+        "  cavitation:\n"
+        "    sensors: {flow_rate: -1.0, vibration_1: 0.6}\n"
+        "  rotor_imbalance:\n"
+        "    sensors: {vibration_1: 1.0, vibration_2: 1.0}\n"
+    )
+    book = load_signatures(old)
+    assert book.signatures["cavitation"].kind == "pattern"
+    best = top(book, devs(vibration_1=pct("vibration_1", 40), vibration_2=pct("vibration_2", 40)))
+    assert best.root_cause == "rotor_imbalance"
