@@ -13,6 +13,7 @@ other files' evidence at the same offset, with their true root cause).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -107,7 +108,8 @@ def main(argv: list[str]) -> int:
         print(f"{p.parent.name + '/' + p.name:<14}{truth:<24}" + "".join(f"{c:>11}" for c in cells))
     total = len(files)
     print(f"{'right':<38}" + "".join(f"{f'{a}/{b} of {total}':>11}" for a, b in right.values()))
-    print(f"wall_s={time.perf_counter() - started:.1f}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"wall_s={time.perf_counter() - started:.1f} load_average={load}")
     return 0
 
 
