@@ -367,3 +367,23 @@ def test_a_version_1_pattern_book_still_loads_and_ranks(tmp_path):
     assert book.signatures["cavitation"].kind == "pattern"
     best = top(book, devs(vibration_1=pct("vibration_1", 40), vibration_2=pct("vibration_2", 40)))
     assert best.root_cause == "rotor_imbalance"
+
+
+def test_condition_degrees(book):
+    from plantcrew.detect.rules import degree
+
+    scale = book.scale
+    by = {d.sensor: d for d in devs(vibration_1=pct("vibration_1", 40))}
+    assert degree(Condition.parse("vibration_* up 30%"), by, scale) == 1.0, "the strongest match"
+    assert degree(Condition.parse("vibration_* steady"), by, scale) == 0.0, "all must hold still"
+    assert degree(Condition.parse("vibration_2 steady"), by, scale) == 1.0
+    assert degree(Condition.parse("vibration_1 down"), by, scale) == 0.0, "wrong direction"
+    assert degree(Condition.parse("speed_pct up"), by, scale) is None, "no such sensor"
+    half = {d.sensor: d for d in devs(fluid_temperature=1.125)}
+    assert degree(Condition.parse("fluid_temperature up 1.5"), half, scale) == pytest.approx(0.5)
+    zero = {
+        "pressure": Deviation(sensor="pressure", value=1.0, baseline=0.0, z=5.0, direction="up")
+    }
+    assert degree(Condition.parse("pressure up 10%"), zero, scale) == 1.0, (
+        "a relative amount is skipped at a zero baseline"
+    )
