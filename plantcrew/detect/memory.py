@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from plantcrew.detect.diagnosis import Lesson
+from plantcrew.detect.signatures import Lesson
 from plantcrew.errors import ConfigError
 from plantcrew.messages import Deviation
 
