@@ -10,6 +10,7 @@ operation) or unknown to the database gets the defaults: the default plant's ass
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,10 +68,24 @@ class RunContexts:
             self._cache.move_to_end(run_id)
             return hit
         ctx = self._load(run_id)
+        self._keep(ctx)
+        return ctx
+
+    def _keep(self, ctx: RunContext) -> None:
         if ctx.started_at is not None:  # an unknown run may appear later: not cached
-            self._cache[run_id] = ctx
+            self._cache[ctx.run_id] = ctx
             while len(self._cache) > self.max_runs:
                 self._cache.popitem(last=False)
+
+    async def load(self, run_id: str | None) -> RunContext:
+        """:meth:`get`, reading the database in a thread (not on the event loop) when the run
+        is not cached yet."""
+        hit = self._cache.get(run_id)
+        if hit is not None:
+            self._cache.move_to_end(run_id)
+            return hit
+        ctx = await asyncio.to_thread(self._load, run_id)
+        self._keep(ctx)
         return ctx
 
     def start_of(self, run_id: str | None) -> datetime | None:

@@ -874,7 +874,13 @@ class Coordinator:
     # ---- the plant clock -----------------------------------------------------------------
     async def tick(self) -> None:
         """Apply people's votes on this run's approvals and every timeout that is due at the
-        clock's plant time."""
+        clock's plant time, then publish what that queued."""
+        self.apply_tick()
+        await self.relay.flush()
+
+    def apply_tick(self) -> list[OutboxRow]:
+        """The transactions of :meth:`tick` without publishing; returns the outbox rows they
+        committed (a host may run it in a worker thread, as :meth:`apply`)."""
         now = self.clock.t
         with self.store.tx() as s:
             votes = s.exec(
@@ -905,9 +911,11 @@ class Coordinator:
                 if self.on_message is not None:
                     self.on_message(msg)
                 self._apply_vote(s, decision, vote.role, now, msg)
+            voted = committed_outbox(s)
         with self.store.tx() as s:
             self._expire(s, now)
-        await self.relay.flush()
+            expired = committed_outbox(s)
+        return [*voted, *expired]
 
     def _expire(self, s: Session, now: float) -> None:
         for inc in s.exec(

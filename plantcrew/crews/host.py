@@ -46,8 +46,10 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import structlog
 from sqlmodel import col, func, select
@@ -63,6 +65,7 @@ from plantcrew.messages import AgentHeartbeat, Capability, DeadLetter, Message, 
 from plantcrew.store import Incident, Run, Store
 
 log = structlog.get_logger("plantcrew.crews.host")
+T = TypeVar("T")
 
 CLOCK = "crew.clock"
 """Plain subject of the runner's clock beacons (request/reply; see module doc)."""
@@ -120,19 +123,31 @@ class CoordinatorHost:
         self.coordinators: OrderedDict[str, Coordinator] = OrderedDict()
         self.clocks: dict[str, RunClock | LiveClock] = {}
         self.quiet: set[str] = set()
+        self._opening: dict[str, asyncio.Future[Run]] = {}  # runs being read
         self._subs: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = False
 
     # ---- runs ----------------------------------------------------------------------------
-    def coordinator_for(self, run_id: str | None) -> Coordinator:
-        """The Coordinator of ``run_id`` (a run the database lacks is opened as a live run)."""
+    async def coordinator_for(self, run_id: str | None) -> Coordinator:
+        """The Coordinator of ``run_id`` (a run the database lacks is opened as a live run).
+        The run is read in the database threads, once however many events ask at once."""
         run_id = run_id or LIVE_RUN
         coord = self.coordinators.get(run_id)
         if coord is not None:
             self.coordinators.move_to_end(run_id)
             return coord
-        run = self._run(run_id)
+        opening = self._opening.get(run_id)
+        if opening is None:
+            opening = self._opening[run_id] = asyncio.ensure_future(self._db(self._run, run_id))
+        try:
+            run = await asyncio.shield(opening)
+        finally:
+            if opening.done():
+                self._opening.pop(run_id, None)
+        coord = self.coordinators.get(run_id)
+        if coord is not None:  # another event of the run got here first
+            return coord
         started = as_utc(run.started_at)
         live = "scenario" not in run.config
         clock = LiveClock(started) if live else RunClock(started)
@@ -154,6 +169,15 @@ class CoordinatorHost:
             self.quiet.discard(old)
         log.info("serving run", run=run_id, live=live, started=started.isoformat())
         return coord
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _tick(self, coord: Coordinator) -> None:
+        """Tick ``coord`` in the database threads and publish what it queued."""
+        rows = await self._db(coord.apply_tick)
+        if rows:
+            await self.relay.publish_rows(rows)
 
     def _run(self, run_id: str) -> Run:
         try:
@@ -245,7 +269,7 @@ class CoordinatorHost:
             for run_id, coord in list(self.coordinators.items()):
                 if isinstance(self.clocks.get(run_id), LiveClock):
                     try:
-                        await coord.tick()
+                        await self._tick(coord)
                     except (StoreError, BusError) as exc:
                         log.warning("tick failed", run=coord.run_id, error=str(exc))
 
@@ -255,13 +279,13 @@ class CoordinatorHost:
         if isinstance(hb, AgentHeartbeat) and hb.capabilities:
             self.registry.heard(hb, 0.0)
 
-    def _observe(self, msg: Message) -> Coordinator:
-        coord = self.coordinator_for(msg.run_id)
+    async def _observe(self, msg: Message) -> Coordinator:
+        coord = await self.coordinator_for(msg.run_id)
         self.clocks[coord.run_id].observe(msg.time)
         return coord
 
     async def _on_event(self, msg: Message) -> None:
-        coord = self._observe(msg)
+        coord = await self._observe(msg)
         self.quiet.discard(coord.run_id)
         key = msg.correlation_id or coord.run_id
         lock, users = self._serial.setdefault(key, (asyncio.Lock(), [0]))
@@ -280,7 +304,9 @@ class CoordinatorHost:
             await self.relay.flush()
 
     async def _on_dead(self, msg: Message) -> None:
-        if isinstance(msg.payload, DeadLetter) and self.store.record_dead_letter(msg):
+        if isinstance(msg.payload, DeadLetter) and await self._db(
+            self.store.record_dead_letter, msg
+        ):
             log.warning(
                 "dead letter",
                 subject=msg.payload.original_subject,
@@ -290,10 +316,10 @@ class CoordinatorHost:
 
     async def _on_clock(self, msg: Message) -> Message:
         """A clock beacon: move the run to its plant time, tick, flush, then answer."""
-        coord = self._observe(msg)
+        coord = await self._observe(msg)
         if coord.run_id not in self.quiet:
-            await coord.tick()
-            if not self._active(coord.run_id):
+            await self._tick(coord)
+            if not await self._db(self._active, coord.run_id):
                 self.quiet.add(coord.run_id)
         hb = AgentHeartbeat(
             agent_id=self.agent_id,

@@ -145,6 +145,7 @@ class WorkerAgent(Agent):
             self.host.gate.leave()
 
     async def handle(self, task: Task, msg: Message) -> Any:
+        await self.host.contexts.load(msg.run_id)  # a new run is read off the event loop
         return await self.runs.get(msg.run_id).handle(task, msg)
 
 
@@ -179,6 +180,7 @@ class MonitorWorker(Agent):
         if self.host.gate.closed:
             return
         current_message.set(msg)
+        await self.host.contexts.load(msg.run_id)  # a new run is read off the event loop
         monitor = self.runs.get(msg.run_id)
         assert isinstance(monitor, Monitor)
         await monitor._on_telemetry(msg)
