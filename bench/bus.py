@@ -17,7 +17,9 @@ hot path (serialize on publish, validate on receive, dispatch, metrics) costs.
 The machine is shared and noisy, so each backend runs ``--repeat`` times (raw and ours
 back to back each time) and the report gives the median of the runs, the median of the
 per-run ratios ours/raw (the fairest figure: both sides of one ratio saw the same load), the
-spread, and the load average before and after.
+spread, and the load average before and after. Throughput is given per wall second and per
+CPU second of this process: under load the CPU ratio is the steadier estimate of what a quiet
+machine shows (one event loop is the bottleneck on both sides).
 
 Run:  /work/venv/bin/python bench/bus.py [--n 100000] [--backends memory,nats,redis]
 It prints its figures and the exact command that produced them.
