@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from plantcrew.errors import ApprovalError, NotFoundError
 from plantcrew.store.db import Database
 from plantcrew.store.tables import Action, Approval
 from plantcrew.store.tokens import check_token
+
+ACTION = Action.__table__  # type: ignore[attr-defined]
+APPROVAL = Approval.__table__  # type: ignore[attr-defined]
 
 
 def begin_execution(
@@ -27,13 +30,13 @@ def begin_execution(
     NotFoundError for an unknown action.
     """
     with db.tx() as s:
-        action = s.get(Action, action_id, with_for_update=True)
-        if action is None:
+        found = s.execute(select(ACTION).where(ACTION.c.id == action_id).with_for_update()).first()
+        if found is None:
             raise NotFoundError(f"no action {action_id!r}")
+        action = Action(**found._mapping)
         if action.status in ("executing", "executed"):
-            s.expunge(action)
             return action, False
-        approval = s.get(Approval, approval_id)
+        approval = s.execute(select(APPROVAL).where(APPROVAL.c.id == approval_id)).first()
         if approval is None:
             raise ApprovalError(f"no approval {approval_id!r}")
         if approval.action_id != action.id:
@@ -47,23 +50,20 @@ def begin_execution(
         check_token(
             token, approval.id, action.id, action.device_id, action.command, action.parameters
         )
-        approval.consumed_at = plant_time
-        action.status = "executing"
-        action.approval_id = approval.id
-        action.executed_at = plant_time
-        s.add(approval)
-        s.add(action)
-        s.flush()
-        s.expunge(action)
+        s.execute(
+            update(APPROVAL).where(APPROVAL.c.id == approval_id).values(consumed_at=plant_time)
+        )
+        claimed = {"status": "executing", "approval_id": approval_id, "executed_at": plant_time}
+        s.execute(update(ACTION).where(ACTION.c.id == action_id).values(**claimed))
+        action.status, action.approval_id, action.executed_at = "executing", approval_id, plant_time
         return action, True
 
 
 def finish_execution(db: Database, action_id: str, *, status: str, receipt: dict[str, Any]) -> None:
     """Record the actuator's answer: ``executed`` or ``failed``."""
-    table = Action.__table__  # type: ignore[attr-defined]
     with db.tx() as s:
         done = s.execute(
-            update(table).where(table.c.id == action_id).values(status=status, receipt=receipt)
+            update(ACTION).where(ACTION.c.id == action_id).values(status=status, receipt=receipt)
         )
         if done.rowcount != 1:  # type: ignore[attr-defined]
             raise NotFoundError(f"no action {action_id!r}")
