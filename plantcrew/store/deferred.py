@@ -57,7 +57,7 @@ def message_row(msg: Message, plant_time: float, body: str | None = None) -> dic
         "subject": msg.subject,
         "time": msg.time,
         "plant_time": plant_time,
-        "body": body if body is not None else msg.model_dump_json(),
+        "body": body if body is not None else msg.to_bytes().decode(),
     }
 
 
@@ -74,7 +74,7 @@ class Deferred:
         if not self.messages:
             return
         queued, self.messages = self.messages, []
-        bodies = [m.model_dump_json() for m, _ in queued]
+        bodies = [m.to_bytes().decode() for m, _ in queued]  # kept: the bus sends them
         s.execute(
             insert(MESSAGE),
             [message_row(m, pt, body) for (m, pt), body in zip(queued, bodies, strict=True)],

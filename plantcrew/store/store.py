@@ -254,7 +254,7 @@ def add_outbox(s: Session, msg: Message, plant_time: float) -> None:
     if work is not None:
         work.messages.append((msg, plant_time))
         return
-    body = msg.model_dump_json()
+    body = msg.to_bytes().decode()
     s.execute(insert(MESSAGE).values(**message_row(msg, plant_time, body)))
     s.add(OutboxEntry(message_id=str(msg.id), subject=msg.subject, body=body))
 
