@@ -27,6 +27,7 @@ so other work on the same servers counts too): on a busy machine throughput is n
 incident much less so. Knobs for looking into where
 the time goes (environment): ``BENCH_AGENTS_PER_WORKER=N`` (``--concurrency`` of each worker
 process), ``BENCH_COORDINATORS_SCALE=1`` (as many Coordinator processes as workers per role),
+``BENCH_COORDINATOR_THREADS=N`` (the Coordinator's database threads, default 8),
 ``BENCH_ASYNC_COMMIT=1`` (PostgreSQL ``synchronous_commit=off`` for the benchmark's database:
 shows what the write-ahead log's fsync costs; never a production setting).
 """
@@ -78,7 +79,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TASK_ROLES = ("diagnostic", "operator", "safety", "reviewer")
 NEEDED = {Capability.DIAGNOSE, Capability.PROPOSE_ACTION, Capability.ASSESS_SAFETY}
 NEEDED |= {Capability.ACTUATE, Capability.REVIEW}
-COORDINATOR_THREADS = 8  # events applied at once by the Coordinator (its database threads)
+# events applied at once by the Coordinator (its database threads)
+COORDINATOR_THREADS = int(os.environ.get("BENCH_COORDINATOR_THREADS", "8"))
 AGENTS_PER_WORKER = int(os.environ.get("BENCH_AGENTS_PER_WORKER", "1"))
 COORDINATORS_SCALE = bool(os.environ.get("BENCH_COORDINATORS_SCALE"))
 BROKERS = {"nats": "nats://127.0.0.1:4222", "redis": "redis://127.0.0.1:6379"}
