@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import threading
@@ -140,11 +141,8 @@ class CoordinatorHost:
         opening = self._opening.get(run_id)
         if opening is None:
             opening = self._opening[run_id] = asyncio.ensure_future(self._db(self._run, run_id))
-        try:
-            run = await asyncio.shield(opening)
-        finally:
-            if opening.done():
-                self._opening.pop(run_id, None)
+            opening.add_done_callback(functools.partial(self._opened, run_id))
+        run = await asyncio.shield(opening)
         coord = self.coordinators.get(run_id)
         if coord is not None:  # another event of the run got here first
             return coord
@@ -169,6 +167,9 @@ class CoordinatorHost:
             self.quiet.discard(old)
         log.info("serving run", run=run_id, live=live, started=started.isoformat())
         return coord
+
+    def _opened(self, run_id: str, _: asyncio.Future[Run]) -> None:
+        self._opening.pop(run_id, None)
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
