@@ -480,11 +480,14 @@ def evaluate_skab(
             mem_csv.extend(expand_paths([p]))
     memory.extend(lessons_from(run_all(mem_csv, [[] for _ in mem_csv], False)))
 
-    by_file: dict[str, Lesson] = {}
+    own: list[Lesson | None] = [None for _ in files]  # each file's lesson, by position
     if leave_one_out:
         plain = run_all(files, [memory for _ in files], False)
-        by_file = {r.path: lesson for r in plain if (lesson := lesson_of(r)) is not None}
-    per_file = [memory + [les for p, les in by_file.items() if p != str(path)] for path in files]
+        own = [lesson_of(r) for r in plain]  # ``run_all`` keeps the order of ``files``
+    per_file = [
+        memory + [les for j, les in enumerate(own) if les is not None and j != i]
+        for i in range(len(files))
+    ]
     results = run_all(files, per_file, True)
 
     labelled = [r for r in results if r.labelled]
@@ -498,7 +501,7 @@ def evaluate_skab(
         median_report_delay_s=statistics.median(reported) if reported else None,
         diagnosed_right=sum(1 for r in judged if r.correct),
         diagnosed_total=len(judged),
-        memory_lessons=len(memory) + len(by_file),
+        memory_lessons=len(memory) + sum(1 for les in own if les is not None),
         leave_one_out=leave_one_out,
         wall_s=time.perf_counter() - started,
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from plantcrew.detect import confusion
-from plantcrew.scenarios.skab_eval import evaluate_skab, load_truth, skab_truth
+from plantcrew.scenarios.skab_eval import evaluate_skab, load_truth, run_skab_file, skab_truth
 from tests.conftest import require_shared_data
 
 
@@ -50,17 +51,27 @@ def test_per_file_predictions_and_metrics_are_consistent(skab, tmp_path):
     assert report.files[0].incidents_opened >= 1, "the inlet valve closure is detected"
 
 
-def test_leave_one_out_recalls_the_same_fault_from_another_file(skab, tmp_path):
-    """Two recordings of one fault: each recalls the other's confirmed lesson, not its own."""
+def _resolving(path, **kw):
+    """A pipeline that reports its file's resolved path, as the whole-crew pipeline does."""
+    return run_skab_file(Path(path).resolve(), **kw)
+
+
+@pytest.mark.parametrize("pipeline", [run_skab_file, _resolving])
+def test_leave_one_out_recalls_the_same_fault_from_another_file(
+    skab, tmp_path, monkeypatch, pipeline
+):
+    """Two recordings of one fault: each recalls the other's confirmed lesson, not its own,
+    also when the files are given by relative paths and the pipeline resolves them."""
     twins = []
     for name in ("a.csv", "b.csv"):
         target = tmp_path / "valve2" / name
         target.parent.mkdir(exist_ok=True)
         shutil.copyfile(skab / "valve2" / "0.csv", target)
-        twins.append(target)
+        twins.append(target.relative_to(tmp_path))
+    monkeypatch.chdir(tmp_path)
     files = [*twins, skab / "other" / "6.csv"]
-    plain = evaluate_skab(files)
-    loo = evaluate_skab(files, leave_one_out=True)
+    plain = evaluate_skab(files, pipeline=pipeline)
+    loo = evaluate_skab(files, leave_one_out=True, pipeline=pipeline)
     assert plain.memory_lessons == 0 and loo.memory_lessons == 3
     assert [f.flags for f in plain.files] == [f.flags for f in loo.files], (
         "memory never changes detection"
