@@ -17,6 +17,7 @@ incident goes to a person at once.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -115,6 +116,9 @@ def _no_looser_than_rules(p: SafetyDecision) -> SafetyDecision:
 
 TASK = TaskRecord.__table__  # type: ignore[attr-defined]
 LESSON = Lesson.__table__  # type: ignore[attr-defined]
+FULL_TICK_S = 5.0
+"""Plant seconds a Coordinator trusts its last full tick for: it skips the database work of
+ticks while nothing can be due; another process's changes to the run are seen within this."""
 STATUS_FOR = {
     Capability.DIAGNOSE: "diagnosing",
     Capability.PROPOSE_ACTION: "proposing",
@@ -149,6 +153,11 @@ class Coordinator:
         self.relay = OutboxRelay(store, bus)
         self.on_message = on_message
         self._subs: list[Subscription] = []
+        # what the last full tick learnt (see :meth:`apply_tick`): nothing is due before
+        # ``_quiet_until`` plant s, valid while no event has been applied since (``_applied``)
+        self._applied = 0
+        self._quiet_until: float | None = None
+        self._quiet_as_of = -1
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -229,6 +238,7 @@ class Coordinator:
             if handler is not None:
                 handler(s, msg, pt)
             committed = committed_outbox(s)  # filled in when the transaction commits
+        self._applied += 1  # deadlines may have changed: the next tick looks again
         return committed
 
     async def _on_event(self, msg: Message) -> None:
@@ -874,14 +884,31 @@ class Coordinator:
     # ---- the plant clock -----------------------------------------------------------------
     async def tick(self) -> None:
         """Apply people's votes on this run's approvals and every timeout that is due at the
-        clock's plant time, then publish what that queued."""
+        clock's plant time, then publish what that queued (and what the outbox still holds)."""
+        if self.quiet():
+            return
         self.apply_tick()
         await self.relay.flush()
 
+    def quiet(self) -> bool:
+        """True when a tick now would find nothing to do, by what the last full tick learnt:
+        no approval was pending (so no vote to apply), the earliest deadline of the run's
+        active incidents is still ahead, no event has been applied by this object since, and
+        that tick is less than :data:`FULL_TICK_S` plant seconds old (events of this run
+        applied by another process are seen within that time)."""
+        return (
+            self._quiet_until is not None
+            and self._quiet_as_of == self._applied
+            and self.clock.t < self._quiet_until
+        )
+
     def apply_tick(self) -> list[OutboxRow]:
         """The transactions of :meth:`tick` without publishing; returns the outbox rows they
-        committed (a host may run it in a worker thread, as :meth:`apply`)."""
-        now = self.clock.t
+        committed (a host may run it in a worker thread, as :meth:`apply`). Does nothing
+        while :meth:`quiet`."""
+        if self.quiet():
+            return []
+        now, applied = self.clock.t, self._applied
         with self.store.tx() as s:
             votes = s.exec(
                 select(ApprovalVote)
@@ -913,11 +940,19 @@ class Coordinator:
                 self._apply_vote(s, decision, vote.role, now, msg)
             voted = committed_outbox(s)
         with self.store.tx() as s:
-            self._expire(s, now)
+            next_due = self._expire(s, now)
             expired = committed_outbox(s)
+        quiet = next_due is not None and not votes
+        self._quiet_until = min(next_due, now + FULL_TICK_S) if next_due and quiet else None
+        self._quiet_as_of = applied
         return [*voted, *expired]
 
-    def _expire(self, s: Session, now: float) -> None:
+    def _expire(self, s: Session, now: float) -> float | None:
+        """Apply every timeout due at ``now``. Returns the plant time before which no timeout
+        of the run can fall due (``inf``: none pending), or None when this call changed an
+        incident or an approval is pending (people may vote any time): then the next tick
+        looks again."""
+        next_due: float | None = math.inf
         for inc in s.exec(
             select(Incident).where(
                 col(Incident.run_id) == self.run_id, col(Incident.status).in_(ACTIVE)
@@ -971,3 +1006,15 @@ class Coordinator:
                 changed = True
             if changed:
                 save_incident(s, inc)
+                next_due = None
+            elif next_due is not None:
+                if inc.status == "awaiting_approval":
+                    next_due = None
+                    continue
+                for due in (
+                    rec.deadline_at if rec is not None else None,
+                    inc.data.get("verify_deadline") if inc.status == "verifying" else None,
+                ):
+                    if isinstance(due, int | float):
+                        next_due = min(next_due, float(due))
+        return next_due
