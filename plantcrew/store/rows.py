@@ -29,9 +29,11 @@ def insert_new(s: Session, table: Any, key: str = "id") -> Any:
 
 
 def row_of(obj: SQLModel) -> dict[str, Any]:
-    """The column values of table object ``obj`` (an unset autoincrement key left out)."""
+    """The column values of table object ``obj`` (an unset autoincrement key left out), as
+    they are (``model_dump`` would deep-copy every JSON value)."""
     table = type(obj).__table__  # type: ignore[attr-defined]
-    return {k: v for k, v in obj.model_dump().items() if not (v is None and table.c[k].primary_key)}
+    values = {c.name: (getattr(obj, c.name), c.primary_key) for c in table.columns}
+    return {k: v for k, (v, key) in values.items() if not (v is None and key)}
 
 
 def insert_rows(s: Session, objs: Sequence[SQLModel], *, if_new: bool = False) -> None:

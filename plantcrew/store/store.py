@@ -35,6 +35,7 @@ from plantcrew.store.tables import (
 )
 
 INCIDENT = Incident.__table__  # type: ignore[attr-defined]
+_INCIDENT_FIELDS = [c.name for c in INCIDENT.columns if c.name not in ("id", "version")]
 
 
 class Store(Database):
@@ -297,7 +298,7 @@ def save_incident(s: Session, inc: Incident) -> None:
 
     Raises ConflictError when the stored version differs from ``inc.version``.
     """
-    values = inc.model_dump(exclude={"id", "version"})
+    values = {name: getattr(inc, name) for name in _INCIDENT_FIELDS}  # no deep copy of data
     res = s.execute(
         update(INCIDENT)
         .where(INCIDENT.c.id == inc.id, INCIDENT.c.version == inc.version)
