@@ -11,12 +11,14 @@ from plantcrew.settings import load_yaml_model
 
 
 class CoordinatorSettings(BaseModel):
-    """Timeouts in plant seconds."""
+    """Timeouts in plant seconds; ``max_lessons``: how many of the newest confirmed lessons
+    (and, separately, corrections) a diagnose task carries, identical ones merged."""
 
     task_timeout_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     verify_timeout_s: float = Field(240.0, gt=0)
     agent_ttl_s: float = Field(30.0, gt=0)
+    max_lessons: int = Field(1000, ge=0)
 
 
 ROLES = ("monitor", "diagnostic", "operator", "safety", "reviewer")

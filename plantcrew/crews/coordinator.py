@@ -17,12 +17,14 @@ incident goes to a person at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import select as sa_select
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
@@ -116,6 +118,40 @@ def _no_looser_than_rules(p: SafetyDecision) -> SafetyDecision:
 
 TASK = TaskRecord.__table__  # type: ignore[attr-defined]
 LESSON = Lesson.__table__  # type: ignore[attr-defined]
+
+
+def recent_lessons(s: Session, limit: int) -> list[dict[str, Any]]:
+    """The memory a diagnose task carries: the ``limit`` newest confirmed lessons and the
+    ``limit`` newest corrections (``feedback``), oldest first, identical ones (same root
+    cause, source and signature) merged into one whose ``weight`` is their sum and ``count``
+    their number, so recall scores them as before and a task stays bounded in size."""
+    cols = LESSON.c.root_cause, LESSON.c.signature, LESSON.c.weight, LESSON.c.source
+    rows: list[Any] = []
+    for source in ("confirmed", "feedback"):
+        newest = (
+            sa_select(LESSON.c.id, *cols)
+            .where(LESSON.c.source == source)
+            .order_by(LESSON.c.id.desc())
+            .limit(limit)
+        )
+        rows.extend(s.execute(newest).all())
+    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for _, cause, signature, weight, source in sorted(rows, key=lambda r: r[0]):
+        key = (cause, source, json.dumps(signature, sort_keys=True))
+        if key in merged:
+            merged[key]["weight"] += weight
+            merged[key]["count"] += 1
+        else:
+            merged[key] = {
+                "root_cause": cause,
+                "signature": signature,
+                "weight": weight,
+                "source": source,
+                "count": 1,
+            }
+    return list(merged.values())
+
+
 FULL_TICK_S = 5.0
 """Plant seconds a Coordinator trusts its last full tick for: it skips the database work of
 ticks while nothing can be due; another process's changes to the run are seen within this."""
@@ -458,11 +494,7 @@ class Coordinator:
         )
         insert_rows(s, [inc])
         self._audit(s, "incident.opened", inc, device_id=p.device_id, score=p.score)
-        cols = LESSON.c.root_cause, LESSON.c.signature, LESSON.c.weight, LESSON.c.source
-        lessons = [
-            {"root_cause": cause, "signature": signature, "weight": weight, "source": source}
-            for cause, signature, weight, source in s.execute(select(*cols).order_by(LESSON.c.id))
-        ]
+        lessons = recent_lessons(s, self.settings.max_lessons)
         self._dispatch(
             s,
             inc,

@@ -223,7 +223,9 @@ def recall(
             memory[cause] = min(closeness, 1.0) ** 2 * w / (w + 0.1)
         kinds = "/".join(sorted({les.source for _, les in hits}))
         evidence.setdefault(cause, []).insert(
-            0, f"recalls {len(hits)} {kinds} incident(s), best similarity {best:.2f}"
+            0,
+            f"recalls {sum(les.count for _, les in hits)} {kinds} incident(s), "
+            f"best similarity {best:.2f}",
         )
     for cause in list(scores) + [c for c in memory if c not in scores]:
         damp = max((v for c, v in damping.items() if c != cause), default=0.0)

@@ -127,7 +127,8 @@ class Lesson(BaseModel):
     """A remembered incident: its root cause and deviation signature (sensor -> z).
 
     ``source`` is ``confirmed`` (the Reviewer confirmed the diagnosis) or ``feedback`` (a
-    person or the Reviewer corrected it); ``weight`` scales its vote.
+    person or the Reviewer corrected it); ``weight`` scales its vote; ``count`` is how many
+    identical incidents it stands for (merged by the Coordinator; ``weight`` is their sum).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -136,6 +137,7 @@ class Lesson(BaseModel):
     signature: dict[str, float] = Field(min_length=1)
     weight: float = Field(1.0, gt=0)
     source: Literal["confirmed", "feedback"] = "confirmed"
+    count: int = Field(1, ge=1)
 
 
 class Candidate(BaseModel):

@@ -1,0 +1,73 @@
+"""The memory a diagnose task carries: bounded, identical lessons merged, same diagnosis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from plantcrew.crews.coordinator import recent_lessons
+from plantcrew.detect import default_signatures_path, load_signatures
+from plantcrew.detect.diagnosis import rank_root_causes
+from plantcrew.detect.memory import signature_of
+from plantcrew.detect.signatures import Lesson as MemoryLesson
+from plantcrew.store import Lesson, Store
+from tests.detect.test_diagnosis import devs, pct
+
+
+def store_with(tmp_path: Path, lessons: list[Lesson]) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+    with store.tx() as s:
+        for lesson in lessons:
+            s.add(lesson)
+    return store
+
+
+def test_identical_lessons_merge_into_one_with_their_count_and_summed_weight(
+    tmp_path: Path,
+) -> None:
+    a, b = {"flow_rate": -2.0, "pressure": 1.0}, {"vibration_1": 3.0}
+    store = store_with(tmp_path, [
+        *[Lesson(root_cause="inlet_valve_closure", signature=a) for _ in range(300)],
+        Lesson(root_cause="rotor_imbalance", signature=b),
+        Lesson(root_cause="inlet_valve_closure", signature=a, source="feedback", weight=2.0),
+        Lesson(root_cause="inlet_valve_closure", signature=a, source="feedback", weight=2.0),
+    ])
+    with store.tx() as s:
+        out = recent_lessons(s, 1000)
+    assert out == [
+        {"root_cause": "inlet_valve_closure", "signature": a, "weight": 300.0,
+         "source": "confirmed", "count": 300},
+        {"root_cause": "rotor_imbalance", "signature": b, "weight": 1.0, "source": "confirmed",
+         "count": 1},
+        {"root_cause": "inlet_valve_closure", "signature": a, "weight": 4.0, "source": "feedback",
+         "count": 2},
+    ]
+
+
+def test_the_newest_lessons_are_kept_and_corrections_are_not_crowded_out(
+    tmp_path: Path,
+) -> None:
+    confirmed = [Lesson(root_cause="cavitation", signature={"flow_rate": -float(i + 1)})
+                 for i in range(50)]
+    correction = Lesson(root_cause="outlet_valve_closure", signature={"pressure": 4.0},
+                        source="feedback", weight=2.0)
+    store = store_with(tmp_path, [correction, *confirmed])
+    with store.tx() as s:
+        out = recent_lessons(s, 10)
+    kept = [x["signature"]["flow_rate"] for x in out if x["source"] == "confirmed"]
+    assert kept == [-float(i + 1) for i in range(40, 50)]  # the ten newest, oldest first
+    assert [x["root_cause"] for x in out if x["source"] == "feedback"] == ["outlet_valve_closure"]
+
+
+def test_a_merged_lesson_ranks_as_its_copies_do() -> None:
+    book = load_signatures(default_signatures_path())
+    seen = devs(flow_rate=pct("flow_rate", -3), motor_temperature=-1.0)
+    sig = signature_of(seen)
+    copies = [MemoryLesson(root_cause="outlet_valve_closure", signature=sig) for _ in range(5)]
+    merged = [MemoryLesson(root_cause="outlet_valve_closure", signature=sig, weight=5.0, count=5)]
+    by_copies = rank_root_causes(seen, book, copies)
+    by_merged = rank_root_causes(seen, book, merged)
+    assert [(c.root_cause, c.score) for c in by_copies] == [
+        (c.root_cause, c.score) for c in by_merged
+    ]
+    assert by_copies[0].evidence == by_merged[0].evidence
+    assert any("recalls 5 confirmed" in e for c in by_merged for e in c.evidence)
