@@ -152,6 +152,12 @@ class RouterSettings(_Strict):
     context_window_fallbacks: dict[str, list[str]] = {}
     content_policy_fallbacks: dict[str, list[str]] = {}
     playbook_last_resort: bool = True
+    playbook_direct: bool = Field(
+        False,
+        description="a group served by the playbook alone answers without the Router "
+        "(plantcrew.llm.direct): faster, same records; off by default so that offline runs "
+        "take the same litellm path as hosted models",
+    )
 
 
 class ModelsConfig(_Strict):

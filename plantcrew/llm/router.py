@@ -5,8 +5,9 @@ Each group becomes one litellm model group (``model_name``) whose deployments ca
 fallback), then to the group's configured ``fallbacks``; the playbook provider is registered
 once and is the last order level of every group (see :mod:`plantcrew.llm.config`).
 
-A group served by the playbook alone skips the Router when the playbook answers
-(:mod:`plantcrew.llm.direct`); the accounting below is the same.
+With ``router.playbook_direct`` (off by default), a group served by the playbook alone skips
+the Router when the playbook answers (:mod:`plantcrew.llm.direct`); the accounting below is
+the same.
 
 Per-call accounting (:meth:`ModelRouter.acompletion` returns a :class:`RoutedCall`): the
 deployment that served the call is read from the response's ``_hidden_params["model_id"]``
@@ -163,7 +164,8 @@ class ModelRouter:
         self._direct = {
             g: d
             for g in config.groups
-            if (d := DirectPlaybook.of(g, self.deployments(g), self.playbooks_path)) is not None
+            if config.router.playbook_direct
+            and (d := DirectPlaybook.of(g, self.deployments(g), self.playbooks_path)) is not None
         }
         r = config.router
         self.router = litellm.Router(

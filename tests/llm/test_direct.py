@@ -21,18 +21,21 @@ def playbook_router(**playbook: Any) -> ModelRouter:
         "groups": {"triage": {"deployments": [
             {"model": "playbook/default", "name": "triage-playbook", **playbook},
         ]}},
-        "router": {"num_retries": 0},
+        "router": {"num_retries": 0, "playbook_direct": True},
     })  # fmt: skip
     return ModelRouter(cfg)
 
 
 def test_only_a_lone_plain_playbook_takes_the_direct_route(router: ModelRouter) -> None:
-    assert set(router._direct) == set(router.groups)  # the shipped offline config
+    assert not router._direct  # the shipped config: off, offline runs take litellm's path
+    shipped = router.config.model_copy(update={"router": router.config.router.model_copy(
+        update={"playbook_direct": True})})
+    assert set(ModelRouter(shipped)._direct) == set(router.groups)
     assert not playbook_router(rpm=600)._direct  # limits are the Router's to apply
     assert not playbook_router(extra={"temperature": 0})._direct
     hosted = models_config_from_dict({"groups": {"triage": {"deployments": [
         {"model": "openai/gpt-4o-mini", "name": "mini"},
-    ]}}})  # fmt: skip
+    ]}}, "router": {"playbook_direct": True}})  # fmt: skip
     assert not ModelRouter(hosted)._direct
 
 
