@@ -28,9 +28,10 @@ from typing import Any, Protocol
 import structlog
 from uuid6 import uuid7
 
-from plantcrew.agents import Asset, Policies
+from plantcrew.agents import Policies
 from plantcrew.bus import Bus, connect
 from plantcrew.crews.config import CrewConfig
+from plantcrew.crews.context import assets_of
 from plantcrew.crews.crew import Crew, CrewParts
 from plantcrew.crews.remote import RemoteCrew
 from plantcrew.detect import MonitorConfig, load_signatures
@@ -41,7 +42,6 @@ from plantcrew.plant.actuators import ActuatorCommand, SimulatedActuator
 from plantcrew.plant.clock import SimClock
 from plantcrew.plant.csv_replay import CsvReplaySource, skab_preset
 from plantcrew.plant.sim import SimulatedPlant
-from plantcrew.plant.spec import PlantSpec, ValveSpec
 from plantcrew.scenarios.expectations import ExpectationResult, check
 from plantcrew.scenarios.human import ScriptedHuman
 from plantcrew.scenarios.schema import Scenario, load_scenario, resolve_data_path
@@ -89,15 +89,6 @@ class RunResult:
             "plant_seconds": self.plant_seconds,
             "wall_seconds": round(self.wall_seconds, 3),
         }
-
-
-def assets_of(plant: PlantSpec) -> dict[str, Asset]:
-    """The asset registry of a plant spec: device id → type (and valve role)."""
-    out: dict[str, Asset] = {}
-    for dev in plant.devices:
-        role = dev.role if isinstance(dev, ValveSpec) else None
-        out[dev.id] = Asset(type=dev.type, role=role)
-    return out
 
 
 def approval_verifier(cmd: ActuatorCommand) -> None:
