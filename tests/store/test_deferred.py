@@ -4,27 +4,15 @@ rolled-back transaction leaves nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
-
 import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
 from plantcrew.messages import AnomalyCleared, Message, Subjects
-from plantcrew.store import AuditEntry, Run, Store, add_outbox, record_message, verify_chain
+from plantcrew.store import AuditEntry, Store, add_outbox, record_message, verify_chain
 from plantcrew.store.audit import append_deferred
 from plantcrew.store.deferred import OutboxRow, committed_outbox
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
-    s.create_run(Run(id="r1", started_at=NOW))
-    yield s
-    s.dispose()
+from tests.store.conftest import NOW
 
 
 def message(i: int) -> Message:

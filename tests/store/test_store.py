@@ -3,8 +3,6 @@ execution; SQLite's WAL mode."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,6 @@ from plantcrew.store import (
     Action,
     Approval,
     Incident,
-    Run,
     Store,
     add_outbox,
     load_incident,
@@ -25,16 +22,7 @@ from plantcrew.store import (
 )
 from plantcrew.store.execution import begin_execution
 from plantcrew.store.tokens import issue_token
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
-    s.create_run(Run(id="r1", started_at=NOW))
-    yield s
-    s.dispose()
+from tests.store.conftest import NOW
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
