@@ -197,21 +197,28 @@ def test_quantised_sensor_is_not_stuck_but_a_frozen_one_is():
     assert detected[0].ts <= 3000.0 + 10
 
 
+def paused(data: list, *, at: int, pause_s: float = 300.0) -> list:
+    """``data`` (one batch a second) with the readings from row ``at`` on ``pause_s`` later."""
+    return [
+        batch(
+            float(i) + (pause_s if i >= at else 0.0), {r.sensor: r.value for r in b.readings}, row=i
+        )
+        for i, b in enumerate(data)
+    ]
+
+
+def detections(verdicts: list) -> list:
+    """``(row, event)`` of every ``anomaly.detected`` among ``verdicts``."""
+    return [(i, v.event) for i, v in enumerate(verdicts) if isinstance(v.event, AnomalyDetected)]
+
+
 def test_fault_after_an_interruption_inside_calibration_opens_one_incident():
     """Readings resume after a 5-minute pause, inside the calibration rows, with the flow and
     current off: the readings before the pause are the reference, so the fault is found as it
     begins (not learnt as normal), once, and the episode ends after calibration."""
     data = stream(1200, seed=16, shift={"flow_rate": -8, "current": -6}, start=120, end=500)
-    data = [
-        batch(
-            float(i) + (300.0 if i >= 120 else 0.0), {r.sensor: r.value for r in b.readings}, row=i
-        )
-        for i, b in enumerate(data)
-    ]
-    verdicts = run(DeviceMonitor("pump1"), data)
-    detected = [
-        (i, v.event) for i, v in enumerate(verdicts) if isinstance(v.event, AnomalyDetected)
-    ]
+    verdicts = run(DeviceMonitor("pump1"), paused(data, at=120))
+    detected = detections(verdicts)
     assert len(detected) == 1
     row, event = detected[0]
     assert verdicts[row].state is MonitorState.CALIBRATING, "reported while calibrating"
@@ -233,16 +240,8 @@ def test_episode_found_just_before_calibration_ends_is_still_reported():
     """The fault follows a pause 10 readings before calibration ends: its episode is not yet
     reported when calibration completes, and is reported (once) after it."""
     data = stream(900, seed=18, shift={"flow_rate": -8, "current": -6}, start=390, end=700)
-    data = [
-        batch(
-            float(i) + (300.0 if i >= 390 else 0.0), {r.sensor: r.value for r in b.readings}, row=i
-        )
-        for i, b in enumerate(data)
-    ]
-    verdicts = run(DeviceMonitor("pump1"), data)
-    detected = [
-        (i, v.event) for i, v in enumerate(verdicts) if isinstance(v.event, AnomalyDetected)
-    ]
+    verdicts = run(DeviceMonitor("pump1"), paused(data, at=390))
+    detected = detections(verdicts)
     assert len(detected) == 1
     row, event = detected[0]
     assert row >= 400 and 390 + 300 <= event.ts <= 400 + 300
