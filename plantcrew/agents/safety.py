@@ -54,8 +54,7 @@ class SafetyOfficer(Agent):
     ) -> None:
         super().__init__(agent_id, bus, clock, **kw)
         self.policies, self.assets = policies, assets
-        self.router = router if model_group else None
-        self.model_group = model_group
+        self.router, self.model_group = router, model_group
         self.cache = TelemetryCache()
 
     async def start(self) -> None:
