@@ -206,6 +206,20 @@ async def test_a_message_delivered_twice_is_processed_once(shared_crew: Crew) ->
         store.dispose()
 
 
+def gateway_counts(monkeypatch: Any) -> list[dict[str, int]]:
+    """A list that gets the plant gateway's command counts (``executed``,
+    ``already_executed``) when the run stops it."""
+    handled: list[dict[str, int]] = []
+    original_stop = PlantGateway.stop
+
+    async def keep_counts(self: PlantGateway) -> None:
+        handled.append(dict(self.handled))
+        await original_stop(self)
+
+    monkeypatch.setattr(PlantGateway, "stop", keep_counts)
+    return handled
+
+
 @pytest.mark.parametrize("shared_crew", FAULT_BROKERS, indirect=True)
 async def test_sigterm_mid_task_hands_the_task_back_and_the_worker_exits_0(
     shared_crew: Crew, monkeypatch: Any
@@ -225,14 +239,7 @@ async def test_sigterm_mid_task_hands_the_task_back_and_the_worker_exits_0(
         return reply
 
     monkeypatch.setattr(PlantGateway, "_on_command", answer_after_stopping_the_sender)
-    handled: list[dict[str, int]] = []
-    original_stop = PlantGateway.stop
-
-    async def keep_counts(self: PlantGateway) -> None:
-        handled.append(dict(self.handled))
-        await original_stop(self)
-
-    monkeypatch.setattr(PlantGateway, "stop", keep_counts)
+    handled = gateway_counts(monkeypatch)
     result = await run_remote(shared_crew)
     source, code, proc = stopped
     assert code == 0
@@ -266,14 +273,7 @@ async def test_sigkill_mid_task_another_worker_finishes_it_executing_nothing_twi
         return reply
 
     monkeypatch.setattr(PlantGateway, "_on_command", answer_after_killing_the_sender)
-    handled: list[dict[str, int]] = []
-    original_stop = PlantGateway.stop
-
-    async def keep_counts(self: PlantGateway) -> None:
-        handled.append(dict(self.handled))
-        await original_stop(self)
-
-    monkeypatch.setattr(PlantGateway, "stop", keep_counts)
+    handled = gateway_counts(monkeypatch)
     result = await run_remote(shared_crew)
     assert victims, "no command reached the plant"
     # the plant ran the command once; the survivor's repeat was answered from the receipt
