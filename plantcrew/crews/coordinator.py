@@ -264,18 +264,37 @@ class Coordinator:
         """:meth:`apply_event`, returning the outbox rows the transaction committed (for the
         caller to publish: :meth:`BatchedOutboxRelay.publish_rows`), or None when the message
         was processed before."""
-        handler = self._handlers().get(msg.type)
-        pt = self.plant_time(msg)
         with self.store.tx() as s:
-            if not record_message(s, msg, pt):
+            if not self.apply_in(s, msg):
                 return None  # processed before: acknowledge and skip
-            if self.on_message is not None:
-                self.on_message(msg)
-            if handler is not None:
-                handler(s, msg, pt)
             committed = committed_outbox(s)  # filled in when the transaction commits
-        self._applied += 1  # deadlines may have changed: the next tick looks again
+        self.applied()
         return committed
+
+    def apply_in(self, s: Session, msg: Message) -> bool:
+        """Apply one event inside the caller's transaction ``s``: log it in the conversation,
+        then :meth:`handle_in`; False (and nothing done) when the message was processed
+        before. The caller calls :meth:`applied` once the transaction committed."""
+        if not record_message(s, msg, self.plant_time(msg)):
+            return False
+        self.handle_in(s, msg)
+        return True
+
+    def handle_in(self, s: Session, msg: Message) -> None:
+        """The state change of event ``msg``, already logged in the conversation in ``s``
+        (which may hold other events' work: :class:`~plantcrew.crews.group_commit.GroupCommit`
+        logs a batch's events with one statement). Touches only the database, and
+        ``on_message``."""
+        if self.on_message is not None:
+            self.on_message(msg)
+        handler = self._handlers().get(msg.type)
+        if handler is not None:
+            handler(s, msg, self.plant_time(msg))
+
+    def applied(self) -> None:
+        """Say that an event's transaction committed: deadlines may have changed, so the next
+        tick looks again (:meth:`quiet`)."""
+        self._applied += 1
 
     async def _on_event(self, msg: Message) -> None:
         if self.apply_event(msg):

@@ -21,12 +21,15 @@ the crew is ready (every capability it needs is live). A run with no active inci
 *quiet*: its beacons are answered without touching the database (nothing can be due: votes and
 timeouts belong to active incidents) until an event of the run arrives.
 
-Events are applied in a thread pool of ``concurrency`` threads, one event of an incident at a
-time, so PostgreSQL commits several incidents' transactions together while the event loop
-keeps serving. The rows a transaction queued in the outbox come back from its commit and are
-published at once, before the event is acknowledged and before the incident's next event is
-applied (:meth:`BatchedOutboxRelay.publish_rows`); the relay reads the outbox only at start
-and after a failed publish.
+Events are taken by ``concurrency`` consumers of ``crew.events`` and applied one event of an
+incident at a time, in a thread pool, by group commit
+(:class:`~plantcrew.crews.group_commit.GroupCommit`): the events of other incidents that
+arrive while a transaction is open share the next one (at most ``max_batch``), so one commit
+and one audit-chain lock serve many events while the event loop keeps serving. The rows a
+transaction queued in the outbox come back from its commit and are published at once, before
+its events are acknowledged and before an incident's next event is applied
+(:meth:`BatchedOutboxRelay.publish_rows`); the relay reads the outbox only at start and after
+a failed publish.
 
 Liveness is a property of processes, so the registry judges it on the wall clock: an agent is
 live while its last heartbeat is younger than ``agent_ttl_s`` wall seconds (crew.yaml), whatever
@@ -60,6 +63,7 @@ from plantcrew.crews.batched_relay import BatchedOutboxRelay
 from plantcrew.crews.clocks import LiveClock, RunClock, as_utc
 from plantcrew.crews.config import CrewConfig
 from plantcrew.crews.coordinator import ACTIVE, Coordinator
+from plantcrew.crews.group_commit import GroupCommit
 from plantcrew.crews.registry import AgentInfo, CapabilityRegistry
 from plantcrew.errors import BusError, NotFoundError, StoreError
 from plantcrew.messages import AgentHeartbeat, Capability, DeadLetter, Message, Subjects
@@ -110,6 +114,7 @@ class CoordinatorHost:
         tick_interval_s: float = 1.0,
         max_runs: int = 256,
         agent_id: str | None = None,
+        max_batch: int = 64,
     ) -> None:
         self.bus, self.store, self.config = bus, store, config
         self.concurrency, self.tick_interval_s = concurrency, tick_interval_s
@@ -120,6 +125,9 @@ class CoordinatorHost:
             max_workers=max(1, concurrency), thread_name_prefix="coordinator-db"
         )
         self.relay = BatchedOutboxRelay(store, bus, executor=self.executor)
+        self.group = GroupCommit(
+            store, self.relay.publish_rows, self.executor, max_batch=max_batch, max_open=2
+        )
         self._serial: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # key -> (lock, [users])
         self.coordinators: OrderedDict[str, Coordinator] = OrderedDict()
         self.clocks: dict[str, RunClock | LiveClock] = {}
@@ -293,10 +301,9 @@ class CoordinatorHost:
         users[0] += 1
         try:
             async with lock:  # one event of an incident at a time in this process
-                loop = asyncio.get_running_loop()
-                rows = await loop.run_in_executor(self.executor, coord.apply, msg)
-                if rows:  # published before the next event of the incident is applied
-                    await self.relay.publish_rows(rows)
+                # committed with the events of other incidents that arrive meanwhile; what
+                # it queued is published before the incident's next event is applied
+                await self.group.apply(coord, msg)
         finally:
             users[0] -= 1
             if not users[0]:

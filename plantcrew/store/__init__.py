@@ -10,6 +10,7 @@ from plantcrew.store.store import (
     add_outbox,
     load_incident,
     record_message,
+    record_messages,
     record_model_calls,
     save_incident,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "add_outbox",
     "load_incident",
     "record_message",
+    "record_messages",
     "record_model_calls",
     "save_incident",
     "verify_chain",

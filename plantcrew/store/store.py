@@ -243,6 +243,24 @@ def record_message(s: Session, msg: Message, plant_time: float) -> bool:
     return s.execute(stmt.returning(MESSAGE.c.seq)).first() is not None
 
 
+def record_messages(s: Session, messages: Sequence[tuple[Message, float]]) -> list[bool]:
+    """:func:`record_message` for several ``(message, plant_time)`` at once, with one
+    multi-row statement: per message, True when it was appended now, False when its id was
+    there already (logged before, or earlier in ``messages``). Writes what the transaction
+    queued before first, as :func:`record_message` does."""
+    work = deferred(s)
+    if work is not None:
+        work.write_messages(s)
+    first: dict[str, int] = {}
+    for i, (msg, _) in enumerate(messages):
+        first.setdefault(str(msg.id), i)
+    rows = [message_row(messages[i][0], messages[i][1]) for i in first.values()]
+    if not rows:
+        return []
+    added = {str(r[0]) for r in s.execute(insert_new(s, MESSAGE).returning(MESSAGE.c.id), rows)}
+    return [first[str(m.id)] == i and str(m.id) in added for i, (m, _) in enumerate(messages)]
+
+
 def add_outbox(s: Session, msg: Message, plant_time: float) -> None:
     """Queue ``msg`` for publishing after commit, and log it in the conversation.
 
