@@ -20,7 +20,7 @@ from plantcrew.detect.diagnosis import (
     rank_root_causes,
 )
 from plantcrew.detect.memory import LessonMemory, signature_of
-from plantcrew.detect.metrics import Confusion, confusion, detection_delay, pooled
+from plantcrew.detect.metrics import Confusion, confusion, detection_delay, pooled, raised_at
 from plantcrew.detect.monitor import DETECTOR_NAME, DeviceMonitor, MonitorState, ReadingVerdict
 from plantcrew.detect.nab import detect_nab, score_nab_file
 
@@ -46,6 +46,7 @@ __all__ = [
     "load_monitor_config",
     "load_signatures",
     "pooled",
+    "raised_at",
     "rank_root_causes",
     "score_nab_file",
     "signature_of",

@@ -51,6 +51,16 @@ class MonitorConfig(BaseModel):
     becomes the new baseline). Only fast (non-thermal) sensors count when a fast sensor is a
     member. No new episode opens for ``cooldown_s`` after one closes or the device restarts.
 
+    Change alarms (``change_alarms``, :mod:`plantcrew.detect.change`): a two-sided CUSUM per
+    fast (non-thermal) sensor flags a step within seconds, while the episode detector above
+    takes tens. Drift allowance ``change_k`` noise sd (half a 2 sd step); limit
+    ``change_limit_factor`` times the largest value the statistic reached over calibration
+    (at least the white-noise limit for ``1 / alpha`` readings); the reference follows the
+    readings with ``change_tau_s``; an alarm counts only while the sensor's smoothed
+    deviation lies ``change_away`` smoothed spreads or more on the step's side of normal. It
+    raises the reading's ``flag`` for at most ``debounce_readings`` readings and opens no
+    episode.
+
     Interruptions: a pause of more than ``gap_s`` (four ``fast_tau_s``: the smoothed score
     has forgotten what came before) inside calibration, after at least ``early_readings``
     readings (four ``fast_tau_s`` again), splits it: the readings after it are tested
@@ -119,6 +129,11 @@ class MonitorConfig(BaseModel):
         3.0, ge=0, description="... and lie within this many noise sd of their old baseline"
     )
     debounce_readings: int = Field(5, ge=1)
+    change_alarms: bool = Field(True, description="per-sensor CUSUM step flags (see above)")
+    change_k: float = Field(1.0, gt=0, description="CUSUM drift allowance, noise sd")
+    change_limit_factor: float = Field(3.0, gt=0, description="x calibration's largest CUSUM")
+    change_tau_s: float = Field(120.0, gt=0, description="the CUSUM reference follows this")
+    change_away: float = Field(1.0, ge=0, description="smoothed spreads off normal to count")
     summary_s: float = Field(
         20.0, ge=0, description="AnomalyDetected follows the episode's first reading by this"
     )

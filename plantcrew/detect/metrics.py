@@ -92,3 +92,14 @@ def detection_delay(
         if t >= changepoint_ts and (horizon_s is None or t - changepoint_ts <= horizon_s):
             return t - changepoint_ts
     return None
+
+
+def raised_at(flags: Sequence[int], ts: Sequence[float]) -> list[float]:
+    """Times ``ts[i]`` at which the 0/1 ``flags`` rise (``flags[i]`` set, ``flags[i - 1]``
+    not, or ``i == 0``); both sequences are in row order. Raises ValueError on a length
+    mismatch."""
+    if len(flags) != len(ts):
+        raise ValueError(f"{len(flags)} flags but {len(ts)} times")
+    return [
+        t for i, (f, t) in enumerate(zip(flags, ts, strict=True)) if f and not (i and flags[i - 1])
+    ]

@@ -38,6 +38,10 @@ One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-a
    a fast (non-thermal) sensor is a member only fast sensors count: a thermal sensor still
    relaxing to a new operating point does not hold the episode open. ``flag`` is True for
    the readings of an open episode.
+6. Change alarms (:mod:`plantcrew.detect.change`, ``change_alarms``): a per-sensor CUSUM
+   flags a fast sensor's step away from its normal level within seconds; it sets ``flag``
+   (and ``ReadingVerdict.change``) for at most ``debounce_readings`` readings, outside an
+   episode and its cooldown, and never opens an episode.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from plantcrew.detect.calibration import (
     calibrate,
     ewma_weight,
 )
+from plantcrew.detect.change import ChangeAlarm
 from plantcrew.detect.config import MonitorConfig
 from plantcrew.detect.episode import Episode
 from plantcrew.detect.features import affinity_gain, matches
@@ -86,8 +91,10 @@ class ReadingVerdict:
     """The Monitor's verdict on one reading.
 
     ``score`` in [0, 1] (0.5 = at the alarm threshold), ``flag`` True while an episode is
-    open, ``event`` an AnomalyDetected when an episode's opening is reported on this reading,
-    an AnomalyCleared when one closes, else None. ``row`` echoes ``TelemetryBatch.row``.
+    open or a change alarm is on (``change``: a fast sensor stepped away from its normal
+    level, see :mod:`plantcrew.detect.change`), ``event`` an AnomalyDetected when an
+    episode's opening is reported on this reading, an AnomalyCleared when one closes, else
+    None. ``row`` echoes ``TelemetryBatch.row``.
     """
 
     device_id: str
@@ -97,6 +104,7 @@ class ReadingVerdict:
     flag: bool
     state: MonitorState
     event: AnomalyDetected | AnomalyCleared | None = None
+    change: bool = False
 
 
 class DeviceMonitor:
@@ -135,6 +143,7 @@ class DeviceMonitor:
         self._episode: Episode | None = None
         self._cooldown_until = -math.inf
         self._early: DeviceMonitor | None = None
+        self._change: ChangeAlarm | None = None
         self._cal_keep: list[bool] = []
         self._cal_batches: list[TelemetryBatch] = []
 
@@ -226,6 +235,16 @@ class DeviceMonitor:
         )
         self._early, self._cal_batches = None, []
         self.calibration = cal
+        if cfg.change_alarms:
+            gain = np.asarray(self._cal_gain)[keep]
+            self._change = ChangeAlarm.fit(
+                np.asarray(self._cal_ts)[keep],
+                np.asarray(self._cal_x)[keep] / gain,
+                gain,
+                cal.scale,
+                ~cal.thermal & ~cal.constant,
+                cfg,
+            )
         p = len(self._sensors)
         self._base = cal.baseline.copy()
         self._smooth = cal.sample[-1].copy() if len(cal.sample) else np.zeros(p)
@@ -304,8 +323,9 @@ class DeviceMonitor:
         if stuck.any():
             score = max(score, STUCK_SCORE)
         event = self._advance(ts, score, strength, active, stuck)
+        change = self._changed(dt, x, stuck)
         self._track(dt, x, active, excess)
-        return self._verdict(ts, row, score, event=event)
+        return self._verdict(ts, row, score, event=event, change=change)
 
     # ---- scoring helpers ---------------------------------------------------------------
 
@@ -314,6 +334,19 @@ class DeviceMonitor:
         cal = self.calibration
         assert cal is not None
         return cal.subspace(mask).excess(self._smooth, cal.spread)
+
+    def _changed(self, dt: float, x: FloatArray, stuck: BoolArray) -> bool:
+        """Advance the change alarms; True when one counts on this reading (not while an
+        episode is open, which flags anyway, nor in cooldown, when none may open)."""
+        cal = self.calibration
+        ch = self._change
+        if ch is None or cal is None:
+            return False
+        over = ch.update(dt, x / self._gain, self._gain)
+        if self.state in (MonitorState.ANOMALOUS, MonitorState.COOLDOWN):
+            return False
+        counted = ch.alarm(over, self._smooth / cal.spread) & ~stuck
+        return bool(counted.any())
 
     def _update_stuck(self) -> BoolArray:
         same = self._x == self._prev_raw
@@ -471,6 +504,7 @@ class DeviceMonitor:
         *,
         event: AnomalyDetected | AnomalyCleared | None = None,
         early: ReadingVerdict | None = None,
+        change: bool = False,
     ) -> ReadingVerdict:
         """The verdict; while calibrating, the early detector's score, flag and event."""
         if early is not None and self.calibration is None:
@@ -480,7 +514,8 @@ class DeviceMonitor:
             ts=ts,
             row=row,
             score=float(min(max(score, 0.0), 1.0)),
-            flag=self.state is MonitorState.ANOMALOUS or bool(early and early.flag),
+            flag=self.state is MonitorState.ANOMALOUS or change or bool(early and early.flag),
             state=self.state,
             event=event,
+            change=change,
         )

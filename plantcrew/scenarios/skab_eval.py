@@ -8,9 +8,12 @@ one confusion pooled over the labelled files; :mod:`plantcrew.detect.metrics`), 
 delay from the first changepoint, incidents opened, and the diagnosis against the truth (from
 SKAB's folder and file name, or a ``--truth`` file), and can write everything as JSON.
 
-Detection delay is measured to the episode's first flagged reading (``AnomalyDetected.ts``, the
-time the crew records as ``detected_at``); the Monitor emits the event ``summary_s`` plus the
-debounce later, and that report delay is given too (``report_delay_s``).
+Detection delay is measured to the first detection at or after the first changepoint: the
+episode's first reading over the alarm level (``AnomalyDetected.ts``, the time the crew records
+as ``detected_at``; ``incident_delay_s``) or a row flag raised there (a change alarm,
+``flag_delay_s``; a flag already up at the changepoint does not count), whichever comes first
+(``delay_s``). The Monitor emits the event ``summary_s`` plus the debounce after the episode's
+first reading, and that report delay is given too (``report_delay_s``).
 
 Memory: ``memory_from`` files are run first without memory; each fault they detect becomes a
 confirmed Lesson (true root cause + deviation signature) recalled for the evaluated files.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +47,7 @@ from plantcrew.detect import (
     detection_delay,
     load_signatures,
     pooled,
+    raised_at,
     rank_root_causes,
     signature_of,
 )
@@ -146,8 +151,9 @@ class FileResult:
 
     ``incidents_opened`` counts, on a labelled file, every incident (its fault may begin
     inside the calibration rows), on an unlabelled one those opened on the test rows; the
-    delays are measured to the first incident whose first flagged reading is at or after the
-    first changepoint.
+    delays are measured from the first changepoint: ``incident_delay_s`` and
+    ``report_delay_s`` to the first incident whose first flagged reading is at or after it,
+    ``flag_delay_s`` to the first row flag raised at or after it, ``delay_s`` the earlier.
     """
 
     path: str
@@ -166,6 +172,8 @@ class FileResult:
     diagnosed: str | None
     correct: bool | None
     fault_deviations: list[dict[str, Any]] = field(default_factory=list)
+    incident_delay_s: float | None = None
+    flag_delay_s: float | None = None
 
     def metrics(self) -> dict[str, Any]:
         """The file's metrics as plain JSON-able values."""
@@ -176,6 +184,8 @@ class FileResult:
             "mar_pct": c.mar if self.labelled else None,
             "confusion": asdict(c),
             "delay_s": self.delay_s,
+            "incident_delay_s": self.incident_delay_s,
+            "flag_delay_s": self.flag_delay_s,
             "report_delay_s": self.report_delay_s,
             "incidents_opened": self.incidents_opened,
             "truth": self.truth,
@@ -288,7 +298,12 @@ def file_result(
     test = [inc for inc in incidents if inc.opened_row >= TEST_START_ROW]
     # a fault may begin inside the calibration rows: its incident counts wherever it opens
     seen = incidents if labels.labelled else test
-    delay = detection_delay(cp_ts, [inc.first_flag_ts for inc in seen])
+    incident_delay = detection_delay(cp_ts, [inc.first_flag_ts for inc in seen])
+    flag_delay = detection_delay(
+        cp_ts, raised_at(flag_list, [row_ts.get(i, -math.inf) for i in range(rows)])
+    )
+    found = [d for d in (incident_delay, flag_delay) if d is not None]
+    delay = min(found) if found else None
     first = next((inc for inc in seen if cp_ts is not None and inc.first_flag_ts >= cp_ts), None)
     report_delay = None if first is None or cp_ts is None else first.opened_ts - cp_ts
     fault = _fault_incident(seen, labels)
@@ -311,6 +326,8 @@ def file_result(
         diagnosed=diagnosed,
         correct=correct,
         fault_deviations=fault.deviations if fault else [],
+        incident_delay_s=incident_delay,
+        flag_delay_s=flag_delay,
     )
 
 

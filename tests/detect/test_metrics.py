@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plantcrew.detect import Confusion, confusion, detection_delay, pooled
+from plantcrew.detect import Confusion, confusion, detection_delay, pooled, raised_at
 
 
 def test_confusion_counts_only_test_rows():
@@ -36,3 +36,10 @@ def test_detection_delay():
     assert detection_delay(100.0, [50.0]) is None
     assert detection_delay(None, [10.0]) is None
     assert detection_delay(100.0, [400.0], horizon_s=60) is None
+
+
+def test_raised_at_gives_rising_edges_only():
+    """A flag already up at a changepoint has risen before it: it is not a detection there."""
+    flags, ts = [1, 1, 0, 0, 1, 1, 0, 1], [10.0 * i for i in range(8)]
+    assert raised_at(flags, ts) == [0.0, 40.0, 70.0]
+    assert detection_delay(10.0, raised_at(flags, ts)) == 30.0
