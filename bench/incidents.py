@@ -24,12 +24,15 @@ It prints its figures and the exact command that produced them, and the CPU time
 used per measured incident (from ``/proc``: this process, the Coordinator and worker
 processes, and every ``postgres``, ``nats-server`` and ``redis-server`` process on the machine,
 so other work on the same servers counts too): on a busy machine throughput is noisy, CPU per
-incident much less so. Knobs for looking into where
-the time goes (environment): ``BENCH_AGENTS_PER_WORKER=N`` (``--concurrency`` of each worker
-process), ``BENCH_COORDINATORS_SCALE=1`` (as many Coordinator processes as workers per role),
-``BENCH_COORDINATOR_THREADS=N`` (the Coordinator's database threads, default 8),
-``BENCH_ASYNC_COMMIT=1`` (PostgreSQL ``synchronous_commit=off`` for the benchmark's database:
-shows what the write-ahead log's fsync costs; never a production setting).
+incident much less so; on PostgreSQL it also prints the database transactions committed per
+incident by every process (``pg_stat_database``), which load does not change. Knobs for
+looking into where the time goes (environment): ``BENCH_AGENTS_PER_WORKER=N``
+(``--concurrency`` of each worker process), ``BENCH_COORDINATORS_SCALE=1`` (as many
+Coordinator processes as workers per role), ``BENCH_COORDINATOR_THREADS=N`` (the
+Coordinator's database threads, default 8),
+``BENCH_GROUP_COMMIT=N`` (crew.yaml's ``coordinator.group_commit``; 1 turns group commit
+off), ``BENCH_ASYNC_COMMIT=1`` (PostgreSQL ``synchronous_commit=off`` for the benchmark's
+database: shows what the write-ahead log's fsync costs; never a production setting).
 """
 
 from __future__ import annotations
@@ -83,6 +86,25 @@ NEEDED |= {Capability.ACTUATE, Capability.REVIEW}
 COORDINATOR_THREADS = int(os.environ.get("BENCH_COORDINATOR_THREADS", "8"))
 AGENTS_PER_WORKER = int(os.environ.get("BENCH_AGENTS_PER_WORKER", "1"))
 COORDINATORS_SCALE = bool(os.environ.get("BENCH_COORDINATORS_SCALE"))
+GROUP_COMMIT = os.environ.get("BENCH_GROUP_COMMIT")  # crew.yaml's coordinator.group_commit
+
+
+def config_dir() -> Path:
+    """The crew's configuration: the shipped one, or a copy with ``BENCH_GROUP_COMMIT``."""
+    if not GROUP_COMMIT:
+        return DEFAULT_CONFIG_DIR
+    import shutil
+
+    import yaml
+
+    out = Path(tempfile.mkdtemp(prefix="bench-config-")) / "config"
+    shutil.copytree(DEFAULT_CONFIG_DIR, out)
+    crew = yaml.safe_load((out / "crew.yaml").read_text())
+    crew.setdefault("coordinator", {})["group_commit"] = int(GROUP_COMMIT)
+    (out / "crew.yaml").write_text(yaml.safe_dump(crew))
+    return out
+
+
 BROKERS = {"nats": "nats://127.0.0.1:4222", "redis": "redis://127.0.0.1:6379"}
 DEVIATIONS = [
     Deviation(sensor="flow_rate", value=21.0, baseline=32.0, z=-9.0, direction="down"),
@@ -130,6 +152,21 @@ def _servers() -> dict[str, list[int]]:
             if comm in out:
                 out[comm].append(int(entry))
     return out
+
+
+def db_transactions(db_url: str) -> int | None:
+    """Transactions committed so far in ``db_url``'s PostgreSQL database by every process
+    (``pg_stat_database.xact_commit``; None on SQLite). PostgreSQL publishes a backend's
+    counts within about a second of its last transaction, so read it after a pause."""
+    if not db_url.startswith("postgresql"):
+        return None
+    import psycopg
+
+    with psycopg.connect(db_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else None
 
 
 def cpu_snapshot(parts: dict[str, list[int]]) -> dict[int, float]:
@@ -215,6 +252,7 @@ class ProcessCrew:
     db_url: str
     workers: int
     procs: list[tuple[subprocess.Popen[bytes], int]] = field(default_factory=list)
+    config: Path = field(default_factory=config_dir)
 
     def start(self) -> None:
         env = dict(os.environ, PLANTCREW_LOG_LEVEL="WARNING")
@@ -227,7 +265,7 @@ class ProcessCrew:
             port = free_port()
             argv = [sys.executable, "-m", "plantcrew.cli_processes", *args]
             argv += ["--bus", self.bus_url, "--db", self.db_url, "--probe-port", str(port)]
-            argv += ["--probe-host", "127.0.0.1"]
+            argv += ["--probe-host", "127.0.0.1", "--config-dir", str(self.config)]
             proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
             self.procs.append((proc, port))
         deadline = time.monotonic() + 300
@@ -367,7 +405,7 @@ async def bench_one(
         hosts: list[object] = []
         try:
             if backend == "memory":
-                config = CrewConfig.load(DEFAULT_CONFIG_DIR / "crew.yaml")
+                config = CrewConfig.load(config_dir() / "crew.yaml")
                 coord = CoordinatorHost(bus, store, config=config, concurrency=COORDINATOR_THREADS)
                 work = WorkerHost(
                     bus, store, roles=TASK_ROLES, config_dir=DEFAULT_CONFIG_DIR,
@@ -386,9 +424,14 @@ async def bench_one(
             runs = driver.make_runs(n)
             me = "driver" if crew is not None else "driver+crew"
             parts = {me: [os.getpid()], **(crew.parts() if crew else {}), **_servers()}
+            await asyncio.sleep(1.5)  # the warm-up's counts reach pg_stat_database
+            tx_before = db_transactions(db_url)
             before = cpu_snapshot(parts)
             wall = await driver.drive(runs, inflight)
             used = cpu_used(parts, before)
+            await asyncio.sleep(1.5)
+            tx_after = db_transactions(db_url)
+            tx = None if tx_before is None or tx_after is None else tx_after - tx_before
             lat = [
                 1000 * (driver.closed[r][0] - driver.sent[r]) for r in runs if r in driver.closed
             ]
@@ -410,6 +453,7 @@ async def bench_one(
                 "broker_messages": broker,
                 "commands": driver.plant.commands,
                 "cpu_ms": {k: 1000 * v / n for k, v in used.items() if parts.get(k) or v},
+                "db_transactions": None if tx is None else tx / n,
             }
         finally:
             for h in hosts:
@@ -457,6 +501,12 @@ async def main() -> None:
                 + f"  (total {sum(cpu.values()):.1f})",
                 flush=True,
             )
+            if row["db_transactions"] is not None:
+                print(
+                    f"        database transactions per incident: {row['db_transactions']:.1f}"
+                    " (PostgreSQL commits, every process)",
+                    flush=True,
+                )
     db = "SQLite" if args.db == "sqlite" else "PostgreSQL"
     print(
         f"\n{os.cpu_count()} CPUs, {db}, playbook model; load average "

@@ -12,13 +12,16 @@ from plantcrew.settings import load_yaml_model
 
 class CoordinatorSettings(BaseModel):
     """Timeouts in plant seconds; ``max_lessons``: how many of the newest confirmed lessons
-    (and, separately, corrections) a diagnose task carries, identical ones merged."""
+    (and, separately, corrections) a diagnose task carries, identical ones merged;
+    ``group_commit``: at most this many events share one database transaction in a
+    Coordinator process (:mod:`plantcrew.crews.group_commit`; 1: one event a transaction)."""
 
     task_timeout_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     verify_timeout_s: float = Field(240.0, gt=0)
     agent_ttl_s: float = Field(30.0, gt=0)
     max_lessons: int = Field(1000, ge=0)
+    group_commit: int = Field(64, ge=1)
 
 
 ROLES = ("monitor", "diagnostic", "operator", "safety", "reviewer")

@@ -24,12 +24,12 @@ timeouts belong to active incidents) until an event of the run arrives.
 Events are taken by ``concurrency`` consumers of ``crew.events`` and applied one event of an
 incident at a time, in a thread pool, by group commit
 (:class:`~plantcrew.crews.group_commit.GroupCommit`): the events of other incidents that
-arrive while a transaction is open share the next one (at most ``max_batch``), so one commit
-and one audit-chain lock serve many events while the event loop keeps serving. The rows a
-transaction queued in the outbox come back from its commit and are published at once, before
-its events are acknowledged and before an incident's next event is applied
-(:meth:`BatchedOutboxRelay.publish_rows`); the relay reads the outbox only at start and after
-a failed publish.
+arrive while a transaction is open share the next one (at most ``coordinator.group_commit``
+in crew.yaml), so one commit and one audit-chain lock serve many events while the event loop
+keeps serving. The rows a transaction queued in the outbox come back from its commit and are
+published at once, before its events are acknowledged and before an incident's next event is
+applied (:meth:`BatchedOutboxRelay.publish_rows`); the relay reads the outbox only at start
+and after a failed publish.
 
 Liveness is a property of processes, so the registry judges it on the wall clock: an agent is
 live while its last heartbeat is younger than ``agent_ttl_s`` wall seconds (crew.yaml), whatever
@@ -114,7 +114,6 @@ class CoordinatorHost:
         tick_interval_s: float = 1.0,
         max_runs: int = 256,
         agent_id: str | None = None,
-        max_batch: int = 64,
     ) -> None:
         self.bus, self.store, self.config = bus, store, config
         self.concurrency, self.tick_interval_s = concurrency, tick_interval_s
@@ -126,7 +125,13 @@ class CoordinatorHost:
         )
         self.relay = BatchedOutboxRelay(store, bus, executor=self.executor)
         self.group = GroupCommit(
-            store, self.relay.publish_rows, self.executor, max_batch=max_batch, max_open=2
+            store,
+            self.relay.publish_rows,
+            self.executor,
+            max_batch=config.coordinator.group_commit,
+            # batches form while the open ones commit; one event a transaction: as many
+            # transactions at once as there are threads
+            max_open=2 if config.coordinator.group_commit > 1 else max(1, concurrency),
         )
         self._serial: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # key -> (lock, [users])
         self.coordinators: OrderedDict[str, Coordinator] = OrderedDict()
