@@ -14,7 +14,9 @@ its checks run inside pydantic-core (``AwareDatetime``, a ``pattern``, ``le``) b
 (``type`` equals ``payload.kind``); the payload is a discriminated union on validation and
 serialized by its own model (no union dispatch); and a message keeps its wire bytes once made
 (``to_bytes``) or once received with every field given (``from_bytes``), so storing and
-publishing it, or relaying a stored one, serializes it once.
+publishing it, or relaying a stored one, serializes it once. A bus publishes
+``wire_bytes()``: the kept bytes, else new ones it does not keep (a message only published is
+not held with a copy of its bytes).
 
 Subjects (``Subjects``):
 
@@ -450,6 +452,17 @@ class Message(BaseModel):
         if wire is None:
             wire = self.__dict__[_WIRE] = _TO_JSON(self)
         return wire
+
+    def wire_bytes(self) -> bytes:
+        """The same bytes as :meth:`to_bytes`: the kept ones if the message has them (it was
+        stored, or received whole), else made anew and *not* kept.
+
+        What a bus sends: a message published once and dropped (telemetry) is not held with a
+        copy of its bytes while the publisher still holds the message (keeping them costs
+        fresh memory, and its page faults, for every message of a batch built beforehand).
+        """
+        wire: bytes | None = self.__dict__.get(_WIRE)
+        return _TO_JSON(self) if wire is None else wire
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> Message:

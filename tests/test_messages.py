@@ -109,6 +109,15 @@ def test_wire_bytes_are_made_once_and_remade_after_a_change() -> None:
     assert "_wire" not in msg.model_dump() and "_wire" not in repr(msg)
 
 
+def test_wire_bytes_are_the_kept_ones_else_made_without_keeping() -> None:
+    msg = Message.new(batch(), source="plant", subject="telemetry.pump1")
+    sent = msg.wire_bytes()  # what a bus publishes: the message does not keep a copy
+    assert "_wire" not in vars(msg) and sent == msg.to_bytes()
+    assert msg.wire_bytes() is msg.to_bytes()  # once kept (e.g. stored), they are reused
+    received = Message.from_bytes(sent)
+    assert received.wire_bytes() is sent  # a relay sends what it read
+
+
 def test_received_bytes_are_relayed_as_they_are_only_when_complete() -> None:
     msg = Message.new(batch(), source="plant", subject="telemetry.pump1")
     spaced = json.dumps(json.loads(msg.to_bytes()), indent=1).encode()

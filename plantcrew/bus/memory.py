@@ -197,7 +197,7 @@ class MemoryBus:
         if durable is None:
             durable = self._check(subject)
         msg = tracing.stamp(msg, subject)
-        self._publish_bytes(subject, msg.to_bytes(), msg_id=str(msg.id) if durable else None)
+        self._publish_bytes(subject, msg.wire_bytes(), msg_id=str(msg.id) if durable else None)
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         """Send bytes as they are (a gateway relaying a foreign producer); receivers validate."""
@@ -306,7 +306,7 @@ class MemoryBus:
 
         sub = await self.subscribe(inbox, on_reply)
         try:
-            self._publish_bytes(msg.subject, msg.to_bytes(), msg_id=str(msg.id), reply_to=inbox)
+            self._publish_bytes(msg.subject, msg.wire_bytes(), msg_id=str(msg.id), reply_to=inbox)
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None
@@ -325,7 +325,7 @@ class MemoryBus:
             log.warning("handler failed", subject=msg.subject, type=msg.type, error=repr(exc))
             return
         if reply is not None and reply_to is not None:
-            self._publish_bytes(reply_to, reply.to_bytes(), msg_id=str(reply.id))
+            self._publish_bytes(reply_to, reply.wire_bytes(), msg_id=str(reply.id))
 
     async def _deliver_durable(self, member: _Member, entry: _Entry) -> None:
         group, options = member.group, member.group.options
@@ -373,7 +373,7 @@ class MemoryBus:
                         attempts=entry.delivered,
                         quarantined=False,
                         original=msg,
-                    ).to_bytes(),
+                    ).wire_bytes(),
                     msg_id=None,
                 )
             return
@@ -394,7 +394,7 @@ class MemoryBus:
         if subject == Subjects.DLQ:
             return
         dl = dead_letter(subject=subject, reason=reason, raw=data, attempts=1, quarantined=True)
-        self._publish_bytes(Subjects.DLQ, dl.to_bytes(), msg_id=str(dl.id))
+        self._publish_bytes(Subjects.DLQ, dl.wire_bytes(), msg_id=str(dl.id))
 
 
 def get_memory_bus(url: str) -> MemoryBus:

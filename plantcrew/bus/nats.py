@@ -190,7 +190,7 @@ class _PlainSub:
                 log.warning("handler failed", subject=msg.subject, type=msg.type, error=repr(exc))
                 return
             if reply is not None and nmsg.reply:
-                await self.bus._nc_or_raise().publish(nmsg.reply, reply.to_bytes())
+                await self.bus._nc_or_raise().publish(nmsg.reply, reply.wire_bytes())
         finally:
             self.active -= 1
 
@@ -443,13 +443,13 @@ class NatsBus:
         hit = self._subjects.get(subject)
         wire, durable = hit if hit is not None else self._resolve(subject)
         if durable:
-            await self._store(wire, msg.to_bytes(), str(msg.id))
+            await self._store(wire, msg.wire_bytes(), str(msg.id))
             return
         nc = self._nc
         if nc is None:
             raise BusError(f"bus {redacted(self.url)} is closed (or never connected)")
         try:
-            await nc.publish(wire, msg.to_bytes())
+            await nc.publish(wire, msg.wire_bytes())
         except nats.errors.Error as exc:
             raise BusError(f"publish to {wire!r} on {redacted(self.url)} failed: {exc!r}") from None
 
@@ -556,7 +556,7 @@ class NatsBus:
         if durable:
             raise BusError("request/reply runs on plain subjects only")
         try:
-            resp = await self._nc_or_raise().request(wire, msg.to_bytes(), timeout=timeout)
+            resp = await self._nc_or_raise().request(wire, msg.wire_bytes(), timeout=timeout)
         except nats.errors.NoRespondersError:
             raise BusTimeout(f"no responder on {msg.subject!r}") from None
         except TimeoutError:
@@ -650,7 +650,7 @@ class NatsBus:
         # a stable dedupe key: a crash between storing the letter and acking stores it once
         msg_id = f"dlq.{key}" if key else str(letter.id)
         wire, _ = self._resolve(Subjects.DLQ)
-        await self._store(wire, letter.to_bytes(), msg_id)
+        await self._store(wire, letter.wire_bytes(), msg_id)
 
     # ---- quiesce -------------------------------------------------------------------------
     async def quiesce(self, timeout: float = 10.0) -> bool:

@@ -532,9 +532,9 @@ class RedisBus:
         msg = tracing.stamp(msg, subject)
         wire, durable = self._resolve(subject)
         if durable:
-            await self._store(wire, msg.to_bytes(), str(msg.id))
+            await self._store(wire, msg.wire_bytes(), str(msg.id))
         else:
-            await self._send_plain(subject, wire, msg.to_bytes())
+            await self._send_plain(subject, wire, msg.wire_bytes())
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         """Send bytes as they are; receivers validate them and quarantine what does not parse."""
@@ -803,7 +803,7 @@ class RedisBus:
         try:
             await self._subscribe_channel(inbox)
             await self._wait_confirmed(inbox)
-            await self._send_plain(msg.subject, wire, msg.to_bytes(), reply=inbox)
+            await self._send_plain(msg.subject, wire, msg.wire_bytes(), reply=inbox)
             data = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None
@@ -834,7 +834,7 @@ class RedisBus:
             return
         if reply is not None and reply_to:
             with contextlib.suppress(*_TRANSIENT):
-                await self._r_or_raise().publish(reply_to, reply.to_bytes())
+                await self._r_or_raise().publish(reply_to, reply.wire_bytes())
 
     async def _deliver_durable(
         self, member: _Member, entry_id: bytes, data: bytes, delivered: int
@@ -905,7 +905,7 @@ class RedisBus:
                 original=msg,
             )
             wire, _ = self._resolve(Subjects.DLQ)
-            await self._store(wire, letter.to_bytes(), f"dlq.{key}")
+            await self._store(wire, letter.wire_bytes(), f"dlq.{key}")
         await self._r_or_raise().xack(member.key, member.group, entry_id)
 
     async def _quarantine(self, subject: str, data: bytes, *, dedupe_id: str | None) -> None:
@@ -920,7 +920,7 @@ class RedisBus:
         )
         wire, _ = self._resolve(Subjects.DLQ)
         await self._store(
-            wire, letter.to_bytes(), f"dlq.{dedupe_id}" if dedupe_id else str(letter.id)
+            wire, letter.wire_bytes(), f"dlq.{dedupe_id}" if dedupe_id else str(letter.id)
         )
 
     # ---- quiesce -------------------------------------------------------------------------
