@@ -51,6 +51,7 @@ class MessageTally(Collector):
     ) -> None:
         self.prefix, self.label_of = prefix, label_of
         self.bounds = tuple(float(b) for b in buckets)
+        self._first_bound = self.bounds[0] if self.bounds else float("inf")
         self.help = (help_published, help_handled, help_seconds)
         self._width = _FIRST_BUCKET + len(self.bounds) + 2
         self._local = threading.local()
@@ -74,22 +75,24 @@ class MessageTally(Collector):
     def published(self, subject: str, msg_type: str) -> None:
         """Count one publish of a ``msg_type`` message on ``subject``."""
         try:
-            row = self._local.rows.get((subject, msg_type)) or self._row(subject, msg_type)
-        except AttributeError:  # this thread's first count
-            row = self._row(subject, msg_type)
-        row[_PUBLISHED] += 1
+            self._local.rows[subject, msg_type][_PUBLISHED] += 1
+        except (AttributeError, KeyError):  # this thread's first count, or a new key
+            self._row(subject, msg_type)[_PUBLISHED] += 1
 
     def handled(self, subject: str, msg_type: str, ok: bool, seconds: float) -> None:
         """Count one delivery handled (``ok``: returned; else raised) in ``seconds``."""
         try:
-            row = self._local.rows.get((subject, msg_type)) or self._row(subject, msg_type)
-        except AttributeError:  # this thread's first count
+            row = self._local.rows[subject, msg_type]
+        except (AttributeError, KeyError):  # this thread's first count, or a new key
             row = self._row(subject, msg_type)
         row[_OK if ok else _ERROR] += 1
-        if seconds < 0.0:
-            seconds = 0.0
-        row[_FIRST_BUCKET + bisect_left(self.bounds, seconds)] += 1
-        row[-1] += seconds
+        if seconds <= self._first_bound:  # the usual case: no search (a negative counts as 0)
+            row[_FIRST_BUCKET] += 1
+            if seconds > 0.0:
+                row[-1] += seconds
+        else:
+            row[_FIRST_BUCKET + bisect_left(self.bounds, seconds)] += 1
+            row[-1] += seconds
 
     # ---- export --------------------------------------------------------------------------
     def totals(self) -> dict[tuple[str, str], Row]:

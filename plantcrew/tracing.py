@@ -42,6 +42,8 @@ _TRACER_NAME = "plantcrew"
 _configured: dict[str, Any] = {}
 _HANDLING: ContextVar[Message | None] = ContextVar("plantcrew_handling", default=None)
 _perf_counter = time.perf_counter
+_get_current = otel_context.get_current
+_published = metrics.published
 _UNKNOWN = object()
 _NO_OP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 _PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
@@ -153,10 +155,11 @@ def stamp(msg: Message, subject: str | None = None) -> Message:
     ``traceparent`` already or there is no trace context; otherwise a copy with the same id
     and ``traceparent`` set (the envelope is frozen).
     """
-    metrics.published(subject or msg.subject, msg.type)
+    _published(subject or msg.subject, msg.type)
     if msg.traceparent is not None:
         return msg
-    tp = current_traceparent()
+    # current_traceparent() inlined: with nothing attached (tracing off) there is no span
+    tp = current_traceparent() if _get_current() else None
     if tp is None:
         handled = _HANDLING.get()
         tp = handled.traceparent if handled is not None else None
@@ -264,18 +267,19 @@ def instrument_handler(handler: Handler, *, subject: str, group: str | None = No
             span_cm = _span(msg, where, None, group)
         token = _HANDLING.set(msg)
         t0 = _perf_counter()
-        ok = False
         try:
             if span_cm is None:
                 reply = await handler(msg)
             else:
                 with span_cm:
                     reply = await handler(msg)
-            ok = True
-            return reply
+        except BaseException:
+            handled(where, msg.type, False, _perf_counter() - t0)
+            raise
         finally:
-            handled(where, msg.type, ok, _perf_counter() - t0)
             _HANDLING.reset(token)
+        handled(where, msg.type, True, _perf_counter() - t0)
+        return reply
 
     wrapped.__plantcrew_instrumented__ = True  # type: ignore[attr-defined]
     wrapped.__wrapped__ = handler  # type: ignore[attr-defined]
