@@ -16,9 +16,6 @@ URL: ``nats://[user:pass@]host:4222[?namespace=NS&sync=always&replicas=3&dedupe_
 
 Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``) run on core NATS:
 wildcards and queue groups are NATS's own, ``request`` uses NATS request/reply with an inbox.
-A plain ``publish`` on a connected client appends nats-py's own ``PUB`` command to the
-client's buffer itself (``_buffer_publish``: nats-py's internals, pinned version, checked at
-connect); otherwise (reconnecting, too large) it goes through ``nc.publish``.
 
 Durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``) live in one JetStream
 stream per namespace (``PLANTCREW`` or ``PLANTCREW_<NS>``), file storage, limits retention
@@ -97,40 +94,6 @@ _TRANSIENT = (
     TimeoutError,
     OSError,
 )
-
-
-# nats-py internals that _buffer_publish uses (nats-py is pinned; without them, nc.publish)
-_BUFFER_ATTRS = (
-    "_pending",
-    "_pending_data_size",
-    "_max_pending_size",
-    "_flush_queue",
-    "_flush_pending",
-    "stats",
-)
-
-
-async def _buffer_publish(nc: Client, wire: str, data: bytes) -> None:
-    """What ``nc.publish(wire, data)`` does on a connected client, without its three
-    coroutine calls and checks per message (about 1.3 us of the ~7 us raw nats-py takes per
-    message, publish to delivery, in bench/bus.py here): the same ``PUB`` command appended to
-    the client's pending buffer, the same counts, the same flush when the buffer is over its
-    limit and the same kick of the flusher task.
-
-    The caller checks first that the client is connected and ``data`` within the server's
-    max payload; otherwise it calls ``nc.publish``, which buffers through a reconnect or
-    raises. tests/bus/test_nats.py checks that the bytes are nats-py's own ``PUB`` command.
-    """
-    cmd = b"PUB %s  %d\r\n%s\r\n" % (wire.encode(), len(data), data)
-    nc._pending.append(cmd)
-    nc._pending_data_size += len(cmd)
-    stats = nc.stats
-    stats["out_msgs"] += 1
-    stats["out_bytes"] += len(data)
-    if 0 < nc._max_pending_size < nc._pending_data_size:
-        await nc._flush_pending(force_flush=True)
-    if nc._flush_queue is not None and nc._flush_queue.empty():
-        await nc._flush_pending()
 
 
 @dataclass(frozen=True)
@@ -346,7 +309,6 @@ class NatsBus:
         self._late: set[asyncio.Future[Message | None]] = set()
         self._subjects: dict[str, tuple[str, bool]] = {}
         self._consumers: set[str] = set()
-        self._buffered = False  # plain publishes go straight to nats-py's buffer (see there)
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -391,7 +353,6 @@ class NatsBus:
                 "start it with: docker compose -f infra/compose.yaml up -d nats"
             ) from None
         self._nc, self._js = nc, nc.jetstream(timeout=s.publish_timeout_s)
-        self._buffered = all(hasattr(nc, name) for name in _BUFFER_ATTRS)
         if s.sync_always:
             version = nc.connected_server_version
             if (version.major, version.minor) < (2, 10):
@@ -487,12 +448,8 @@ class NatsBus:
         nc = self._nc
         if nc is None:
             raise BusError(f"bus {redacted(self.url)} is closed (or never connected)")
-        data = msg.wire_bytes()
-        if self._buffered and nc.is_connected and len(data) <= nc.max_payload:
-            await _buffer_publish(nc, wire, data)
-            return
         try:
-            await nc.publish(wire, data)
+            await nc.publish(wire, msg.wire_bytes())
         except nats.errors.Error as exc:
             raise BusError(f"publish to {wire!r} on {redacted(self.url)} failed: {exc!r}") from None
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 import nats
 import pytest
 from nats.js.api import StorageType
-from nats.protocol.command import pub_cmd
 
 from plantcrew.bus import DurableOptions, connect
 from plantcrew.bus.nats import NatsBus, NatsSettings
@@ -216,26 +215,3 @@ async def test_quiesce_sees_outstanding_durable_work(bus: NatsBus) -> None:
     assert await bus.quiesce(timeout=0.5) is False
     release.set()
     assert await bus.quiesce(timeout=10) is True
-
-
-async def test_plain_publish_buffers_nats_pys_own_pub_command(bus: NatsBus) -> None:
-    got: list[Message] = []
-
-    async def handler(msg: Message) -> None:
-        got.append(msg)
-
-    await bus.subscribe(Subjects.CONTROL, handler)
-    nc = bus._nc
-    assert nc is not None and bus._buffered
-    hb = Message.new(
-        AgentHeartbeat(agent_id="w1", role="diagnostic", capabilities=[Capability.DIAGNOSE]),
-        source="w1",
-        subject=Subjects.CONTROL,
-    )
-    sent = nc.stats["out_msgs"]
-    await bus.publish(hb)
-    # exactly what nc.publish would have buffered, before the flusher task ran
-    wire = bus.settings.prefix + Subjects.CONTROL
-    assert nc._pending[-1] == pub_cmd(wire, "", hb.to_bytes())
-    assert nc.stats["out_msgs"] == sent + 1
-    await until(lambda: got == [hb])
