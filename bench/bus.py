@@ -19,10 +19,7 @@ each prebuilt ``Message`` serialized by its own pydantic serializer and validati
 delivery into a ``Message`` in the callback, with nothing else of the bus. floor/raw is what
 pydantic alone costs in that loop (more than in isolation, printed last: there its code stays
 hot in the CPU's caches); nats:// / floor is what the bus adds on top (subjects, tracing
-context, metrics, dispatch, quarantine). Note that nats:// publishes a plain message by
-appending nats-py's own ``PUB`` command to the client's buffer (``plantcrew.bus.nats``), not
-through ``nc.publish`` as the raw run and the floor do: that saves ~1.3 us of nats-py's own
-cost per message, so nats:// / floor can pass 100% and nats:// / raw is not pydantic alone.
+context, metrics, dispatch, quarantine).
 
 The machine is shared and noisy, so each backend runs ``--repeat`` times (raw and ours
 back to back each time) and the report gives the median of the runs, the median of the
