@@ -100,6 +100,8 @@ class GroupCommit:
         return await done
 
     def _start_batches(self) -> None:
+        # an event whose caller was cancelled meanwhile went back to the broker: skip it
+        self._pending = [e for e in self._pending if not e.done.done()]
         while self._pending and self._open < self.max_open:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
@@ -115,6 +117,8 @@ class GroupCommit:
             if rows:
                 await self.publish(rows)
             for event, outcome in zip(batch, outcomes, strict=True):
+                if event.done.done():  # its caller was cancelled (its message handed back)
+                    continue
                 if isinstance(outcome, Exception):
                     event.done.set_exception(outcome)
                 else:

@@ -121,3 +121,20 @@ async def test_a_failing_event_fails_alone(env: Any) -> None:
     assert str(msgs[2].id) not in logged and len(logged) == 3
     assert len(tasks) == 3
     assert store.verify_audit() == []
+
+
+async def test_a_cancelled_caller_does_not_fail_the_others(env: Any) -> None:
+    bus, store, clock = env
+    coord, group, tasks = await crew_of(Coordinator, bus, store, clock)
+    msgs = [anomaly(clock, f"pump{i}") for i in range(4)]
+    callers = [asyncio.create_task(group.apply(coord, m)) for m in msgs]
+    await asyncio.sleep(0)  # every event is queued; the first batch is open
+    callers[2].cancel()  # e.g. a consumer stopping: its message goes back to the broker
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    await bus.quiesce(timeout=1.0)
+    assert isinstance(outcomes[2], asyncio.CancelledError)
+    assert [outcomes[i] for i in (0, 1, 3)] == [True, True, True]
+    # the cancelled event was still waiting for a batch: it is left to its redelivery
+    assert sorted(i.device_id for i in store.incidents("r1")) == ["pump0", "pump1", "pump3"]
+    assert str(msgs[2].id) not in {m.id for m in store.messages("r1")}
+    assert len(tasks) == 3
