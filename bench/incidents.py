@@ -28,8 +28,8 @@ incident much less so; on PostgreSQL it also prints the database transactions co
 incident by every process (``pg_stat_database``), which load does not change. Knobs for
 looking into where the time goes (environment): ``BENCH_AGENTS_PER_WORKER=N``
 (``--concurrency`` of each worker process), ``BENCH_COORDINATORS_SCALE=1`` (as many
-Coordinator processes as workers per role), ``BENCH_COORDINATOR_THREADS=N`` (the
-Coordinator's database threads, default 8),
+Coordinator processes as workers per role), ``BENCH_COORDINATOR_CONSUMERS=N`` (the
+Coordinator's ``--concurrency``: ``crew.events`` consumers, default 32),
 ``BENCH_GROUP_COMMIT=N`` (crew.yaml's ``coordinator.group_commit``; 1 turns group commit
 off), ``BENCH_ASYNC_COMMIT=1`` (PostgreSQL ``synchronous_commit=off`` for the benchmark's
 database: shows what the write-ahead log's fsync costs; never a production setting).
@@ -60,7 +60,7 @@ from urllib.parse import urlparse, urlunparse
 from plantcrew.agents import Policies
 from plantcrew.bus import Bus, connect
 from plantcrew.crews.config import CrewConfig
-from plantcrew.crews.host import CLOCK, CoordinatorHost
+from plantcrew.crews.host import CLOCK, EVENT_CONSUMERS, CoordinatorHost
 from plantcrew.crews.worker import WorkerHost
 from plantcrew.messages import (
     AgentHeartbeat,
@@ -83,7 +83,7 @@ TASK_ROLES = ("diagnostic", "operator", "safety", "reviewer")
 NEEDED = {Capability.DIAGNOSE, Capability.PROPOSE_ACTION, Capability.ASSESS_SAFETY}
 NEEDED |= {Capability.ACTUATE, Capability.REVIEW}
 # events applied at once by the Coordinator (its database threads)
-COORDINATOR_THREADS = int(os.environ.get("BENCH_COORDINATOR_THREADS", "8"))
+COORDINATOR_CONSUMERS = int(os.environ.get("BENCH_COORDINATOR_CONSUMERS", EVENT_CONSUMERS))
 AGENTS_PER_WORKER = int(os.environ.get("BENCH_AGENTS_PER_WORKER", "1"))
 COORDINATORS_SCALE = bool(os.environ.get("BENCH_COORDINATORS_SCALE"))
 GROUP_COMMIT = os.environ.get("BENCH_GROUP_COMMIT")  # crew.yaml's coordinator.group_commit
@@ -257,7 +257,7 @@ class ProcessCrew:
     def start(self) -> None:
         env = dict(os.environ, PLANTCREW_LOG_LEVEL="WARNING")
         roles = [a for r in TASK_ROLES for a in ("--role", r)]
-        coordinator = ["coordinator", "--concurrency", str(COORDINATOR_THREADS)]
+        coordinator = ["coordinator", "--concurrency", str(COORDINATOR_CONSUMERS)]
         worker = ["worker", *roles, "--concurrency", str(AGENTS_PER_WORKER)]
         coordinators = self.workers if COORDINATORS_SCALE else 1
         commands = [coordinator] * coordinators + [worker] * self.workers
@@ -406,7 +406,9 @@ async def bench_one(
         try:
             if backend == "memory":
                 config = CrewConfig.load(config_dir() / "crew.yaml")
-                coord = CoordinatorHost(bus, store, config=config, concurrency=COORDINATOR_THREADS)
+                coord = CoordinatorHost(
+                    bus, store, config=config, concurrency=COORDINATOR_CONSUMERS
+                )
                 work = WorkerHost(
                     bus, store, roles=TASK_ROLES, config_dir=DEFAULT_CONFIG_DIR,
                     concurrency=workers,

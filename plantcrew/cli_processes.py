@@ -87,8 +87,15 @@ def coordinator(
     db: DbOpt = None,
     config_dir: ConfigOpt = None,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", min=1, max=64, help="crew.events consumers")
-    ] = 1,
+        int,
+        typer.Option(
+            "--concurrency",
+            min=1,
+            max=256,
+            help="crew.events consumers: events in flight at once (those that arrive "
+            "together share a database transaction)",
+        ),
+    ] = 32,
     probe_port: ProbeOpt = 9100,
     probe_host: ProbeHostOpt = "0.0.0.0",
 ) -> None:
@@ -206,7 +213,7 @@ async def _serve(
 
     from plantcrew.bus import connect
     from plantcrew.crews.config import CrewConfig
-    from plantcrew.crews.host import CoordinatorHost
+    from plantcrew.crews.host import EVENT_CONSUMERS, CoordinatorHost
     from plantcrew.crews.worker import WorkerHost
     from plantcrew.store import Store
 
@@ -230,7 +237,7 @@ async def _serve(
                 bus,
                 store,
                 config=CrewConfig.load(config_dir / "crew.yaml"),
-                concurrency=concurrency if isinstance(concurrency, int) else 1,
+                concurrency=concurrency if isinstance(concurrency, int) else EVENT_CONSUMERS,
             )
         if probe[1]:
             probes = await _start_probes(bus, store, probe)

@@ -21,8 +21,9 @@ the crew is ready (every capability it needs is live). A run with no active inci
 *quiet*: its beacons are answered without touching the database (nothing can be due: votes and
 timeouts belong to active incidents) until an event of the run arrives.
 
-Events are taken by ``concurrency`` consumers of ``crew.events`` and applied one event of an
-incident at a time, in a thread pool, by group commit
+Events are taken by ``concurrency`` consumers of ``crew.events`` (:data:`EVENT_CONSUMERS` by
+default: how many events are in flight at once) and applied one event of an incident at a
+time, in a pool of at most :data:`DB_THREADS` threads, by group commit
 (:class:`~plantcrew.crews.group_commit.GroupCommit`): the events of other incidents that
 arrive while a transaction is open share the next one (at most ``coordinator.group_commit``
 in crew.yaml), so one commit and one audit-chain lock serve many events while the event loop
@@ -78,6 +79,15 @@ CLOCK = "crew.clock"
 LIVE_RUN = "live"
 """The run of messages that name none (live operation)."""
 
+EVENT_CONSUMERS = 32
+"""Default consumers of ``crew.events`` in a Coordinator process: events in flight at once.
+The more arrive together, the more share a transaction (group commit): in
+``bench/incidents.py`` on ``nats://`` 32 consumers took 11 database transactions per incident
+where 8 took 17 and 3 took 25."""
+
+DB_THREADS = 8
+"""At most this many database threads (two group-commit batches, ticks, the outbox relay)."""
+
 
 class WallRegistry(CapabilityRegistry):
     """A capability registry whose liveness runs on this process's monotonic wall clock
@@ -110,7 +120,7 @@ class CoordinatorHost:
         store: Store,
         *,
         config: CrewConfig,
-        concurrency: int = 1,
+        concurrency: int = EVENT_CONSUMERS,
         tick_interval_s: float = 1.0,
         max_runs: int = 256,
         agent_id: str | None = None,
@@ -121,7 +131,7 @@ class CoordinatorHost:
         self.agent_id = agent_id or f"coordinator-{socket.gethostname()}-{os.getpid()}"
         self.registry = WallRegistry(config.coordinator.agent_ttl_s)
         self.executor = ThreadPoolExecutor(
-            max_workers=max(1, concurrency), thread_name_prefix="coordinator-db"
+            max_workers=min(max(1, concurrency), DB_THREADS), thread_name_prefix="coordinator-db"
         )
         self.relay = BatchedOutboxRelay(store, bus, executor=self.executor)
         self.group = GroupCommit(
@@ -131,7 +141,7 @@ class CoordinatorHost:
             max_batch=config.coordinator.group_commit,
             # batches form while the open ones commit; one event a transaction: as many
             # transactions at once as there are threads
-            max_open=2 if config.coordinator.group_commit > 1 else max(1, concurrency),
+            max_open=2 if config.coordinator.group_commit > 1 else DB_THREADS,
         )
         self._serial: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # key -> (lock, [users])
         self.coordinators: OrderedDict[str, Coordinator] = OrderedDict()
@@ -343,4 +353,4 @@ class CoordinatorHost:
         return msg.reply(hb, source=self.agent_id, subject=CLOCK)
 
 
-__all__ = ["CLOCK", "LIVE_RUN", "CoordinatorHost", "WallRegistry"]
+__all__ = ["CLOCK", "DB_THREADS", "EVENT_CONSUMERS", "LIVE_RUN", "CoordinatorHost", "WallRegistry"]
