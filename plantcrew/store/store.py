@@ -231,26 +231,21 @@ class Store(Database):
 
 # ---- helpers used inside a caller's transaction ----------------------------------------------
 def record_message(s: Session, msg: Message, plant_time: float) -> bool:
-    """Append ``msg`` to the conversation log; False when its id is there already.
-
-    One statement (insert unless the id is there); a transaction that already inserted the
-    id and has not committed yet makes it wait for that one's outcome (PostgreSQL).
-    """
-    work = deferred(s)
-    if work is not None:
-        work.write_messages(s)  # what the transaction queued before comes first
-    stmt = insert_new(s, MESSAGE).values(**message_row(msg, plant_time))
-    return s.execute(stmt.returning(MESSAGE.c.seq)).first() is not None
+    """Append ``msg`` to the conversation log; False when its id is there already
+    (:func:`record_messages` with one message)."""
+    return record_messages(s, [(msg, plant_time)])[0]
 
 
 def record_messages(s: Session, messages: Sequence[tuple[Message, float]]) -> list[bool]:
-    """:func:`record_message` for several ``(message, plant_time)`` at once, with one
-    multi-row statement: per message, True when it was appended now, False when its id was
-    there already (logged before, or earlier in ``messages``). Writes what the transaction
-    queued before first, as :func:`record_message` does."""
+    """Append each ``(message, plant_time)`` to the conversation log with one statement
+    (insert unless the id is there): per message, True when it was appended now, False when
+    its id was there already (logged before, or earlier in ``messages``). What the
+    transaction queued before is written first, so the conversation keeps its order. A
+    transaction that already inserted an id and has not committed yet makes this one wait
+    for its outcome (PostgreSQL)."""
     work = deferred(s)
     if work is not None:
-        work.write_messages(s)
+        work.write_messages(s)  # what the transaction queued before comes first
     first: dict[str, int] = {}
     for i, (msg, _) in enumerate(messages):
         first.setdefault(str(msg.id), i)
