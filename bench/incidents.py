@@ -59,8 +59,8 @@ from urllib.parse import urlparse, urlunparse
 
 from plantcrew.agents import Policies
 from plantcrew.bus import Bus, connect
-from plantcrew.crews.config import CrewConfig
-from plantcrew.crews.host import CLOCK, EVENT_CONSUMERS, CoordinatorHost
+from plantcrew.crews.config import EVENT_CONSUMERS, CrewConfig
+from plantcrew.crews.host import CLOCK, CoordinatorHost
 from plantcrew.crews.worker import WorkerHost
 from plantcrew.messages import (
     AgentHeartbeat,

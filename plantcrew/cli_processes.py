@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from plantcrew.crews.config import ROLES
+from plantcrew.crews.config import EVENT_CONSUMERS, ROLES
 from plantcrew.errors import ConfigError, PlantcrewError
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def coordinator(
             help="crew.events consumers: events in flight at once (those that arrive "
             "together share a database transaction)",
         ),
-    ] = 32,
+    ] = EVENT_CONSUMERS,
     probe_port: ProbeOpt = 9100,
     probe_host: ProbeHostOpt = "0.0.0.0",
 ) -> None:
@@ -213,7 +213,7 @@ async def _serve(
 
     from plantcrew.bus import connect
     from plantcrew.crews.config import CrewConfig
-    from plantcrew.crews.host import EVENT_CONSUMERS, CoordinatorHost
+    from plantcrew.crews.host import CoordinatorHost
     from plantcrew.crews.worker import WorkerHost
     from plantcrew.store import Store
 

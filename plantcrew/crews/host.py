@@ -21,16 +21,16 @@ the crew is ready (every capability it needs is live). A run with no active inci
 *quiet*: its beacons are answered without touching the database (nothing can be due: votes and
 timeouts belong to active incidents) until an event of the run arrives.
 
-Events are taken by ``concurrency`` consumers of ``crew.events`` (:data:`EVENT_CONSUMERS` by
-default: how many events are in flight at once) and applied one event of an incident at a
-time, in a pool of at most :data:`DB_THREADS` threads, by group commit
-(:class:`~plantcrew.crews.group_commit.GroupCommit`): the events of other incidents that
-arrive while a transaction is open share the next one (at most ``coordinator.group_commit``
-in crew.yaml), so one commit and one audit-chain lock serve many events while the event loop
-keeps serving. The rows a transaction queued in the outbox come back from its commit and are
-published at once, before its events are acknowledged and before an incident's next event is
-applied (:meth:`BatchedOutboxRelay.publish_rows`); the relay reads the outbox only at start
-and after a failed publish.
+Events are taken by ``concurrency`` consumers of ``crew.events``
+(:data:`~plantcrew.crews.config.EVENT_CONSUMERS` by default: how many events are in flight at
+once) and applied one event of an incident at a time, in a pool of at most :data:`DB_THREADS`
+threads, by group commit (:class:`~plantcrew.crews.group_commit.GroupCommit`): the events of
+other incidents that arrive while a transaction is open share the next one (at most
+``coordinator.group_commit`` in crew.yaml), so one commit and one audit-chain lock serve many
+events while the event loop keeps serving. The rows a transaction queued in the outbox come
+back from its commit and are published at once, before its events are acknowledged and before
+an incident's next event is applied (:meth:`BatchedOutboxRelay.publish_rows`); the relay reads
+the outbox only at start and after a failed publish.
 
 Liveness is a property of processes, so the registry judges it on the wall clock: an agent is
 live while its last heartbeat is younger than ``agent_ttl_s`` wall seconds (crew.yaml), whatever
@@ -62,7 +62,7 @@ from sqlmodel import col, func, select
 from plantcrew.bus import Bus, Subscription
 from plantcrew.crews.batched_relay import BatchedOutboxRelay
 from plantcrew.crews.clocks import LiveClock, RunClock, as_utc
-from plantcrew.crews.config import CrewConfig
+from plantcrew.crews.config import EVENT_CONSUMERS, CrewConfig
 from plantcrew.crews.coordinator import ACTIVE, Coordinator
 from plantcrew.crews.group_commit import GroupCommit
 from plantcrew.crews.registry import AgentInfo, CapabilityRegistry
@@ -78,12 +78,6 @@ CLOCK = "crew.clock"
 
 LIVE_RUN = "live"
 """The run of messages that name none (live operation)."""
-
-EVENT_CONSUMERS = 32
-"""Default consumers of ``crew.events`` in a Coordinator process: events in flight at once.
-The more arrive together, the more share a transaction (group commit): in
-``bench/incidents.py`` on ``nats://`` 32 consumers took 11 database transactions per incident
-where 8 took 17 and 3 took 25."""
 
 DB_THREADS = 8
 """At most this many database threads (two group-commit batches, ticks, the outbox relay)."""
@@ -353,4 +347,4 @@ class CoordinatorHost:
         return msg.reply(hb, source=self.agent_id, subject=CLOCK)
 
 
-__all__ = ["CLOCK", "DB_THREADS", "EVENT_CONSUMERS", "LIVE_RUN", "CoordinatorHost", "WallRegistry"]
+__all__ = ["CLOCK", "DB_THREADS", "LIVE_RUN", "CoordinatorHost", "WallRegistry"]
