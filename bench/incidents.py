@@ -20,6 +20,7 @@ the four task roles), as in production. ``--workers 1,2`` compares one and two w
 
 Run:  /work/venv/bin/python bench/incidents.py [--n 300] [--inflight 32] [--workers 1,2]
       [--backends memory,nats,redis] [--db postgresql://postgres@127.0.0.1:5432/test | sqlite]
+      [--model-latency-ms L]
 It prints its figures and the exact command that produced them, and the CPU time each part
 used per measured incident (from ``/proc``: this process, the Coordinator and worker
 processes, and every ``postgres``, ``nats-server`` and ``redis-server`` process on the machine,
@@ -33,6 +34,25 @@ Coordinator's ``--concurrency``: ``crew.events`` consumers, default 32),
 ``BENCH_GROUP_COMMIT=N`` (crew.yaml's ``coordinator.group_commit``; 1 turns group commit
 off), ``BENCH_ASYNC_COMMIT=1`` (PostgreSQL ``synchronous_commit=off`` for the benchmark's
 database: shows what the write-ahead log's fsync costs; never a production setting).
+
+The model: by default the offline playbook model, which answers at once, so the crew is
+CPU-bound and on a small machine a second worker per role adds nothing. Hosted models take
+hundreds of milliseconds of wall time per call; then the worker tier's concurrency (the
+agents answering model calls at once) is the limit, and that regime is where more worker
+processes add throughput. ``--model-latency-ms L`` (L > 0) measures it with the real
+protocol: this process serves the OpenAI chat-completions API on loopback
+(``tests/llm/openai_stub.py``) and answers each request with the playbook's own answer
+after L ms, and the crew runs on a copy of the configuration whose models.yaml puts an
+``openai/bench-stub`` deployment at that server ahead of the playbook in every group (hosted
+deployments left out; the key variable ``BENCH_MODEL_KEY`` is set to a dummy). So the
+incidents take the same steps as on the playbook, but every model call goes through
+litellm's Router over HTTP and takes L ms. The bench counts the requests the server
+received and every model call the crew recorded, prints model calls per incident, and fails
+when a call was served by anything but the stub (a fallback to the playbook). Each worker
+process runs ``BENCH_AGENTS_PER_WORKER`` agents per role (default 1); a role's agents bound how
+many of its model calls are in flight, and ``--workers N`` multiplies that bound by N. The
+driver's CPU then includes the stub's (on ``memory://`` the stub, like the crew, runs in this
+process, and ``--workers N`` is N agents per role).
 """
 
 from __future__ import annotations
@@ -40,6 +60,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import socket
@@ -54,7 +75,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse, urlunparse
 
 from plantcrew.agents import Policies
@@ -76,7 +97,7 @@ from plantcrew.plant.actuators import ActuatorCommand, ActuatorReceipt
 from plantcrew.plant.bus_actuator import COMMANDS, PlantGateway
 from plantcrew.plant.spec import default_plant
 from plantcrew.settings import DEFAULT_CONFIG_DIR
-from plantcrew.store import MessageRecord, Run, Store
+from plantcrew.store import MessageRecord, ModelCall, Run, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK_ROLES = ("diagnostic", "operator", "safety", "reviewer")
@@ -89,19 +110,47 @@ COORDINATORS_SCALE = bool(os.environ.get("BENCH_COORDINATORS_SCALE"))
 GROUP_COMMIT = os.environ.get("BENCH_GROUP_COMMIT")  # crew.yaml's coordinator.group_commit
 
 
-def config_dir() -> Path:
-    """The crew's configuration: the shipped one, or a copy with ``BENCH_GROUP_COMMIT``."""
-    if not GROUP_COMMIT:
+STUB_MODEL = "bench-stub"  # the model name the crew asks the loopback OpenAI server for
+STUB_KEY_ENV = "BENCH_MODEL_KEY"  # the deployment's api_key_env (a dummy value)
+
+
+def config_dir(model_base: str | None = None) -> Path:
+    """The crew's configuration: the shipped one, or a copy (in a new temporary directory)
+    with ``BENCH_GROUP_COMMIT`` and, given ``model_base`` (an OpenAI-compatible ``.../v1``
+    URL), every model group served by ``openai/bench-stub`` there first, then by its playbook
+    deployment (hosted deployments left out). Raises RuntimeError when the copy's models.yaml
+    would not put the stub first in every group."""
+    if not GROUP_COMMIT and model_base is None:
         return DEFAULT_CONFIG_DIR
     import shutil
 
     import yaml
 
+    from plantcrew.llm.config import load_models_config
+
     out = Path(tempfile.mkdtemp(prefix="bench-config-")) / "config"
     shutil.copytree(DEFAULT_CONFIG_DIR, out)
-    crew = yaml.safe_load((out / "crew.yaml").read_text())
-    crew.setdefault("coordinator", {})["group_commit"] = int(GROUP_COMMIT)
-    (out / "crew.yaml").write_text(yaml.safe_dump(crew))
+    if GROUP_COMMIT:
+        crew = yaml.safe_load((out / "crew.yaml").read_text())
+        crew.setdefault("coordinator", {})["group_commit"] = int(GROUP_COMMIT)
+        (out / "crew.yaml").write_text(yaml.safe_dump(crew))
+    if model_base is not None:
+        models = yaml.safe_load((out / "models.yaml").read_text())
+        for name, group in models["groups"].items():
+            stub = {
+                "model": f"openai/{STUB_MODEL}", "name": f"{name}-{STUB_MODEL}",
+                "api_base": model_base, "api_key_env": STUB_KEY_ENV, "timeout_s": 30,
+                "max_retries": 0,
+            }  # fmt: skip
+            playbooks = [d for d in group["deployments"] if d["model"].startswith("playbook/")]
+            group["deployments"] = [stub, *playbooks]
+        (out / "models.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
+        os.environ[STUB_KEY_ENV] = "bench-dummy-key"  # the workers inherit it
+        cfg = load_models_config(out / "models.yaml")
+        for name in cfg.groups:
+            first = cfg.active(name)[0]
+            if first.name != f"{name}-{STUB_MODEL}":
+                raise RuntimeError(f"models.yaml copy: group {name} starts with {first.name}")
     return out
 
 
@@ -123,6 +172,71 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# ---- the model: the playbook's answers over OpenAI's HTTP API, after a delay -------------
+@contextlib.contextmanager
+def model_server(latency_ms: float) -> Iterator[Any]:
+    """A loopback OpenAI chat-completions server (``tests/llm/openai_stub.py``'s
+    ``OpenAIStub``, yielded) answering ``bench-stub`` with the playbook's answer to each
+    request (fitted to its ``response_format``), ``latency_ms`` after it arrived. A request
+    the playbook cannot answer gets the playbook's error status (the crew then falls back,
+    which the bench reports as a failure)."""
+    sys.path.insert(0, str(ROOT))  # tests/ is not installed
+    from litellm.llms.custom_llm import CustomLLMError
+
+    from plantcrew.llm.playbook import PlaybookLLM, estimate_tokens
+    from tests.llm.openai_stub import OpenAIStub, Reply
+
+    playbook = PlaybookLLM()
+    rules = str(DEFAULT_CONFIG_DIR / "playbooks.yaml")
+    delay = latency_ms / 1000
+
+    def answer(body: dict[str, Any]) -> Reply:
+        messages = body.get("messages") or []
+        try:
+            params = {"response_format": body.get("response_format")}
+            text = playbook.answer_text(messages, params, rules)
+        except CustomLLMError as exc:
+            return Reply.error(exc.status_code, message=str(exc), delay_s=delay)
+        prompt = estimate_tokens(json.dumps(messages, default=str))
+        return Reply.text(
+            text, delay_s=delay, prompt_tokens=prompt, completion_tokens=estimate_tokens(text)
+        )
+
+    with OpenAIStub() as stub:
+        stub.respond(STUB_MODEL, answer)
+        yield stub
+
+
+def model_calls(store: Store, runs: list[str]) -> dict[tuple[str, bool, bool], int]:
+    """The model calls the crew recorded for ``runs``: count by (deployment, fallback, ok)."""
+    from sqlmodel import col, func, select
+
+    with store.tx() as s:
+        rows = s.exec(
+            select(ModelCall.deployment, ModelCall.fallback, ModelCall.ok, func.count())
+            .where(col(ModelCall.run_id).in_(runs))
+            .group_by(col(ModelCall.deployment), col(ModelCall.fallback), col(ModelCall.ok))
+        ).all()
+    return {(d, bool(f), bool(ok)): int(n) for d, f, ok, n in rows}
+
+
+def check_model_calls(
+    calls: dict[tuple[str, bool, bool], int], requests: int | None, n: int
+) -> None:
+    """With the model server (``requests``: how many it received while measuring), raise
+    RuntimeError unless it received some and every recorded call was served by it, on the
+    first try, successfully."""
+    if requests is None:
+        return
+    wrong = {k: v for k, v in calls.items() if not k[0].endswith(STUB_MODEL) or k[1] or not k[2]}
+    if not requests or not calls or wrong:
+        raise RuntimeError(
+            f"--model-latency-ms: the model server received {requests} requests for {n} "
+            f"incidents and the crew recorded {sum(calls.values())} model calls; not served "
+            f"by {STUB_MODEL} (deployment, fallback, ok: count): {wrong}"
+        )
 
 
 # ---- where the CPU goes ------------------------------------------------------------------
@@ -251,8 +365,8 @@ class ProcessCrew:
     bus_url: str
     db_url: str
     workers: int
+    config: Path  # the config dir (see config_dir)
     procs: list[tuple[subprocess.Popen[bytes], int]] = field(default_factory=list)
-    config: Path = field(default_factory=config_dir)
 
     def start(self) -> None:
         env = dict(os.environ, PLANTCREW_LOG_LEVEL="WARNING")
@@ -283,7 +397,8 @@ class ProcessCrew:
         """Pids of the crew's processes: ``coordinator`` and ``workers``."""
         out: dict[str, list[int]] = {"coordinator": [], "workers": []}
         for proc, _ in self.procs:
-            out["coordinator" if "coordinator" in proc.args else "workers"].append(proc.pid)
+            argv = cast(list[str], proc.args)
+            out["coordinator" if "coordinator" in argv else "workers"].append(proc.pid)
         return out
 
     def stop(self) -> None:
@@ -392,8 +507,18 @@ class Driver:
 
 
 async def bench_one(
-    backend: str, workers: int, n: int, inflight: int, db: str, warmup: int
+    backend: str,
+    workers: int,
+    n: int,
+    inflight: int,
+    db: str,
+    warmup: int,
+    config: Path,
+    stub: Any = None,
 ) -> dict[str, Any]:
+    """One configuration's figures. ``config`` is the crew's config dir; ``stub`` the
+    loopback model server when the models have a latency (RuntimeError when a model call
+    went elsewhere)."""
     tag = uuid.uuid4().hex[:10]
     bus_url = (
         f"memory://bench{tag}" if backend == "memory" else f"{BROKERS[backend]}?namespace=b{tag}"
@@ -405,19 +530,18 @@ async def bench_one(
         hosts: list[object] = []
         try:
             if backend == "memory":
-                config = CrewConfig.load(config_dir() / "crew.yaml")
+                crew_config = CrewConfig.load(config / "crew.yaml")
                 coord = CoordinatorHost(
-                    bus, store, config=config, concurrency=COORDINATOR_CONSUMERS
+                    bus, store, config=crew_config, concurrency=COORDINATOR_CONSUMERS
                 )
                 work = WorkerHost(
-                    bus, store, roles=TASK_ROLES, config_dir=DEFAULT_CONFIG_DIR,
-                    concurrency=workers,
+                    bus, store, roles=TASK_ROLES, config_dir=config, concurrency=workers,
                 )  # fmt: skip
                 await coord.start()
                 await work.start()
                 hosts = [work, coord]
             else:
-                crew = ProcessCrew(bus_url, db_url, workers)
+                crew = ProcessCrew(bus_url, db_url, workers, config)
                 await asyncio.to_thread(crew.start)
             driver = Driver(bus, store)
             await driver.start()
@@ -429,9 +553,13 @@ async def bench_one(
             await asyncio.sleep(1.5)  # the warm-up's counts reach pg_stat_database
             tx_before = db_transactions(db_url)
             before = cpu_snapshot(parts)
+            requests_before = len(stub.requests) if stub is not None else 0
             wall = await driver.drive(runs, inflight)
             used = cpu_used(parts, before)
+            requests = len(stub.requests) - requests_before if stub is not None else None
             await asyncio.sleep(1.5)
+            calls = model_calls(store, runs)
+            check_model_calls(calls, requests, n)
             tx_after = db_transactions(db_url)
             tx = None if tx_before is None or tx_after is None else tx_after - tx_before
             lat = [
@@ -456,6 +584,8 @@ async def bench_one(
                 "commands": driver.plant.commands,
                 "cpu_ms": {k: 1000 * v / n for k, v in used.items() if parts.get(k) or v},
                 "db_transactions": None if tx is None else tx / n,
+                "model_calls": sum(calls.values()) / n,
+                "stub_requests": None if requests is None else requests / n,
             }
         finally:
             for h in hosts:
@@ -466,6 +596,23 @@ async def bench_one(
             store.dispose()
             if backend != "memory":
                 await drop_namespace(bus_url)
+
+
+def model_label(latency_ms: float, stub: Any) -> str:
+    """What answers the crew's model calls, for the report."""
+    if stub is None:
+        return "playbook model (answers at once, in the worker)"
+    return (
+        f"model latency {latency_ms:g} ms: playbook answers from openai/{STUB_MODEL} "
+        f"at {stub.base_url} (OpenAI chat completions over HTTP, through litellm)"
+    )
+
+
+def command_line() -> str:
+    """The exact command, with the ``BENCH_*`` knobs set in the environment."""
+    knobs = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_")]
+    knobs = [k for k in knobs if not k.startswith(f"{STUB_KEY_ENV}=")]  # set by the bench
+    return " ".join(shlex.quote(a) for a in [*knobs, sys.executable, *sys.argv])
 
 
 async def main() -> None:
@@ -479,42 +626,70 @@ async def main() -> None:
         "--db", default="postgresql://postgres@127.0.0.1:5432/test",
         help="PostgreSQL server URL (a fresh database is made on it) or 'sqlite'",
     )  # fmt: skip
+    ap.add_argument(
+        "--model-latency-ms", type=float, default=0.0,
+        help="0: the playbook model in the workers (answers at once); L > 0: every model call "
+        "goes over HTTP to a loopback OpenAI-compatible server answering the playbook's "
+        "answer after L ms (the model-bound regime)",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.model_latency_ms < 0:
+        ap.error("--model-latency-ms must be >= 0")
     from plantcrew.logs import configure
 
     configure("WARNING")
-    rows = []
-    for backend in args.backends.split(","):
-        for workers in (int(w) for w in args.workers.split(",")):
-            row = await bench_one(backend, workers, args.n, args.inflight, args.db, args.warmup)
-            rows.append(row)
-            print(
-                f"{row['backend']:>6}  workers/role {row['workers']}  "
-                f"{row['per_s']:7.1f} incidents/s  p50 {row['p50_ms']:7.1f} ms  "
-                f"p99 {row['p99_ms']:7.1f} ms  resolved {row['resolved']}/{row['incidents']}  "
-                f"db messages {row['db_messages']}  broker messages {row['broker_messages']}",
-                flush=True,
-            )
-            cpu = row["cpu_ms"]
-            assert isinstance(cpu, dict)
-            print(
-                "        CPU ms per incident: "
-                + "  ".join(f"{k} {v:.1f}" for k, v in cpu.items())
-                + f"  (total {sum(cpu.values()):.1f})",
-                flush=True,
-            )
-            if row["db_transactions"] is not None:
-                print(
-                    f"        database transactions per incident: {row['db_transactions']:.1f}"
-                    " (PostgreSQL commits, every process)",
-                    flush=True,
+    with contextlib.ExitStack() as stack:
+        stub = None
+        if args.model_latency_ms > 0:
+            stub = stack.enter_context(model_server(args.model_latency_ms))
+        config = config_dir(stub.base_url if stub is not None else None)
+        if config != DEFAULT_CONFIG_DIR:
+            import shutil
+
+            stack.callback(shutil.rmtree, config.parent, ignore_errors=True)
+        label = model_label(args.model_latency_ms, stub)
+        print(f"{label}; {AGENTS_PER_WORKER} agent(s) per role per worker process", flush=True)
+        for backend in args.backends.split(","):
+            for workers in (int(w) for w in args.workers.split(",")):
+                row = await bench_one(
+                    backend, workers, args.n, args.inflight, args.db, args.warmup, config, stub
                 )
+                print_row(row)
     db = "SQLite" if args.db == "sqlite" else "PostgreSQL"
     print(
-        f"\n{os.cpu_count()} CPUs, {db}, playbook model; load average "
+        f"\n{os.cpu_count()} CPUs, {db}, {label}; load average "
         + " ".join(f"{x:.1f}" for x in os.getloadavg())
     )
-    print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
+    print("command: " + command_line())
+
+
+def print_row(row: dict[str, Any]) -> None:
+    """One configuration's figures, as lines of the report."""
+    print(
+        f"{row['backend']:>6}  workers/role {row['workers']}  "
+        f"{row['per_s']:7.1f} incidents/s  p50 {row['p50_ms']:7.1f} ms  "
+        f"p99 {row['p99_ms']:7.1f} ms  resolved {row['resolved']}/{row['incidents']}  "
+        f"db messages {row['db_messages']}  broker messages {row['broker_messages']}",
+        flush=True,
+    )
+    cpu = row["cpu_ms"]
+    assert isinstance(cpu, dict)
+    print(
+        "        CPU ms per incident: "
+        + "  ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+        + f"  (total {sum(cpu.values()):.1f})",
+        flush=True,
+    )
+    calls = f"        model calls per incident: {row['model_calls']:.1f} recorded"
+    if row["stub_requests"] is not None:
+        calls += f", {row['stub_requests']:.1f} HTTP requests to {STUB_MODEL} (all served by it)"
+    print(calls, flush=True)
+    if row["db_transactions"] is not None:
+        print(
+            f"        database transactions per incident: {row['db_transactions']:.1f}"
+            " (PostgreSQL commits, every process)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
