@@ -24,8 +24,8 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
-from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
 from plantcrew.bus import Bus, DurableOptions, Subscription
@@ -117,6 +117,10 @@ def _no_looser_than_rules(p: SafetyDecision) -> SafetyDecision:
 
 
 TASK = TaskRecord.__table__  # type: ignore[attr-defined]
+# built once, executed with parameters (SQLAlchemy's compiled cache; see plantcrew.store.rows)
+_TASK_STATUS = (
+    update(TASK).where(TASK.c.id == bindparam("task_id")).values(status=bindparam("status"))
+)
 LESSON = Lesson.__table__  # type: ignore[attr-defined]
 
 
@@ -423,11 +427,8 @@ class Coordinator:
             log.info("stale result ignored", task=payload.task_id, type=payload.kind)
             return None
         s.expunge(inc)
-        s.execute(
-            update(TASK)
-            .where(TASK.c.id == payload.task_id)
-            .values(status="failed" if isinstance(payload, TaskFailed) else "done")
-        )
+        status = "failed" if isinstance(payload, TaskFailed) else "done"
+        s.execute(_TASK_STATUS, {"task_id": payload.task_id, "status": status})
         inc.current_task_id = None
         return inc
 

@@ -62,14 +62,18 @@ def entry_hash(
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+_AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
+# built once, executed with parameters (SQLAlchemy's compiled cache)
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_LAST = select(_AUDIT.c.hash, _AUDIT.c.seq).order_by(_AUDIT.c.seq.desc()).limit(1)
+_INSERT = insert(_AUDIT)
+
+
 def _lock_and_last(session: Session) -> tuple[str, int]:
     """Take the chain's lock (PostgreSQL) and read its last ``(hash, seq)``."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
-    table = AuditEntry.__table__  # type: ignore[attr-defined]
-    last = session.execute(
-        select(table.c.hash, table.c.seq).order_by(table.c.seq.desc()).limit(1)
-    ).first()
+        session.execute(_LOCK, {"key": AUDIT_LOCK})
+    last = session.execute(_LAST).first()
     return (str(last[0]), int(last[1] or 0)) if last else (GENESIS, 0)
 
 
@@ -96,6 +100,7 @@ def append_many(session: Session, entries: Sequence[dict[str, Any]]) -> list[Aud
         return []
     prev, seq = _lock_and_last(session)
     out: list[AuditEntry] = []
+    rows: list[dict[str, Any]] = []
     for e in entries:
         seq += 1
         fields: dict[str, Any] = {
@@ -109,12 +114,10 @@ def append_many(session: Session, entries: Sequence[dict[str, Any]]) -> list[Aud
             "data": json.loads(json.dumps(e["data"], default=str)),
         }
         digest = entry_hash(prev, **fields)
-        out.append(AuditEntry(**fields, prev_hash=prev, hash=digest))
+        rows.append({**fields, "prev_hash": prev, "hash": digest})
+        out.append(AuditEntry(**rows[-1]))
         prev = digest
-    session.execute(
-        insert(AuditEntry.__table__),  # type: ignore[attr-defined]
-        [a.model_dump() for a in out],
-    )
+    session.execute(_INSERT, rows)
     return out
 
 

@@ -34,6 +34,9 @@ DEFERRED = "plantcrew.deferred"
 
 MESSAGE = MessageRecord.__table__  # type: ignore[attr-defined]
 OUTBOX = OutboxEntry.__table__  # type: ignore[attr-defined]
+# built once, executed with the rows as parameters (SQLAlchemy's compiled cache)
+_LOG = insert(MESSAGE)
+_QUEUE = insert(OUTBOX).returning(OUTBOX.c.seq, sort_by_parameter_order=True)
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,11 @@ class Deferred:
         queued, self.messages = self.messages, []
         bodies = [m.to_bytes().decode() for m, _ in queued]  # kept: the bus sends them
         s.execute(
-            insert(MESSAGE),
+            _LOG,
             [message_row(m, pt, body) for (m, pt), body in zip(queued, bodies, strict=True)],
         )
         result = s.execute(
-            insert(OUTBOX).returning(OUTBOX.c.seq, sort_by_parameter_order=True),
+            _QUEUE,
             [
                 {"message_id": str(m.id), "subject": m.subject, "body": body, "published": False}
                 for (m, _), body in zip(queued, bodies, strict=True)
