@@ -122,6 +122,24 @@ _TASK_STATUS = (
     update(TASK).where(TASK.c.id == bindparam("task_id")).values(status=bindparam("status"))
 )
 LESSON = Lesson.__table__  # type: ignore[attr-defined]
+_NEWEST_LESSONS = (
+    sa_select(
+        LESSON.c.id, LESSON.c.root_cause, LESSON.c.signature, LESSON.c.weight, LESSON.c.source
+    )
+    .where(LESSON.c.source == bindparam("source"))
+    .order_by(LESSON.c.id.desc())
+    .limit(bindparam("limit"))
+)
+# an active incident of a run on a device (at most one: the Coordinator opens no second one)
+_ACTIVE_ON_DEVICE = select(Incident).where(
+    col(Incident.run_id) == bindparam("run_id"),
+    col(Incident.device_id) == bindparam("device_id"),
+    col(Incident.status).in_(ACTIVE),
+)
+_INCIDENTS_IN_RUN = (
+    select(func.count()).select_from(Incident).where(col(Incident.run_id) == bindparam("run_id"))
+)
+_ACTIONS_OF = select(Action).where(col(Action.incident_id) == bindparam("incident_id"))
 
 
 def recent_lessons(s: Session, limit: int) -> list[dict[str, Any]]:
@@ -129,16 +147,9 @@ def recent_lessons(s: Session, limit: int) -> list[dict[str, Any]]:
     ``limit`` newest corrections (``feedback``), oldest first, identical ones (same root
     cause, source and signature) merged into one whose ``weight`` is their sum and ``count``
     their number, so recall scores them as before and a task stays bounded in size."""
-    cols = LESSON.c.root_cause, LESSON.c.signature, LESSON.c.weight, LESSON.c.source
     rows: list[Any] = []
     for source in ("confirmed", "feedback"):
-        newest = (
-            sa_select(LESSON.c.id, *cols)
-            .where(LESSON.c.source == source)
-            .order_by(LESSON.c.id.desc())
-            .limit(limit)
-        )
-        rows.extend(s.execute(newest).all())
+        rows.extend(s.execute(_NEWEST_LESSONS, {"source": source, "limit": limit}).all())
     merged: dict[tuple[str, str, str], dict[str, Any]] = {}
     for _, cause, signature, weight, source in sorted(rows, key=lambda r: r[0]):
         key = (cause, source, json.dumps(signature, sort_keys=True))
@@ -449,7 +460,7 @@ class Coordinator:
         self._review_or_close(s, inc, pt, cause)
 
     def _review_or_close(self, s: Session, inc: Incident, pt: float, cause: Message | None) -> None:
-        actions = s.exec(select(Action).where(col(Action.incident_id) == inc.id)).all()
+        actions = s.exec(_ACTIONS_OF, params={"incident_id": inc.id}).all()
         facts = {
             "incident_id": inc.id,
             "device_id": inc.device_id,
@@ -489,19 +500,13 @@ class Coordinator:
         assert isinstance(p, AnomalyDetected)
         run_id = msg.run_id or self.run_id
         active = s.exec(
-            select(Incident).where(
-                col(Incident.run_id) == run_id,
-                col(Incident.device_id) == p.device_id,
-                col(Incident.status).in_(ACTIVE),
-            )
+            _ACTIVE_ON_DEVICE, params={"run_id": run_id, "device_id": p.device_id}
         ).first()
         if active is not None:
             active.data = {**active.data, "anomalies": active.data.get("anomalies", 1) + 1}
             s.add(active)
             return
-        n = s.exec(
-            select(func.count()).select_from(Incident).where(col(Incident.run_id) == run_id)
-        ).one()
+        n = s.exec(_INCIDENTS_IN_RUN, params={"run_id": run_id}).one()
         inc = Incident(
             id=f"inc-{run_id[-8:]}-{n + 1}",
             run_id=run_id,
@@ -529,11 +534,8 @@ class Coordinator:
         p = msg.payload
         assert isinstance(p, AnomalyCleared)
         found = s.exec(
-            select(Incident).where(
-                col(Incident.run_id) == (msg.run_id or self.run_id),
-                col(Incident.device_id) == p.device_id,
-                col(Incident.status).in_(ACTIVE),
-            )
+            _ACTIVE_ON_DEVICE,
+            params={"run_id": msg.run_id or self.run_id, "device_id": p.device_id},
         ).first()
         if found is None:
             return
