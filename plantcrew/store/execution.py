@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from plantcrew.errors import ApprovalError, NotFoundError
 from plantcrew.store.db import Database
@@ -17,6 +17,28 @@ from plantcrew.store.tokens import check_token
 
 ACTION = Action.__table__  # type: ignore[attr-defined]
 APPROVAL = Approval.__table__  # type: ignore[attr-defined]
+# built once, executed with parameters (SQLAlchemy's compiled cache)
+_CLAIM = select(ACTION).where(ACTION.c.id == bindparam("action_id")).with_for_update()
+_APPROVAL = select(APPROVAL).where(APPROVAL.c.id == bindparam("approval_id"))
+_CONSUME = (
+    update(APPROVAL)
+    .where(APPROVAL.c.id == bindparam("approval_id"))
+    .values(consumed_at=bindparam("plant_time"))
+)
+_EXECUTING = (
+    update(ACTION)
+    .where(ACTION.c.id == bindparam("action_id"))
+    .values(
+        status="executing",
+        approval_id=bindparam("approval_id"),
+        executed_at=bindparam("plant_time"),
+    )
+)
+_FINISH = (
+    update(ACTION)
+    .where(ACTION.c.id == bindparam("action_id"))
+    .values(status=bindparam("status"), receipt=bindparam("receipt"))
+)
 
 
 def begin_execution(
@@ -30,13 +52,13 @@ def begin_execution(
     NotFoundError for an unknown action.
     """
     with db.tx() as s:
-        found = s.execute(select(ACTION).where(ACTION.c.id == action_id).with_for_update()).first()
+        found = s.execute(_CLAIM, {"action_id": action_id}).first()
         if found is None:
             raise NotFoundError(f"no action {action_id!r}")
         action = Action(**found._mapping)
         if action.status in ("executing", "executed"):
             return action, False
-        approval = s.execute(select(APPROVAL).where(APPROVAL.c.id == approval_id)).first()
+        approval = s.execute(_APPROVAL, {"approval_id": approval_id}).first()
         if approval is None:
             raise ApprovalError(f"no approval {approval_id!r}")
         if approval.action_id != action.id:
@@ -50,11 +72,9 @@ def begin_execution(
         check_token(
             token, approval.id, action.id, action.device_id, action.command, action.parameters
         )
-        s.execute(
-            update(APPROVAL).where(APPROVAL.c.id == approval_id).values(consumed_at=plant_time)
-        )
-        claimed = {"status": "executing", "approval_id": approval_id, "executed_at": plant_time}
-        s.execute(update(ACTION).where(ACTION.c.id == action_id).values(**claimed))
+        ids = {"action_id": action_id, "approval_id": approval_id, "plant_time": plant_time}
+        s.execute(_CONSUME, ids)
+        s.execute(_EXECUTING, ids)
         action.status, action.approval_id, action.executed_at = "executing", approval_id, plant_time
         return action, True
 
@@ -62,8 +82,6 @@ def begin_execution(
 def finish_execution(db: Database, action_id: str, *, status: str, receipt: dict[str, Any]) -> None:
     """Record the actuator's answer: ``executed`` or ``failed``."""
     with db.tx() as s:
-        done = s.execute(
-            update(ACTION).where(ACTION.c.id == action_id).values(status=status, receipt=receipt)
-        )
+        done = s.execute(_FINISH, {"action_id": action_id, "status": status, "receipt": receipt})
         if done.rowcount != 1:  # type: ignore[attr-defined]
             raise NotFoundError(f"no action {action_id!r}")
