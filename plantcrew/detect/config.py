@@ -39,7 +39,9 @@ class MonitorConfig(BaseModel):
     changes (the speed moves by ``regime_step_pct`` or more, the device restarts, or an
     episode ends), they settle: they are not scored until, at least ``settle_min_s`` after the
     change, their change has stayed within ``settle_z`` spreads for ``clear_readings``
-    readings, or for at most ``settle_max_s``.
+    readings, or for at most ``settle_max_s``. A thermal sensor whose change reached
+    ``settle_z`` on any of calibration's last ``clear_readings`` readings is still settling
+    when calibration ends and settles the same way (without the ``settle_min_s`` wait).
 
     Episodes: ``debounce_readings`` consecutive readings over the threshold open one (its time
     is the first of them); the AnomalyDetected event follows ``summary_s`` later with each

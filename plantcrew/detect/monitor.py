@@ -24,9 +24,10 @@ One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-a
    statistic and pushes the score to at least 0.8.
 4. Operating regime: thermal sensors follow the operating point with a lag of minutes, so
    after the speed moves by ``regime_step_pct``, the device restarts or an episode ends they
-   are not scored until they have settled (see :class:`MonitorConfig`). Non-thermal
-   baselines follow slow drift (``baseline_tau_s``) while the readings look normal; during
-   an episode, those of the sensors outside it keep following.
+   are not scored until they have settled (see :class:`MonitorConfig`); so are those still
+   moving when calibration ends (:meth:`ThermalSettling.carry`). Non-thermal baselines
+   follow slow drift (``baseline_tau_s``) while the readings look normal; during an
+   episode, those of the sensors outside it keep following.
 5. Episodes: ``debounce_readings`` readings over the threshold open one; its
    :class:`AnomalyDetected` carries ``ts`` = the first of them (the detection time) but is
    emitted ``summary_s`` later, with each sensor's strongest deviation over the episode's
@@ -251,6 +252,7 @@ class DeviceMonitor:
         self._run = np.ones(p, dtype=np.int64)
         self._prev_raw = self._x.copy()
         self._settling = ThermalSettling(cal.thermal, cfg)
+        self._settling.carry(ts, np.abs(cal.sample) / cal.spread)
         self._prev_ts = ts
         self._regime_speed = float(np.median(self._cal_speed)) if self._cal_speed else None
         self._cal_ts, self._cal_x, self._cal_gain, self._cal_speed = [], [], [], []

@@ -7,6 +7,14 @@ knows. :class:`ThermalSettling` keeps the thermal sensors out of the score until
 settled: at least ``settle_min_s`` after the change (a first-order lag shows its slope only
 after a while), their change has stayed under ``settle_z`` spreads for ``clear_readings``
 readings; or at the latest ``settle_max_s`` after the change.
+
+Calibration can also end in the middle of such a transient (the plant was started or moved
+shortly before the readings began): a thermal sensor whose smoothed change was ``settle_z``
+spreads or more on any of calibration's last ``clear_readings`` readings has not settled by
+the same test, so it starts settling when calibration ends (:meth:`ThermalSettling.carry`).
+Its drift is then the tail of something that happened before or during calibration, not a
+new anomaly; it is scored again once calm, as after any operating-point change. No
+``settle_min_s`` wait applies there: the transient has already shown its slope.
 """
 
 from __future__ import annotations
@@ -36,6 +44,22 @@ class ThermalSettling:
         self._calm_for = np.where(th, 0, self._calm_for)
         self._earliest = np.where(th, ts + self.config.settle_min_s, self._earliest)
         self._latest = np.where(th, ts + self.config.settle_max_s, self._latest)
+
+    def carry(self, ts: float, recent: FloatArray) -> None:
+        """Calibration ended at plant time ``ts``; ``recent`` ``(m, p)`` holds the strengths
+        (``|smoothed z| / spread``) of its last readings (at most ``clear_readings`` are
+        read). A thermal sensor that reached ``settle_z`` on any of them has not settled:
+        it settles from ``ts`` (at the latest by ``ts + settle_max_s``), without the
+        ``settle_min_s`` wait."""
+        cfg = self.config
+        tail = np.asarray(recent, dtype=np.float64)[-cfg.clear_readings :]
+        if tail.size == 0:
+            return
+        moving = self.thermal & np.any(tail >= cfg.settle_z, axis=0)
+        self.mask = self.mask | moving
+        self._calm_for = np.where(moving, 0, self._calm_for)
+        self._earliest = np.where(moving, ts, self._earliest)
+        self._latest = np.where(moving, ts + cfg.settle_max_s, self._latest)
 
     def update(self, ts: float, strength: FloatArray) -> None:
         """Advance with each sensor's ``strength`` (``|smoothed z| / spread``) at ``ts``."""

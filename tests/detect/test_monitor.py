@@ -245,3 +245,31 @@ def test_episode_found_just_before_calibration_ends_is_still_reported():
     assert len(detected) == 1
     row, event = detected[0]
     assert row >= 400 and 390 + 300 <= event.ts <= 400 + 300
+
+
+def cooling(start: int, end: int, *, rate: float = 0.03, n: int = 1200, seed: int = 21) -> list:
+    """``stream(n)`` with the motor cooling by ``rate`` °C/s from row ``start`` to ``end``."""
+    out = []
+    for i, b in enumerate(stream(n, seed=seed)):
+        values = {r.sensor: r.value for r in b.readings}
+        values["motor_temperature"] -= rate * (min(max(i, start), end) - start)
+        out.append(batch(float(i), values, row=i))
+    return out
+
+
+def test_thermal_transient_under_way_when_calibration_ends_settles_instead_of_alarming():
+    """The motor has been cooling at 0.03 °C/s (0.3 noise sd/s) for 60 s when calibration
+    ends and goes on for three minutes (as in SKAB's valve1/2.csv): a transient that began
+    before scoring did, so the motor settles from the end of calibration and no incident
+    opens. The same cooling beginning after calibration is still an anomaly of the motor."""
+    m = DeviceMonitor("pump1")
+    verdicts = run(m, cooling(340, 520)[:401])
+    assert m.settling == ["motor_temperature"], "still moving at calibration's end"
+    verdicts += run(m, cooling(340, 520)[401:])
+    assert detections(verdicts) == []
+    assert m.settling == [], "scored again once calm"
+    later = detections(run(DeviceMonitor("pump1"), cooling(600, 780)))
+    assert len(later) == 1
+    row, event = later[0]
+    assert 600 <= row <= 700 and event.deviations[0].sensor == "motor_temperature"
+    assert event.deviations[0].direction == "down"
