@@ -39,11 +39,7 @@ class ThermalSettling:
 
     def start(self, ts: float) -> None:
         """The operating point changed at plant time ``ts``: every thermal sensor settles."""
-        th = self.thermal
-        self.mask = self.mask | th
-        self._calm_for = np.where(th, 0, self._calm_for)
-        self._earliest = np.where(th, ts + self.config.settle_min_s, self._earliest)
-        self._latest = np.where(th, ts + self.config.settle_max_s, self._latest)
+        self._settle(self.thermal, ts + self.config.settle_min_s, ts + self.config.settle_max_s)
 
     def carry(self, ts: float, recent: FloatArray) -> None:
         """Calibration ended at plant time ``ts``; ``recent`` ``(m, p)`` holds the strengths
@@ -56,10 +52,15 @@ class ThermalSettling:
         if tail.size == 0:
             return
         moving = self.thermal & np.any(tail >= cfg.settle_z, axis=0)
-        self.mask = self.mask | moving
-        self._calm_for = np.where(moving, 0, self._calm_for)
-        self._earliest = np.where(moving, ts, self._earliest)
-        self._latest = np.where(moving, ts + cfg.settle_max_s, self._latest)
+        self._settle(moving, ts, ts + cfg.settle_max_s)
+
+    def _settle(self, which: BoolArray, earliest: float, latest: float) -> None:
+        """Sensors ``which`` start settling: calm from now on, settled no sooner than
+        ``earliest`` and no later than ``latest`` (plant seconds)."""
+        self.mask = self.mask | which
+        self._calm_for = np.where(which, 0, self._calm_for)
+        self._earliest = np.where(which, earliest, self._earliest)
+        self._latest = np.where(which, latest, self._latest)
 
     def update(self, ts: float, strength: FloatArray) -> None:
         """Advance with each sensor's ``strength`` (``|smoothed z| / spread``) at ``ts``."""
