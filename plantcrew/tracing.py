@@ -158,7 +158,8 @@ def stamp(msg: Message, subject: str | None = None) -> Message:
     _published(subject or msg.subject, msg.type)
     if msg.traceparent is not None:
         return msg
-    # current_traceparent() inlined: with nothing attached (tracing off) there is no span
+    # read the current span only when a context is attached: with none (tracing off, no
+    # span entered) there is none to read, and the check is cheaper than the read
     tp = current_traceparent() if _get_current() else None
     if tp is None:
         handled = _HANDLING.get()

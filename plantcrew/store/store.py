@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
 from plantcrew.errors import ConflictError, NotFoundError
@@ -278,7 +278,7 @@ def add_outbox(s: Session, msg: Message, plant_time: float) -> None:
         work.messages.append((msg, plant_time))
         return
     body = msg.to_bytes().decode()
-    s.execute(insert(MESSAGE).values(**message_row(msg, plant_time, body)))
+    s.execute(insert_stmt(s, MESSAGE), message_row(msg, plant_time, body))
     s.add(OutboxEntry(message_id=str(msg.id), subject=msg.subject, body=body))
 
 
