@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import importlib.util
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -153,7 +152,7 @@ async def main() -> None:
               f"{statistics.median(wall):6.2f}")  # fmt: skip
     end = os.getloadavg()
     print(f"load average {load[0]:.1f} before, {end[0]:.1f} after ({os.cpu_count()} cpus)")
-    print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
+    print("command: " + incidents.command_line())
 
 
 if __name__ == "__main__":
