@@ -39,7 +39,7 @@ from pathlib import Path
 from sqlmodel import col, select
 
 from plantcrew.crews.clocks import RunClock, as_utc
-from plantcrew.crews.config import CrewConfig
+from plantcrew.crews.config import CoordinatorSettings, CrewConfig
 from plantcrew.crews.coordinator import Coordinator
 from plantcrew.crews.registry import CapabilityRegistry
 from plantcrew.messages import AgentHeartbeat, Capability, Message, Subjects
@@ -54,9 +54,9 @@ sys.modules["bench_incidents"] = incidents
 _spec.loader.exec_module(incidents)
 
 
-async def record(n: int, inflight: int) -> tuple[list[Run], list[Message]]:
-    """Run ``n`` incidents through the in-process crew; the runs and the events applied."""
-    config = incidents.config_dir()
+async def record(n: int, inflight: int, config: Path) -> tuple[list[Run], list[Message]]:
+    """Run ``n`` incidents through the in-process crew configured by ``config`` (a config
+    dir); the runs and the events applied."""
     with incidents.fresh_database("sqlite") as db_url:
         store = Store(db_url)
         bus = await incidents.connect(f"memory://coordbench{os.getpid()}")
@@ -92,8 +92,11 @@ async def record(n: int, inflight: int) -> tuple[list[Run], list[Message]]:
     return run_rows, events
 
 
-def replay(db_url: str, runs: list[Run], events: list[Message]) -> dict[str, float]:
-    """Apply ``events`` to a fresh database at ``db_url``; CPU and wall seconds."""
+def replay(
+    db_url: str, runs: list[Run], events: list[Message], settings: CoordinatorSettings
+) -> dict[str, float]:
+    """Apply ``events`` to a fresh database at ``db_url`` with Coordinators of ``settings``;
+    CPU and wall seconds."""
     store = Store(db_url)
     try:
         with store.tx() as s:
@@ -102,7 +105,6 @@ def replay(db_url: str, runs: list[Run], events: list[Message]) -> dict[str, flo
         registry = CapabilityRegistry(ttl_s=1e9)
         agents = AgentHeartbeat(agent_id="bench", role="crew", capabilities=list(Capability))
         registry.heard(agents, 0.0)
-        settings = CrewConfig.load(incidents.config_dir() / "crew.yaml").coordinator
         coordinators: dict[str, Coordinator] = {}
         for run in runs:
             started = as_utc(run.started_at)
@@ -136,14 +138,16 @@ async def main() -> None:
 
     configure("WARNING")
     load = os.getloadavg()
-    runs, events = await record(args.n, args.inflight)
+    config = incidents.config_dir()
+    settings = CrewConfig.load(config / "crew.yaml").coordinator
+    runs, events = await record(args.n, args.inflight, config)
     print(f"recorded {len(events)} events of {len(runs)} incidents "
           f"({len(events) / len(runs):.1f} events per incident)")  # fmt: skip
     for db in args.db.split(","):
         cpu, wall = [], []
         for _ in range(args.repeat):
             with incidents.fresh_database(db) as url:
-                got = replay(url, runs, events)
+                got = replay(url, runs, events, settings)
             cpu.append(1000 * got["cpu_s"] / len(runs))
             wall.append(1000 * got["wall_s"] / len(runs))
         name = "sqlite" if db == "sqlite" else "postgresql"
