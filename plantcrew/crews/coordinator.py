@@ -777,25 +777,24 @@ class Coordinator:
         inc = load_incident(s, approval.incident_id)
         action = s.get(Action, approval.action_id)
         assert action is not None
-        if role not in approval.approver_roles:
+        refusal, about = None, {"role": role}
+        if approval.deadline_at is not None and pt > approval.deadline_at:
+            # too late: the timeout's safe default applies (``_expire`` expires it), even if
+            # no tick has expired it yet (the Coordinator was down, or ticked before)
+            refusal = f"after the deadline ({pt:g} s > {approval.deadline_at:g} s)"
+        elif role not in approval.approver_roles:
+            refusal = f"role {role!r} may not approve class {approval.hazard_class}"
+        elif any(d["approver"] == p.approver for d in approval.decisions):
+            refusal, about = "same person cannot approve twice", {}
+        if refusal is not None:
             self._audit(
                 s,
                 "approval.vote_refused",
                 inc,
                 actor=p.approver,
                 approval_id=approval.id,
-                role=role,
-                reason=f"role {role!r} may not approve class {approval.hazard_class}",
-            )
-            return
-        if any(d["approver"] == p.approver for d in approval.decisions):
-            self._audit(
-                s,
-                "approval.vote_refused",
-                inc,
-                actor=p.approver,
-                approval_id=approval.id,
-                reason="same person cannot approve twice",
+                **about,
+                reason=refusal,
             )
             return
         approval.decisions = [

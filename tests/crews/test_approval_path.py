@@ -1,0 +1,173 @@
+"""The safety-critical path through a real Coordinator and a real database: a proposal judged
+``needs_human`` waits for people, and only their timely votes (or the rules) let the action run,
+once. Agents' answers are made here as the agents would send them; votes go through
+``Store.cast_vote`` as the API and CLI submit them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from plantcrew.bus import Bus, connect
+from plantcrew.crews import Coordinator, CoordinatorSettings
+from plantcrew.messages import (
+    ActionProposal,
+    AgentHeartbeat,
+    AnomalyDetected,
+    Capability,
+    Deviation,
+    Diagnosis,
+    Message,
+    SafetyDecision,
+    SafetyVerdict,
+    Subjects,
+)
+from plantcrew.plant.clock import SimClock
+from plantcrew.store import AuditEntry, Store, TaskRecord
+from plantcrew.store.execution import begin_execution
+
+SETTINGS = CoordinatorSettings(task_timeout_s=60, max_attempts=2, agent_ttl_s=1e9)
+RUN = "r1"
+INC = f"inc-{RUN}-1"
+ACTION = "act-stop-1"
+APPROVAL = f"apr-{ACTION}"
+TIMEOUT_S = 300.0
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[tuple[Bus, Store, SimClock]]:
+    bus = await connect(f"memory://approval-{tmp_path.name}")
+    yield bus, Store(f"sqlite:///{tmp_path / 'c.db'}"), SimClock()
+    await bus.close()
+
+
+def coordinator(bus: Bus, store: Store, clock: SimClock) -> Coordinator:
+    coord = Coordinator(bus, store, clock, run_id=RUN, run_started=clock.start, settings=SETTINGS)
+    for role, caps in {
+        "diagnostic": [Capability.DIAGNOSE],
+        "operator": [Capability.PROPOSE_ACTION, Capability.ACTUATE],
+        "safety": [Capability.ASSESS_SAFETY],
+        "reviewer": [Capability.REVIEW],
+    }.items():
+        coord.registry.heard(
+            AgentHeartbeat(agent_id=f"{role}-1", role=role, capabilities=caps), clock.t
+        )
+    return coord
+
+
+def event(clock: SimClock, payload: Any, source: str, correlation_id: str = INC) -> Message:
+    return Message.new(
+        payload,
+        source=source,
+        subject=Subjects.EVENTS,
+        time=clock.now(),
+        run_id=RUN,
+        correlation_id=correlation_id,
+    )
+
+
+def anomaly(clock: SimClock) -> Message:
+    dev = Deviation(sensor="bearing_temp", value=95, baseline=60, z=20, direction="up")
+    return event(
+        clock,
+        AnomalyDetected(device_id="pump1", score=0.99, ts=clock.t, deviations=[dev]),
+        "monitor-1",
+        correlation_id=RUN,
+    )
+
+
+def answer(clock: SimClock, cls: Any, step: str, agent: str, **fields: Any) -> Message:
+    """``agent``'s answer to the first attempt of the incident's ``step`` task."""
+    payload = cls(task_id=f"{INC}-{step}-1", incident_id=INC, agent_id=agent, **fields)
+    return event(clock, payload, agent)
+
+
+def to_awaiting_approval(coord: Coordinator, clock: SimClock) -> None:
+    """Anomaly, diagnosis, a ``stop`` proposal and a class-2 ``needs_human`` decision."""
+    for msg in (
+        anomaly(clock),
+        answer(
+            clock,
+            Diagnosis,
+            "diagnose",
+            "diagnostic-1",
+            root_cause="bearing_overheating",
+            confidence=0.9,
+        ),
+        answer(
+            clock,
+            ActionProposal,
+            "propose_action",
+            "operator-1",
+            action_id=ACTION,
+            device_id="pump1",
+            command="stop",
+            hazard_class=2,
+        ),
+        answer(
+            clock,
+            SafetyDecision,
+            "assess_safety",
+            "safety-1",
+            action_id=ACTION,
+            verdict=SafetyVerdict.NEEDS_HUMAN,
+            rule_verdict=SafetyVerdict.NEEDS_HUMAN,
+            hazard_class=2,
+            rule_ids=["needs-approval:class-2"],
+            approvers_required=1,
+            approver_roles=["shift_supervisor"],
+            approval_timeout_s=TIMEOUT_S,
+        ),
+    ):
+        assert coord.apply_event(msg)
+
+
+async def test_a_vote_applied_after_the_approval_deadline_does_not_approve(env: Any) -> None:
+    """The timeout's safe default holds even when the vote is waiting when the deadline passes
+    (the Coordinator was down, or its last tick came before the deadline)."""
+    bus, store, clock = env
+    coord = coordinator(bus, store, clock)
+    to_awaiting_approval(coord, clock)
+    assert store.get_incident(INC).status == "awaiting_approval"
+    clock.advance(TIMEOUT_S + 30)  # no tick ran meanwhile: the approval is still pending
+    store.cast_vote(APPROVAL, approver="alice", role="shift_supervisor", approved=True)
+    coord.apply_tick()
+    approval = store.get_approval(APPROVAL)
+    assert approval.status == "expired" and approval.token is None
+    [action] = store.actions(RUN)
+    assert action.status == "expired"
+    inc = store.get_incident(INC)
+    assert inc.outcome == "escalated" and "timed out" in (inc.escalation_reason or "")
+    assert not any(t.endswith("-actuate-1") for t in _task_ids(store))
+    with store.tx() as s:
+        refused = [e.data for e in s.exec(select(AuditEntry)) if e.kind == "approval.vote_refused"]
+    assert [r["approval_id"] for r in refused] == [APPROVAL]
+
+
+async def test_a_vote_before_the_deadline_approves_once(env: Any) -> None:
+    bus, store, clock = env
+    coord = coordinator(bus, store, clock)
+    to_awaiting_approval(coord, clock)
+    clock.advance(TIMEOUT_S - 30)
+    store.cast_vote(APPROVAL, approver="alice", role="shift_supervisor", approved=True)
+    coord.apply_tick()
+    approval = store.get_approval(APPROVAL)
+    assert approval.status == "approved" and approval.token
+    assert store.get_incident(INC).status == "actuating"
+    action, send = begin_execution(
+        store, action_id=ACTION, approval_id=APPROVAL, token=approval.token, plant_time=clock.t
+    )
+    assert send and action.command == "stop"
+    _, again = begin_execution(
+        store, action_id=ACTION, approval_id=APPROVAL, token=approval.token, plant_time=clock.t
+    )
+    assert not again  # a redelivered actuate task never sends it twice
+
+
+def _task_ids(store: Store) -> list[str]:
+    with store.tx() as s:
+        return [t.id for t in s.exec(select(TaskRecord))]
