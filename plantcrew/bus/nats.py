@@ -23,9 +23,10 @@ stream per namespace (``PLANTCREW`` or ``PLANTCREW_<NS>``), file storage, limits
 ``publish`` sends with the ``Nats-Msg-Id`` header set to the message id (the server drops a
 repeat inside the dedupe window) and waits for the PubAck, retrying through a reconnect until
 ``publish_timeout`` (10 s). ``consume`` binds a durable pull consumer named after the group
-and subject; each member fetches one message at a time, acknowledges after the handler
-returns, and naks with the backoff delay when it raises or overruns ``ack_wait_s`` (the server's
-own ack wait is set a little longer, so it only fires for a member that died). The server's
+and subject (recreated, deliver-all, when the server no longer has it); each member fetches
+one message at a time, acknowledges after the handler returns, and naks with the backoff delay
+when it raises or overruns ``ack_wait_s`` (the server's own ack wait is set a little longer,
+so it only fires for a member that died). The server's
 ``max_deliver`` is unlimited: the bus counts deliveries itself (``num_delivered``) and, after
 the last allowed one fails, stores a ``DeadLetter`` on ``crew.dlq`` before acknowledging the
 original, so every message ends processed, dead-lettered or quarantined and none is dropped
@@ -79,6 +80,7 @@ _SUBJECT_CACHE_LIMIT = 10_000
 _FETCH_EXPIRY_S = 2.0
 _RETRY_PAUSE_S = 0.25
 _ACK_WAIT_GRACE_S = 1.0
+_CONSUMER_CHECK_S = 5.0
 _STREAM_MAX_AGE_S = 7 * 24 * 3600.0
 _DURABLE_FILTERS = ("crew.events", "crew.tasks.>", "crew.dlq")
 # errors after which a publish or fetch is worth retrying (reconnect in progress, server busy)
@@ -236,9 +238,13 @@ class _Member:
             try:
                 if self.psub is None:
                     self.psub = await self.bus._bind(self.subject, self.consumer, self.options)
-                msgs = await self.psub.fetch(1, timeout=_FETCH_EXPIRY_S)
-            except nats.errors.TimeoutError:
-                continue  # nothing to do yet (also what a fetch looks like during a reconnect)
+                try:
+                    msgs = await self.psub.fetch(1, timeout=_FETCH_EXPIRY_S)
+                except nats.errors.TimeoutError:
+                    # nothing to do yet, a reconnect, or no consumer: a pull from a consumer
+                    # deleted on the server (alone or with its stream) also just times out
+                    await self.bus._check_consumer(self.consumer)
+                    continue
             except nats.js.errors.NotFoundError:
                 log.warning("consumer gone; recreating", consumer=self.consumer)
                 await self._drop_psub()
@@ -309,6 +315,7 @@ class NatsBus:
         self._late: set[asyncio.Future[Message | None]] = set()
         self._subjects: dict[str, tuple[str, bool]] = {}
         self._consumers: set[str] = set()
+        self._checked: dict[str, float] = {}  # consumer -> when its existence was last asked
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -549,6 +556,15 @@ class NatsBus:
                 await js.add_consumer(stream, config)
         self._consumers.add(consumer)
         return await js.pull_subscribe_bind(durable=consumer, stream=stream)
+
+    async def _check_consumer(self, consumer: str) -> None:
+        """Raise NotFoundError when ``consumer`` no longer exists on the server (asked at most
+        every ``_CONSUMER_CHECK_S`` per consumer, however many members share it)."""
+        now = asyncio.get_running_loop().time()
+        if now < self._checked.get(consumer, 0.0) + _CONSUMER_CHECK_S:
+            return
+        self._checked[consumer] = now
+        await self._js_or_raise().consumer_info(self.settings.stream, consumer)
 
     async def request(self, msg: Message, *, timeout: float = 5.0) -> Message:
         """NATS request/reply on a plain subject; BusTimeout when nobody answers in time."""

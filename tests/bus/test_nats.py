@@ -215,3 +215,23 @@ async def test_quiesce_sees_outstanding_durable_work(bus: NatsBus) -> None:
     assert await bus.quiesce(timeout=0.5) is False
     release.set()
     assert await bus.quiesce(timeout=10) is True
+
+
+async def test_consumer_deleted_on_the_server_is_recreated(bus: NatsBus) -> None:
+    """A group's consumer removed on the server (by an operator, or with its stream) comes
+    back: a pull from a missing consumer only times out, so the member must notice."""
+    got: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        got.append(msg)
+
+    subject = Subjects.tasks(Capability.DIAGNOSE)
+    await bus.consume(subject, handler, group="diag", options=FAST)
+    nc = await nats.connect(NATS_URL)
+    try:
+        await nc.jetstream().delete_consumer(bus.settings.stream, "diag__crew_tasks_diagnose")
+    finally:
+        await nc.close()
+    sent = task(1)
+    await bus.publish(sent)
+    await until(lambda: got == [sent], timeout=20)
