@@ -503,8 +503,11 @@ class Coordinator:
             _ACTIVE_ON_DEVICE, params={"run_id": run_id, "device_id": p.device_id}
         ).first()
         if active is not None:
+            # with the version check like every change of an incident: an anomaly event is
+            # keyed by run, not incident, so it can run beside a step of this incident
+            s.expunge(active)
             active.data = {**active.data, "anomalies": active.data.get("anomalies", 1) + 1}
-            s.add(active)
+            save_incident(s, active)
             return
         n = s.exec(_INCIDENTS_IN_RUN, params={"run_id": run_id}).one()
         inc = Incident(

@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlmodel import select
 
 from plantcrew.bus import Bus, connect
 from plantcrew.crews import Coordinator, CoordinatorSettings
+from plantcrew.errors import StoreError
 from plantcrew.messages import (
     ActionProposal,
     AgentHeartbeat,
@@ -86,9 +88,9 @@ def answer(clock: SimClock, cls: Any, step: str, agent: str, **fields: Any) -> M
     return event(clock, payload, agent)
 
 
-def to_awaiting_approval(coord: Coordinator, clock: SimClock) -> None:
+def steps(clock: SimClock) -> list[Message]:
     """Anomaly, diagnosis, a ``stop`` proposal and a class-2 ``needs_human`` decision."""
-    for msg in (
+    return [
         anomaly(clock),
         answer(
             clock,
@@ -122,7 +124,11 @@ def to_awaiting_approval(coord: Coordinator, clock: SimClock) -> None:
             approver_roles=["shift_supervisor"],
             approval_timeout_s=TIMEOUT_S,
         ),
-    ):
+    ]
+
+
+def to_awaiting_approval(coord: Coordinator, clock: SimClock) -> None:
+    for msg in steps(clock):
         assert coord.apply_event(msg)
 
 
@@ -171,3 +177,41 @@ async def test_a_vote_before_the_deadline_approves_once(env: Any) -> None:
 def _task_ids(store: Store) -> list[str]:
     with store.tx() as s:
         return [t.id for t in s.exec(select(TaskRecord))]
+
+
+async def test_a_repeated_anomaly_does_not_undo_a_concurrent_step_of_its_incident(
+    pg_schema_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL runs a Coordinator's transactions concurrently (several event consumers, or
+    a second Coordinator process): a repeated ``anomaly.detected`` on the device (keyed by run,
+    not by incident) joins the incident while its proposal is being applied. Losing the
+    proposal's changes to the incident would leave the approval without its timeout."""
+    bus = await connect(f"memory://approval-{tmp_path.name}")
+    store = Store(pg_schema_url)
+    # the other transaction's connection gives up waiting for a row lock (as a redelivery)
+    other = Store(pg_schema_url + quote(" -clock_timeout=3000"), create=False)
+    clock = SimClock()
+    try:
+        coord, beside = coordinator(bus, store, clock), coordinator(bus, other, clock)
+        first, diagnosis, proposal, decision = steps(clock)
+        assert coord.apply_event(first) and coord.apply_event(diagnosis)
+        with store.tx() as s:
+            assert coord.apply_in(s, anomaly(clock))  # the device alarms again: it joins
+            try:
+                applied = beside.apply_event(proposal)  # meanwhile, on another connection
+            except StoreError:  # it waited for the first transaction: redelivered below
+                applied = False
+        if not applied:
+            assert coord.apply_event(proposal)
+        assert coord.apply_event(decision)
+        inc = store.get_incident(INC)
+        assert inc.status == "awaiting_approval" and inc.data["anomalies"] == 2
+        assert inc.data["action_id"] == ACTION
+        clock.advance(TIMEOUT_S + 1)
+        coord.apply_tick()  # nobody answered: the safe default applies
+        assert store.get_approval(APPROVAL).status == "expired"
+        assert store.get_incident(INC).outcome == "escalated"
+    finally:
+        other.dispose()
+        store.dispose()
+        await bus.close()
