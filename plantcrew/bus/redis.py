@@ -9,7 +9,8 @@ URL: ``redis://[:pass@]host:6379[/db][?namespace=NS&sync=always&dedupe_window=12
   run with ``appendonly yes`` and ``appendfsync always`` (``CONFIG GET``; see
   ``infra/redis.conf``), since otherwise an acknowledged command can be lost on a power cut.
 - ``dedupe_window``: seconds during which a repeated message id is dropped (default 120).
-- ``maxlen``: approximate length each durable stream is trimmed to (default 1,000,000).
+- ``maxlen``: approximate length each durable stream is trimmed to (default 1,000,000); an
+  entry a consumer group has not acknowledged (pending, or not yet delivered) is never trimmed.
 
 Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``):
 
@@ -27,8 +28,9 @@ Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``):
 Durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``): one stream per subject
 (Redis >= 6.2 for ``XAUTOCLAIM``; 7 recommended).
 ``publish`` runs a Lua script that sets a dedupe key (``SET NX PX``, the dedupe window) and
-``XADD``s (``MAXLEN ~``) only when the key was new, so a repeat of a message id (including a
-retry after a lost reply) is dropped. ``consume`` creates the group at ``0`` (deliver-all,
+``XADD``s only when the key was new, so a repeat of a message id (including a retry after a
+lost reply) is dropped; it then trims (``MINID ~``) to about ``maxlen``, never past the oldest
+entry a group has not acknowledged. ``consume`` creates the group at ``0`` (deliver-all,
 ``MKSTREAM``); each member is a consumer that reads one entry at a time with ``XREADGROUP``,
 ``XACK``s after the handler returns, and on failure "naks" by resetting the entry's idle time
 (``XCLAIM ... IDLE ... JUSTID``) so that it becomes claimable after the backoff delay. Entries
@@ -94,12 +96,54 @@ _HANDBACK = "_handback"
 _HANDBACK_IDLE_MS = 10 * 24 * 3600 * 1000
 _FIELD = b"d"
 
-# KEYS[1] stream, KEYS[2] dedupe key; ARGV[1] data, ARGV[2] dedupe ms, ARGV[3] maxlen
+# KEYS[1] stream, KEYS[2] dedupe key; ARGV[1] data, ARGV[2] dedupe ms, ARGV[3] maxlen.
+# Trims to about maxlen entries, but never below the oldest entry a group has not acknowledged
+# (its oldest pending one, or the first it has not been delivered): MAXLEN alone would drop a
+# lagging group's backlog. Cost when trimming: XINFO GROUPS, one XPENDING summary per group,
+# and an XRANGE over at most the entries to drop below that floor.
 _STORE_LUA = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'd', ARGV[1])
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
+  return false
 end
-return false
+local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[1])
+local function older(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  if tonumber(am) ~= tonumber(bm) then
+    return tonumber(am) < tonumber(bm)
+  end
+  return tonumber(as) < tonumber(bs)
+end
+local function trim()
+  local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
+  if excess <= 0 then
+    return
+  end
+  local floor = id
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local group = {}
+    for i = 1, #info, 2 do
+      group[info[i]] = info[i + 1]
+    end
+    local needed = group['last-delivered-id']
+    if group['pending'] > 0 then
+      needed = redis.call('XPENDING', KEYS[1], group['name'])[2]
+    end
+    if older(needed, floor) then
+      floor = needed
+    end
+  end
+  if floor == '0-0' then
+    return  -- a group has read nothing yet
+  end
+  local below = redis.call('XRANGE', KEYS[1], '-', '(' .. floor, 'COUNT', excess + 1)
+  if #below > excess then
+    floor = below[excess + 1][1]
+  end
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', floor)
+end
+pcall(trim)  -- the entry is stored: a failed trim must not fail the publish
+return id
 """
 
 

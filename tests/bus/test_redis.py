@@ -257,3 +257,41 @@ async def test_quiesce_sees_outstanding_durable_and_queued_work(bus: RedisBus) -
     assert await bus.quiesce(timeout=0.5) is False
     release.set()
     assert await bus.quiesce(timeout=10) is True
+
+
+async def test_trimming_keeps_what_a_group_has_not_acknowledged(url: str) -> None:
+    """``maxlen`` bounds the history, not a group's backlog: entries pending in a member or not
+    yet delivered to a lagging group are kept until acknowledged, then trimmed."""
+    bus = await connect(url + "&maxlen=10")
+    assert isinstance(bus, RedisBus)
+    started, release = asyncio.Event(), asyncio.Event()
+    handled: set[str] = set()
+
+    async def handler(msg: Message) -> None:
+        assert isinstance(msg.payload, Task)
+        if msg.payload.task_id == "t0":
+            started.set()
+            await release.wait()
+        handled.add(msg.payload.task_id)
+
+    subject = Subjects.tasks(Capability.DIAGNOSE)
+    slow = DurableOptions(max_deliver=3, ack_wait_s=30, backoff_s=(0.05,))
+    try:
+        await bus.consume(subject, handler, group="diag", options=slow)
+        await bus.publish(task(0))
+        await asyncio.wait_for(started.wait(), 10)
+        for i in range(1, 300):  # t0 pending, the rest not yet delivered: 30 x maxlen behind
+            await bus.publish(task(i))
+        release.set()
+        await until(lambda: len(handled) == 300, timeout=30)
+        assert handled == {f"t{i}" for i in range(300)}
+        await bus.publish(task(300))  # everything acknowledged: trimmed to about maxlen again
+        await until(lambda: len(handled) == 301)
+        r = Redis.from_url(REDIS_URL)
+        try:
+            # approximate trimming drops whole stream nodes (at most 100 entries each)
+            assert await r.xlen(bus.settings.prefix + subject) <= 10 + 100
+        finally:
+            await r.aclose()
+    finally:
+        await bus.close()
