@@ -22,16 +22,16 @@ stream per namespace (``PLANTCREW`` or ``PLANTCREW_<NS>``), file storage, limits
 (kept for ``max_age`` 7 days, so a group created later still gets everything: deliver-all).
 ``publish`` sends with the ``Nats-Msg-Id`` header set to the message id (the server drops a
 repeat inside the dedupe window) and waits for the PubAck, retrying through a reconnect until
-``publish_timeout`` (10 s). ``consume`` binds a durable pull consumer named after the group
-and subject (recreated, deliver-all, when the server no longer has it); each member fetches
-one message at a time, acknowledges after the handler returns, and naks with the backoff delay
-when it raises or overruns ``ack_wait_s`` (the server's own ack wait is set a little longer,
-so it only fires for a member that died). The server's
-``max_deliver`` is unlimited: the bus counts deliveries itself (``num_delivered``) and, after
-the last allowed one fails, stores a ``DeadLetter`` on ``crew.dlq`` before acknowledging the
-original, so every message ends processed, dead-lettered or quarantined and none is dropped
-because the server gave up on it. ``unsubscribe`` naks what the member holds, so another
-member gets it at once.
+``publish_timeout`` (10 s). ``consume`` binds a durable pull consumer named after the group and
+subject (recreated, deliver-all, when the server no longer has it); each member fetches one
+message at a time, acknowledges after the handler returns, and naks with the backoff delay when
+it raises or overruns ``ack_wait_s`` (the server's own ack wait is set a little longer, and
+raised when a member joins with a longer one, so it only fires for a member that died). The
+server's ``max_deliver`` is unlimited: the bus counts deliveries itself (``num_delivered``)
+and, after the last allowed one fails, stores a ``DeadLetter`` on ``crew.dlq`` before
+acknowledging the original, so every message ends processed, dead-lettered or quarantined and
+none is dropped because the server gave up on it. ``unsubscribe`` naks what the member holds,
+so another member gets it at once.
 """
 
 from __future__ import annotations
@@ -539,14 +539,15 @@ class NatsBus:
         self, subject: str, consumer: str, options: DurableOptions
     ) -> JetStreamContext.PullSubscription:
         js, stream = self._js_or_raise(), self.settings.stream
+        ack_wait = options.ack_wait_s + _ACK_WAIT_GRACE_S
         try:
-            await js.consumer_info(stream, consumer)
+            info = await js.consumer_info(stream, consumer)
         except nats.js.errors.NotFoundError:
             config = ConsumerConfig(
                 durable_name=consumer,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=options.ack_wait_s + _ACK_WAIT_GRACE_S,
+                ack_wait=ack_wait,
                 max_deliver=-1,  # the bus counts deliveries and dead-letters itself
                 filter_subject=self.settings.prefix + subject,
                 max_ack_pending=10_000,
@@ -554,6 +555,15 @@ class NatsBus:
             # BadRequest: another member created it first; bind to theirs
             with contextlib.suppress(nats.js.errors.BadRequestError):
                 await js.add_consumer(stream, config)
+        else:
+            # the consumer outlives its members: when ack_wait_s was raised since it was made,
+            # raise the server's (never lower it: a member still running with the longer one
+            # would see its work redelivered to another member while it is still inside it)
+            if (info.config.ack_wait or 0) < ack_wait:
+                try:
+                    await js.add_consumer(stream, info.config.evolve(ack_wait=ack_wait))
+                except nats.js.errors.APIError as exc:
+                    log.warning("cannot raise ack wait", consumer=consumer, error=repr(exc))
         self._consumers.add(consumer)
         return await js.pull_subscribe_bind(durable=consumer, stream=stream)
 

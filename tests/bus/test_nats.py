@@ -235,3 +235,45 @@ async def test_consumer_deleted_on_the_server_is_recreated(bus: NatsBus) -> None
     sent = task(1)
     await bus.publish(sent)
     await until(lambda: got == [sent], timeout=20)
+
+
+async def test_server_ack_wait_follows_a_longer_ack_wait_of_an_existing_group(url: str) -> None:
+    """A group's consumer outlives its processes: after ``ack_wait_s`` is raised (config), the
+    server must not redeliver to another member a task still inside the new ack wait."""
+    first = await connect(url)
+
+    async def quick(msg: Message) -> None:
+        return None
+
+    try:
+        member = await first.consume(
+            Subjects.tasks(Capability.REVIEW),
+            quick,
+            group="review",
+            options=DurableOptions(max_deliver=5, ack_wait_s=1.0),
+        )
+        await member.unsubscribe()
+    finally:
+        await first.close()
+
+    bus = await connect(url)
+    calls: list[Message] = []
+    finished = asyncio.Event()
+
+    async def slow(msg: Message) -> None:
+        calls.append(msg)
+        await asyncio.sleep(4)  # within the group's ack wait now, past the old one
+        finished.set()
+
+    longer = DurableOptions(max_deliver=5, ack_wait_s=10.0)
+    try:
+        for _ in range(2):  # a second member to take what the server redelivers
+            await bus.consume(
+                Subjects.tasks(Capability.REVIEW), slow, group="review", options=longer
+            )
+        sent = task(1, Capability.REVIEW)
+        await bus.publish(sent)
+        await asyncio.wait_for(finished.wait(), 15)
+        assert [m.id for m in calls] == [sent.id]
+    finally:
+        await bus.close()
