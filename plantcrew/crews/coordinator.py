@@ -449,7 +449,29 @@ class Coordinator:
         inc.outcome = "escalated"
         inc.escalation_reason = reason
         self._audit(s, "incident.escalated", inc, reason=reason)
+        self._revoke_unused_approval(s, inc)
         self._review_or_close(s, inc, pt, cause)
+
+    def _revoke_unused_approval(self, s: Session, inc: Incident) -> None:
+        """An incident handed to a person leaves no approval that can still actuate: an
+        actuate task still queued or redelivered (its worker back from a stall) would run the
+        command behind that person's back. The action's row is locked first, as
+        ``begin_execution`` does, so a claim either came before (the approval is consumed and
+        stays so) or finds the approval expired."""
+        action_id = inc.data.get("action_id")
+        if not action_id:
+            return
+        s.flush()  # this transaction's changes first: the rows are read again, locked
+        action = s.get(Action, action_id, with_for_update=True, populate_existing=True)
+        approval = s.get(Approval, f"apr-{action_id}", with_for_update=True, populate_existing=True)
+        if action is None or approval is None:
+            return
+        if approval.status != "approved" or approval.consumed_at is not None:
+            return
+        approval.status = "expired"
+        if action.status == "approved":
+            action.status = "expired"
+        self._audit(s, "approval.revoked", inc, approval_id=approval.id, action_id=action.id)
 
     def _resolve(
         self, s: Session, inc: Incident, at: float, pt: float, cause: Message | None

@@ -15,7 +15,7 @@ from sqlmodel import select
 
 from plantcrew.bus import Bus, connect
 from plantcrew.crews import Coordinator, CoordinatorSettings
-from plantcrew.errors import StoreError
+from plantcrew.errors import ApprovalError, StoreError
 from plantcrew.messages import (
     ActionProposal,
     AgentHeartbeat,
@@ -40,10 +40,18 @@ APPROVAL = f"apr-{ACTION}"
 TIMEOUT_S = 300.0
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[tuple[Bus, Store, SimClock]]:
-    bus = await connect(f"memory://approval-{tmp_path.name}")
-    yield bus, Store(f"sqlite:///{tmp_path / 'c.db'}"), SimClock()
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def env(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Bus, Store, SimClock]]:
+    """The in-process bus, a SimClock and a store on SQLite or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'c.db'}"
+    else:
+        url = request.getfixturevalue("pg_schema_url")
+    bus, store = await connect(f"memory://approval-{tmp_path.name}"), Store(url)
+    yield bus, store, SimClock()
+    store.dispose()
     await bus.close()
 
 
@@ -215,3 +223,29 @@ async def test_a_repeated_anomaly_does_not_undo_a_concurrent_step_of_its_inciden
         other.dispose()
         store.dispose()
         await bus.close()
+
+
+async def test_an_actuation_the_coordinator_gave_up_on_cannot_run_later(env: Any) -> None:
+    """The Operator never answers the actuate task: after the last attempt the incident goes to
+    a person. A worker that takes one of those tasks later (back from a stall, or the broker
+    redelivering) must not then stop the pump behind the person's back."""
+    bus, store, clock = env
+    coord = coordinator(bus, store, clock)
+    to_awaiting_approval(coord, clock)
+    store.cast_vote(APPROVAL, approver="alice", role="shift_supervisor", approved=True)
+    coord.apply_tick()
+    token = store.get_approval(APPROVAL).token
+    assert token and store.get_incident(INC).status == "actuating"
+    for _ in range(SETTINGS.max_attempts):
+        clock.advance(SETTINGS.task_timeout_s + 1)
+        coord.apply_tick()
+    inc = store.get_incident(INC)
+    assert inc.outcome == "escalated"
+    assert inc.escalation_reason.startswith("actuate not done after 2 attempts")
+    with pytest.raises(ApprovalError):
+        begin_execution(
+            store, action_id=ACTION, approval_id=APPROVAL, token=token, plant_time=clock.t
+        )
+    [action] = store.actions(RUN)
+    assert action.status == "expired" and action.executed_at is None
+    assert store.get_approval(APPROVAL).status == "expired"
