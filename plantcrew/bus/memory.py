@@ -345,6 +345,11 @@ class MemoryBus:
             task.add_done_callback(self._late_done)
             self._retry(member.subject, group, entry, msg, "ack wait expired", generation)
             return
+        if task.cancelled():
+            # cancelled from inside (a stopping member is cancelled in the wait above, and
+            # hands the entry back): unacknowledged, so it comes again, as on the brokers
+            self._retry(member.subject, group, entry, msg, "handler cancelled", generation)
+            return
         exc = task.exception()
         if exc is None:
             return  # acknowledged

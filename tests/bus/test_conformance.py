@@ -279,6 +279,31 @@ async def test_ack_wait_expiry_redelivers(bus: Bus) -> None:
     assert calls[1] - calls[0] >= 0.9
 
 
+async def test_a_handler_cancelled_from_inside_is_redelivered_and_its_member_goes_on(
+    bus: Bus,
+) -> None:
+    # a handler's own await can end in CancelledError (a task it waited on was cancelled by
+    # someone else) while its member is not stopping: that delivery is unacknowledged, so the
+    # message comes again, and the member keeps taking work
+    opts = DurableOptions(max_deliver=3, ack_wait_s=1.0, backoff_s=(0.05,))
+    calls: list[str] = []
+
+    async def cancelled_once(msg: Message) -> None:
+        assert isinstance(msg.payload, Task)
+        calls.append(msg.payload.task_id)
+        if calls.count("t1") == 1 and msg.payload.task_id == "t1":
+            raise asyncio.CancelledError
+
+    subject = Subjects.tasks(Capability.DETECT)
+    await bus.consume(subject, cancelled_once, group="detect", options=opts)
+    await bus.publish(task(1, Capability.DETECT))
+    await until(lambda: calls == ["t1"])
+    await bus.publish(task(2, Capability.DETECT))
+    await until(lambda: calls.count("t1") == 2 and "t2" in calls, timeout=10)
+    await asyncio.sleep(0.3)
+    assert sorted(calls) == ["t1", "t1", "t2"]
+
+
 @pytest.mark.parametrize("subject", ["telemetry.pump1", Subjects.EVENTS])
 async def test_malformed_bytes_are_quarantined_with_field_names(bus: Bus, subject: str) -> None:
     dead: list[Message] = []
