@@ -11,6 +11,7 @@ A model may review the decision but can never turn a rejection into an approval.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -205,7 +206,11 @@ def judge(
     current = state.get(device_id, {})
     if rule.parameter is not None:
         value = parameters.get(rule.parameter)
-        if not isinstance(value, int | float) or isinstance(value, bool):
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)  # NaN passes every comparison; infinity every step
+        ):
             return Judgement(
                 verdict=SafetyVerdict.REJECTED,
                 hazard_class=hazard,

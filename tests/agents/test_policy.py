@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,13 @@ def test_unknown_device_and_command_are_rejected() -> None:
 def test_missing_parameter_is_rejected() -> None:
     out = j("pump1", "set_speed", {"speed": 80})
     assert out.rule_ids == ["bad-parameter"]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_parameter_that_is_not_finite_is_rejected(value: float) -> None:
+    # NaN compares false with every limit and step, so without a check it passed them all
+    out = j("pump1", "set_speed", {"speed_pct": value}, state={"pump1": {"speed_pct": 80}})
+    assert out.verdict is SafetyVerdict.REJECTED and out.rule_ids == ["bad-parameter"]
 
 
 def test_class_two_needs_one_person_with_a_listed_role() -> None:
