@@ -647,8 +647,10 @@ class Coordinator:
             return
         record_model_calls(s, p.model_calls, msg=msg, agent=p.agent_id, task_id=p.task_id)
         action = s.get(Action, p.action_id)
-        if action is None:
-            self._escalate(s, inc, f"safety decision names unknown action {p.action_id}", pt, msg)
+        if action is None or p.action_id != inc.data.get("action_id"):
+            # the verdict must be on the action this incident proposed, never on another one
+            why = "unknown action" if action is None else "an action this incident did not propose:"
+            self._escalate(s, inc, f"safety decision names {why} {p.action_id}", pt, msg)
             save_incident(s, inc)
             return
         p = _no_looser_than_rules(p)

@@ -29,7 +29,7 @@ from plantcrew.messages import (
     Subjects,
 )
 from plantcrew.plant.clock import SimClock
-from plantcrew.store import AuditEntry, Store, TaskRecord
+from plantcrew.store import Action, AuditEntry, Store, TaskRecord
 from plantcrew.store.execution import begin_execution
 
 SETTINGS = CoordinatorSettings(task_timeout_s=60, max_attempts=2, agent_ttl_s=1e9)
@@ -249,3 +249,28 @@ async def test_an_actuation_the_coordinator_gave_up_on_cannot_run_later(env: Any
     [action] = store.actions(RUN)
     assert action.status == "expired" and action.executed_at is None
     assert store.get_approval(APPROVAL).status == "expired"
+
+
+async def test_a_safety_decision_on_another_action_is_not_applied(env: Any) -> None:
+    # the verdict must be on the action this incident proposed: an answer naming another
+    # (existing) action escalates to a person and leaves that action as it was
+    bus, store, clock = env
+    coord = coordinator(bus, store, clock)
+    *before, decision = steps(clock)
+    for msg in before:
+        assert coord.apply_event(msg)
+    other = "act-other-1"
+    with store.tx() as s:
+        [mine] = s.exec(select(Action).where(Action.id == ACTION)).all()
+        s.add(Action(**{**mine.model_dump(), "id": other, "idempotency_key": other}))
+    p = decision.payload
+    assert isinstance(p, SafetyDecision)
+    wrong = p.model_copy(update={"action_id": other, "verdict": SafetyVerdict.APPROVED})
+    assert coord.apply_event(event(clock, wrong, "safety-1"))
+    inc = store.get_incident(INC)
+    assert inc.outcome == "escalated"
+    assert "did not propose" in (inc.escalation_reason or "")
+    statuses = {a.id: a.status for a in store.actions(RUN)}
+    assert statuses[other] == statuses[ACTION] == "proposed"
+    with pytest.raises(StoreError):
+        store.get_approval(APPROVAL)
