@@ -94,6 +94,7 @@ _RETRY_PAUSE_S = 0.25
 _ACK_WAIT_GRACE_S = 1.0
 _HANDBACK = "_handback"
 _HANDBACK_IDLE_MS = 10 * 24 * 3600 * 1000
+_HANDBACK_BATCH = 1000  # pending entries handed back per XCLAIM
 _FIELD = b"d"
 
 # KEYS[1] stream, KEYS[2] dedupe key; ARGV[1] data, ARGV[2] dedupe ms, ARGV[3] maxlen.
@@ -425,11 +426,15 @@ class _Member:
         if r is None:
             return
         try:
-            held = await r.xpending_range(
-                self.key, self.group, min="-", max="+", count=10_000, consumername=self.name
-            )
-            ids: list[Any] = [p["message_id"] for p in held]
-            if ids:
+            last: list[Any] = []
+            while True:  # in batches: deleting the consumer drops whatever it still holds
+                held = await r.xpending_range(
+                    self.key, self.group, "-", "+", _HANDBACK_BATCH, consumername=self.name
+                )
+                ids: list[Any] = [p["message_id"] for p in held]
+                if not ids or ids == last:  # (a batch that did not move: never loop on it)
+                    break
+                last = ids
                 await r.xclaim(
                     self.key, self.group, _HANDBACK, 0, ids, idle=_HANDBACK_IDLE_MS, justid=True
                 )

@@ -186,6 +186,41 @@ async def test_stopped_member_removes_its_consumer(bus: RedisBus) -> None:
     assert {c["pending"] for c in consumers} == {1}  # the task waits, claimable, in _handback
 
 
+async def test_a_stopped_member_hands_back_every_pending_entry_however_many(
+    bus: RedisBus,
+) -> None:
+    # a member can hold many entries (each failed delivery waits out its backoff in the
+    # member's pending list); stopping hands them all back before its consumer is deleted,
+    # which would drop whatever it still held
+    subject = Subjects.tasks(Capability.REVIEW)
+    started = asyncio.Event()
+
+    async def slow(msg: Message) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    member = await bus.consume(subject, slow, group="review", options=FAST)
+    await bus.publish(task(1, Capability.REVIEW))
+    await asyncio.wait_for(started.wait(), 10)
+    extra = 10_050
+    r = Redis.from_url(REDIS_URL)
+    try:
+        async with r.pipeline(transaction=False) as pipe:
+            for _ in range(extra):
+                pipe.xadd(member.key, {"d": b"held"})
+            await pipe.execute()
+        await r.xreadgroup("review", member.name, {member.key: ">"}, count=2 * extra)
+        await member.unsubscribe()
+        summary = await r.xpending(member.key, "review")
+    finally:
+        await r.aclose()
+    held = {
+        (c["name"].decode() if isinstance(c["name"], bytes) else c["name"]): c["pending"]
+        for c in summary["consumers"]
+    }
+    assert held == {"_handback": extra + 1}
+
+
 async def test_dedupe_window_is_the_configured_one(url: str) -> None:
     short = await connect(url + "&dedupe_window=0.5")
     got: list[Message] = []
