@@ -23,8 +23,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from plantcrew.detect.config import MonitorConfig
 from plantcrew.errors import ConfigError
 from plantcrew.plant.spec import FaultSpec, PlantSpec, check_faults, default_plant
 from plantcrew.settings import line_of, load_yaml_model
@@ -124,6 +125,14 @@ def load_scenario(path: str | Path) -> Scenario:
     except ConfigError as exc:
         raise ConfigError(
             exc.reason, source=str(path), field=exc.field, line=line_of(text, exc.field or "")
+        ) from None
+    try:  # the overrides are applied when the run builds its Monitor: check them now
+        MonitorConfig.model_validate(scenario.monitor)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(["monitor", *(str(p) for p in err["loc"])])
+        raise ConfigError(
+            err["msg"], source=str(path), field=field, line=line_of(text, field)
         ) from None
     return scenario
 

@@ -78,6 +78,20 @@ def test_fault_on_missing_device_names_its_line(tmp_path: Path) -> None:
     assert f"{bad}:4" in proc.stderr and "faults.0.device" in proc.stderr
 
 
+def test_bad_monitor_override_exits_2_naming_its_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: broken\nduration_s: 30\nmonitor:\n  alpha: 0.001\n  debounce_readingz: 3\n"
+    )
+    proc = cli("run", str(bad), "--json", "--db", f"sqlite:///{tmp_path / 'b.db'}")
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}:5" in proc.stderr and "monitor.debounce_readingz" in proc.stderr
+    bad.write_text("name: broken\nduration_s: 30\nmonitor:\n  alpha: often\n")
+    proc = cli("run", str(bad), "--json", "--db", f"sqlite:///{tmp_path / 'b.db'}")
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}:4" in proc.stderr and "monitor.alpha" in proc.stderr
+
+
 def test_failed_expectation_exits_1_and_says_which(tmp_path: Path) -> None:
     text = (ROOT / "scenarios" / "sensor-drift.yaml").read_text()
     wrong = tmp_path / "wrong.yaml"
