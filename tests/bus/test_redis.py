@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -164,17 +165,24 @@ async def test_entries_of_a_crashed_member_are_claimed_by_another(url: str) -> N
         await survivor.close()
 
 
-async def test_stopped_member_removes_its_consumer(bus: RedisBus) -> None:
-    subject = Subjects.tasks(Capability.REVIEW)
+async def busy_review_member(bus: RedisBus) -> Any:
+    """A member of group ``review`` whose handler is busy (30 s) with one task."""
     started = asyncio.Event()
 
     async def slow(msg: Message) -> None:
         started.set()
         await asyncio.sleep(30)
 
-    member = await bus.consume(subject, slow, group="review", options=FAST)
+    member = await bus.consume(
+        Subjects.tasks(Capability.REVIEW), slow, group="review", options=FAST
+    )
     await bus.publish(task(1, Capability.REVIEW))
     await asyncio.wait_for(started.wait(), 10)
+    return member
+
+
+async def test_stopped_member_removes_its_consumer(bus: RedisBus) -> None:
+    member = await busy_review_member(bus)
     await member.unsubscribe()
     r = Redis.from_url(REDIS_URL)
     try:
@@ -192,16 +200,7 @@ async def test_a_stopped_member_hands_back_every_pending_entry_however_many(
     # a member can hold many entries (each failed delivery waits out its backoff in the
     # member's pending list); stopping hands them all back before its consumer is deleted,
     # which would drop whatever it still held
-    subject = Subjects.tasks(Capability.REVIEW)
-    started = asyncio.Event()
-
-    async def slow(msg: Message) -> None:
-        started.set()
-        await asyncio.sleep(30)
-
-    member = await bus.consume(subject, slow, group="review", options=FAST)
-    await bus.publish(task(1, Capability.REVIEW))
-    await asyncio.wait_for(started.wait(), 10)
+    member = await busy_review_member(bus)
     extra = 10_050
     r = Redis.from_url(REDIS_URL)
     try:
