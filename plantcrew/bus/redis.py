@@ -97,11 +97,19 @@ _HANDBACK_IDLE_MS = 10 * 24 * 3600 * 1000
 _HANDBACK_BATCH = 1000  # pending entries handed back per XCLAIM
 _FIELD = b"d"
 
-# KEYS[1] stream, KEYS[2] dedupe key; ARGV[1] data, ARGV[2] dedupe ms, ARGV[3] maxlen.
-# Trims to about maxlen entries, but never below the oldest entry a group has not acknowledged
-# (its oldest pending one, or the first it has not been delivered): MAXLEN alone would drop a
-# lagging group's backlog. Cost when trimming: XINFO GROUPS, one XPENDING summary per group,
-# and an XRANGE over at most the entries to drop below that floor.
+
+def _trim_slack(maxlen: int) -> int:
+    """Entries a durable stream may grow past ``maxlen`` before the store script trims it:
+    1 % of ``maxlen``, at most 1,000 (0 for a stream of at most 100 entries)."""
+    return min(1000, maxlen // 100)
+
+
+# KEYS[1] stream, KEYS[2] dedupe key; ARGV[1] data, ARGV[2] dedupe ms, ARGV[3] maxlen,
+# ARGV[4] slack. Trims to about maxlen entries, but never below the oldest entry a group has
+# not acknowledged (its oldest pending one, or the first it has not been delivered): MAXLEN
+# alone would drop a lagging group's backlog. It trims only once the stream is more than slack
+# entries over maxlen, so a publish costs one XLEN, and the trim (XINFO GROUPS, one XPENDING
+# summary per group, an XRANGE over at most the entries to drop) comes once per slack publishes.
 _STORE_LUA = """
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
   return false
@@ -117,7 +125,7 @@ local function older(a, b)
 end
 local function trim()
   local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
-  if excess <= 0 then
+  if excess <= tonumber(ARGV[4]) then
     return
   end
   local floor = id
@@ -618,7 +626,7 @@ class RedisBus:
         s, loop = self.settings, asyncio.get_running_loop()
         deadline = loop.time() + s.publish_timeout_s
         keys = [wire, self._dedupe_key(wire, dedupe_id)]
-        args = [data, int(s.dedupe_window_s * 1000), s.maxlen]
+        args = [data, int(s.dedupe_window_s * 1000), s.maxlen, _trim_slack(s.maxlen)]
         while True:
             try:
                 # None: a repeat of an id stored within the dedupe window (or our own retry)
