@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from plantcrew.errors import BusError, MessageValidationError
 from plantcrew.messages import DeadLetter, Message, Subjects
@@ -151,8 +151,10 @@ def dead_letter(
     quarantined: bool,
     original: Message | None = None,
     source: str = "bus",
+    **fields: Any,
 ) -> Message:
-    """Build the ``DeadLetter`` message for ``crew.dlq`` (the caller publishes it)."""
+    """Build the ``DeadLetter`` message for ``crew.dlq`` (the caller publishes it);
+    ``fields`` are envelope attributes (e.g. ``run_id``, ``time``)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     payload = DeadLetter(
         original_subject=subject,
@@ -163,8 +165,8 @@ def dead_letter(
         raw=text[:65536],
     )
     if original is not None:
-        return original.reply(payload, source=source, subject=Subjects.DLQ)
-    return Message.new(payload, source=source, subject=Subjects.DLQ)
+        return original.reply(payload, source=source, subject=Subjects.DLQ, **fields)
+    return Message.new(payload, source=source, subject=Subjects.DLQ, **fields)
 
 
 def parse_or_reason(data: bytes) -> tuple[Message | None, str | None]:

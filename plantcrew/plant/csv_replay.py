@@ -77,13 +77,15 @@ class CsvSourceSpec(BaseModel):
 
 @dataclass(frozen=True)
 class CsvRowProblem:
-    """One skipped row: ``row`` is the 0-based data row index, ``line`` the file line."""
+    """One skipped row: ``row`` is the 0-based data row index, ``line`` the file line,
+    ``raw`` the row's fields joined by the separator."""
 
     path: str
     row: int
     line: int
     column: str | None
     reason: str
+    raw: str = ""
 
     def __str__(self) -> str:
         col = f" column {self.column!r}" if self.column else ""
@@ -139,11 +141,11 @@ class CsvReplaySource:
                 self.rows_read += 1
                 line = row + 2
                 if not fields or all(not f.strip() for f in fields):
-                    self._problem(row, line, None, "empty line")
+                    self._problem(row, line, None, "empty line", fields)
                     continue
                 if len(fields) != len(header):
                     self._problem(
-                        row, line, None, f"{len(fields)} fields, header has {len(header)}"
+                        row, line, None, f"{len(fields)} fields, header has {len(header)}", fields
                     )
                     continue
                 if ts_idx is None:
@@ -152,12 +154,14 @@ class CsvReplaySource:
                     try:
                         t = self._parse_ts(fields[ts_idx])
                     except ValueError as exc:
-                        self._problem(row, line, spec.timestamp_column, str(exc))
+                        self._problem(row, line, spec.timestamp_column, str(exc), fields)
                         continue
                 if t0 is None:
                     t0 = t
                 if t < t0:
-                    self._problem(row, line, spec.timestamp_column, "timestamp before first row")
+                    self._problem(
+                        row, line, spec.timestamp_column, "timestamp before first row", fields
+                    )
                     continue
                 batches = self._row_batches(row, line, fields, cols, t - t0)
                 if batches is not None:
@@ -177,10 +181,10 @@ class CsvReplaySource:
             try:
                 value = float(raw)
             except ValueError:
-                self._problem(row, line, name, f"not a number: {raw!r}")
+                self._problem(row, line, name, f"not a number: {raw!r}", fields)
                 return None
             if not math.isfinite(value):
-                self._problem(row, line, name, f"not finite: {raw!r}")
+                self._problem(row, line, name, f"not finite: {raw!r}", fields)
                 return None
             per_device.setdefault(m.device_id, []).append(
                 Reading(device_id=m.device_id, sensor=m.sensor, value=value, unit=m.unit, ts=ts)
@@ -201,8 +205,11 @@ class CsvReplaySource:
             raise ValueError(f"timestamp {raw!r} does not match format {fmt!r}") from None
         return dt.timestamp() if dt.tzinfo else (dt - datetime(1970, 1, 1)).total_seconds()
 
-    def _problem(self, row: int, line: int, column: str | None, reason: str) -> None:
-        self.problems.append(CsvRowProblem(str(self.spec.path), row, line, column, reason))
+    def _problem(
+        self, row: int, line: int, column: str | None, reason: str, fields: list[str]
+    ) -> None:
+        raw = self.spec.sep.join(fields)
+        self.problems.append(CsvRowProblem(str(self.spec.path), row, line, column, reason, raw))
 
     async def replay(
         self,

@@ -30,6 +30,7 @@ from uuid6 import uuid7
 
 from plantcrew.agents import Policies
 from plantcrew.bus import Bus, connect
+from plantcrew.bus.base import dead_letter
 from plantcrew.crews.config import CrewConfig
 from plantcrew.crews.context import assets_of
 from plantcrew.crews.crew import Crew, CrewParts
@@ -40,7 +41,7 @@ from plantcrew.llm import ModelRouter
 from plantcrew.messages import Message, Subjects, TelemetryBatch
 from plantcrew.plant.actuators import ActuatorCommand, SimulatedActuator
 from plantcrew.plant.clock import SimClock
-from plantcrew.plant.csv_replay import CsvReplaySource, skab_preset
+from plantcrew.plant.csv_replay import CsvReplaySource, CsvRowProblem, skab_preset
 from plantcrew.plant.sim import SimulatedPlant
 from plantcrew.scenarios.expectations import ExpectationResult, check
 from plantcrew.scenarios.human import ScriptedHuman
@@ -111,6 +112,8 @@ class _Telemetry:
         self.plant = SimulatedPlant(scenario.plant, scenario.faults, seed, scenario.dt_s)
         self.clock: SimClock = self.plant.clock
         self._csv: Iterator[TelemetryBatch] | None = None
+        self._source: CsvReplaySource | None = None
+        self._reported = 0
         if scenario.telemetry is not None:
             path = resolve_data_path(scenario.telemetry.path, scenario_path)
             if not path.is_file():
@@ -119,6 +122,7 @@ class _Telemetry:
                     "or fix telemetry.path)"
                 )
             source = CsvReplaySource(skab_preset(path, device_id=scenario.telemetry.device_id))
+            self._source = source
             self._csv = iter(source)
             self._csv_clock = SimClock(self.clock.start)
 
@@ -136,6 +140,14 @@ class _Telemetry:
         self._csv_clock.advance_to(max(r.ts for r in batch.readings))
         return [batch]
 
+    def new_problems(self) -> list[CsvRowProblem]:
+        """The CSV rows skipped as bad since the last call (none for the simulator)."""
+        if self._source is None:
+            return []
+        problems = self._source.problems[self._reported :]
+        self._reported += len(problems)
+        return problems
+
 
 async def run_scenario(
     scenario_path: str | Path,
@@ -150,6 +162,7 @@ async def run_scenario(
     on_checkpoint: Callable[[float], None] | None = None,
     pace: float | None = None,
     crew: str = "local",
+    people: Callable[[float], None] | None = None,
 ) -> RunResult:
     """Run (or, with ``resume=RUN_ID``, continue) a scenario and check its expectations.
 
@@ -158,6 +171,8 @@ async def run_scenario(
     ``stop_after_s`` stops early at that plant time; ``pace`` runs at that multiple of real
     time (plant seconds per wall second) instead of as fast as possible. ``crew`` is
     ``local`` (the crew in this process) or ``remote`` (in other processes; see module doc).
+    ``people`` is called with the plant time before the scripted human and the crew's tick of
+    each step (a re-execution casts the votes people cast in the recorded run there).
     """
     if crew not in ("local", "remote"):
         raise ScenarioError(f"crew must be 'local' or 'remote', got {crew!r}")
@@ -267,6 +282,7 @@ async def run_scenario(
             stop_after_s,
             on_checkpoint,
             pace,
+            people,
         )
     finally:
         await the_crew.stop()
@@ -305,6 +321,7 @@ async def _restore(
         if monitor is not None:
             for b in batches:
                 monitor.warm(b)
+    tel.new_problems()  # dead-lettered by the run before it stopped
     log.info("resumed", run=run.id, plant_time=tel.t, commands=len(commands))
     return tel.t, pending
 
@@ -331,17 +348,21 @@ async def _loop(
     stop_after_s: float | None,
     on_checkpoint: Callable[[float], None] | None,
     pace: float | None,
+    people: Callable[[float], None] | None = None,
 ) -> None:
     last_checkpoint = start_t
     end = scenario.duration_s if stop_after_s is None else min(stop_after_s, scenario.duration_s)
     while tel.t < end - 1e-9:
         batches = tel.step()
         if batches is None:
+            await _dead_letter_rows(tel, bus, run.id, clock.now())  # bad rows at the file's end
+            await bus.quiesce()
             break
         _apply_due(tel, replayed)
         if pace:
             await asyncio.sleep(scenario.dt_s / pace)
         now = clock.now()
+        await _dead_letter_rows(tel, bus, run.id, now)
         for batch in batches:
             await bus.publish(
                 Message.new(
@@ -354,6 +375,8 @@ async def _loop(
                 )
             )
         await bus.quiesce()
+        if people is not None:
+            people(clock.t)
         human.act(clock.t)
         await crew.tick()
         await bus.quiesce()
@@ -365,6 +388,27 @@ async def _loop(
             last_checkpoint = clock.t
             if on_checkpoint is not None:
                 on_checkpoint(clock.t)
+
+
+async def _dead_letter_rows(tel: _Telemetry, bus: Bus, run_id: str, now: datetime) -> None:
+    """Publish each CSV row skipped as bad since the last call on ``crew.dlq``, with its
+    reason (file, line, row, column) and its text: a bad row is kept, never just dropped."""
+    for problem in tel.new_problems():
+        log.warning("csv row dead-lettered", run=run_id, problem=str(problem))
+        device = tel.scenario.telemetry.device_id if tel.scenario.telemetry else "csv"
+        await bus.publish(
+            dead_letter(
+                subject=Subjects.telemetry(device),
+                reason=f"bad CSV row: {problem}",
+                raw=problem.raw,
+                attempts=0,
+                quarantined=True,
+                source="plant",
+                run_id=run_id,
+                correlation_id=run_id,
+                time=now,
+            )
+        )
 
 
 def _incident_json(i: Incident) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from plantcrew.cli import app
 from plantcrew.scenarios.runner import run_scenario
 from plantcrew.scenarios.schema import load_scenario, resolve_data_path
+from plantcrew.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -90,6 +91,41 @@ def test_bad_monitor_override_exits_2_naming_its_line_and_field(tmp_path: Path) 
     proc = cli("run", str(bad), "--json", "--db", f"sqlite:///{tmp_path / 'b.db'}")
     assert proc.returncode == 2, proc.stderr
     assert f"{bad}:4" in proc.stderr and "monitor.alpha" in proc.stderr
+
+
+async def test_bad_csv_rows_are_dead_lettered_and_good_rows_flow(tmp_path: Path) -> None:
+    header = (
+        "datetime;Accelerometer1RMS;Accelerometer2RMS;Current;Pressure;Temperature;"
+        "Thermocouple;Voltage;Volume Flow RateRMS;anomaly;changepoint"
+    )
+    rows = [
+        f"2020-03-09 10:34:{s:02d};0.027;0.039;2.5;0.05;75.5;25.8;230;32.0;0;0" for s in range(30)
+    ]
+    rows[5] = rows[5].replace(";2.5;", ";two;")
+    rows[10] = "yesterday" + rows[10][len("2020-03-09 10:34:10") :]
+    rows[15] = rows[15].replace(";32.0;", ";nan;")
+    rows.append("2020-03-09 10:34:30;0.027")  # a short last row
+    (tmp_path / "pump.csv").write_text("\n".join([header, *rows]) + "\n")
+    scenario = tmp_path / "replay.yaml"
+    scenario.write_text(
+        "name: replay\nduration_s: 100\ntelemetry: {source: csv, preset: skab, path: pump.csv}\n"
+    )
+    db_url = f"sqlite:///{tmp_path / 'r.db'}"
+    result = await run_scenario(scenario, db_url=db_url)
+    assert result.plant_seconds == 29  # the rows after the bad ones were replayed
+    store = Store(db_url)
+    letters = store.dead_letters(result.run_id)
+    store.dispose()
+    assert [(d.original_subject, d.quarantined) for d in letters] == [("telemetry.pump1", True)] * 4
+    where = [
+        ("pump.csv:7 (row 5) column 'Current'", rows[5]),
+        ("pump.csv:12 (row 10) column 'datetime'", rows[10]),
+        ("pump.csv:17 (row 15) column 'Volume Flow RateRMS'", rows[15]),
+        ("pump.csv:32 (row 30): 2 fields, header has 11", rows[30]),
+    ]
+    for letter, (expected, raw) in zip(letters, where, strict=True):
+        assert expected in letter.reason
+        assert letter.raw == raw
 
 
 def test_failed_expectation_exits_1_and_says_which(tmp_path: Path) -> None:
