@@ -26,7 +26,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Limit(_Strict):
+class _Bounds(BaseModel):
+    """Thresholds must be finite: NaN fails every comparison, so a NaN limit or interlock
+    bound would silently never hold."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Limit(_Bounds):
     """Allowed range of a parameter, in the parameter's unit."""
 
     min: float | None = None
@@ -73,7 +80,7 @@ class MaintenanceWindow(_Strict):
         return self
 
 
-class StateCondition(_Strict):
+class StateCondition(_Bounds):
     """``device``'s ``sensor`` reading compared with a value."""
 
     device: str
@@ -90,7 +97,7 @@ class StateCondition(_Strict):
         return not (self.below is not None and not value < self.below)
 
 
-class Interlock(_Strict):
+class Interlock(_Bounds):
     """Forbid ``command`` on matching devices when ``parameter`` is below/above a value while
     ``while_state`` holds (unknown state counts as holding: fail safe)."""
 

@@ -137,6 +137,40 @@ def test_bad_policy_file_names_line_and_field(tmp_path: Path) -> None:
     assert info.value.field == "device_types.valve.commands.set_position.hazard_class"
 
 
+@pytest.mark.parametrize(
+    ("snippet", "line", "field"),
+    [
+        (
+            "device_types:\n  valve:\n    limits:\n      position_pct: {min: 0, max: .nan}\n",
+            5,
+            "device_types.valve.limits.position_pct.max",
+        ),
+        (
+            "interlocks:\n  - {id: i, description: d, command: set_position,\n"
+            "     parameter: position_pct, below: .nan}\n",
+            4,
+            "interlocks.0.below",
+        ),
+        (
+            "interlocks:\n  - id: i\n    description: d\n    command: set_position\n"
+            "    while_state: {device: pump1, sensor: speed_pct, above: .inf}\n",
+            6,
+            "interlocks.0.while_state.above",
+        ),
+    ],
+    ids=["limit", "interlock", "while_state"],
+)
+def test_a_threshold_that_is_not_finite_is_refused(
+    tmp_path: Path, snippet: str, line: int, field: str
+) -> None:
+    """NaN fails every comparison, so a NaN limit or interlock bound would never hold."""
+    bad = tmp_path / "p.yaml"
+    bad.write_text("version: 1\n" + snippet)
+    with pytest.raises(ConfigError, match="finite") as info:
+        Policies.load(bad)
+    assert (info.value.line, info.value.field) == (line, field)
+
+
 def test_device_command_rule_overrides_its_type() -> None:
     critical = Policies.load(ROOT / "scenarios" / "policies" / "cooling-critical.yaml")
     out = j("pump1", "stop", policies=critical)
