@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from plantcrew.bus import DurableOptions
-from plantcrew.settings import load_yaml_model
+from plantcrew.errors import ConfigError
+from plantcrew.settings import line_of, load_yaml_model
 
 
 class CoordinatorSettings(BaseModel):
@@ -64,16 +66,25 @@ class CrewConfig(BaseModel):
         return self.roles.get(name, RoleConfig())
 
     @classmethod
-    def load(cls, path: str | Path) -> CrewConfig:
-        """Load and validate; ConfigError names file, line and field."""
+    def load(cls, path: str | Path, *, model_groups: Collection[str] | None = None) -> CrewConfig:
+        """Load and validate; ConfigError names file, line and field. With ``model_groups``
+        (the groups of models.yaml), a role's ``model_group`` must be one of them."""
         cfg = load_yaml_model(path, cls)
         unknown = set(cfg.roles) - set(ROLES)
         if unknown:
-            from plantcrew.errors import ConfigError
-
             raise ConfigError(
                 f"unknown role(s) {sorted(unknown)}; roles are {list(ROLES)}",
                 source=str(path),
                 field="roles",
             )
+        for role, rc in cfg.roles.items():
+            if model_groups is not None and rc.model_group not in (None, *model_groups):
+                field = f"roles.{role}.model_group"
+                raise ConfigError(
+                    f"unknown model group {rc.model_group!r}; models.yaml has "
+                    f"{sorted(model_groups)}",
+                    source=str(path),
+                    line=line_of(Path(path).read_text(encoding="utf-8"), field),
+                    field=field,
+                )
         return cfg

@@ -196,6 +196,10 @@ async def run_scenario(
         if scenario.policies
         else config_dir / "policies.yaml"
     )
+    router = ModelRouter.from_file(
+        config_dir / "models.yaml", playbooks_path=config_dir / "playbooks.yaml"
+    )
+    crew_config = CrewConfig.load(config_dir / "crew.yaml", model_groups=router.groups)
     if resume is None:
         run = Run(
             id=f"run-{uuid7().hex[-12:]}",
@@ -222,11 +226,8 @@ async def run_scenario(
                 "config_dir": str(config_dir),
             },
         )
-    crew_config = CrewConfig.load(config_dir / "crew.yaml")
     parts = CrewParts(
-        router=ModelRouter.from_file(
-            config_dir / "models.yaml", playbooks_path=config_dir / "playbooks.yaml"
-        ),
+        router=router,
         policies=policies,
         assets=assets_of(scenario.plant),
         signatures=load_signatures(config_dir / "signatures.yaml"),

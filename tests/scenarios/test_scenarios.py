@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -126,6 +127,25 @@ async def test_bad_csv_rows_are_dead_lettered_and_good_rows_flow(tmp_path: Path)
     for letter, (expected, raw) in zip(letters, where, strict=True):
         assert expected in letter.reason
         assert letter.raw == raw
+
+
+def test_unknown_model_group_in_crew_yaml_exits_2_naming_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config)
+    crew = config / "crew.yaml"
+    text = crew.read_text()
+    assert "diagnostic: {workers: 1, model_group: reasoning}" in text
+    crew.write_text(text.replace("model_group: reasoning}", "model_group: reasonin}", 1))
+    line = 1 + crew.read_text().split("model_group: reasonin}")[0].count("\n")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: s\nduration_s: 5\n")
+    monkeypatch.setenv("PLANTCREW_CONFIG_DIR", str(config))
+    proc = cli("run", str(scenario), "--json", "--db", f"sqlite:///{tmp_path / 'm.db'}")
+    assert proc.returncode == 2, proc.stderr
+    assert f"{crew}:{line}" in proc.stderr
+    assert "roles.diagnostic.model_group" in proc.stderr and "reasonin" in proc.stderr
 
 
 def test_failed_expectation_exits_1_and_says_which(tmp_path: Path) -> None:
