@@ -4,9 +4,11 @@
 mode) with :class:`~plantcrew.replay.sandbox.Changes` (a role's model group, policies,
 playbooks, a role's prompt). Model answers of tasks whose answer came before the fork message
 are served from the record, so the conversation before it is the recorded one; from the fork
-message on, models answer live. The new run is stored in the original's database as a fork:
-``Run.parent_run_id`` is the original, ``Run.fork_from_message_id`` the fork message, and
-``run.config["fork"]`` says what changed.
+message on, models answer live. People's votes before the fork message are cast again as
+recorded; those after it are not (the scenario's scripted human answers as it did). The
+new run is stored in the original's database as a fork: ``Run.parent_run_id`` is the
+original, ``Run.fork_from_message_id`` the fork message, and ``run.config["fork"]`` says what
+changed.
 
 Changes to deterministic code and configuration (policies, crew settings) act from the start
 of the re-run; :class:`ForkReport.prefix` says whether the conversation before the fork
@@ -56,8 +58,11 @@ class ForkReport:
             "prefix_divergence": self.prefix.to_json() if self.prefix else None,
             "prefix_messages": self.prefix_messages,
             "passed": r.passed,
-            "model_calls": {"served_from_record": r.served, "live": r.live,
-                            "failed_as_recorded": r.refused},
+            "model_calls": {
+                "served_from_record": r.served,
+                "live": r.live,
+                "failed_as_recorded": r.refused,
+            },
             "wall_seconds": round(r.wall_s, 3),
         }
 
@@ -95,17 +100,27 @@ async def rerun_async(
         before = tasks_before(timeline, fork.seq)
         with tempfile.TemporaryDirectory(prefix="plantcrew-rerun-") as tmp:
             rx = await reexecute(
-                timeline, Path(tmp), mode="fork", config_dir=config_dir,
-                live_task=lambda key: key not in before, changes=changes,
+                timeline,
+                Path(tmp),
+                mode="fork",
+                config_dir=config_dir,
+                live_task=lambda key: key not in before,
+                changes=changes,
+                votes_before_seq=fork.seq,
             )
             scratch = Store(rx.db_url)
             try:
                 new_records = scratch.messages(rx.run_id)
                 config = dict(scratch.get_run(rx.run_id).config)
-                config["fork"] = {"from_message_id": fork.id, "from_seq": fork.seq,
-                                  **changes.to_json()}
+                config["fork"] = {
+                    "from_message_id": fork.id,
+                    "from_seq": fork.seq,
+                    **changes.to_json(),
+                }
                 transfer_run(
-                    scratch, store, rx.run_id,
+                    scratch,
+                    store,
+                    rx.run_id,
                     parent_run_id=timeline.run.id,
                     fork_from_message_id=fork.id,
                     scenario_path=timeline.run.scenario_path,
@@ -120,8 +135,11 @@ async def rerun_async(
     counts: dict[str, int] = {}
     for m in original:
         counts[m.source] = counts.get(m.source, 0) + 1
-    replayed = [m for m in normalise_log(new_records, rx.run_id, by_role=by_role)
-                if m.nth < counts.get(m.source, 0)]
+    replayed = [
+        m
+        for m in normalise_log(new_records, rx.run_id, by_role=by_role)
+        if m.nth < counts.get(m.source, 0)
+    ]
     if changes.model_groups:  # the change explains which group and deployment answered
         original, replayed = _without_routing(original), _without_routing(replayed)
     divergences = compare_logs(original, replayed)
@@ -154,8 +172,9 @@ def _without_routing(messages: list[NormalMessage]) -> list[NormalMessage]:
     return out
 
 
-def rerun(db_url: str, run_id: str, from_message: str, changes: Changes,
-          **kwargs: Any) -> ForkReport:
+def rerun(
+    db_url: str, run_id: str, from_message: str, changes: Changes, **kwargs: Any
+) -> ForkReport:
     """Synchronous :func:`rerun_async` (runs its own event loop)."""
     return asyncio.run(rerun_async(db_url, run_id, from_message, changes, **kwargs))
 

@@ -12,6 +12,9 @@ in ``workdir``:
 - memory: the lessons the run's first diagnosis was given (the database's memory when the
   run began) and the model spend its budgets had been measured against before its own calls
   are put in the scratch database, so recall and budgets work as they did;
+- people: the votes people cast on the run's approvals (``approval.decided`` in its log,
+  e.g. with ``plantcrew approvals approve``) are cast again, each just before the tick of the
+  plant time the run applied it at; the scenario's scripted human casts its own again;
 - time: a run that did not finish is re-executed up to the plant time it had reached.
 
 The playbook model is deterministic code under test: in ``verify`` mode its deployments stay
@@ -31,7 +34,8 @@ from typing import Any, Literal
 
 import yaml
 
-from plantcrew.replay.canon import RECORDED_PREFIX
+from plantcrew.errors import NotFoundError
+from plantcrew.replay.canon import RECORDED_PREFIX, Canon
 from plantcrew.replay.errors import ReplayError
 from plantcrew.replay.recorded import ReplaySession, Upstream, answers_of, open_session
 from plantcrew.replay.timeline import Timeline
@@ -152,8 +156,11 @@ def starting_spend(timeline: Timeline) -> list[ModelCall]:
     roles: dict[str, float] = {}
     day = ""
     for step in timeline.steps:
-        budget = (step.payload.get("input") or {}).get("budget") if (
-            step.type == "task.assigned") else None
+        budget = (
+            (step.payload.get("input") or {}).get("budget")
+            if (step.type == "task.assigned")
+            else None
+        )
         if not isinstance(budget, dict):
             continue
         for scope in budget.get("scopes") or []:
@@ -161,14 +168,18 @@ def starting_spend(timeline: Timeline) -> list[ModelCall]:
             if name == "day" and day_spent is None:
                 day_spent, day = spent, step.time[:10]
             elif name.startswith("agent ") and name.endswith(" today"):
-                roles.setdefault(name[len("agent "):-len(" today")], spent)
+                roles.setdefault(name[len("agent ") : -len(" today")], spent)
                 day = day or step.time[:10]
-    seed = [ModelCall(run_id=SEED_RUN, agent=role, day=day, cost_usd=spent, model="seed")
-            for role, spent in roles.items() if spent > 0]
+    seed = [
+        ModelCall(run_id=SEED_RUN, agent=role, day=day, cost_usd=spent, model="seed")
+        for role, spent in roles.items()
+        if spent > 0
+    ]
     rest = (day_spent or 0.0) - sum(roles.values())
     if rest > 0:
-        seed.append(ModelCall(run_id=SEED_RUN, agent=SEED_RUN, day=day, cost_usd=rest,
-                              model="seed"))
+        seed.append(
+            ModelCall(run_id=SEED_RUN, agent=SEED_RUN, day=day, cost_usd=rest, model="seed")
+        )
     return seed
 
 
@@ -177,12 +188,92 @@ def seed_memory(store: Store, timeline: Timeline) -> None:
     (:func:`starting_lessons`) and its budgets' earlier spend (:func:`starting_spend`)."""
     with store.tx() as s:
         for x in starting_lessons(timeline):
-            s.add(Lesson(root_cause=str(x.get("root_cause", "unknown")),
-                         signature=dict(x.get("signature") or {}),
-                         weight=float(x.get("weight", 1.0)),
-                         source=str(x.get("source", "confirmed"))))
+            s.add(
+                Lesson(
+                    root_cause=str(x.get("root_cause", "unknown")),
+                    signature=dict(x.get("signature") or {}),
+                    weight=float(x.get("weight", 1.0)),
+                    source=str(x.get("source", "confirmed")),
+                )
+            )
         for row in starting_spend(timeline):
             s.add(row)
+
+
+@dataclass(frozen=True)
+class RecordedVote:
+    """A person's vote as the run applied it: at ``plant_time``, on ``approval`` (its id in
+    canonical form, :class:`~plantcrew.replay.canon.Canon`)."""
+
+    plant_time: float
+    approval: str
+    approver: str
+    role: str
+    approved: bool
+    reason: str
+
+
+def recorded_votes(
+    timeline: Timeline, scenario: dict[str, Any], before_seq: int | None = None
+) -> list[RecordedVote]:
+    """The votes of people in the run's log (before ``before_seq``), in order, except those
+    the scenario's scripted human casts (same approver, role, decision and reason)."""
+    scripted = {
+        (
+            str(r.get("approver")),
+            str(r.get("role")),
+            r.get("decision") == "approve",
+            str(r.get("reason") or ""),
+        )
+        for r in scenario.get("human") or []
+        if r.get("decision") != "ignore"
+    }
+    canon = Canon(timeline.run.id)
+    out = []
+    for s in timeline.steps:
+        if s.type != "approval.decided" or not s.source.startswith("person:"):
+            continue
+        if before_seq is not None and s.seq >= before_seq:
+            break
+        _, role, approver = s.source.split(":", 2)
+        p = s.payload
+        vote = RecordedVote(
+            s.plant_time,
+            canon.text(str(p.get("approval_id"))),
+            approver,
+            role,
+            bool(p.get("approved")),
+            str(p.get("reason") or ""),
+        )
+        if (vote.approver, vote.role, vote.approved, vote.reason) not in scripted:
+            out.append(vote)
+    return out
+
+
+class RecordedPeople:
+    """Casts :func:`recorded_votes` into ``store`` (the re-execution's) when their plant time
+    comes: the ``people`` hook of :func:`~plantcrew.scenarios.runner.run_scenario`. A vote on
+    an approval the re-execution does not have (yet) waits for it."""
+
+    def __init__(self, store: Store, votes: list[RecordedVote]) -> None:
+        self.store, self.pending = store, list(votes)
+
+    def __call__(self, now: float) -> None:
+        if not self.pending or self.pending[0].plant_time > now + 1e-9:
+            return
+        suffix = self.store.runs(limit=1)[0].id[-8:]
+        for vote in [v for v in self.pending if v.plant_time <= now + 1e-9]:
+            try:
+                self.store.cast_vote(
+                    vote.approval.replace("<run>", suffix),
+                    approver=vote.approver,
+                    role=vote.role,
+                    approved=vote.approved,
+                    reason=vote.reason,
+                )
+            except NotFoundError:
+                continue
+            self.pending.remove(vote)
 
 
 def recorded_deployments(timeline: Timeline) -> set[str]:
@@ -191,7 +282,7 @@ def recorded_deployments(timeline: Timeline) -> set[str]:
 
     names: set[str] = set()
     for s in timeline.steps:
-        for c in (s.payload.get("model_calls") or []):
+        for c in s.payload.get("model_calls") or []:
             if c.get("deployment") and c["deployment"] != "none":
                 names.add(str(c["deployment"]))
             names.update(failed_deployments(c.get("error")))
@@ -240,8 +331,9 @@ def rewrite_models(
         now = {d.name for d in cfg.active(gname)} if mode == "fork" else set()
         entries: list[tuple[Deployment, bool]] = []
         for i, dep in enumerate(group.deployments):
-            filled = dep.model_copy(update={"name": dep.name or f"{gname}-{i}",
-                                            "order": dep.order or i + 1})
+            filled = dep.model_copy(
+                update={"name": dep.name or f"{gname}-{i}", "order": dep.order or i + 1}
+            )
             on = filled.name in used or filled.name in now or (dep.is_playbook and dep.enabled)
             entries.append((filled, on))
         active = sorted((d for d, on in entries if on), key=lambda d: d.order or 0)
@@ -261,8 +353,11 @@ def rewrite_models(
                 continue
             base = dep.api_base or (str(playbooks_path) if dep.is_playbook else None)
             session.upstream[dep.name] = Upstream(
-                model=dep.model, api_base=base, api_key_env=dep.api_key_env,
-                timeout_s=dep.timeout_s, extra=dict(dep.extra),
+                model=dep.model,
+                api_base=base,
+                api_key_env=dep.api_key_env,
+                timeout_s=dep.timeout_s,
+                extra=dict(dep.extra),
             )
             for key in UNPACED:
                 entry.pop(key, None)
@@ -277,8 +372,13 @@ def rewrite_models(
         groups[gname] = {"description": group.description, "deployments": out}
     session.upstream[""] = Upstream(model=DEFAULT_PLAYBOOK_MODEL, api_base=str(playbooks_path))
     router = cfg.router.model_dump(mode="json")
-    router.update(num_retries=0, retry_after_s=0, allowed_fails=NEVER_COOL_DOWN,
-                  cooldown_time_s=0, playbook_last_resort=False)
+    router.update(
+        num_retries=0,
+        retry_after_s=0,
+        allowed_fails=NEVER_COOL_DOWN,
+        cooldown_time_s=0,
+        playbook_last_resort=False,
+    )
     data = cfg.model_dump(mode="json", exclude={"source"})
     data.update(groups=groups, router=router)
     target.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -328,10 +428,12 @@ async def reexecute(
     record_playbook: bool = False,
     live_task: Callable[[str], bool] | None = None,
     changes: Changes | None = None,
+    votes_before_seq: int | None = None,
 ) -> Reexecution:
     """Run ``timeline``'s scenario again in ``workdir`` (see module doc).
 
-    ``live_task`` (fork mode) tells which canonical task ids get live model answers.
+    ``live_task`` (fork mode) tells which canonical task ids get live model answers;
+    ``votes_before_seq`` (a fork's message) leaves out people's votes from there on.
     Raises ReplayError when the run cannot be re-executed, ConfigError for a bad config or
     change, and whatever ``run_scenario`` raises when the run cannot start.
     """
@@ -372,14 +474,18 @@ async def reexecute(
         prompts=changes.prompts,
     )
     rewrite_models(
-        source / "models.yaml", cfg_dir / "models.yaml", session,
-        used=recorded_deployments(timeline), mode=mode, record_playbook=record_playbook,
+        source / "models.yaml",
+        cfg_dir / "models.yaml",
+        session,
+        used=recorded_deployments(timeline),
+        mode=mode,
+        record_playbook=record_playbook,
         playbooks_path=cfg_dir / "playbooks.yaml",
     )
+    scenario = recorded_scenario(timeline, changes.policies)
     scenario_file = workdir / "scenario.yaml"
-    scenario_file.write_text(
-        yaml.safe_dump(recorded_scenario(timeline, changes.policies), sort_keys=False)
-    )
+    scenario_file.write_text(yaml.safe_dump(scenario, sort_keys=False))
+    people = RecordedPeople(store, recorded_votes(timeline, scenario, votes_before_seq))
     stop_at = stop_point(timeline)
     start = time.perf_counter()
     with open_session(session):
@@ -390,6 +496,7 @@ async def reexecute(
             seed=timeline.run.seed,
             config_dir=cfg_dir,
             stop_after_s=stop_at,
+            people=people,
         )
     store.dispose()
     return Reexecution(
@@ -413,10 +520,13 @@ async def reexecute(
 
 __all__ = [
     "Changes",
+    "RecordedPeople",
+    "RecordedVote",
     "Reexecution",
     "recorded_config_dir",
     "recorded_deployments",
     "recorded_scenario",
+    "recorded_votes",
     "reexecute",
     "rewrite_models",
     "seed_memory",

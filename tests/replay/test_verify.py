@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from plantcrew.cli_replay import app
+from plantcrew.replay.rerun import rerun
+from plantcrew.replay.sandbox import Changes
 from plantcrew.replay.timeline import load_timeline
 from plantcrew.replay.verify import verify_run, verify_run_async
 from plantcrew.store import Store
@@ -31,8 +34,14 @@ async def test_a_recorded_run_verifies_with_no_divergence(short_run: tuple[str, 
     assert report.ok, [d.describe() for d in report.divergences]
     timeline = load_timeline(Store(db_url), run_id)
     assert report.compared == len(timeline.steps) == report.replayed
-    assert {"coordinator", "monitor-1", "diagnostic-1", "operator-1", "safety-1",
-            "reviewer-1"} <= set(report.agents)
+    assert {
+        "coordinator",
+        "monitor-1",
+        "diagnostic-1",
+        "operator-1",
+        "safety-1",
+        "reviewer-1",
+    } <= set(report.agents)
     assert report.replay_run_id != run_id
 
 
@@ -40,12 +49,12 @@ def _change_bearing_rule(playbooks: Path) -> None:
     text = playbooks.read_text()
     block = re.search(r"\n  bearing_overheating:\n(?:    .*\n)+", text)
     assert block is not None and "command: stop" in block.group(0)
-    playbooks.write_text(text.replace(block.group(0),
-                                      block.group(0).replace("command: stop", "command: notify")))
+    playbooks.write_text(
+        text.replace(block.group(0), block.group(0).replace("command: stop", "command: notify"))
+    )
 
 
-def test_a_changed_playbook_rule_is_reported_at_the_first_divergent_message(
-        tmp_path: Path) -> None:
+def test_a_changed_playbook_rule_is_reported_at_the_first_divergent_message(tmp_path: Path) -> None:
     cfg = config_copy(tmp_path / "config")
     db_url = f"sqlite:///{tmp_path / 'run.db'}"
     run_id = record(SHORT, db_url, config_dir=cfg)
@@ -58,7 +67,10 @@ def test_a_changed_playbook_rule_is_reported_at_the_first_divergent_message(
     assert out["ok"] is False
     first = out["first_divergence"]
     assert (first["agent"], first["type"], first["kind"]) == (
-        "operator-1", "action.proposed", "changed")
+        "operator-1",
+        "action.proposed",
+        "changed",
+    )
     assert (first["seq"], first["plant_time"]) == (proposed.seq, proposed.plant_time)
     fields = {d["path"]: (d["original"], d["replayed"]) for d in first["differences"]}
     assert fields["payload.command"] == ("stop", "notify")
@@ -72,7 +84,8 @@ def test_a_changed_playbook_rule_is_reported_at_the_first_divergent_message(
 
 
 async def test_a_changed_prompt_is_a_divergence_even_with_recorded_answers(
-        short_run: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    short_run: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import plantcrew.agents.operator as operator
 
     db_url, run_id = short_run
@@ -89,8 +102,14 @@ def _stub_config(cfg: Path, stub: OpenAIStub, **extra: Any) -> None:
     path = cfg / "models.yaml"
     data = yaml.safe_load(path.read_text())
     data["groups"]["reasoning"]["deployments"] = [
-        {"model": "openai/stub-reasoning", "name": "reasoning-stub", "api_base": stub.base_url,
-         "api_key_env": STUB_KEY_ENV, "max_retries": 0, "timeout_s": 10},
+        {
+            "model": "openai/stub-reasoning",
+            "name": "reasoning-stub",
+            "api_base": stub.base_url,
+            "api_key_env": STUB_KEY_ENV,
+            "max_retries": 0,
+            "timeout_s": 10,
+        },
         {"model": "playbook/default", "name": "reasoning-playbook"},
     ]
     data["router"].update(num_retries=0, cooldown_time_s=0)
@@ -98,12 +117,18 @@ def _stub_config(cfg: Path, stub: OpenAIStub, **extra: Any) -> None:
     path.write_text(yaml.safe_dump(data))
 
 
-PROPOSAL = {"device_id": "pump1", "command": "stop", "parameters": {}, "hazard_class": 2,
-            "rationale": "the stub model says: stop the pump"}
+PROPOSAL = {
+    "device_id": "pump1",
+    "command": "stop",
+    "parameters": {},
+    "hazard_class": 2,
+    "rationale": "the stub model says: stop the pump",
+}
 
 
 def test_hosted_model_answers_come_from_the_record_and_no_model_is_called(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(STUB_KEY_ENV, "sk-test-replay-0000")
     proposal = PROPOSAL
 
@@ -134,25 +159,37 @@ def test_hosted_model_answers_come_from_the_record_and_no_model_is_called(
 
 
 def test_budgets_see_the_spend_of_earlier_runs_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run's budget was measured against what earlier runs of the day had spent; the
     re-execution's scratch database starts with that spend, so the budgets it sends agree."""
     monkeypatch.setenv(STUB_KEY_ENV, "sk-test-replay-0000")
     cfg = config_copy(tmp_path / "config")
     db_url = f"sqlite:///{tmp_path / 'run.db'}"
     with OpenAIStub() as stub:
-        stub.script("stub-reasoning", Reply.error(500), Reply.json(PROPOSAL),
-                    Reply.error(500), Reply.json(PROPOSAL))
-        _stub_config(cfg, stub, budgets={"per_day_usd": 1000.0,
-                                         "per_agent_day_usd": {"operator": 500.0}})
+        stub.script(
+            "stub-reasoning",
+            Reply.error(500),
+            Reply.json(PROPOSAL),
+            Reply.error(500),
+            Reply.json(PROPOSAL),
+        )
+        _stub_config(
+            cfg, stub, budgets={"per_day_usd": 1000.0, "per_agent_day_usd": {"operator": 500.0}}
+        )
         data = yaml.safe_load((cfg / "models.yaml").read_text())
         data["groups"]["reasoning"]["deployments"][0]["price"] = {
-            "input_per_mtok": 10000.0, "output_per_mtok": 30000.0}
+            "input_per_mtok": 10000.0,
+            "output_per_mtok": 30000.0,
+        }
         (cfg / "models.yaml").write_text(yaml.safe_dump(data))
         record(SHORT, db_url, config_dir=cfg)  # spends on the stub's proposal
         second = record(SHORT, db_url, config_dir=cfg)
-    budgets = [s.payload["input"].get("budget") for s in load_timeline(Store(db_url), second).steps
-               if s.type == "task.assigned" and s.payload["capability"] == "propose_action"]
+    budgets = [
+        s.payload["input"].get("budget")
+        for s in load_timeline(Store(db_url), second).steps
+        if s.type == "task.assigned" and s.payload["capability"] == "propose_action"
+    ]
     if not budgets or budgets[0] is None:
         pytest.skip("the crew sends no budget spend with its tasks")
     spent = {x["scope"]: x["spent_usd"] for x in budgets[0]["scopes"]}
@@ -160,3 +197,52 @@ def test_budgets_see_the_spend_of_earlier_runs_again(
 
     report = verify_run(db_url, second)
     assert report.ok, [d.describe() for d in report.divergences]
+
+
+def test_a_run_a_person_approved_through_the_cli_verifies(tmp_path: Path) -> None:
+    """Nobody is scripted to answer: a person approves the pending request with ``plantcrew
+    approvals approve`` while the run goes on. The person's decision is part of the record
+    (``approval.decided`` at its plant time); the re-execution must take it from there."""
+    from plantcrew.cli import app as main_app
+    from plantcrew.scenarios.runner import run_scenario
+
+    data = yaml.safe_load(SHORT.read_text())
+    data.pop("human")
+    scenario = tmp_path / "person.yaml"
+    scenario.write_text(yaml.safe_dump(data))
+    db_url = f"sqlite:///{tmp_path / 'run.db'}"
+    store = Store(db_url)
+
+    def person(_t: float) -> None:
+        for approval in store.approvals(status="pending"):
+            cli = CliRunner().invoke(
+                main_app,
+                [
+                    "approvals",
+                    "approve",
+                    approval.id,
+                    "--as",
+                    "alice",
+                    "--role",
+                    "shift_supervisor",
+                    "--reason",
+                    "seen it",
+                    "--db",
+                    db_url,
+                ],
+            )
+            assert cli.exit_code == 0, cli.output
+
+    result = asyncio.run(run_scenario(scenario, db_url=db_url, on_checkpoint=person))
+    assert result.passed, result.to_json()
+    decided = _step(db_url, result.run_id, "approval.decided")
+    assert decided.source == "person:shift_supervisor:alice"
+
+    report = verify_run(db_url, result.run_id)
+    assert report.ok, [d.describe() for d in report.divergences] + report.action_differences
+    assert report.compared == report.replayed
+
+    # a fork after the person's vote re-runs the conversation before it as recorded
+    reviewed = _step(db_url, result.run_id, "review.completed")
+    fork = rerun(db_url, result.run_id, f"#{reviewed.seq}", Changes())
+    assert fork.prefix is None, fork.prefix.describe()
