@@ -57,8 +57,12 @@ def verify_report(r: VerifyReport) -> RenderableType:
     lines.append(Text(
         f"model calls: {rx.served} answered from the record, {rx.refused} failed as recorded, "
         f"{rx.live} live (the playbook runs as code and is not counted)", style="dim"))
-    if r.first is None and not r.action_differences:
+    if r.ok:
         lines.append(Text("no divergence: every agent sent the same messages", "green bold"))
+    elif r.first is None and not r.action_differences:
+        lines.append(Text(
+            "every agent sent the same messages, but the model calls differ from the record:",
+            "red bold"))
     if r.first is not None:
         d = r.first
         lines.append(Text("first divergence: ", "red bold") + Text(d.headline()))

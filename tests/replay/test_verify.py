@@ -246,3 +246,33 @@ def test_a_run_a_person_approved_through_the_cli_verifies(tmp_path: Path) -> Non
     reviewed = _step(db_url, result.run_id, "review.completed")
     fork = rerun(db_url, result.run_id, f"#{reviewed.seq}", Changes())
     assert fork.prefix is None, fork.prefix.describe()
+
+
+def test_verify_report_says_no_divergence_only_when_the_run_verifies(tmp_path: Path) -> None:
+    # the messages matched but a recorded answer was never asked for: verify fails (exit 1),
+    # so its report must not say "no divergence"
+    from rich.console import Console
+
+    from plantcrew.replay.console import verify_report
+    from plantcrew.replay.sandbox import Reexecution
+    from plantcrew.replay.verify import VerifyReport
+
+    def report(unused: list[str]) -> str:
+        rx = Reexecution(
+            db_url="sqlite://", run_id="r2", passed=True, served=2, live=0, refused=0,
+            unrecorded=[], unused=unused, stop_at=None, wall_s=0.1, config_dir=tmp_path,
+        )  # fmt: skip
+        r = VerifyReport(
+            run_id="r1", replay_run_id="r2", compared=9, replayed=9, agents=["diagnostic-1"],
+            divergences=[], action_differences=[], reexecution=rx, wall_s=0.2,
+        )  # fmt: skip
+        console = Console(record=True, width=200)
+        console.print(verify_report(r))
+        assert r.ok == (not unused)
+        return console.export_text()
+
+    assert "no divergence" in report([])
+    failed = report(["diagnostic-1 call #2 (gpt)"])
+    assert "no divergence" not in failed
+    assert "model calls differ from the record" in failed
+    assert "recorded answer never asked for: diagnostic-1 call #2 (gpt)" in failed
