@@ -55,6 +55,7 @@ from plantcrew.crews.crew import CrewParts, make_agent
 from plantcrew.detect import SignatureBook, load_signatures
 from plantcrew.errors import BusError, ConfigError
 from plantcrew.llm import ModelRouter
+from plantcrew.llm.config import load_models_config
 from plantcrew.messages import AgentHeartbeat, Capability, Message, Subjects, Task
 from plantcrew.plant.bus_actuator import BusActuator
 from plantcrew.store import Store
@@ -219,7 +220,9 @@ class WorkerHost:
         heartbeat_interval_s: float | None = None,
     ) -> None:
         self.bus, self.store, self.config_dir = bus, store, config_dir
-        self.config = CrewConfig.load(config_dir / "crew.yaml")
+        # a role's model group must exist, or every task of the role would be dead-lettered
+        groups = load_models_config(config_dir / "models.yaml").groups
+        self.config = CrewConfig.load(config_dir / "crew.yaml", model_groups=groups)
         self.heartbeat_interval_s = heartbeat_interval_s or self.config.heartbeat_interval_s
         self.contexts = RunContexts(store, config_dir)
         self.clock = TaskClock(current_message, self.contexts.start_of)

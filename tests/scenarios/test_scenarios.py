@@ -129,9 +129,9 @@ async def test_bad_csv_rows_are_dead_lettered_and_good_rows_flow(tmp_path: Path)
         assert letter.raw == raw
 
 
-def test_unknown_model_group_in_crew_yaml_exits_2_naming_its_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def config_with_unknown_model_group(tmp_path: Path) -> tuple[Path, str]:
+    """A copy of config/ whose crew.yaml names model group ``reasonin`` for the diagnostic;
+    returns the folder and where (``crew.yaml:LINE``) the mistake is."""
     config = tmp_path / "config"
     shutil.copytree(ROOT / "config", config)
     crew = config / "crew.yaml"
@@ -139,13 +139,32 @@ def test_unknown_model_group_in_crew_yaml_exits_2_naming_its_line(
     assert "diagnostic: {workers: 1, model_group: reasoning}" in text
     crew.write_text(text.replace("model_group: reasoning}", "model_group: reasonin}", 1))
     line = 1 + crew.read_text().split("model_group: reasonin}")[0].count("\n")
+    return config, f"{crew}:{line}"
+
+
+def test_unknown_model_group_in_crew_yaml_exits_2_naming_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, where = config_with_unknown_model_group(tmp_path)
     scenario = tmp_path / "s.yaml"
     scenario.write_text("name: s\nduration_s: 5\n")
     monkeypatch.setenv("PLANTCREW_CONFIG_DIR", str(config))
     proc = cli("run", str(scenario), "--json", "--db", f"sqlite:///{tmp_path / 'm.db'}")
     assert proc.returncode == 2, proc.stderr
-    assert f"{crew}:{line}" in proc.stderr
+    assert where in proc.stderr
     assert "roles.diagnostic.model_group" in proc.stderr and "reasonin" in proc.stderr
+
+
+def test_a_crew_process_refuses_to_start_with_an_unknown_model_group(tmp_path: Path) -> None:
+    # else it would take the role's tasks and dead-letter every one of them (``up`` hosts the
+    # role as ``worker`` does, on the in-process bus)
+    config, where = config_with_unknown_model_group(tmp_path)
+    argv = [sys.executable, "-m", "plantcrew.cli_processes", "up", "--role", "diagnostic"]
+    argv += ["--bus", "memory://", "--db", f"sqlite:///{tmp_path / 'w.db'}", "--probe-port", "0"]
+    env = {**os.environ, "PLANTCREW_CONFIG_DIR": str(config)}
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert where in proc.stderr and "roles.diagnostic.model_group" in proc.stderr
 
 
 def test_failed_expectation_exits_1_and_says_which(tmp_path: Path) -> None:
