@@ -184,6 +184,8 @@ async def run_scenario(
     store = Store(db_url)
     if resume is not None:
         run = store.get_run(resume)
+        if run.status == "crashed":
+            store.update_run(run.id, status="running", finished_at=None)
         scenario_path = run.scenario_path
         seed = run.seed
         bus_url = bus_url or run.bus_url
@@ -285,6 +287,16 @@ async def run_scenario(
             pace,
             people,
         )
+    except Exception as exc:
+        # not left "running": the run ended here (``--resume`` can still continue it)
+        store.update_run(
+            run.id,
+            status="crashed",
+            plant_time=clock.t,
+            finished_at=datetime.now(UTC),
+            summary={"passed": False, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        raise
     finally:
         await the_crew.stop()
         await bus.close()

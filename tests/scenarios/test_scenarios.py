@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from plantcrew.cli import app
+from plantcrew.errors import PlantcrewError
 from plantcrew.scenarios.runner import run_scenario
 from plantcrew.scenarios.schema import load_scenario, resolve_data_path
 from plantcrew.store import Store
@@ -140,6 +141,26 @@ def config_with_unknown_model_group(tmp_path: Path) -> tuple[Path, str]:
     crew.write_text(text.replace("model_group: reasoning}", "model_group: reasonin}", 1))
     line = 1 + crew.read_text().split("model_group: reasonin}")[0].count("\n")
     return config, f"{crew}:{line}"
+
+
+async def test_a_run_that_fails_midway_is_recorded_as_crashed_with_its_error(
+    tmp_path: Path,
+) -> None:
+    # a CSV whose header lacks a column fails at its first read, after the run is created:
+    # the run must not stay "running" for ever
+    (tmp_path / "pump.csv").write_text("datetime;Current\n2020-03-09 10:34:00;2.5\n")
+    scenario = tmp_path / "replay.yaml"
+    scenario.write_text(
+        "name: replay\nduration_s: 100\ntelemetry: {source: csv, preset: skab, path: pump.csv}\n"
+    )
+    db_url = f"sqlite:///{tmp_path / 'r.db'}"
+    with pytest.raises(PlantcrewError) as err:
+        await run_scenario(scenario, db_url=db_url)
+    store = Store(db_url)
+    [run] = store.runs()
+    store.dispose()
+    assert run.status == "crashed" and run.finished_at is not None
+    assert str(err.value) in run.summary["error"] and "Accelerometer1RMS" in run.summary["error"]
 
 
 def test_unknown_model_group_in_crew_yaml_exits_2_naming_its_line(
