@@ -45,7 +45,12 @@ from plantcrew.plant.csv_replay import CsvReplaySource, CsvRowProblem, skab_pres
 from plantcrew.plant.sim import SimulatedPlant
 from plantcrew.scenarios.expectations import ExpectationResult, check
 from plantcrew.scenarios.human import ScriptedHuman
-from plantcrew.scenarios.schema import Scenario, load_scenario, resolve_data_path
+from plantcrew.scenarios.schema import (
+    Scenario,
+    load_scenario,
+    missing_file,
+    resolve_data_path,
+)
 from plantcrew.settings import get_settings
 from plantcrew.store import Incident, Run, Store
 from plantcrew.store.tokens import check_token
@@ -117,9 +122,8 @@ class _Telemetry:
         if scenario.telemetry is not None:
             path = resolve_data_path(scenario.telemetry.path, scenario_path)
             if not path.is_file():
-                raise ScenarioError(
-                    f"telemetry file {path} not found (set PLANTCREW_DATA_DIR "
-                    "or fix telemetry.path)"
+                raise missing_file(
+                    scenario_path, "telemetry.path", path, "is PLANTCREW_DATA_DIR set?"
                 )
             source = CsvReplaySource(skab_preset(path, device_id=scenario.telemetry.device_id))
             self._source = source
@@ -193,11 +197,12 @@ async def run_scenario(
     seed = scenario.seed if seed is None else seed
     tel = _Telemetry(scenario, str(scenario_path), seed)
     clock = tel.clock if scenario.telemetry is None else tel._csv_clock
-    policies = Policies.load(
-        resolve_data_path(scenario.policies, scenario_path)
-        if scenario.policies
-        else config_dir / "policies.yaml"
-    )
+    policies_path = config_dir / "policies.yaml"
+    if scenario.policies:
+        policies_path = resolve_data_path(scenario.policies, scenario_path)
+        if not policies_path.is_file():
+            raise missing_file(scenario_path, "policies", policies_path)
+    policies = Policies.load(policies_path)
     router = ModelRouter.from_file(
         config_dir / "models.yaml", playbooks_path=config_dir / "playbooks.yaml"
     )

@@ -137,6 +137,19 @@ def load_scenario(path: str | Path) -> Scenario:
     return scenario
 
 
+def missing_file(scenario_path: str | Path, field: str, path: Path, hint: str = "") -> ConfigError:
+    """The error for a file that the scenario's ``field`` names and that does not exist: it
+    names the scenario file, the field's line, and the path looked for (after
+    :func:`resolve_data_path`)."""
+    text = _read(scenario_path)
+    return ConfigError(
+        f"file {path} not found" + (f" ({hint})" if hint else ""),
+        source=str(scenario_path),
+        field=field,
+        line=line_of(text, field),
+    )
+
+
 def _read(path: str | Path) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")

@@ -95,6 +95,24 @@ def test_bad_monitor_override_exits_2_naming_its_line_and_field(tmp_path: Path) 
     assert f"{bad}:4" in proc.stderr and "monitor.alpha" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "field"),
+    [
+        ("telemetry:\n  source: csv\n  path: nope.csv\n", 5, "telemetry.path"),
+        ("policies: nope.yaml\n", 3, "policies"),
+    ],
+)
+def test_a_file_the_scenario_names_that_is_missing_exits_2_naming_its_line(
+    tmp_path: Path, text: str, line: int, field: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: broken\nduration_s: 30\n" + text)
+    proc = cli("run", str(bad), "--json", "--db", f"sqlite:///{tmp_path / 'b.db'}")
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}:{line} field '{field}'" in proc.stderr
+    assert f"{tmp_path / 'nope'}" in proc.stderr and "not found" in proc.stderr
+
+
 async def test_bad_csv_rows_are_dead_lettered_and_good_rows_flow(tmp_path: Path) -> None:
     header = (
         "datetime;Accelerometer1RMS;Accelerometer2RMS;Current;Pressure;Temperature;"
