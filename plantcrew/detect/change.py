@@ -74,9 +74,19 @@ class ChangeAlarm:
         """The larger of the two one-sided sums per sensor (noise sd)."""
         return np.maximum(self.up, self.down)
 
-    def update(self, dt: float, rated: FloatArray, gain: FloatArray) -> BoolArray:
+    def update(
+        self, dt: float, rated: FloatArray, gain: FloatArray, present: BoolArray | None = None
+    ) -> BoolArray:
         """Fold in one reading (``rated`` = reading / ``gain``); True where a sensor's sum is
-        over its limit (before the away-from-normal test, see :meth:`alarm`)."""
+        over its limit (before the away-from-normal test, see :meth:`alarm`). Sensors not
+        ``present`` in the reading (default: all are) keep their state and are not over."""
+        if present is not None and not present.all():
+            kept = (self.reference.copy(), self.up.copy(), self.down.copy(), self.held.copy())
+            over = self.update(dt, rated, gain)
+            gone = ~present
+            for now, was in zip((self.reference, self.up, self.down, self.held), kept, strict=True):
+                now[gone] = was[gone]
+            return np.asarray(over & present, dtype=bool)
         cfg = self.config
         z = (rated - self.reference) * gain / self.scale
         self.up = np.maximum(0.0, self.up + z - cfg.change_k)

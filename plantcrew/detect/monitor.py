@@ -113,7 +113,8 @@ class DeviceMonitor:
 
     ``update`` costs some tens of microseconds per reading once calibrated. Readings of other
     devices raise ValueError. Sensors first seen after calibration are ignored; a sensor
-    missing from a batch keeps its last value.
+    missing from a batch keeps its last value, which is no new reading: once calibrated, its
+    smoothed deviation, baseline, change alarm and run of repeats (stuck) stand still.
     """
 
     def __init__(self, device_id: str, config: MonitorConfig | None = None) -> None:
@@ -133,6 +134,7 @@ class DeviceMonitor:
         self._base = np.zeros(p)
         self._smooth = np.zeros(p)
         self._x = np.zeros(p)
+        self._present = np.zeros(p, dtype=bool)
         self._gain = np.ones(p)
         self._run = np.zeros(p, dtype=np.int64)
         self._prev_raw: FloatArray | None = None
@@ -205,6 +207,7 @@ class DeviceMonitor:
         if not self._sensors or any(s not in self._last for s in self._sensors):
             return False
         self._x = np.array([self._last[s] for s in self._sensors], dtype=np.float64)
+        self._present = np.array([s in values for s in self._sensors], dtype=bool)
         self._gain = np.array([affinity_gain(s, speed) for s in self._sensors])
         return True
 
@@ -314,7 +317,8 @@ class DeviceMonitor:
         if self._prev_ts is None:
             self._smooth = np.where(cal.thermal, 0.0, z)
         else:
-            self._smooth += ewma_weight(dt, cfg.fast_tau_s) * (z - self._smooth)
+            step = np.where(self._present, z - self._smooth, 0.0)  # absent: nothing new
+            self._smooth += ewma_weight(dt, cfg.fast_tau_s) * step
         self._prev_ts = ts
         stuck = self._update_stuck()
         strength = np.abs(self._smooth) / cal.spread
@@ -344,15 +348,17 @@ class DeviceMonitor:
         ch = self._change
         if ch is None or cal is None:
             return False
-        over = ch.update(dt, x / self._gain, self._gain)
+        over = ch.update(dt, x / self._gain, self._gain, self._present)
         if self.state in (MonitorState.ANOMALOUS, MonitorState.COOLDOWN):
             return False
         counted = ch.alarm(over, self._smooth / cal.spread) & ~stuck
         return bool(counted.any())
 
     def _update_stuck(self) -> BoolArray:
+        """Advance each sensor's run of identical raw readings; a sensor absent from this
+        batch (it keeps its last value) is no repeat: its run stands still."""
         same = self._x == self._prev_raw
-        self._run = np.where(same, self._run + 1, 1)
+        self._run = np.where(self._present, np.where(same, self._run + 1, 1), self._run)
         self._prev_raw = self._x.copy()
         return self._stuck_mask()
 
@@ -383,7 +389,7 @@ class DeviceMonitor:
         if cfg.baseline_tau_s > 0 and excess < cfg.clear_ratio:
             w = ewma_weight(dt, cfg.baseline_tau_s)
             step = np.where(follow, w * (rated - self._base), step)
-        self._base += step
+        self._base += np.where(self._present, step, 0.0)
 
     # ---- episodes ----------------------------------------------------------------------
 
