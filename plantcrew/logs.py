@@ -4,6 +4,8 @@
 ``json=True`` (``PLANTCREW_LOG_JSON=true``), each with a timestamp, level and logger name.
 A line logged while a bus handler runs carries the handled message's ids (run_id,
 incident_id, message_id, message_type, trace_id; ``plantcrew.tracing.add_handling_ids``).
+An error's traceback is logged (JSON: under ``exception``) without the frames' local
+variables, which hold bearer and approval tokens.
 """
 
 from __future__ import annotations
@@ -31,10 +33,16 @@ def configure(level: str = "INFO", *, json: bool = False) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+    # tracebacks without the frames' local variables: those hold bearer and approval tokens
+    renderers: list[structlog.typing.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else [
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(),
+                exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+            )
+        ]
     )
     structlog.configure(
         processors=[
@@ -42,7 +50,7 @@ def configure(level: str = "INFO", *, json: bool = False) -> None:
             add_handling_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]

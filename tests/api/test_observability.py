@@ -70,6 +70,28 @@ def test_request_logs_are_json_with_the_request_id(api: Api, json_logs: io.Strin
     assert req["level"] == "info" and "timestamp" in req
 
 
+@pytest.mark.parametrize("json_lines", [False, True], ids=["console", "json"])
+def test_an_unhandled_error_is_logged_with_its_traceback_and_no_token(
+    api: Api, json_lines: bool
+) -> None:
+    saved = structlog.get_config()
+    configure("INFO", json=json_lines)
+    out = io.StringIO()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=out))
+    try:
+        with api.store.engine.begin() as conn:  # the database fails under the next request
+            conn.exec_driver_sql("DROP TABLE api_token")
+        r = api.client.get("/api/v1/incidents", headers=api.h("viewer"))
+    finally:
+        structlog.configure(**saved)
+        structlog.contextvars.clear_contextvars()
+    assert r.status_code == 500
+    logged = out.getvalue()
+    assert "no such table: api_token" in logged  # the 500 answer says "its log has the details"
+    secret = api.tokens["viewer"].split("_", 2)[2]
+    assert secret not in logged  # the bearer token (a local of the failing frames) stays out
+
+
 def test_handler_logs_carry_run_incident_message_and_trace_ids(json_logs: io.StringIO) -> None:
     log = structlog.get_logger("test")
 
