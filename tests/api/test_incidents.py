@@ -111,6 +111,18 @@ def test_stream_replays_from_a_seq_and_resumes_after_last_event_id(run_api: Api)
     assert bad.status_code == 422
 
 
+def test_stream_refuses_a_since_past_the_seq_range(run_api: Api) -> None:
+    # as Last-Event-ID: at most 18 digits (a larger one overflowed SQLite's integer mid-stream)
+    r = run_api.client.get(
+        f"/api/v1/incidents/stream?since={10**18}&max_s=0.2", headers=run_api.h("viewer")
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.since"
+    ok = run_api.client.get(
+        f"/api/v1/incidents/stream?since={10**18 - 1}&max_s=0.2", headers=run_api.h("viewer")
+    )
+    assert ok.status_code == 200 and frames(ok.text) == []
+
+
 def test_runs_and_replay_export(run_api: Api, finished_run: FinishedRun) -> None:
     runs = run_api.client.get("/api/v1/runs", headers=run_api.h("viewer")).json()
     assert [r["id"] for r in runs] == [finished_run.run_id]

@@ -69,7 +69,8 @@ async def stream_incidents(
     _: Reader,
     run_id: Annotated[str | None, Query(max_length=200)] = None,
     since: Annotated[
-        int | None, Query(ge=0, description="replay from after this seq (0: everything)")
+        int | None,
+        Query(ge=0, le=10**18 - 1, description="replay from after this seq (0: everything)"),
     ] = None,
     limit: Annotated[int | None, Query(ge=1, le=100_000, description="end after N events")] = None,
     max_s: Annotated[
