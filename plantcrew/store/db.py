@@ -93,6 +93,9 @@ class Database:
             except SQLAlchemyError as exc:
                 self.engine.dispose()
                 raise StoreError(f"cannot migrate database {_redacted(url)}: {exc}") from exc
+            except StoreError as exc:
+                self.engine.dispose()
+                raise StoreError(f"cannot open database {_redacted(url)}: {exc}") from exc
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

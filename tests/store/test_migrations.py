@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
+from plantcrew.errors import StoreError
 from plantcrew.store import Run, Store
 from plantcrew.store.db import Database, make_engine
 from plantcrew.store.migrations import (
@@ -104,3 +106,12 @@ def test_a_database_made_before_migrations_is_adopted_with_its_data(db_url: str)
         assert store.get_run("old").status == "passed"
     finally:
         store.dispose()
+
+
+def test_a_database_a_newer_plantcrew_migrated_is_refused_with_a_store_error(db_url: str) -> None:
+    store = Store(db_url)
+    with store.engine.begin() as conn:  # as a later release with revision 9999 would leave it
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    store.dispose()
+    with pytest.raises(StoreError, match=r"revision .9999.*newer plantcrew"):
+        Database(db_url)

@@ -33,6 +33,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
+from plantcrew.errors import StoreError
+
 SCRIPT_LOCATION = "plantcrew.store:migrations"
 BASELINE = "0001"
 """The first revision: the schema as it was when migrations were introduced."""
@@ -91,6 +93,15 @@ def head_revision() -> str:
     return head
 
 
+@lru_cache(maxsize=1)
+def known_revisions() -> frozenset[str]:
+    """Every revision id of this plantcrew's scripts."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return frozenset(s.revision for s in scripts.walk_revisions())
+
+
 def current_revision(connection: Connection) -> str | None:
     """The revision the database is at (None: never migrated)."""
     from alembic.runtime.migration import MigrationContext
@@ -103,7 +114,9 @@ def upgrade_to_head(engine: Engine, *, wait_s: float = 120.0) -> bool:
 
     Returns True when something was applied, False when it was at head already. A SQLite
     database another process is migrating (locked past its busy timeout) is waited for, up to
-    ``wait_s`` seconds. Raises SQLAlchemy's errors (``Database`` turns them into StoreError).
+    ``wait_s`` seconds. Raises SQLAlchemy's errors (``Database`` turns them into StoreError),
+    and StoreError for a database at a revision these scripts do not have (a newer plantcrew
+    migrated it).
     """
     deadline = time.monotonic() + wait_s
     while True:
@@ -123,6 +136,12 @@ def _upgrade(engine: Engine) -> bool:
         current = current_revision(conn)
         if current == head:
             return False
+        if current is not None and current not in known_revisions():
+            raise StoreError(
+                f"the database is at schema revision {current!r}, which this plantcrew does "
+                f"not know (its newest is {head!r}): a newer plantcrew migrated it; upgrade "
+                "plantcrew"
+            )
         from alembic import command
 
         cfg = alembic_config(conn)
@@ -151,5 +170,6 @@ __all__ = [
     "current_revision",
     "head_revision",
     "import_table_modules",
+    "known_revisions",
     "upgrade_to_head",
 ]
