@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, text
@@ -77,6 +77,11 @@ def _lock_and_last(session: Session) -> tuple[str, int]:
     return (str(last[0]), int(last[1] or 0)) if last else (GENESIS, 0)
 
 
+def _utc(when: datetime) -> datetime:
+    """An aware ``when`` in UTC (a naive one is left for the column to refuse)."""
+    return when.astimezone(UTC) if when.tzinfo is not None else when
+
+
 def append(
     session: Session,
     *,
@@ -106,7 +111,8 @@ def append_many(session: Session, entries: Sequence[dict[str, Any]]) -> list[dic
         seq += 1
         fields: dict[str, Any] = {
             "seq": seq,
-            "time": e["time"],
+            # the database keeps the instant in UTC: hash that form, so the entry verifies
+            "time": _utc(e["time"]),
             "actor": e["actor"],
             "kind": e["kind"],
             "run_id": e.get("run_id"),

@@ -3,6 +3,7 @@ execution; SQLite's WAL mode."""
 
 from __future__ import annotations
 
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,14 @@ def test_audit_chain_finds_tampering(store: Store, tamper: str, seq: int, proble
     assert breaks, "tampering went unnoticed"
     assert breaks[0].seq == seq
     assert any(problem in b.problem for b in breaks)
+
+
+def test_audit_entry_at_a_utc_offset_verifies(store: Store) -> None:
+    # the database keeps the instant in UTC; the hash must be of what it keeps
+    two_hours_east = NOW.astimezone(timezone(timedelta(hours=2)))
+    store.audit(time=two_hours_east, actor="alice", kind="test", data={})
+    _audit(store, 1)
+    assert store.verify_audit() == []
 
 
 def _approved_action(store: Store, *, consumed: bool = False) -> str:
