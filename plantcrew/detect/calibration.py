@@ -34,6 +34,12 @@ from plantcrew.errors import PlantcrewError
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 MAD_TO_SIGMA = 1.4826
+RAW_LIMIT = 1e100
+"""Readings are clamped to +-this before any arithmetic: a finite but absurd value (a
+historian's bad-value sentinel such as float max) stays absurd without overflowing sums."""
+Z_LIMIT = 1e6
+"""z-scores (noise sd) are clipped to +-this: a reading that far off is as anomalous as the
+detector can tell, and squares and sums of z stay finite (the score stays in [0, 1])."""
 
 
 class CalibrationError(PlantcrewError):
@@ -245,9 +251,10 @@ def calibrate(
     base = np.tile(level, (n, 1))
     moving = track(rated, ts, config.thermal_tau_s)
     base[:, thermal] = moving[:, thermal]
-    resid = x - base * g
-    scale = robust_scale(resid + level)
-    z = resid / scale
+    with np.errstate(over="ignore"):
+        resid = x - base * g
+        scale = robust_scale(resid + level)
+        z = np.clip(resid / scale, -Z_LIMIT, Z_LIMIT)
     warmup = 3 * max(config.fast_tau_s, config.thermal_tau_s)
     burn = min(n // 4, int(np.searchsorted(ts - ts[0], warmup)))
     sm = smooth(z, ts, config.fast_tau_s)[burn:]

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from plantcrew.detect.calibration import BoolArray, FloatArray, ewma_weight
+from plantcrew.detect.calibration import Z_LIMIT, BoolArray, FloatArray, ewma_weight
 from plantcrew.detect.config import MonitorConfig
 
 
@@ -88,7 +88,8 @@ class ChangeAlarm:
                 now[gone] = was[gone]
             return np.asarray(over & present, dtype=bool)
         cfg = self.config
-        z = (rated - self.reference) * gain / self.scale
+        with np.errstate(over="ignore"):
+            z = np.clip((rated - self.reference) * gain / self.scale, -Z_LIMIT, Z_LIMIT)
         self.up = np.maximum(0.0, self.up + z - cfg.change_k)
         self.down = np.maximum(0.0, self.down - z - cfg.change_k)
         stat = self.statistic

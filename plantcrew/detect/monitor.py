@@ -54,6 +54,8 @@ from enum import StrEnum
 import numpy as np
 
 from plantcrew.detect.calibration import (
+    RAW_LIMIT,
+    Z_LIMIT,
     BoolArray,
     Calibration,
     FloatArray,
@@ -169,7 +171,7 @@ class DeviceMonitor:
         ts = batch.readings[0].ts
         values: dict[str, float] = {}
         for r in batch.readings:
-            values[r.sensor] = r.value
+            values[r.sensor] = min(max(r.value, -RAW_LIMIT), RAW_LIMIT)
             if r.unit:
                 self._units.setdefault(r.sensor, r.unit)
         speed = values.get(self.config.speed_sensor, self._speed)
@@ -313,7 +315,8 @@ class DeviceMonitor:
                 self._regime_speed = speed
                 self._settling.start(ts)
         dt = 0.0 if self._prev_ts is None else max(ts - self._prev_ts, 0.0)
-        z = (x - self._base * self._gain) / cal.scale
+        with np.errstate(over="ignore"):
+            z = np.clip((x - self._base * self._gain) / cal.scale, -Z_LIMIT, Z_LIMIT)
         if self._prev_ts is None:
             self._smooth = np.where(cal.thermal, 0.0, z)
         else:

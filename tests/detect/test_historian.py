@@ -1,11 +1,13 @@
 """DeviceMonitor on telemetry as a real plant historian sends it: sensors missing from some
-batches."""
+batches, absurd (finite) values such as a sentinel of float max."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from plantcrew.detect import DeviceMonitor
+from plantcrew.messages import AnomalyCleared, AnomalyDetected
 from tests.detect.helpers import NOMINAL, batch
 
 
@@ -38,3 +40,40 @@ def test_a_sensor_missing_from_batches_is_not_stuck():
     assert [v.event for v in verdicts if v.event] == []
     assert not any(v.flag for v in verdicts)
     assert all(0.0 <= v.score < 0.5 for v in verdicts)
+
+
+@pytest.mark.parametrize("absurd", [1e200, 1.7976931348623157e308, -1.7976931348623157e308])
+def test_an_absurd_finite_reading_keeps_scores_in_the_unit_interval(absurd):
+    """One finite but absurd reading (a historian's bad-value sentinel) is an anomaly; the
+    score stays a number in [0, 1], the anomaly survives the bus (no NaN/inf in it), and
+    the episode clears when the readings are normal again."""
+    m, rng = calibrated(seed=12)
+    verdicts = [m.update(batch(float(i), values(rng))) for i in range(500, 1000)]
+    bad = values(rng)
+    bad["flow_rate"] = absurd
+    verdicts.append(m.update(batch(1000.0, bad)))
+    verdicts += [m.update(batch(float(i), values(rng))) for i in range(1001, 3000)]
+    scores = np.array([v.score for v in verdicts])
+    assert np.all(np.isfinite(scores)) and np.all((scores >= 0) & (scores <= 1))
+    events = [v.event for v in verdicts if v.event]
+    assert [type(e) for e in events] == [AnomalyDetected, AnomalyCleared]
+    wire = events[0].model_dump_json()
+    assert AnomalyDetected.model_validate_json(wire) == events[0]
+    assert not verdicts[-1].flag
+
+
+def test_an_absurd_reading_inside_calibration_does_not_break_the_device():
+    """An absurd reading among the calibration readings neither raises (which would lose
+    every later reading of the device) nor poisons the scores; a later fault is found."""
+    m = DeviceMonitor("pump1")
+    rng = np.random.default_rng(13)
+    verdicts = []
+    for i in range(3000):
+        v = values(rng, {"flow_rate": -8, "pressure": 8} if 2000 <= i < 2300 else None)
+        if i == 100:
+            v["flow_rate"] = 1e200
+        verdicts.append(m.update(batch(float(i), v)))
+    scores = np.array([v.score for v in verdicts])
+    assert np.all(np.isfinite(scores)) and np.all((scores >= 0) & (scores <= 1))
+    detected = [v for v in verdicts if isinstance(v.event, AnomalyDetected)]
+    assert len(detected) == 1 and 2000 <= detected[0].ts <= 2060
