@@ -8,6 +8,7 @@ JSON-serialisable data. Every table is keyed so that a repeated write of the sam
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
 from typing import Any
 
@@ -15,12 +16,28 @@ from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
+def _new_dict() -> dict[str, Any]:
+    return {}
+
+
+def _new_list() -> list[Any]:
+    return []
+
+
+# SQLModel builds a table object through pydantic's ``FieldInfo.get_default``, which asks
+# ``inspect.signature`` of each default factory every time (does it take the validated data?).
+# For the builtins ``dict`` and ``list`` that parses their text signature: about 60 µs each,
+# more than half the cost of making an Approval. A factory that carries its signature answers
+# at once.
+_new_dict.__signature__ = _new_list.__signature__ = inspect.Signature()  # type: ignore[attr-defined]
+
+
 def _json(**kw: Any) -> Any:
-    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False), **kw)
+    return Field(default_factory=_new_dict, sa_column=Column(JSON, nullable=False), **kw)
 
 
 def _json_list() -> Any:
-    return Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    return Field(default_factory=_new_list, sa_column=Column(JSON, nullable=False))
 
 
 class Run(SQLModel, table=True):
