@@ -116,7 +116,9 @@ class DeviceMonitor:
     ``update`` costs some tens of microseconds per reading once calibrated. Readings of other
     devices raise ValueError. Sensors first seen after calibration are ignored; a sensor
     missing from a batch keeps its last value, which is no new reading: once calibrated, its
-    smoothed deviation, baseline, change alarm and run of repeats (stuck) stand still.
+    smoothed deviation, baseline, change alarm and run of repeats (stuck) stand still. A
+    reading more than ``gap_s`` older than the last is a clock reset: the cooldown, an
+    episode's report and thermal settling keep the time they had left.
     """
 
     def __init__(self, device_id: str, config: MonitorConfig | None = None) -> None:
@@ -314,6 +316,8 @@ class DeviceMonitor:
             elif abs(speed - self._regime_speed) >= cfg.regime_step_pct:
                 self._regime_speed = speed
                 self._settling.start(ts)
+        if self._prev_ts is not None and ts < self._prev_ts - cfg.gap_s:
+            self._clock_reset(ts - self._prev_ts)
         dt = 0.0 if self._prev_ts is None else max(ts - self._prev_ts, 0.0)
         with np.errstate(over="ignore"):
             z = np.clip((x - self._base * self._gain) / cal.scale, -Z_LIMIT, Z_LIMIT)
@@ -335,6 +339,16 @@ class DeviceMonitor:
         change = self._changed(dt, x, stuck)
         self._track(dt, x, active, excess)
         return self._verdict(ts, row, score, event=event, change=change)
+
+    def _clock_reset(self, shift: float) -> None:
+        """The clock jumped back by ``-shift`` s (more than ``gap_s``: a reset, not a late
+        reading): the deadlines set on the old clock (cooldown, an episode's report,
+        thermal settling) move with it, so they keep the time they had left."""
+        self._cooldown_until += shift
+        for ep in (self._pending, self._episode):
+            if ep is not None:
+                ep.report_at += shift
+        self._settling.shift(shift)
 
     # ---- scoring helpers ---------------------------------------------------------------
 

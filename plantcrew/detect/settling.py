@@ -62,6 +62,11 @@ class ThermalSettling:
         self._earliest = np.where(which, earliest, self._earliest)
         self._latest = np.where(which, latest, self._latest)
 
+    def shift(self, by: float) -> None:
+        """The clock was reset: move the settling deadlines by ``by`` plant seconds."""
+        self._earliest = self._earliest + by
+        self._latest = self._latest + by
+
     def update(self, ts: float, strength: FloatArray) -> None:
         """Advance with each sensor's ``strength`` (``|smoothed z| / spread``) at ``ts``."""
         if not self.mask.any():

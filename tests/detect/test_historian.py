@@ -77,3 +77,36 @@ def test_an_absurd_reading_inside_calibration_does_not_break_the_device():
     assert np.all(np.isfinite(scores)) and np.all((scores >= 0) & (scores <= 1))
     detected = [v for v in verdicts if isinstance(v.event, AnomalyDetected)]
     assert len(detected) == 1 and 2000 <= detected[0].ts <= 2060
+
+
+FAULT = {"flow_rate": -8, "pressure": 8}
+
+
+def test_a_clock_reset_while_an_episode_is_summarised_still_reports_it():
+    """The clock jumps back (a reset, a DST fall-back in a historian's local times) in the
+    seconds between an episode's opening and its report: it is still reported summary_s
+    later, not once the new clock has caught up with the old one."""
+    m, rng = calibrated(seed=14)
+    for i in range(500, 5000):
+        m.update(batch(float(i), values(rng)))
+    opened = [m.update(batch(float(i), values(rng, FAULT))) for i in range(5000, 5012)]
+    assert opened[-1].flag and not any(v.event for v in opened)
+    after = [m.update(batch(float(i), values(rng, FAULT))) for i in range(0, 300)]
+    detected = [v for v in after if isinstance(v.event, AnomalyDetected)]
+    assert len(detected) == 1 and detected[0].ts <= m.config.summary_s + 5
+
+
+def test_a_clock_reset_during_cooldown_does_not_stretch_it():
+    """After an episode clears no new one opens for cooldown_s; a clock reset in that
+    minute does not stretch it to the time the old clock had left."""
+    m, rng = calibrated(seed=15)
+    verdicts = [m.update(batch(float(i), values(rng))) for i in range(500, 5000)]
+    verdicts += [m.update(batch(float(i), values(rng, FAULT))) for i in range(5000, 5200)]
+    t = 5200
+    while not isinstance(verdicts[-1].event, AnomalyCleared):
+        verdicts.append(m.update(batch(float(t), values(rng))))
+        t += 1
+    after = [m.update(batch(float(i), values(rng))) for i in range(0, 300)]
+    after += [m.update(batch(float(i), values(rng, FAULT))) for i in range(300, 600)]
+    detected = [v for v in after if isinstance(v.event, AnomalyDetected)]
+    assert len(detected) == 1 and 300 <= detected[0].ts <= 360
