@@ -41,7 +41,9 @@ from sqlmodel import col, select
 from plantcrew.crews.clocks import RunClock, as_utc
 from plantcrew.crews.config import CoordinatorSettings, CrewConfig
 from plantcrew.crews.coordinator import Coordinator
+from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import CapabilityRegistry
+from plantcrew.detect import SignatureBook, load_signatures
 from plantcrew.messages import AgentHeartbeat, Capability, Message, Subjects
 from plantcrew.store import MessageRecord, Run, Store
 
@@ -61,7 +63,10 @@ async def record(n: int, inflight: int, config: Path) -> tuple[list[Run], list[M
         store = Store(db_url)
         bus = await incidents.connect(f"memory://coordbench{os.getpid()}")
         crew = CrewConfig.load(config / "crew.yaml")
-        coord = incidents.CoordinatorHost(bus, store, config=crew, concurrency=8)
+        coord = incidents.CoordinatorHost(
+            bus, store, config=crew, concurrency=8,
+            signatures=load_signatures(config / "signatures.yaml"),
+        )  # fmt: skip
         work = incidents.WorkerHost(bus, store, roles=incidents.TASK_ROLES, config_dir=config)
         await coord.start()
         await work.start()
@@ -93,16 +98,21 @@ async def record(n: int, inflight: int, config: Path) -> tuple[list[Run], list[M
 
 
 def replay(
-    db_url: str, runs: list[Run], events: list[Message], settings: CoordinatorSettings
+    db_url: str,
+    runs: list[Run],
+    events: list[Message],
+    settings: CoordinatorSettings,
+    signatures: SignatureBook,
 ) -> dict[str, float]:
-    """Apply ``events`` to a fresh database at ``db_url`` with Coordinators of ``settings``;
-    CPU and wall seconds."""
+    """Apply ``events`` to a fresh database at ``db_url`` with Coordinators of ``settings``
+    (their diagnose tasks carry the lessons ``signatures`` recalls); CPU and wall seconds."""
     store = Store(db_url)
     try:
         with store.tx() as s:
             for run in runs:
                 s.add(Run.model_validate(run.model_dump()))
         registry = CapabilityRegistry(ttl_s=1e9)
+        recall = LessonRecall(signatures)
         agents = AgentHeartbeat(agent_id="bench", role="crew", capabilities=list(Capability))
         registry.heard(agents, 0.0)
         coordinators: dict[str, Coordinator] = {}
@@ -113,6 +123,7 @@ def replay(
                 settings=settings,
             )  # fmt: skip
             coord.registry = registry
+            coord.recall = recall  # shared, as in a Coordinator host
             coordinators[run.id] = coord
         cpu0, wall0 = time.process_time(), time.perf_counter()
         applied = 0
@@ -140,6 +151,7 @@ async def main() -> None:
     load = os.getloadavg()
     config = incidents.config_dir()
     settings = CrewConfig.load(config / "crew.yaml").coordinator
+    signatures = load_signatures(config / "signatures.yaml")
     runs, events = await record(args.n, args.inflight, config)
     print(f"recorded {len(events)} events of {len(runs)} incidents "
           f"({len(events) / len(runs):.1f} events per incident)")  # fmt: skip
@@ -147,7 +159,7 @@ async def main() -> None:
         cpu, wall = [], []
         for _ in range(args.repeat):
             with incidents.fresh_database(db) as url:
-                got = replay(url, runs, events, settings)
+                got = replay(url, runs, events, settings, signatures)
             cpu.append(1000 * got["cpu_s"] / len(runs))
             wall.append(1000 * got["wall_s"] / len(runs))
         name = "sqlite" if db == "sqlite" else "postgresql"

@@ -83,6 +83,7 @@ from plantcrew.bus import Bus, connect
 from plantcrew.crews.config import EVENT_CONSUMERS, CrewConfig
 from plantcrew.crews.host import CLOCK, CoordinatorHost
 from plantcrew.crews.worker import WorkerHost
+from plantcrew.detect import load_signatures
 from plantcrew.messages import (
     AgentHeartbeat,
     AnomalyCleared,
@@ -532,8 +533,9 @@ async def bench_one(
             if backend == "memory":
                 crew_config = CrewConfig.load(config / "crew.yaml")
                 coord = CoordinatorHost(
-                    bus, store, config=crew_config, concurrency=COORDINATOR_CONSUMERS
-                )
+                    bus, store, config=crew_config, concurrency=COORDINATOR_CONSUMERS,
+                    signatures=load_signatures(config / "signatures.yaml"),
+                )  # fmt: skip
                 work = WorkerHost(
                     bus, store, roles=TASK_ROLES, config_dir=config, concurrency=workers,
                 )  # fmt: skip

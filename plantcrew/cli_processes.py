@@ -215,6 +215,7 @@ async def _serve(
     from plantcrew.crews.config import CrewConfig
     from plantcrew.crews.host import CoordinatorHost
     from plantcrew.crews.worker import WorkerHost
+    from plantcrew.detect import load_signatures
     from plantcrew.store import Store
 
     log = structlog.get_logger("plantcrew.process")
@@ -238,6 +239,7 @@ async def _serve(
                 store,
                 config=CrewConfig.load(config_dir / "crew.yaml"),
                 concurrency=concurrency if isinstance(concurrency, int) else EVENT_CONSUMERS,
+                signatures=load_signatures(config_dir / "signatures.yaml"),
             )
         if probe[1]:
             probes = await _start_probes(bus, store, probe)

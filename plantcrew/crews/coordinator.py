@@ -17,7 +17,6 @@ incident goes to a person at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -25,12 +24,12 @@ from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, update
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from plantcrew.bus import Bus, DurableOptions, Subscription
 from plantcrew.crews.config import CoordinatorSettings
 from plantcrew.crews.outbox import OutboxRelay
+from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import CapabilityRegistry
 from plantcrew.llm.budget import Budgets
 from plantcrew.messages import (
@@ -121,15 +120,6 @@ TASK = TaskRecord.__table__  # type: ignore[attr-defined]
 _TASK_STATUS = (
     update(TASK).where(TASK.c.id == bindparam("task_id")).values(status=bindparam("status"))
 )
-LESSON = Lesson.__table__  # type: ignore[attr-defined]
-_NEWEST_LESSONS = (
-    sa_select(
-        LESSON.c.id, LESSON.c.root_cause, LESSON.c.signature, LESSON.c.weight, LESSON.c.source
-    )
-    .where(LESSON.c.source == bindparam("source"))
-    .order_by(LESSON.c.id.desc())
-    .limit(bindparam("limit"))
-)
 # an active incident of a run on a device (at most one: the Coordinator opens no second one)
 _ACTIVE_ON_DEVICE = select(Incident).where(
     col(Incident.run_id) == bindparam("run_id"),
@@ -140,31 +130,6 @@ _INCIDENTS_IN_RUN = (
     select(func.count()).select_from(Incident).where(col(Incident.run_id) == bindparam("run_id"))
 )
 _ACTIONS_OF = select(Action).where(col(Action.incident_id) == bindparam("incident_id"))
-
-
-def recent_lessons(s: Session, limit: int) -> list[dict[str, Any]]:
-    """The memory a diagnose task carries: the ``limit`` newest confirmed lessons and the
-    ``limit`` newest corrections (``feedback``), oldest first, identical ones (same root
-    cause, source and signature) merged into one whose ``weight`` is their sum and ``count``
-    their number, so recall scores them as before and a task stays bounded in size."""
-    rows: list[Any] = []
-    for source in ("confirmed", "feedback"):
-        rows.extend(s.execute(_NEWEST_LESSONS, {"source": source, "limit": limit}).all())
-    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for _, cause, signature, weight, source in sorted(rows, key=lambda r: r[0]):
-        key = (cause, source, json.dumps(signature, sort_keys=True))
-        if key in merged:
-            merged[key]["weight"] += weight
-            merged[key]["count"] += 1
-        else:
-            merged[key] = {
-                "root_cause": cause,
-                "signature": signature,
-                "weight": weight,
-                "source": source,
-                "count": 1,
-            }
-    return list(merged.values())
 
 
 FULL_TICK_S = 5.0
@@ -194,8 +159,10 @@ class Coordinator:
         delivery: DurableOptions | None = None,
         on_message: Callable[[Message], None] | None = None,
         budgets: Budgets | None = None,
+        recall: LessonRecall | None = None,
     ) -> None:
         self.bus, self.store, self.clock, self.run_id = bus, store, clock, run_id
+        self.recall = recall or LessonRecall()
         self.budgets = budgets
         self.run_started = run_started
         self.settings = settings or CoordinatorSettings()
@@ -544,7 +511,7 @@ class Coordinator:
         )
         insert_rows(s, [inc])
         self._audit(s, "incident.opened", inc, device_id=p.device_id, score=p.score)
-        lessons = recent_lessons(s, self.settings.max_lessons)
+        lessons = self.recall.lessons(s, self.settings.max_lessons, p.deviations)
         self._dispatch(
             s,
             inc,

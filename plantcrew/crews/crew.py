@@ -24,6 +24,7 @@ from plantcrew.agents import (
 from plantcrew.bus import Bus
 from plantcrew.crews.config import CrewConfig
 from plantcrew.crews.coordinator import Coordinator
+from plantcrew.crews.recall import LessonRecall
 from plantcrew.detect import MonitorConfig, SignatureBook
 from plantcrew.llm import ModelRouter
 from plantcrew.messages import Message
@@ -143,6 +144,7 @@ class Crew:
                 delivery=config.delivery.options(),
                 on_message=on_message,
                 budgets=parts.router.config.budgets,
+                recall=LessonRecall(parts.signatures),
             )
         agents = [
             make_agent(role, i + 1, bus, clock, store, parts, config, run_id)

@@ -65,7 +65,9 @@ from plantcrew.crews.clocks import LiveClock, RunClock, as_utc
 from plantcrew.crews.config import EVENT_CONSUMERS, CrewConfig
 from plantcrew.crews.coordinator import ACTIVE, Coordinator
 from plantcrew.crews.group_commit import GroupCommit
+from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import AgentInfo, CapabilityRegistry
+from plantcrew.detect.signatures import SignatureBook
 from plantcrew.errors import BusError, NotFoundError, StoreError
 from plantcrew.messages import AgentHeartbeat, Capability, DeadLetter, Message, Subjects
 from plantcrew.store import Incident, Run, Store
@@ -118,8 +120,11 @@ class CoordinatorHost:
         tick_interval_s: float = 1.0,
         max_runs: int = 256,
         agent_id: str | None = None,
+        signatures: SignatureBook | None = None,
     ) -> None:
         self.bus, self.store, self.config = bus, store, config
+        # the lessons a diagnose task carries: with the Diagnostic's book, only those it can use
+        self.recall = LessonRecall(signatures)
         self.concurrency, self.tick_interval_s = concurrency, tick_interval_s
         self.max_runs = max_runs
         self.agent_id = agent_id or f"coordinator-{socket.gethostname()}-{os.getpid()}"
@@ -177,6 +182,7 @@ class CoordinatorHost:
         )
         coord.registry = self.registry
         coord.relay = self.relay
+        coord.recall = self.recall
         self.coordinators[run_id], self.clocks[run_id] = coord, clock
         while len(self.coordinators) > self.max_runs:
             old, _ = self.coordinators.popitem(last=False)

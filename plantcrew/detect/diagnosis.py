@@ -97,6 +97,13 @@ def similarity(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     return cosine(a, b, keys) * math.sqrt(min(na, nb) / max(na, nb))
 
 
+def anomaly_pattern(deviations: Iterable[Deviation], noise_z: float) -> dict[str, float]:
+    """The compressed pattern of an anomaly: each sensor's last deviation that is not
+    ``flat`` (a stuck sensor has no direction), by :func:`pattern`."""
+    observed = {d.sensor: d for d in deviations}
+    return pattern({s: d.z for s, d in observed.items() if d.direction != "flat"}, noise_z)
+
+
 def rank_root_causes(
     deviations: list[Deviation], signatures: SignatureBook, lessons: list[Lesson] | None = None
 ) -> list[Candidate]:
@@ -108,7 +115,7 @@ def rank_root_causes(
     deviations in words (sensor, direction, physical change, z, value vs baseline).
     """
     observed = {d.sensor: d for d in deviations}
-    u = pattern({s: d.z for s, d in observed.items() if d.direction != "flat"}, signatures.noise_z)
+    u = anomaly_pattern(deviations, signatures.noise_z)
     significant = sorted(
         (d for d in deviations if d.direction == "flat" or abs(d.z) > signatures.noise_z),
         key=lambda d: (d.direction != "flat", -abs(d.z)),

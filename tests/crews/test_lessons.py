@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plantcrew.crews.coordinator import recent_lessons
+from plantcrew.crews.recall import LessonRecall
 from plantcrew.detect import default_signatures_path, load_signatures
 from plantcrew.detect.diagnosis import rank_root_causes
 from plantcrew.detect.memory import signature_of
@@ -32,7 +32,7 @@ def test_identical_lessons_merge_into_one_with_their_count_and_summed_weight(
         Lesson(root_cause="inlet_valve_closure", signature=a, source="feedback", weight=2.0),
     ])
     with store.tx() as s:
-        out = recent_lessons(s, 1000)
+        out = LessonRecall().lessons(s, 1000)
     assert out == [
         {"root_cause": "inlet_valve_closure", "signature": a, "weight": 300.0,
          "source": "confirmed", "count": 300},
@@ -52,7 +52,7 @@ def test_the_newest_lessons_are_kept_and_corrections_are_not_crowded_out(
                         source="feedback", weight=2.0)
     store = store_with(tmp_path, [correction, *confirmed])
     with store.tx() as s:
-        out = recent_lessons(s, 10)
+        out = LessonRecall().lessons(s, 10)
     kept = [x["signature"]["flow_rate"] for x in out if x["source"] == "confirmed"]
     assert kept == [-float(i + 1) for i in range(40, 50)]  # the ten newest, oldest first
     assert [x["root_cause"] for x in out if x["source"] == "feedback"] == ["outlet_valve_closure"]
@@ -71,3 +71,50 @@ def test_a_merged_lesson_ranks_as_its_copies_do() -> None:
     ]
     assert by_copies[0].evidence == by_merged[0].evidence
     assert any("recalls 5 confirmed" in e for c in by_merged for e in c.evidence)
+
+
+def test_a_task_carries_only_the_lessons_recall_can_use_and_ranks_the_same(
+    tmp_path: Path,
+) -> None:
+    # a plant that has learnt many distinct lessons: the diagnose task carries those the
+    # Diagnostic's recall would use (similar enough), and the diagnosis is the same as with all
+    book = load_signatures(default_signatures_path())
+    seen = devs(flow_rate=pct("flow_rate", -3), motor_temperature=-1.0)
+    near = signature_of(devs(flow_rate=pct("flow_rate", -3.1), motor_temperature=-1.0))
+    far = [
+        signature_of(devs(**{sensor: pct(sensor, 5 + i) if sensor != "fluid_temperature" else 1.0}))
+        for i, sensor in enumerate(["vibration_1", "vibration_2", "current", "fluid_temperature"])
+        for _ in range(200)
+    ]
+    store = store_with(tmp_path, [
+        *[Lesson(root_cause="cavitation", signature=sig) for sig in far],
+        Lesson(root_cause="outlet_valve_closure", signature=near),
+        Lesson(root_cause="rotor_imbalance", signature=far[0], source="feedback"),
+    ])  # fmt: skip
+    recall = LessonRecall(book)
+    with store.tx() as s:
+        every = LessonRecall().lessons(s, 1000)
+        kept = recall.lessons(s, 1000, seen)
+        again = recall.lessons(s, 1000, seen)  # rows now come from its cache
+    assert len(every) == 6 and again == kept
+    assert [(x["root_cause"], x["signature"]) for x in kept] == [("outlet_valve_closure", near)]
+    ranked = rank_root_causes(seen, book, [MemoryLesson.model_validate(x) for x in every])
+    assert rank_root_causes(seen, book, [MemoryLesson.model_validate(x) for x in kept]) == ranked
+    assert any("recalls 1 confirmed" in e for e in ranked[0].evidence)
+
+
+def test_lessons_learnt_after_a_call_are_read_by_the_next(tmp_path: Path) -> None:
+    a = {"flow_rate": -2.0, "pressure": 1.0}
+    store = store_with(tmp_path, [Lesson(root_cause="inlet_valve_closure", signature=a)])
+    recall = LessonRecall()
+    with store.tx() as s:
+        assert [x["count"] for x in recall.lessons(s, 2)] == [1]
+    with store.tx() as s:
+        s.add(Lesson(root_cause="inlet_valve_closure", signature=a, weight=2.0))
+        s.add(Lesson(root_cause="cavitation", signature={"flow_rate": -9.0}))
+    with store.tx() as s:
+        out = recall.lessons(s, 2)  # the two newest: the first lesson has dropped out
+    assert [(x["root_cause"], x["weight"], x["count"]) for x in out] == [
+        ("inlet_valve_closure", 2.0, 1),
+        ("cavitation", 1.0, 1),
+    ]
