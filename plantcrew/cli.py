@@ -395,12 +395,17 @@ def feedback(
 
 
 def main() -> None:
-    """Entry point of the ``plantcrew`` console script."""
+    """Entry point of the ``plantcrew`` console script. A plantcrew error that a command
+    does not handle itself is printed as one line, never a traceback: exit 2 for a bad
+    configuration, 3 for anything else (a database or broker that cannot be reached)."""
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except PlantcrewError as exc:
+        err.print(f"[red bold]error:[/] {exc}", highlight=False)
+        sys.exit(2 if isinstance(exc, ConfigError) else 3)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ undone, and adopt a database made before migrations existed."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -115,3 +118,17 @@ def test_a_database_a_newer_plantcrew_migrated_is_refused_with_a_store_error(db_
     store.dispose()
     with pytest.raises(StoreError, match=r"revision .9999.*newer plantcrew"):
         Database(db_url)
+
+
+def test_a_database_the_cli_cannot_open_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    # the console script's entry point, as a user runs it: no traceback, the URL without its
+    # password, and an exit code a script can tell from a bad configuration (2)
+    url = "postgresql://postgres:s3cret@127.0.0.1:1/nowhere"
+    argv = [sys.executable, "-c", "from plantcrew.cli import main; main()"]
+    proc = subprocess.run(
+        [*argv, "audit", "verify", "--db", url],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr and "s3cret" not in proc.stderr
+    assert proc.stderr.startswith("error: cannot open database postgresql://postgres")
