@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import structlog
+
 from plantcrew.agents.base import Agent
 from plantcrew.bus import Bus, Subscription
 from plantcrew.detect import DeviceMonitor, MonitorConfig
 from plantcrew.messages import Capability, Message, Subjects, TelemetryBatch
 from plantcrew.plant.clock import Clock
+
+log = structlog.get_logger("plantcrew.agents.monitor")
 
 
 class Monitor(Agent):
@@ -67,7 +71,16 @@ class Monitor(Agent):
         batch = msg.payload
         if not isinstance(batch, TelemetryBatch):
             return
-        verdict = self._device(batch.device_id).update(batch)
+        mon = self._device(batch.device_id)
+        known = len(mon.unmonitored)
+        verdict = mon.update(batch)
+        for sensor in mon.unmonitored[known:]:
+            log.warning(
+                "sensor not monitored: it first arrived after the device's calibration began",
+                device=batch.device_id,
+                sensor=sensor,
+                monitored=mon.sensors,
+            )
         self.last_score[batch.device_id] = verdict.score
         if verdict.event is not None:
             event = Message.new(

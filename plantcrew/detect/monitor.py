@@ -127,6 +127,11 @@ class DeviceMonitor:
         self.state = MonitorState.CALIBRATING
         self.calibration: Calibration | None = None
         self._sensors: list[str] = []
+        self._known: set[str] = set()  # monitored, excluded or unmonitored: seen and placed
+        self.unmonitored: list[str] = []
+        """Sensors first seen after the sensor set was fixed (at the first calibration
+        reading), in order of arrival: they are not monitored (see the Monitor agent's
+        warning); every sensor must be in the device's first batches."""
         self._units: dict[str, str] = {}
         self._cal_ts: list[float] = []
         self._cal_x: list[list[float]] = []
@@ -160,6 +165,11 @@ class DeviceMonitor:
     def calibrated(self) -> bool:
         """True once the calibration readings have been taken."""
         return self.calibration is not None
+
+    @property
+    def sensors(self) -> list[str]:
+        """The sensors monitored (fixed at the first calibration reading; see ``unmonitored``)."""
+        return list(self._sensors)
 
     @property
     def settling(self) -> list[str]:
@@ -207,6 +217,14 @@ class DeviceMonitor:
             for s in values:
                 if s not in self._sensors and not matches(s, cfg.exclude_sensors):
                     self._sensors.append(s)
+        elif not self._known.issuperset(values):
+            if not self._known:
+                self._known.update(self._sensors)
+            for s in values:
+                if s not in self._known:
+                    self._known.add(s)
+                    if not matches(s, cfg.exclude_sensors):
+                        self.unmonitored.append(s)
         self._last.update({s: v for s, v in values.items() if s in self._sensors})
         if not self._sensors or any(s not in self._last for s in self._sensors):
             return False

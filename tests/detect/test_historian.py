@@ -3,11 +3,17 @@ batches, absurd (finite) values such as a sentinel of float max."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
+from plantcrew.agents import Monitor
+from plantcrew.bus import connect
 from plantcrew.detect import DeviceMonitor
-from plantcrew.messages import AnomalyCleared, AnomalyDetected
+from plantcrew.messages import AnomalyCleared, AnomalyDetected, Message, Subjects
+from plantcrew.plant.clock import SimClock
 from tests.detect.helpers import NOMINAL, batch
 
 
@@ -110,3 +116,31 @@ def test_a_clock_reset_during_cooldown_does_not_stretch_it():
     after += [m.update(batch(float(i), values(rng, FAULT))) for i in range(300, 600)]
     detected = [v for v in after if isinstance(v.event, AnomalyDetected)]
     assert len(detected) == 1 and 300 <= detected[0].ts <= 360
+
+
+def test_a_sensor_first_seen_after_calibration_began_is_named_and_warned_about():
+    """A source that sends a sensor only from some point on (or one sensor per batch): the
+    sensor set is fixed at the first calibration reading, so the late sensor is not
+    monitored; the device says so (once), and the Monitor agent logs a warning naming it."""
+
+    rng = np.random.default_rng(13)
+    first = values(rng)
+    late = first.pop("pressure")
+
+    async def go() -> tuple[Monitor, list[dict[str, object]]]:
+        bus = await connect("memory://late-sensor")
+        monitor = Monitor("monitor-1", bus, SimClock())
+        with capture_logs() as logs:
+            for i, v in enumerate([first, {**first, "pressure": late}, {"pressure": late}]):
+                b = batch(float(i), v)
+                await monitor._on_telemetry(
+                    Message.new(b, source="t", subject=Subjects.telemetry("pump1"))
+                )
+        await bus.close()
+        return monitor, logs
+
+    monitor, logs = asyncio.run(go())
+    mon = monitor.devices["pump1"]
+    assert mon.unmonitored == ["pressure"] and "pressure" not in mon.sensors
+    warned = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["device"], e["sensor"]) for e in warned] == [("pump1", "pressure")]
