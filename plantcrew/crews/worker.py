@@ -24,21 +24,24 @@ itself there, every agent answers at once (at most once a second), so a restarte
 knows its crew within a round trip.
 
 Stopping (SIGTERM): :meth:`WorkerHost.stop` says so in a heartbeat (the Coordinator stops
-routing to the agents), takes no new task (one that arrives waits and is handed back), waits up
-to ``grace_s`` for the tasks in flight to finish, then unsubscribes, which hands back whatever
-is still running to the group (another worker gets it; an action is still executed at most
-once: ``plantcrew.store.execution``).
+routing to the agents) and takes no new task: every subscription with no task in flight stops
+at once, and a task that still arrives (a subscription fetches its next task when its own
+finishes) is handed back to the group at once. It waits up to ``grace_s`` for the tasks in
+flight to finish, then unsubscribes, which hands back whatever is still running to the group
+(another worker gets it; an action is still executed at most once:
+``plantcrew.store.execution``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -87,10 +90,16 @@ class _Gate:
         self._idle = asyncio.Event()
         self._idle.set()
         self._never = asyncio.Event()
+        self._handing_back: set[asyncio.Future[None]] = set()
 
-    async def enter(self) -> None:
+    async def enter(self, hand_back: Callable[[], Awaitable[None]]) -> None:
+        """Count a task in; when closed, ``hand_back`` its subscription instead (which
+        cancels this wait and gives the task to another member of the group)."""
         if self.closed:
-            await self._never.wait()  # cancelled when the agent unsubscribes: handed back
+            handing = asyncio.ensure_future(hand_back())
+            self._handing_back.add(handing)
+            handing.add_done_callback(self._handing_back.discard)
+            await self._never.wait()  # cancelled by the hand-back
         self.active += 1
         self._idle.clear()
 
@@ -106,6 +115,21 @@ class _Gate:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace_s)
         return self.active == 0
+
+
+class _Slot:
+    """One subscription of a worker agent (a capability's group) and its tasks in flight."""
+
+    def __init__(self) -> None:
+        self.sub: Subscription | None = None
+        self.busy = 0
+
+    async def stop(self) -> None:
+        """Unsubscribe (what it holds goes back to the group); a second call does nothing."""
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 class _RunAgents:
@@ -137,13 +161,46 @@ class WorkerAgent(Agent):
         super().__init__(agent_id, bus, clock, **kw)
         self.host = host
         self.runs = _RunAgents(host, self.role, agent_id)
+        self._slots: list[_Slot] = []
 
-    async def _on_task(self, msg: Message) -> None:
-        await self.host.gate.enter()
+    async def start(self) -> None:
+        """Join the role's groups, one subscription per capability, and announce the agent."""
+        for cap in self.capabilities:
+            if cap is Capability.DETECT:
+                continue  # detection runs on telemetry, not on tasks
+            slot = _Slot()
+            slot.sub = await self.bus.consume(
+                Subjects.tasks(cap),
+                functools.partial(self._take, slot),
+                group=cap.value,
+                options=self.delivery,
+            )
+            self._slots.append(slot)
+        await self.heartbeat()
+
+    async def stop(self) -> None:
+        for slot in self._slots:  # what is still running goes back to the group
+            await slot.stop()
+        await super().stop()
+
+    async def _take(self, slot: _Slot, msg: Message) -> None:
+        await self.host.gate.enter(functools.partial(self._hand_back, slot))
+        slot.busy += 1
         try:
-            await super()._on_task(msg)
+            await self._on_task(msg)
         finally:
+            slot.busy -= 1
             self.host.gate.leave()
+
+    async def _hand_back(self, slot: _Slot) -> None:
+        log.info("stopping: a new task is handed back", agent=self.agent_id)
+        await slot.stop()
+
+    async def stop_idle(self) -> None:
+        """Stop the subscriptions with no task in flight (stopping: take no new task)."""
+        for slot in self._slots:
+            if not slot.busy:
+                await slot.stop()
 
     async def handle(self, task: Task, msg: Message) -> Any:
         await self.host.contexts.load(msg.run_id)  # a new run is read off the event loop
@@ -322,7 +379,11 @@ class WorkerHost:
         rest and say so (see module doc)."""
         for agent in self.agents:
             agent.stopping = True
+        self.gate.closed = True  # no new task: one that arrives is handed back
         await self.heartbeat()  # stopping: the Coordinator routes elsewhere
+        for agent in self.agents:
+            if isinstance(agent, WorkerAgent):
+                await agent.stop_idle()
         finished = await self.gate.drain(grace_s)
         if not finished:
             log.warning("handing back tasks still in flight", tasks=self.gate.active)
