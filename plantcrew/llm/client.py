@@ -211,8 +211,9 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
             ).model_copy(update={"error": "cancelled"}))
             raise
         except Exception as exc:
-            self._record(self._router.failure_info(self._group, oai, exc,
-                                                   time.perf_counter() - start))
+            info = getattr(exc, "plantcrew_call", None)
+            self._record(info if isinstance(info, ModelCallInfo) else self._router.failure_info(
+                self._group, oai, exc, time.perf_counter() - start))
             raise
         body = "".join(text)
         content: str | list[FunctionCall] = body

@@ -324,19 +324,27 @@ class ModelRouter:
                       **kwargs: Any) -> tuple[Any, list[tuple[str, str]]]:
         """Start a streamed completion: ``(litellm's async chunk iterator, failed attempts)``.
 
-        Failures that happen once the stream has started are not retried by litellm.
+        Failures that happen once the stream has started are not retried by litellm. When
+        every deployment failed, litellm's exception carries the call's record in
+        ``exc.plantcrew_call`` (as :meth:`acompletion`'s does).
         """
         self.check_group(group)
         tag = self._failures.begin()
         metadata = {**(kwargs.pop("metadata", None) or {}), _FailureLog.TAG: tag}
         router: Any = self.router
+        start = time.perf_counter()
         try:
             stream = await router.acompletion(
                 model=group, messages=list(messages), stream=True,
                 stream_options={"include_usage": True}, metadata=metadata, **kwargs,
             )
+        except Exception as exc:
+            await asyncio.sleep(0)
+            exc.plantcrew_call = self.failure_info(  # type: ignore[attr-defined]
+                group, messages, exc, time.perf_counter() - start, self._failures.end(tag))
+            raise
         finally:
-            attempts = self._failures.end(tag)
+            attempts = self._failures.end(tag)  # empty when the except clause ended it
         return stream, self.with_cooldowns(group, attempts)
 
     async def aplaybook(self, group: str, messages: Sequence[dict[str, Any]],

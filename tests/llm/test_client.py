@@ -203,3 +203,19 @@ async def test_a_streamed_tool_call_is_assembled(stub: OpenAIStub) -> None:
     assert isinstance(final.content, list)
     assert [(c.name, json.loads(c.arguments)) for c in final.content] == [
         ("read_sensor", {"device_id": "pump1"})]
+
+
+async def test_a_stream_failing_everywhere_records_the_deployments_tried(
+        stub: OpenAIStub) -> None:
+    stub.script("gpt-4o-mini", Reply.error(500))
+    stub.script("gpt-4o", Reply.error(429))
+    client = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "primary"),
+                         stub_deployment(stub, "gpt-4o", "secondary"),
+                         playbook_last_resort=False).client("triage")
+    with pytest.raises(Exception):  # noqa: B017  (litellm's error, whichever it is)
+        _ = [i async for i in client.create_stream([data_message(DIAGNOSE)])]
+    (call,) = client.drain_calls()
+    assert (call.ok, call.deployment) == (False, "none")
+    assert call.error is not None
+    assert "primary: InternalServerError (500)" in call.error
+    assert "secondary: RateLimitError (429)" in call.error
