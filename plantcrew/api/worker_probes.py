@@ -60,18 +60,28 @@ class WorkerProbes:
     """Serve :func:`probe_app` on ``host:port`` in the running loop (see module doc)."""
 
     def __init__(self, *, port: int, checks: dict[str, Check], host: str = "0.0.0.0") -> None:
+        self.host, self.port = host, port
         self.state = {"started": False}
         self.server = EmbeddedServer(server_config(probe_app(checks, self.state), host, port))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start serving; returns once the port is bound (raises if it cannot be)."""
-        self._task = asyncio.create_task(self.server.serve())
+        """Start serving; returns once the port is bound (raises OSError if it cannot be)."""
+        self._task = asyncio.create_task(self._serve())
         while not self.server.started:
             if self._task.done():
                 self._task.result()  # re-raise why it stopped
                 raise RuntimeError("probe server stopped before it started")
             await asyncio.sleep(0.01)
+
+    async def _serve(self) -> None:
+        try:
+            await self.server.serve()
+        except SystemExit:  # uvicorn's way to say it could not bind (it logged why)
+            raise OSError(
+                f"cannot serve the probes on {self.host}:{self.port} (the port is taken or the "
+                "address is not this host's; the log line above says which)"
+            ) from None
 
     def ready_to_serve(self) -> None:
         """Start-up is done: ``/startupz`` answers 200 and ``/readyz`` runs its checks."""
