@@ -44,6 +44,8 @@ from plantcrew.crews.coordinator import Coordinator
 from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import CapabilityRegistry
 from plantcrew.detect import SignatureBook, load_signatures
+from plantcrew.llm.budget import Budgets
+from plantcrew.llm.config import load_models_config
 from plantcrew.messages import AgentHeartbeat, Capability, Message, Subjects
 from plantcrew.store import MessageRecord, Run, Store
 
@@ -66,6 +68,7 @@ async def record(n: int, inflight: int, config: Path) -> tuple[list[Run], list[M
         coord = incidents.CoordinatorHost(
             bus, store, config=crew, concurrency=8,
             signatures=load_signatures(config / "signatures.yaml"),
+            budgets=load_models_config(config / "models.yaml").budgets,
         )  # fmt: skip
         work = incidents.WorkerHost(bus, store, roles=incidents.TASK_ROLES, config_dir=config)
         await coord.start()
@@ -103,9 +106,11 @@ def replay(
     events: list[Message],
     settings: CoordinatorSettings,
     signatures: SignatureBook,
+    budgets: Budgets,
 ) -> dict[str, float]:
     """Apply ``events`` to a fresh database at ``db_url`` with Coordinators of ``settings``
-    (their diagnose tasks carry the lessons ``signatures`` recalls); CPU and wall seconds."""
+    (their diagnose tasks carry the lessons ``signatures`` recalls and the status of
+    ``budgets``, as in a Coordinator process); CPU and wall seconds."""
     store = Store(db_url)
     try:
         with store.tx() as s:
@@ -120,7 +125,7 @@ def replay(
             started = as_utc(run.started_at)
             coord = Coordinator(
                 None, store, RunClock(started), run_id=run.id, run_started=started,  # type: ignore[arg-type]
-                settings=settings,
+                settings=settings, budgets=budgets,
             )  # fmt: skip
             coord.registry = registry
             coord.recall = recall  # shared, as in a Coordinator host
@@ -152,6 +157,7 @@ async def main() -> None:
     config = incidents.config_dir()
     settings = CrewConfig.load(config / "crew.yaml").coordinator
     signatures = load_signatures(config / "signatures.yaml")
+    budgets = load_models_config(config / "models.yaml").budgets
     runs, events = await record(args.n, args.inflight, config)
     print(f"recorded {len(events)} events of {len(runs)} incidents "
           f"({len(events) / len(runs):.1f} events per incident)")  # fmt: skip
@@ -159,7 +165,7 @@ async def main() -> None:
         cpu, wall = [], []
         for _ in range(args.repeat):
             with incidents.fresh_database(db) as url:
-                got = replay(url, runs, events, settings, signatures)
+                got = replay(url, runs, events, settings, signatures, budgets)
             cpu.append(1000 * got["cpu_s"] / len(runs))
             wall.append(1000 * got["wall_s"] / len(runs))
         name = "sqlite" if db == "sqlite" else "postgresql"

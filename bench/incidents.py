@@ -84,6 +84,7 @@ from plantcrew.crews.config import EVENT_CONSUMERS, CrewConfig
 from plantcrew.crews.host import CLOCK, CoordinatorHost
 from plantcrew.crews.worker import WorkerHost
 from plantcrew.detect import load_signatures
+from plantcrew.llm.config import load_models_config
 from plantcrew.messages import (
     AgentHeartbeat,
     AnomalyCleared,
@@ -535,6 +536,7 @@ async def bench_one(
                 coord = CoordinatorHost(
                     bus, store, config=crew_config, concurrency=COORDINATOR_CONSUMERS,
                     signatures=load_signatures(config / "signatures.yaml"),
+                    budgets=load_models_config(config / "models.yaml").budgets,
                 )  # fmt: skip
                 work = WorkerHost(
                     bus, store, roles=TASK_ROLES, config_dir=config, concurrency=workers,

@@ -216,6 +216,7 @@ async def _serve(
     from plantcrew.crews.host import CoordinatorHost
     from plantcrew.crews.worker import WorkerHost
     from plantcrew.detect import load_signatures
+    from plantcrew.llm.config import load_models_config
     from plantcrew.store import Store
 
     log = structlog.get_logger("plantcrew.process")
@@ -240,6 +241,7 @@ async def _serve(
                 config=CrewConfig.load(config_dir / "crew.yaml"),
                 concurrency=concurrency if isinstance(concurrency, int) else EVENT_CONSUMERS,
                 signatures=load_signatures(config_dir / "signatures.yaml"),
+                budgets=load_models_config(config_dir / "models.yaml").budgets,
             )
         if probe[1]:
             probes = await _start_probes(bus, store, probe)

@@ -69,6 +69,7 @@ from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import AgentInfo, CapabilityRegistry
 from plantcrew.detect.signatures import SignatureBook
 from plantcrew.errors import BusError, NotFoundError, StoreError
+from plantcrew.llm.budget import Budgets
 from plantcrew.messages import AgentHeartbeat, Capability, DeadLetter, Message, Subjects
 from plantcrew.store import Incident, Run, Store
 
@@ -121,8 +122,10 @@ class CoordinatorHost:
         max_runs: int = 256,
         agent_id: str | None = None,
         signatures: SignatureBook | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.bus, self.store, self.config = bus, store, config
+        self.budgets = budgets  # models.yaml's spend limits, sent with each reasoning step
         # the lessons a diagnose task carries: with the Diagnostic's book, only those it can use
         self.recall = LessonRecall(signatures)
         self.concurrency, self.tick_interval_s = concurrency, tick_interval_s
@@ -179,6 +182,7 @@ class CoordinatorHost:
             run_started=started,
             settings=self.config.coordinator,
             delivery=self.config.delivery.options(),
+            budgets=self.budgets,
         )
         coord.registry = self.registry
         coord.relay = self.relay

@@ -130,6 +130,10 @@ async def test_scenario_passes_with_the_crew_elsewhere_while_poison_is_dead_lett
         # the answers came from the worker processes (<role>-<host>-<pid>)
         assert "coordinator" in sources
         assert any(s.startswith("diagnostic-") and s.count("-") >= 2 for s in sources)
+        # models.yaml's budgets hold for a Coordinator process too: each step says its status
+        steps = [Message.from_bytes(m.body).payload for m in store.messages(result.run_id)]
+        diagnose = [t for t in steps if isinstance(t, Task) and t.capability == "diagnose"]
+        assert diagnose and all(t.input["budget"]["scopes"] for t in diagnose)
         assert store.verify_audit() == []
         letters = store.dead_letters()
         dead = [d for d in letters if d.original_id == str(poison.id)]
