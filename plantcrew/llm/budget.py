@@ -5,7 +5,7 @@ Shape (all amounts in USD; every limit optional, none set: no budget)::
     budgets:
       per_incident_usd: 0.50     # every model call of one incident
       per_day_usd: 20.0          # every model call of one day (the day recorded with each call)
-      per_agent_day_usd:         # per role (or agent id) and day
+      per_agent_day_usd:         # per role (diagnostic, operator, safety, reviewer) and day
         reviewer: 2.0
       warn_at: 0.8               # fraction of a limit that raises a warning
 
@@ -27,9 +27,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    field_validator,
+)
 
 Level = Literal["ok", "warn", "exhausted"]
+BUDGET_ROLES = ("diagnostic", "operator", "safety", "reviewer")
+"""The roles whose steps call models (the keys of ``per_agent_day_usd``)."""
 _RANK: dict[str, int] = {"ok": 0, "warn": 1, "exhausted": 2}
 _EPSILON_USD = 1e-9
 
@@ -47,9 +56,22 @@ class Budgets(BaseModel):
     per_incident_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
     per_day_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
     per_agent_day_usd: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
-        {}, description="role (diagnostic, operator, reviewer) or agent id -> USD per day"
+        {}, description="role (diagnostic, operator, safety, reviewer) -> USD per day"
     )
     warn_at: float = Field(0.8, gt=0, le=1)
+
+    @field_validator("per_agent_day_usd")
+    @classmethod
+    def _roles_only(cls, limits: dict[str, float]) -> dict[str, float]:
+        # the Coordinator checks a step's budget when it dispatches it, before any agent has
+        # it: by role. Any other key (an agent id, a typo) would never apply.
+        unknown = sorted(set(limits) - set(BUDGET_ROLES))
+        if unknown:
+            raise ValueError(
+                f"unknown role(s) {unknown}; per_agent_day_usd is per role: "
+                + ", ".join(BUDGET_ROLES)
+            )
+        return limits
 
     @property
     def any(self) -> bool:
@@ -61,8 +83,8 @@ class Budgets(BaseModel):
         """The status of ``spend`` against these limits.
 
         ``spend`` maps ``"incident"``, ``"day"`` and ``"agent"`` to USD spent (missing: 0; see
-        :func:`plantcrew.store.costs.budget_spend`); ``agent`` names the role (or agent id)
-        whose per-agent limit applies. Scopes without a limit are left out.
+        :func:`plantcrew.store.costs.budget_spend`); ``agent`` names the role whose per-agent limit
+        applies. Scopes without a limit are left out.
         """
         scopes: list[ScopeSpend] = []
         if self.per_incident_usd is not None:

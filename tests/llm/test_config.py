@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from plantcrew.crews.coordinator import REASONING_ROLE
 from plantcrew.errors import ConfigError
 from plantcrew.llm import ModelRouter, load_models_config, models_config_from_dict
+from plantcrew.llm.budget import BUDGET_ROLES
 
 GOOD = """\
 groups:
@@ -123,3 +125,19 @@ def test_budgets_are_read_and_checked(tmp_path: Path) -> None:
     negative = write(tmp_path, GOOD + "budgets:\n  per_agent_day_usd: {reviewer: -1}\n")
     with pytest.raises(ConfigError, match="per_agent_day_usd"):
         load_models_config(negative)
+
+
+def test_a_per_agent_budget_must_name_a_role(tmp_path: Path) -> None:
+    # the Coordinator checks a step's budget by role when it dispatches it: a key naming an
+    # agent id (or a typo) would never apply, so it is refused where it is written
+    text = GOOD + "budgets:\n  per_agent_day_usd:\n    reviewer: 2.0\n    operator-1: 1.0\n"
+    with pytest.raises(ConfigError) as err:
+        load_models_config(write(tmp_path, text))
+    assert err.value.line == 11 and err.value.field == "budgets.per_agent_day_usd"
+    assert "operator-1" in err.value.reason and "diagnostic, operator, safety, reviewer" in str(
+        err.value
+    )
+
+
+def test_the_budget_roles_are_the_roles_the_coordinator_budgets() -> None:
+    assert set(REASONING_ROLE.values()) == set(BUDGET_ROLES)
