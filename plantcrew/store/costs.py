@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, case, or_
+from sqlalchemy import ColumnElement, and_, bindparam, case, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from plantcrew.errors import PlantcrewError
@@ -211,18 +212,49 @@ def cost_report(s: Session, *, run_id: str | None = None,
     )
 
 
+def _spent_if(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, _MC.c.cost_usd), else_=0.0)), 0.0)
+
+
+_MC = ModelCall.__table__  # type: ignore[attr-defined]
+_ON_DAY = _MC.c.day == bindparam("day")
+_OF_INCIDENT = _MC.c.incident_id == bindparam("incident_id")
+# the three scopes of a step's budget in one statement, built once (the Coordinator runs it
+# for every reasoning step it dispatches); the index on incident_id or on day finds the rows
+_BUDGET_SPEND = sa_select(
+    _spent_if(_OF_INCIDENT),
+    _spent_if(_ON_DAY),
+    _spent_if(
+        and_(
+            _ON_DAY,
+            or_(
+                _MC.c.agent == bindparam("agent"),
+                _MC.c.agent.like(bindparam("agent_workers"), escape="/"),
+            ),
+        )
+    ),
+).where(or_(_OF_INCIDENT, _ON_DAY))
+
+
 def budget_spend(s: Session, *, incident_id: str | None, day: date | str,
                  agent: str | None = None) -> dict[str, float]:
     """USD spent so far by the scopes of a step's budget.
 
     Returns ``{"incident": ..., "day": ..., "agent": ...}``: the calls of ``incident_id``
-    (0.0 when None), of ``day`` across every run, and of ``agent`` (a role or agent id) on
-    ``day`` (0.0 when None). Pass it to ``Budgets.status(spend, agent=...)``.
+    (0.0 when None), of ``day`` across every run, and of ``agent`` (a role, matching its
+    workers ``<role>-<n>``, or an agent id) on ``day`` (0.0 when None). Pass it to
+    ``Budgets.status(spend, agent=...)``. One query.
     """
+    escaped = (agent or "").replace("/", "//").replace("%", "/%").replace("_", "/_")
+    incident, on_day, of_agent = s.execute(
+        _BUDGET_SPEND,
+        {"incident_id": incident_id, "day": day_text(day), "agent": agent,
+         "agent_workers": f"{escaped}-%"},
+    ).one()  # fmt: skip
     return {
-        "incident": spend_usd(s, incident_id=incident_id) if incident_id else 0.0,
-        "day": spend_usd(s, day=day),
-        "agent": spend_usd(s, agent=agent, day=day) if agent else 0.0,
+        "incident": float(incident) if incident_id else 0.0,
+        "day": float(on_day),
+        "agent": float(of_agent) if agent else 0.0,
     }
 
 

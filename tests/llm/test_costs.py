@@ -117,6 +117,44 @@ def test_budget_spend_per_incident_day_and_role(store: Store) -> None:
     assert status.reason == "budget: day spent $0.5000 of $0.5000"
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_budget_spend_is_the_spend_of_each_scope(
+    request: pytest.FixtureRequest, tmp_path: Path, db: str
+) -> None:
+    # the one-query form agrees with each scope summed on its own, on both databases: an
+    # incident across two days, a role and its workers (not a longer role, not a wildcard)
+    url = f"sqlite:///{tmp_path / 'b.db'}" if db == "sqlite" else request.getfixturevalue(
+        "pg_schema_url"
+    )
+    store = Store(url)
+    try:
+        seed(store)
+        record(store, [call("a", 0.2)], run="run-1", incident="inc-1", agent="operator-3",
+               when=DAY2)  # fmt: skip
+        record(store, [call("a", 0.7)], run="run-3", incident="inc-9", agent="op_rator-1",
+               when=DAY2)  # fmt: skip
+        with store.tx() as s:
+            for incident, day, agent in [
+                ("inc-1", DAY2.date(), "operator"),
+                ("inc-1", DAY1.date(), "diagnostic"),
+                (None, DAY2.date(), "op_rator"),
+                ("inc-3", DAY2.date(), None),
+            ]:
+                got = budget_spend(s, incident_id=incident, day=day, agent=agent)
+                want = {
+                    "incident": spend_usd(s, incident_id=incident) if incident else 0.0,
+                    "day": spend_usd(s, day=day),
+                    "agent": spend_usd(s, agent=agent, day=day) if agent else 0.0,
+                }
+                assert got == pytest.approx(want), (incident, day, agent)
+            assert budget_spend(s, incident_id="inc-1", day=DAY2.date(), agent="operator") == (
+                pytest.approx({"incident": 0.3, "day": 1.4, "agent": 0.2})
+            )
+            assert budget_spend(s, incident_id=None, day=DAY2.date(), agent="op%")["agent"] == 0
+    finally:
+        store.dispose()
+
+
 async def test_litellm_cost_is_stored_per_call_and_a_spent_budget_stops_the_models(
         stub: OpenAIStub, store: Store) -> None:
     stub.script("priced", Reply.json(GOOD))
