@@ -12,6 +12,7 @@ actuator answers that repeat with the first receipt (or runs it, if it never arr
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 from plantcrew.agents.answers import ProposalAnswer
@@ -147,8 +148,12 @@ class Operator(Agent):
                 detail=detail,
             )
 
+        # the claim and the record are database transactions (the claim may wait on a row
+        # lock): in a thread, so the worker's event loop (heartbeats, probes, other tasks)
+        # goes on meanwhile
         try:
-            action, send = begin_execution(
+            action, send = await asyncio.to_thread(
+                begin_execution,
                 self.store,
                 action_id=action_id,
                 approval_id=approval_id,
@@ -176,9 +181,19 @@ class Operator(Agent):
         try:
             receipt = await self.actuator.execute(cmd)
         except PlantcrewError as exc:
-            finish_execution(self.store, action_id, status="failed", receipt={"error": str(exc)})
+            await asyncio.to_thread(
+                finish_execution,
+                self.store,
+                action_id,
+                status="failed",
+                receipt={"error": str(exc)},
+            )
             return result("failed", str(exc))
-        finish_execution(
-            self.store, action_id, status="executed", receipt=receipt.model_dump(mode="json")
+        await asyncio.to_thread(
+            finish_execution,
+            self.store,
+            action_id,
+            status="executed",
+            receipt=receipt.model_dump(mode="json"),
         )
         return result("executed", f"{action.command} {action.parameters} on {action.device_id}")

@@ -5,17 +5,22 @@ once. Agents' answers are made here as the agents would send them; votes go thro
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
 import pytest
 from sqlmodel import select
 
+from plantcrew.agents import Operator, Policies
 from plantcrew.bus import Bus, connect
 from plantcrew.crews import Coordinator, CoordinatorSettings
 from plantcrew.errors import ApprovalError, StoreError
+from plantcrew.llm import ModelRouter
 from plantcrew.messages import (
     ActionProposal,
     AgentHeartbeat,
@@ -27,8 +32,11 @@ from plantcrew.messages import (
     SafetyDecision,
     SafetyVerdict,
     Subjects,
+    Task,
 )
+from plantcrew.plant.actuators import ActuatorCommand, ActuatorReceipt
 from plantcrew.plant.clock import SimClock
+from plantcrew.settings import DEFAULT_CONFIG_DIR
 from plantcrew.store import Action, AuditEntry, Store, TaskRecord
 from plantcrew.store.execution import begin_execution
 
@@ -274,3 +282,66 @@ async def test_a_safety_decision_on_another_action_is_not_applied(env: Any) -> N
     assert statuses[other] == statuses[ACTION] == "proposed"
     with pytest.raises(StoreError):
         store.get_approval(APPROVAL)
+
+
+class RecordingActuator:
+    """The plant end of an actuation: records each command it is sent (no plant here)."""
+
+    def __init__(self) -> None:
+        self.commands: list[ActuatorCommand] = []
+
+    async def execute(self, cmd: ActuatorCommand) -> ActuatorReceipt:
+        self.commands.append(cmd)
+        return ActuatorReceipt(
+            action_id=cmd.action_id, idempotency_key=cmd.idempotency_key, status="executed", ts=0
+        )
+
+
+async def test_the_operator_waits_for_its_claim_without_stopping_the_worker(
+    pg_schema_url: str, tmp_path: Path
+) -> None:
+    """Claiming an action may wait on its row lock (another claim, a slow database): the
+    worker's event loop (heartbeats, probes, its other tasks) goes on meanwhile."""
+    bus = await connect(f"memory://actuate-{tmp_path.name}")
+    store = Store(pg_schema_url)
+    clock = SimClock()
+    try:
+        coord = coordinator(bus, store, clock)
+        to_awaiting_approval(coord, clock)
+        store.cast_vote(APPROVAL, approver="alice", role="shift_supervisor", approved=True)
+        coord.apply_tick()
+        token = store.get_approval(APPROVAL).token
+        actuator = RecordingActuator()
+        policies = Policies.load(DEFAULT_CONFIG_DIR / "policies.yaml")
+        operator = Operator(
+            "operator-1", bus, clock, router=ModelRouter.from_file(), store=store,
+            actuator=actuator, assets={}, policies=policies,
+        )  # fmt: skip
+        task = Task(
+            task_id=f"{INC}-actuate-1", incident_id=INC, capability=Capability.ACTUATE,
+            input={"action_id": ACTION, "approval_id": APPROVAL, "token": token},
+        )  # fmt: skip
+        holder = psycopg.connect(pg_schema_url)
+        holder.execute("SELECT 1 FROM action WHERE id = %s FOR UPDATE", (ACTION,))
+        release = threading.Timer(1.5, holder.commit)  # as another claim's transaction ends
+        ticks = 0
+
+        async def heartbeat() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        beating = asyncio.create_task(heartbeat())
+        release.start()
+        try:
+            done = await operator._actuate(task)
+        finally:
+            release.join()
+            holder.close()
+            beating.cancel()
+        assert done.status == "executed" and [c.action_id for c in actuator.commands] == [ACTION]
+        assert ticks >= 10  # about 30 in the 1.5 s the claim waited; none if the loop stood
+    finally:
+        store.dispose()
+        await bus.close()
