@@ -78,7 +78,7 @@ def _db(url: str | None) -> str:
 
 
 def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red bold]error:[/] {message}", highlight=False)
+    err.print(f"[red bold]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -404,7 +404,7 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(130)
     except PlantcrewError as exc:
-        err.print(f"[red bold]error:[/] {exc}", highlight=False)
+        err.print(f"[red bold]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, ConfigError) else 3)
 
 

@@ -25,7 +25,7 @@ err = Console(stderr=True)
 
 
 def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red bold]error:[/] {message}", highlight=False)
+    err.print(f"[red bold]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

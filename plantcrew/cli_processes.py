@@ -62,7 +62,7 @@ GraceOpt = Annotated[
 
 
 def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red bold]error:[/] {message}", highlight=False)
+    err.print(f"[red bold]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -45,7 +45,7 @@ def _db(url: str | None) -> str:
 
 
 def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red bold]error:[/] {message}", highlight=False)
+    err.print(f"[red bold]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
