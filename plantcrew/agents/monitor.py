@@ -72,8 +72,14 @@ class Monitor(Agent):
         if not isinstance(batch, TelemetryBatch):
             return
         mon = self._device(batch.device_id)
-        known = len(mon.unmonitored)
+        known, calibrated = len(mon.unmonitored), mon.calibrated
         verdict = mon.update(batch)
+        if mon.calibrated and not calibrated and mon.constant:
+            log.warning(
+                "sensors not scored: they did not change over the device's calibration",
+                device=batch.device_id,
+                sensors=mon.constant,
+            )
         for sensor in mon.unmonitored[known:]:
             log.warning(
                 "sensor not monitored: it first arrived after the device's calibration began",

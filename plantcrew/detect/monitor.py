@@ -167,6 +167,15 @@ class DeviceMonitor:
         return self.calibration is not None
 
     @property
+    def constant(self) -> list[str]:
+        """Sensors that did not change over calibration: they have no noise scale, so they are
+        not scored, whatever they do later (the Monitor agent logs a warning naming them)."""
+        cal = self.calibration
+        if cal is None:
+            return []
+        return [s for s, c in zip(self._sensors, cal.constant, strict=True) if c]
+
+    @property
     def sensors(self) -> list[str]:
         """The sensors monitored (fixed at the first calibration reading; see ``unmonitored``)."""
         return list(self._sensors)

@@ -118,20 +118,15 @@ def test_a_clock_reset_during_cooldown_does_not_stretch_it():
     assert len(detected) == 1 and 300 <= detected[0].ts <= 360
 
 
-def test_a_sensor_first_seen_after_calibration_began_is_named_and_warned_about():
-    """A source that sends a sensor only from some point on (or one sensor per batch): the
-    sensor set is fixed at the first calibration reading, so the late sensor is not
-    monitored; the device says so (once), and the Monitor agent logs a warning naming it."""
-
-    rng = np.random.default_rng(13)
-    first = values(rng)
-    late = first.pop("pressure")
+def agent_on(readings: list[dict[str, float]]) -> tuple[Monitor, list[dict[str, object]]]:
+    """A Monitor agent fed ``readings`` of pump1 (one batch each, 1 s apart) as bus messages;
+    the agent and the log entries it made."""
 
     async def go() -> tuple[Monitor, list[dict[str, object]]]:
-        bus = await connect("memory://late-sensor")
+        bus = await connect("memory://historian")
         monitor = Monitor("monitor-1", bus, SimClock())
         with capture_logs() as logs:
-            for i, v in enumerate([first, {**first, "pressure": late}, {"pressure": late}]):
+            for i, v in enumerate(readings):
                 b = batch(float(i), v)
                 await monitor._on_telemetry(
                     Message.new(b, source="t", subject=Subjects.telemetry("pump1"))
@@ -139,8 +134,29 @@ def test_a_sensor_first_seen_after_calibration_began_is_named_and_warned_about()
         await bus.close()
         return monitor, logs
 
-    monitor, logs = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_a_sensor_first_seen_after_calibration_began_is_named_and_warned_about():
+    """A source that sends a sensor only from some point on (or one sensor per batch): the
+    sensor set is fixed at the first calibration reading, so the late sensor is not
+    monitored; the device says so (once), and the Monitor agent logs a warning naming it."""
+    rng = np.random.default_rng(13)
+    first = values(rng)
+    late = first.pop("pressure")
+    monitor, logs = agent_on([first, {**first, "pressure": late}, {"pressure": late}])
     mon = monitor.devices["pump1"]
     assert mon.unmonitored == ["pressure"] and "pressure" not in mon.sensors
     warned = [e for e in logs if e["log_level"] == "warning"]
     assert [(e["device"], e["sensor"]) for e in warned] == [("pump1", "pressure")]
+
+
+def test_a_sensor_constant_over_calibration_is_named_and_warned_about():
+    """A sensor that does not move over calibration (a dead transmitter, a held value) has no
+    noise scale and is not scored afterwards: the device names it and the Monitor agent logs
+    a warning once, when calibration ends."""
+    rng = np.random.default_rng(14)
+    monitor, logs = agent_on([{**values(rng), "pressure": 0.05} for _ in range(600)])
+    assert monitor.devices["pump1"].constant == ["pressure"]
+    warned = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["device"], e["sensors"]) for e in warned] == [("pump1", ["pressure"])]
