@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from plantcrew.bus import Bus, DurableOptions, Subscription
+from plantcrew.bus import Bus, DurableOptions, Handler, Subscription
 from plantcrew.messages import AgentHeartbeat, Capability, Message, Subjects, Task, TaskFailed
 from plantcrew.plant.clock import Clock
 
@@ -47,15 +47,21 @@ class Agent:
 
     async def start(self) -> None:
         """Subscribe to this role's task subjects and announce the agent."""
-        for cap in self.capabilities:
-            if cap is Capability.DETECT:
-                continue  # detection runs on telemetry, not on tasks
-            self._subs.append(
-                await self.bus.consume(
-                    Subjects.tasks(cap), self._on_task, group=cap.value, options=self.delivery
-                )
-            )
+        for cap in self.task_capabilities:
+            self._subs.append(await self.consume_tasks(cap, self._on_task))
         await self.heartbeat()
+
+    @property
+    def task_capabilities(self) -> list[Capability]:
+        """The capabilities this agent takes tasks for (detection runs on telemetry)."""
+        return [c for c in self.capabilities if c is not Capability.DETECT]
+
+    async def consume_tasks(self, cap: Capability, handler: Handler) -> Subscription:
+        """Join the group of ``cap``'s tasks (one group per capability: every agent of it,
+        in every process, shares its tasks) with ``handler``."""
+        return await self.bus.consume(
+            Subjects.tasks(cap), handler, group=cap.value, options=self.delivery
+        )
 
     async def stop(self) -> None:
         """Stop taking work (in-flight tasks are handed back to the bus) and say so."""

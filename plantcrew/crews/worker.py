@@ -165,16 +165,9 @@ class WorkerAgent(Agent):
 
     async def start(self) -> None:
         """Join the role's groups, one subscription per capability, and announce the agent."""
-        for cap in self.capabilities:
-            if cap is Capability.DETECT:
-                continue  # detection runs on telemetry, not on tasks
+        for cap in self.task_capabilities:
             slot = _Slot()
-            slot.sub = await self.bus.consume(
-                Subjects.tasks(cap),
-                functools.partial(self._take, slot),
-                group=cap.value,
-                options=self.delivery,
-            )
+            slot.sub = await self.consume_tasks(cap, functools.partial(self._take, slot))
             self._slots.append(slot)
         await self.heartbeat()
 
