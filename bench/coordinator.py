@@ -125,10 +125,9 @@ def replay(
             started = as_utc(run.started_at)
             coord = Coordinator(
                 None, store, RunClock(started), run_id=run.id, run_started=started,  # type: ignore[arg-type]
-                settings=settings, budgets=budgets,
+                settings=settings, budgets=budgets, recall=recall,  # shared, as in a host
             )  # fmt: skip
             coord.registry = registry
-            coord.recall = recall  # shared, as in a Coordinator host
             coordinators[run.id] = coord
         cpu0, wall0 = time.process_time(), time.perf_counter()
         applied = 0

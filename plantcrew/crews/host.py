@@ -183,10 +183,10 @@ class CoordinatorHost:
             settings=self.config.coordinator,
             delivery=self.config.delivery.options(),
             budgets=self.budgets,
+            recall=self.recall,
         )
         coord.registry = self.registry
         coord.relay = self.relay
-        coord.recall = self.recall
         self.coordinators[run_id], self.clocks[run_id] = coord, clock
         while len(self.coordinators) > self.max_runs:
             old, _ = self.coordinators.popitem(last=False)

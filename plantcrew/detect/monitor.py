@@ -114,8 +114,10 @@ class DeviceMonitor:
     """Streaming detector and episode tracker for one device (deterministic, numpy only).
 
     ``update`` costs some tens of microseconds per reading once calibrated. Readings of other
-    devices raise ValueError. Sensors first seen after calibration are ignored; a sensor
-    missing from a batch keeps its last value, which is no new reading: once calibrated, its
+    devices raise ValueError. Sensors first seen after calibration began are not monitored
+    (``unmonitored`` names them); those constant over calibration are not scored
+    (``constant``). A sensor missing from a batch keeps its last value, which is no new
+    reading: once calibrated, its
     smoothed deviation, baseline, change alarm and run of repeats (stuck) stand still. A
     reading more than ``gap_s`` older than the last is a clock reset: the cooldown, an
     episode's report and thermal settling keep the time they had left.

@@ -212,11 +212,13 @@ def cost_report(s: Session, *, run_id: str | None = None,
     )
 
 
+_MC = ModelCall.__table__  # type: ignore[attr-defined]
+
+
 def _spent_if(condition: Any) -> Any:
     return func.coalesce(func.sum(case((condition, _MC.c.cost_usd), else_=0.0)), 0.0)
 
 
-_MC = ModelCall.__table__  # type: ignore[attr-defined]
 _ON_DAY = _MC.c.day == bindparam("day")
 _OF_INCIDENT = _MC.c.incident_id == bindparam("incident_id")
 # the three scopes of a step's budget in one statement, built once (the Coordinator runs it
