@@ -94,7 +94,6 @@ def load_yaml_model(source: str | Path, model: type[M], *, text: str | None = No
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror}", source=name) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
@@ -104,17 +103,29 @@ def load_yaml_model(source: str | Path, model: type[M], *, text: str | None = No
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
-        node = _node_at(root, loc)
-        line = node.start_mark.line + 1 if node is not None else None
-        field = ".".join(str(p) for p in first["loc"])
-        more = (
-            ""
-            if len(errors) == 1
-            else f" (and {len(errors) - 1} more: "
-            + "; ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors[1:4])
-            + ")"
-        )
-        raise ConfigError(first["msg"] + more, source=name, line=line, field=field) from None
+        raise config_error(exc, source=name, text=text) from None
+
+
+def config_error(
+    exc: ValidationError, *, source: str, text: str, at: tuple[Any, ...] = ()
+) -> ConfigError:
+    """The ConfigError for a validation error of the YAML ``text`` of ``source``, or of the
+    part of it at path ``at``: the first problem's message, dotted field path and 1-based
+    line, and up to three more problems in the message."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(p for p in (*at, *first["loc"]) if not (isinstance(p, str) and "[" in p))
+    node = _node_at(yaml.compose(text, Loader=yaml.SafeLoader), loc)
+    line = node.start_mark.line + 1 if node is not None else None
+
+    def path(e: Any) -> str:
+        return ".".join(str(p) for p in (*at, *e["loc"]))
+
+    more = (
+        ""
+        if len(errors) == 1
+        else f" (and {len(errors) - 1} more: "
+        + "; ".join(path(e) + ": " + e["msg"] for e in errors[1:4])
+        + ")"
+    )
+    return ConfigError(first["msg"] + more, source=source, line=line, field=path(first))

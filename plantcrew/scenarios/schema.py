@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from plantcrew.detect.config import MonitorConfig
 from plantcrew.errors import ConfigError
 from plantcrew.plant.spec import FaultSpec, PlantSpec, check_faults, default_plant
-from plantcrew.settings import line_of, load_yaml_model
+from plantcrew.settings import config_error, line_of, load_yaml_model
 
 
 class _Strict(BaseModel):
@@ -129,11 +129,7 @@ def load_scenario(path: str | Path) -> Scenario:
     try:  # the overrides are applied when the run builds its Monitor: check them now
         MonitorConfig.model_validate(scenario.monitor)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(["monitor", *(str(p) for p in err["loc"])])
-        raise ConfigError(
-            err["msg"], source=str(path), field=field, line=line_of(text, field)
-        ) from None
+        raise config_error(exc, source=str(path), text=text, at=("monitor",)) from None
     return scenario
 
 
