@@ -7,11 +7,12 @@ Two kinds of subject (see ``plantcrew.messages.Subjects``):
   share messages between the members of a group.
 - durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``): kept by the broker until
   a consumer group acknowledges them. ``publish`` waits for the broker to store the message and
-  drops a second publish of the same message id (dedupe). ``consume`` acknowledges after the
-  handler returns, redelivers with backoff when it raises or does not return within
-  ``ack_wait_s``, and after ``max_deliver`` deliveries publishes a ``DeadLetter`` with the
-  reason on ``crew.dlq``. Messages published before a group first consumes are delivered to
-  it (deliver-all).
+  drops a second publish of the same message id to the same subject (dedupe: a publisher's
+  retry; the same id published on another durable subject is another message, delivered).
+  ``consume`` acknowledges after the handler returns, redelivers with backoff when it raises
+  or does not return within ``ack_wait_s``, and after ``max_deliver`` deliveries publishes a
+  ``DeadLetter`` with the reason on ``crew.dlq``. Messages published before a group first
+  consumes are delivered to it (deliver-all).
 
 Every backend validates on publish (a ``Message`` is valid by construction) and on receive:
 bytes that do not parse as a ``Message`` are quarantined to ``crew.dlq`` with the validation
@@ -82,7 +83,7 @@ class Bus(Protocol):
 
     async def publish(self, msg: Message, subject: str | None = None) -> None:
         """Send ``msg`` to ``subject`` (default ``msg.subject``); durable subjects are stored
-        before this returns and a repeated message id is dropped."""
+        before this returns and a repeat of the message id on the same subject is dropped."""
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         """Send bytes as they are (a gateway relaying a foreign producer); receivers validate

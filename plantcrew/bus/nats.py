@@ -20,8 +20,10 @@ wildcards and queue groups are NATS's own, ``request`` uses NATS request/reply w
 Durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``) live in one JetStream
 stream per namespace (``PLANTCREW`` or ``PLANTCREW_<NS>``), file storage, limits retention
 (kept for ``max_age`` 7 days, so a group created later still gets everything: deliver-all).
-``publish`` sends with the ``Nats-Msg-Id`` header set to the message id (the server drops a
-repeat inside the dedupe window) and waits for the PubAck, retrying through a reconnect until
+``publish`` sends with the ``Nats-Msg-Id`` header set to ``<subject>:<message id>`` (the server
+drops a repeat inside the dedupe window; that window is the stream's, shared by every durable
+subject, so the subject is part of the key: the same id on another subject is another publish,
+as on the other backends) and waits for the PubAck, retrying through a reconnect until
 ``publish_timeout`` (10 s). ``consume`` binds a durable pull consumer named after the group and
 subject (recreated, deliver-all, when the server no longer has it); each member fetches one
 message at a time, acknowledges after the handler returns, and naks with the backoff delay when
@@ -473,7 +475,8 @@ class NatsBus:
 
     async def _store(self, wire: str, data: bytes, msg_id: str | None) -> None:
         js = self._js_or_raise()
-        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        # the stream's dedupe window spans every durable subject: scope the id by subject
+        headers = {"Nats-Msg-Id": f"{wire}:{msg_id}"} if msg_id else None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.publish_timeout_s
         while True:

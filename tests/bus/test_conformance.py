@@ -221,6 +221,31 @@ async def test_publish_dedupes_by_message_id(bus: Bus) -> None:
     assert len(got) == 2
 
 
+async def test_dedupe_is_per_subject_one_id_on_two_subjects_is_two_messages(bus: Bus) -> None:
+    # dedupe drops a publisher's retry of the same publish; the same message id published on
+    # another durable subject is another publish (all durable subjects share one JetStream
+    # stream on nats://, whose dedupe window is per stream), and a retry of each is dropped
+    events: list[Message] = []
+    tasks: list[Message] = []
+
+    async def on_event(msg: Message) -> None:
+        events.append(msg)
+
+    async def on_task(msg: Message) -> None:
+        tasks.append(msg)
+
+    subject = Subjects.tasks(Capability.DIAGNOSE)
+    await bus.consume(Subjects.EVENTS, on_event, group="coordinator", options=FAST)
+    await bus.consume(subject, on_task, group="diagnose", options=FAST)
+    m = task(1)
+    for _ in range(2):  # each publish retried once
+        await bus.publish(m, Subjects.EVENTS)
+        await bus.publish(m, subject)
+    await until(lambda: len(events) == 1 and len(tasks) == 1)
+    await asyncio.sleep(0.3)
+    assert [e.id for e in events] == [m.id] and [t.id for t in tasks] == [m.id]
+
+
 async def test_durable_group_shares_work_each_message_once(bus: Bus) -> None:
     seen: dict[str, list[str]] = {"w1": [], "w2": []}
 
