@@ -68,6 +68,10 @@ def test_task_roles_scale_and_singletons_do_not() -> None:
     }
     assert hpas == {f"plantcrew-{r}" for r in TASK_ROLES}
     deps = deployments()
+    # an autoscaled Deployment leaves its replica count to the HPA: with spec.replicas set,
+    # every `kubectl apply` would scale the role back to that number
+    for role in TASK_ROLES:
+        assert "replicas" not in deps[role]["spec"], role
     for single in ("coordinator", "monitor"):
         assert deps[single]["spec"]["replicas"] == 1
         assert deps[single]["spec"]["strategy"]["type"] == "Recreate"
