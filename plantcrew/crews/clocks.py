@@ -17,11 +17,18 @@ Plant time ``t`` is seconds since the run's start (the ``Run`` row's ``started_a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 from plantcrew.messages import Message, utcnow
+
+
+def is_live(run_config: Mapping[str, Any]) -> bool:
+    """True when a run with this ``Run.config`` is live operation (no scenario): its plant
+    time is the wall clock since its start (:class:`LiveClock`), not a simulation's."""
+    return "scenario" not in run_config
 
 
 def as_utc(when: datetime) -> datetime:
@@ -100,4 +107,4 @@ class LiveClock:
         return max(0.0, (utcnow() - self.start).total_seconds())
 
 
-__all__ = ["LiveClock", "RunClock", "TaskClock", "as_utc"]
+__all__ = ["LiveClock", "RunClock", "TaskClock", "as_utc", "is_live"]

@@ -61,7 +61,7 @@ from sqlmodel import col, func, select
 
 from plantcrew.bus import Bus, Subscription
 from plantcrew.crews.batched_relay import BatchedOutboxRelay
-from plantcrew.crews.clocks import LiveClock, RunClock, as_utc
+from plantcrew.crews.clocks import LiveClock, RunClock, as_utc, is_live
 from plantcrew.crews.config import EVENT_CONSUMERS, CrewConfig
 from plantcrew.crews.coordinator import ACTIVE, Coordinator
 from plantcrew.crews.group_commit import GroupCommit
@@ -172,7 +172,7 @@ class CoordinatorHost:
         if coord is not None:  # another event of the run got here first
             return coord
         started = as_utc(run.started_at)
-        live = "scenario" not in run.config
+        live = is_live(run.config)
         clock = LiveClock(started) if live else RunClock(started)
         coord = Coordinator(
             self.bus,

@@ -84,14 +84,22 @@ def api(tmp_path: Path, model_router: Any) -> Iterator[Api]:
     store.dispose()
 
 
-def seed_pending_approval(store: Store, *, roles: list[str] | None = None) -> Approval:
-    """A run, an incident awaiting approval of ``stop pump1`` and its pending approval."""
+def seed_pending_approval(
+    store: Store,
+    *,
+    roles: list[str] | None = None,
+    run: dict[str, Any] | None = None,
+) -> Approval:
+    """A run, an incident awaiting approval of ``stop pump1`` and its pending approval
+    (requested at plant 610 s, deadline 910 s). ``run``: fields of the Run row (default: a
+    live run started now, so the deadline is 910 wall seconds away)."""
     from datetime import UTC, datetime
 
     run_id = f"run-{uuid.uuid4().hex[:12]}"
     inc_id = f"inc-{run_id[-8:]}-1"
     with store.tx() as s:
-        s.add(Run(id=run_id, scenario="seeded", started_at=datetime.now(UTC)))
+        fields = {"id": run_id, "scenario": "seeded", "started_at": datetime.now(UTC)}
+        s.add(Run(**{**fields, **(run or {})}))
         s.add(
             Incident(
                 id=inc_id,

@@ -2,8 +2,10 @@
 
 The person and their plant role come from the API token, never from the body. A decision is
 stored as a vote (``Store.cast_vote``); the Coordinator applies it on its next tick and checks
-the role again against the roles the approval allows. An approval grants exactly one
-actuation: the crew's approval token names the action, device and parameters.
+the role and the deadline again (a vote may race the deadline). A vote the service can see is
+too late (the run's plant time is past the approval's deadline) is refused here with 409.
+An approval grants exactly one actuation: the crew's approval token names the action, device
+and parameters.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from starlette.concurrency import run_in_threadpool
 
 from plantcrew.api.auth import Principal, context, require
 from plantcrew.api.idempotency import KEY_PATTERN, idempotent
 from plantcrew.api.problems import ApiError, problem_responses
 from plantcrew.api.schemas import ApprovalOut, VoteIn, VoteOut
+from plantcrew.crews.clocks import LiveClock, is_live
 from plantcrew.errors import NotFoundError
-from plantcrew.store import Action, Approval, ApprovalVote, Store
+from plantcrew.store import Action, Approval, ApprovalVote, MessageRecord, Run, Store
 from plantcrew.store.access import Permission
 
 router = APIRouter(tags=["approvals"], responses=problem_responses(401, 403, 422, 429))
@@ -73,6 +76,25 @@ def get_approval(request: Request, approval_id: str, _: Reader) -> ApprovalOut:
     return _get(context(request).store, approval_id)
 
 
+def run_plant_time(store: Store, run_id: str) -> float | None:
+    """The plant seconds run ``run_id`` has surely reached (None: no such run).
+
+    A live run's clock is the wall clock since its start; a scenario's is its runner's, which
+    only the database shows: the greater of the run's checkpoint and the latest plant time of
+    its recorded messages. The Coordinator's clock is never behind either, so a deadline this
+    is past is past for the Coordinator too."""
+    with store.tx() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            return None
+        if is_live(run.config):
+            return LiveClock(run.started_at).t
+        seen = s.exec(
+            select(func.max(MessageRecord.plant_time)).where(col(MessageRecord.run_id) == run_id)
+        ).one()
+        return max(run.plant_time, float(seen or 0.0))
+
+
 def _vote(
     store: Store, principal: Principal, approval_id: str, approved: bool, reason: str
 ) -> VoteOut:
@@ -82,6 +104,15 @@ def _vote(
         raise ApiError(404, "Not found", f"no approval {approval_id!r}") from None
     if appr.status != "pending":
         raise ApiError(409, "Conflict", f"approval {approval_id} is {appr.status}, not pending")
+    now = run_plant_time(store, appr.run_id) if appr.deadline_at is not None else None
+    if now is not None and appr.deadline_at is not None and now > appr.deadline_at:
+        raise ApiError(
+            409,
+            "Conflict",
+            f"approval {approval_id} closed at its deadline, plant {appr.deadline_at:g} s; run "
+            f"{appr.run_id} is at plant {now:g} s: too late to decide (the timeout's safe "
+            "default holds: nothing actuates)",
+        )
     role = principal.approver_role
     if role is None:
         raise ApiError(

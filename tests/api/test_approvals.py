@@ -1,0 +1,78 @@
+"""Decisions on approvals through the API: a vote after the approval's deadline is refused by
+the API itself (409), as the Coordinator would refuse it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from plantcrew.store import ApprovalVote, MessageRecord
+from tests.api.conftest import Api, seed_pending_approval
+
+SCENARIO_RUN = {"config": {"scenario": {"name": "seeded"}}}
+
+
+def _votes(api: Api) -> list[ApprovalVote]:
+    with api.store.tx() as s:
+        return list(s.exec(select(ApprovalVote)).all())
+
+
+def _live_run_started_long_ago() -> dict[str, Any]:
+    return {"started_at": datetime.now(UTC) - timedelta(seconds=5000)}
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        lambda: {**SCENARIO_RUN, "plant_time": 1000.0},  # the runner's checkpoint
+        _live_run_started_long_ago,  # a live run's plant time is the wall clock
+    ],
+    ids=["scenario-checkpoint", "live-run"],
+)
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_a_vote_after_the_deadline_is_refused_with_409(
+    api: Api, run: Callable[[], dict[str, Any]], verb: str
+) -> None:
+    appr = seed_pending_approval(api.store, run=run())
+    r = api.client.post(
+        f"/api/v1/approvals/{appr.id}/{verb}", headers=api.h("approver"), json={"reason": "x"}
+    )
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["title"] == "Conflict"
+    assert appr.id in problem["detail"] and "deadline, plant 910 s" in problem["detail"]
+    at = re.search(r"is at plant ([0-9.]+) s", problem["detail"])
+    assert at is not None and float(at.group(1)) >= 1000
+    assert _votes(api) == []
+
+
+def test_a_recorded_message_past_the_deadline_closes_the_vote(api: Api) -> None:
+    # the Coordinator recorded a message at plant 950 s: its clock is past the deadline (910 s)
+    appr = seed_pending_approval(api.store, run=SCENARIO_RUN)
+    ok = seed_pending_approval(api.store, run={**SCENARIO_RUN, "plant_time": 900.0})
+    with api.store.tx() as s:
+        s.add(
+            MessageRecord(
+                id="m-late",
+                run_id=appr.run_id,
+                correlation_id=appr.incident_id,
+                type="incident.updated",
+                source="coordinator",
+                subject="crew.events",
+                time=datetime.now(UTC),
+                plant_time=950.0,
+                body="{}",
+            )
+        )
+    r = api.client.post(f"/api/v1/approvals/{appr.id}/approve", headers=api.h("approver"))
+    assert r.status_code == 409 and "950" in r.json()["detail"], r.text
+    # another run's approval whose run is still before its deadline is taken
+    r = api.client.post(f"/api/v1/approvals/{ok.id}/approve", headers=api.h("approver"))
+    assert r.status_code == 202, r.text
+    assert [v.approval_id for v in _votes(api)] == [ok.id]
