@@ -4,17 +4,16 @@ the CLI accepts."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 from typing import Any
 
 import pytest
-import typer.main
 import yaml
 
-from plantcrew.cli_processes import _dev
 from plantcrew.crews.config import ROLES
+from tests.infra.support import INFRA, env_read, parse_command, provider_keys
 
-K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
+K8S = INFRA / "k8s"
 TASK_ROLES = ("diagnostic", "operator", "safety", "reviewer")
 
 
@@ -34,30 +33,103 @@ def deployments() -> dict[str, dict[str, Any]]:
     }
 
 
-def test_every_role_and_the_coordinator_has_a_deployment() -> None:
-    assert set(deployments()) == {*ROLES, "coordinator"}
+def test_every_role_the_coordinator_and_the_api_have_a_deployment() -> None:
+    assert set(deployments()) == {*ROLES, "coordinator", "api"}
+
+
+def _container(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod spec of Deployment plantcrew-NAME and its one container."""
+    spec = deployments()[name]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    return spec, container
+
+
+def _probes_on(container: dict[str, Any], port: int) -> None:
+    """The container serves its probes on ``port`` (named ``probes``), the paths plantcrew's
+    processes answer (plantcrew/api/worker_probes.py, plantcrew/api/app.py)."""
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/startupz", "port": "probes"}
+    assert {"name": "probes", "containerPort": port} in container["ports"]
+    sources = {next(iter(s)): next(iter(s.values()))["name"] for s in container["envFrom"]}
+    assert sources == {"configMapRef": "plantcrew-env", "secretRef": "plantcrew-secrets"}
 
 
 @pytest.mark.parametrize("name", [*ROLES, "coordinator"])
 def test_deployment_probes_config_and_command(name: str) -> None:
-    spec = deployments()[name]["spec"]["template"]["spec"]
-    (container,) = spec["containers"]
+    spec, container = _container(name)
     args = container["args"]
-    assert args[:3] == ["worker", "--role", name] if name != "coordinator" else args[0] == name
-    assert args[args.index("--probe-port") + 1] == "9100"
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
-    assert container["startupProbe"]["httpGet"]["path"] == "/startupz"
-    assert {"name": "probes", "containerPort": 9100} in container["ports"]
-    sources = {next(iter(s)): next(iter(s.values()))["name"] for s in container["envFrom"]}
-    assert sources == {"configMapRef": "plantcrew-env", "secretRef": "plantcrew-secrets"}
+    # the CLI accepts the command line (raises naming the option or value it does not)
+    params = parse_command(args)
+    assert args[0] == ("coordinator" if name == "coordinator" else "worker")
+    if name != "coordinator":
+        assert params["role"] == [name]
+    assert params["probe_host"] == "0.0.0.0"
+    _probes_on(container, params["probe_port"])
     assert spec["securityContext"]["runAsNonRoot"] is True
-    # the CLI accepts every option the manifest passes
-    command = typer.main.get_command(_dev).commands[args[0]]  # type: ignore[attr-defined]
-    known = {o for p in command.params for o in p.opts}
-    assert {a for a in args if a.startswith("--")} <= known
-    if "--grace" in args:  # the drain ends before the kubelet's SIGKILL
-        assert float(args[args.index("--grace") + 1]) < spec["terminationGracePeriodSeconds"]
+    if "grace" in params:  # the drain ends before the kubelet's SIGKILL
+        assert params["grace"] < spec["terminationGracePeriodSeconds"]
+
+
+def test_the_api_service_is_deployed_and_reachable() -> None:
+    """``plantcrew serve`` is the only process that exposes the crew's figures from the
+    database (incidents, approvals pending and their wait, time to detect, recorded dead
+    letters, model calls: plantcrew/api/store_metrics.py) and the live agents; the alert rules
+    and the dashboard need it, and people approve through it."""
+    spec, container = _container("api")
+    params = parse_command(container["args"])
+    assert container["args"][0] == "serve"
+    assert params["host"] == "0.0.0.0"  # its default, 127.0.0.1, is unreachable from the pod
+    assert params["scenario"] is None  # the crew on the bus, not one in-process scenario
+    _probes_on(container, params["port"])
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    annotations = deployments()["api"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(params["port"])
+    (service,) = [d for d in documents() if d["kind"] == "Service"]
+    labels = deployments()["api"]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= {params["port"], "probes"}
+
+
+def test_scrape_annotations_name_the_probe_port() -> None:
+    for name, dep in deployments().items():
+        meta = dep["spec"]["template"]["metadata"]
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        ports = {p["containerPort"] for p in container["ports"]}
+        assert int(meta["annotations"]["prometheus.io/port"]) in ports, name
+        assert meta["annotations"]["prometheus.io/path"] == "/metrics", name
+
+
+def test_selectors_match_the_pods_they_select() -> None:
+    deps = deployments()
+    for name, dep in deps.items():
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items(), name
+    pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in deps.values()]
+    for pdb in (d for d in documents() if d["kind"] == "PodDisruptionBudget"):
+        wanted = pdb["spec"]["selector"]["matchLabels"].items()
+        assert sum(wanted <= labels.items() for labels in pod_labels) == 1, pdb["metadata"]
+    for hpa in (d for d in documents() if d["kind"] == "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]["name"].removeprefix("plantcrew-")
+        (container,) = deps[target]["spec"]["template"]["spec"]["containers"]
+        # CPU utilization is measured against the request: without one the HPA cannot scale
+        for metric in hpa["spec"]["metrics"]:
+            assert container["resources"]["requests"][metric["resource"]["name"]], target
+
+
+def test_environment_names_are_ones_plantcrew_reads() -> None:
+    """Every variable the ConfigMap sets, and every one the Secret is made with (the example
+    and the command in kustomization.yaml), is read by plantcrew (a misspelt name is
+    silently ignored: the process runs on its default)."""
+    read = env_read()
+    (cm,) = [d for d in documents() if d["kind"] == "ConfigMap"]
+    assert set(cm["data"]) <= read
+    secret = yaml.safe_load((K8S / "secret.example.yaml").read_text())
+    assert set(secret["stringData"]) <= read | provider_keys()
+    literals = re.findall(r"--from-literal=(\w+)=", (K8S / "kustomization.yaml").read_text())
+    assert literals
+    assert set(literals) <= read
+    assert {"PLANTCREW_DB_URL", "PLANTCREW_APPROVAL_SECRET"} <= set(literals)
 
 
 def test_task_roles_scale_and_singletons_do_not() -> None:
