@@ -33,7 +33,8 @@ Handler = Callable[[Message], Awaitable[Message | None]]
 """A subscriber: gets a validated message; may return a reply (used by ``request``)."""
 
 DURABLE_PREFIXES = ("crew.events", "crew.tasks.", "crew.dlq")
-_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+NAME = re.compile(r"[A-Za-z0-9_\-]+")
+"""A subject token, group, queue group or namespace (whole string: ``NAME.fullmatch``)."""
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,19 @@ def check_subject(subject: str, *, pattern: bool = False) -> str:
     for i, tok in enumerate(tokens):
         if pattern and (tok == "*" or (tok == ">" and i == len(tokens) - 1)):
             continue
-        if not _TOKEN.match(tok):
+        if not NAME.fullmatch(tok):
             raise BusError(f"bad subject {subject!r}: token {i + 1} {tok!r}")
     return subject
+
+
+def check_name(name: str, what: str) -> str:
+    """Validate a consumer group or queue group name (``what`` says which); returns it.
+
+    Raises BusError unless ``name`` is ``[A-Za-z0-9_-]+``.
+    """
+    if not NAME.fullmatch(name):
+        raise BusError(f"bad {what} {name!r}: use [A-Za-z0-9_-]")
+    return name
 
 
 def subject_matches(pattern: str, subject: str) -> bool:

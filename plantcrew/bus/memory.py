@@ -24,6 +24,7 @@ from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
     DurableOptions,
     Handler,
+    check_name,
     check_subject,
     dead_letter,
     is_durable,
@@ -192,7 +193,7 @@ class MemoryBus:
 
     # ---- publish -------------------------------------------------------------------------
     async def publish(self, msg: Message, subject: str | None = None) -> None:
-        subject = subject or msg.subject
+        subject = msg.subject if subject is None else subject
         durable = self._durable.get(subject)
         if durable is None:
             durable = self._check(subject)
@@ -267,6 +268,8 @@ class MemoryBus:
         check_subject(subject, pattern=True)
         if is_durable(subject):
             raise BusError(f"{subject!r} is a durable subject: use consume()")
+        if queue is not None:
+            check_name(queue, "queue group")
         sub = _PlainSub(self, subject, handler, queue)
         self._plain.append(sub)
         self._routes.clear()
@@ -283,6 +286,7 @@ class MemoryBus:
         check_subject(subject)
         if not is_durable(subject):
             raise BusError(f"{subject!r} is not a durable subject: use subscribe()")
+        check_name(group, "group name")
         stream = self._streams.setdefault(subject, _Stream())
         grp = stream.groups.get(group)
         if grp is None:
@@ -295,7 +299,7 @@ class MemoryBus:
         return member
 
     async def request(self, msg: Message, *, timeout: float = 5.0) -> Message:
-        if is_durable(msg.subject):
+        if is_durable(check_subject(msg.subject)):
             raise BusError("request/reply runs on plain subjects only")
         inbox = f"_inbox.{id(self)}.{next(self._inbox_ids)}"
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlparse, urlunparse
@@ -64,8 +63,10 @@ from pydantic import ValidationError
 
 from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
+    NAME,
     DurableOptions,
     Handler,
+    check_name,
     check_subject,
     dead_letter,
     is_durable,
@@ -77,7 +78,6 @@ from plantcrew.messages import Message, Subjects
 log = structlog.get_logger("plantcrew.bus.nats")
 
 _VALIDATE_JSON = Message.__pydantic_validator__.validate_json
-_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _SUBJECT_CACHE_LIMIT = 10_000
 _FETCH_EXPIRY_S = 2.0
 _RETRY_PAUSE_S = 0.25
@@ -129,7 +129,7 @@ class NatsSettings:
         if unknown:
             raise BusError(f"unknown query parameter(s) {sorted(unknown)} in {url!r}")
         namespace = query.get("namespace", "")
-        if namespace and not _NAME.match(namespace):
+        if namespace and not NAME.fullmatch(namespace):
             raise BusError(f"bad namespace {namespace!r} in {url!r}: use [A-Za-z0-9_-]")
         sync = query.get("sync", "")
         if sync not in ("", "always", "interval"):
@@ -447,7 +447,7 @@ class NatsBus:
         """Send ``msg``; on a durable subject, wait until JetStream stored it (or it was a
         repeat of a stored id). Raises BusError when not stored within ``publish_timeout``."""
         # the telemetry hot path: a cached subject lookup, one serialization, one buffer append
-        subject = subject or msg.subject
+        subject = msg.subject if subject is None else subject
         msg = tracing.stamp(msg, subject)
         hit = self._subjects.get(subject)
         wire, durable = hit if hit is not None else self._resolve(subject)
@@ -506,8 +506,8 @@ class NatsBus:
         check_subject(subject, pattern=True)
         if is_durable(subject):
             raise BusError(f"{subject!r} is a durable subject: use consume()")
-        if queue is not None and not _NAME.match(queue):
-            raise BusError(f"bad queue group {queue!r}: use [A-Za-z0-9_-]")
+        if queue is not None:
+            check_name(queue, "queue group")
         sub = _PlainSub(self, subject, handler)
         sub.sub = await self._nc_or_raise().subscribe(
             self.settings.prefix + subject, queue=queue or "", cb=sub.on_msg
@@ -528,8 +528,7 @@ class NatsBus:
         check_subject(subject)
         if not is_durable(subject):
             raise BusError(f"{subject!r} is not a durable subject: use subscribe()")
-        if not _NAME.match(group):
-            raise BusError(f"bad group name {group!r}: use [A-Za-z0-9_-]")
+        check_name(group, "group name")
         options = options or DurableOptions()
         consumer = f"{group}__{subject.replace('.', '_')}"
         member = _Member(self, subject, consumer, handler, options)

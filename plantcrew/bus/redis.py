@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import re
 import socket
 import time
 import uuid
@@ -67,8 +66,10 @@ from redis.retry import Retry
 
 from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
+    NAME,
     DurableOptions,
     Handler,
+    check_name,
     check_subject,
     dead_letter,
     is_durable,
@@ -81,7 +82,6 @@ from plantcrew.messages import Message, Subjects
 log = structlog.get_logger("plantcrew.bus.redis")
 
 _VALIDATE_JSON = Message.__pydantic_validator__.validate_json
-_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 _SUBJECT_CACHE_LIMIT = 10_000
 _INBOX_LIMIT = 100_000  # queued plain deliveries per subscription before the oldest is dropped
@@ -185,7 +185,7 @@ class RedisSettings:
         if unknown:
             raise BusError(f"unknown query parameter(s) {sorted(unknown)} in {redacted(url)!r}")
         namespace = query.get("namespace", "")
-        if namespace and not _NAME.match(namespace):
+        if namespace and not NAME.fullmatch(namespace):
             raise BusError(f"bad namespace {namespace!r} in {redacted(url)!r}: use [A-Za-z0-9_-]")
         sync = query.get("sync", "")
         if sync not in ("", "always", "everysec"):
@@ -585,7 +585,7 @@ class RedisBus:
     async def publish(self, msg: Message, subject: str | None = None) -> None:
         """Send ``msg``; on a durable subject, wait until Redis stored it (or it was a repeat
         of a stored id). Raises BusError when not stored within ``publish_timeout``."""
-        subject = subject or msg.subject
+        subject = msg.subject if subject is None else subject
         msg = tracing.stamp(msg, subject)
         wire, durable = self._resolve(subject)
         if durable:
@@ -765,8 +765,8 @@ class RedisBus:
         check_subject(subject, pattern=True)
         if is_durable(subject):
             raise BusError(f"{subject!r} is a durable subject: use consume()")
-        if queue is not None and not _NAME.match(queue):
-            raise BusError(f"bad queue group {queue!r}: use [A-Za-z0-9_-]")
+        if queue is not None:
+            check_name(queue, "queue group")
         self._r_or_raise()
         sub = _PlainSub(self, subject, handler, queue)
         self._plain.append(sub)
@@ -828,8 +828,7 @@ class RedisBus:
         check_subject(subject)
         if not is_durable(subject):
             raise BusError(f"{subject!r} is not a durable subject: use subscribe()")
-        if not _NAME.match(group):
-            raise BusError(f"bad group name {group!r}: use [A-Za-z0-9_-]")
+        check_name(group, "group name")
         member = _Member(self, subject, group, handler, options or DurableOptions())
         try:
             await self._ensure_group(member.key, group)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from plantcrew.bus import Bus, DurableOptions, connect
+from plantcrew.errors import BusError
 from plantcrew.messages import (
     AgentHeartbeat,
     Capability,
@@ -355,3 +356,50 @@ async def test_malformed_bytes_are_quarantined_with_field_names(bus: Bus, subjec
     assert "payload.telemetry.reading.readings.0.value" in letter.reason
     assert letter.raw.encode() == raw
     assert good == []
+
+
+# a space, an empty token (inside, first, last, or the whole subject), a wildcard where a
+# subject is needed, a character outside [A-Za-z0-9_-], a trailing newline (NATS's protocol
+# is line based: a subject ending in one corrupts the connection's command stream)
+BAD_SUBJECTS = [
+    "telemetry.pump 1",
+    "telemetry..pump1",
+    ".telemetry",
+    "crew.tasks.",
+    "",
+    "telemetry.pümp",
+    "telemetry.pump1\n",
+    "crew.tasks.diagnose\n",
+]
+BAD_NAMES = ["two words", "a.b", "g\n", ""]
+
+
+async def test_bad_subjects_are_refused_alike_before_anything_is_sent(bus: Bus) -> None:
+    async def handler(msg: Message) -> None:
+        return None
+
+    for subject in [*BAD_SUBJECTS, "telemetry.*", "telemetry.>", "crew.tasks.>"]:
+        with pytest.raises(BusError, match="bad subject"):
+            await bus.publish(telemetry(), subject)
+        with pytest.raises(BusError, match="bad subject"):
+            await bus.publish_raw(subject, b"{}")
+        with pytest.raises(BusError, match="bad subject"):
+            await bus.consume(subject, handler, group="g", options=FAST)
+    for pattern in [*BAD_SUBJECTS, "telemetry.>.pump1", "telemetry.pump*"]:
+        with pytest.raises(BusError, match="bad subject"):
+            await bus.subscribe(pattern, handler)
+    for name in BAD_NAMES:
+        with pytest.raises(BusError, match="bad group name"):
+            await bus.consume(Subjects.EVENTS, handler, group=name, options=FAST)
+        with pytest.raises(BusError, match="bad queue group"):
+            await bus.subscribe("telemetry.>", handler, queue=name)
+    # the bus (its connection, on a broker) is unharmed
+    got: list[Message] = []
+
+    async def keep(msg: Message) -> None:
+        got.append(msg)
+
+    await bus.subscribe("telemetry.>", keep)
+    await asyncio.sleep(0.1)
+    await bus.publish(telemetry())
+    await until(lambda: len(got) == 1)
