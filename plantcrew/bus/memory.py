@@ -67,14 +67,14 @@ class _PlainSub:
     def __init__(self, bus: MemoryBus, pattern: str, handler: Handler, queue: str | None):
         self.bus, self.pattern, self.handler, self.queue_group = bus, pattern, handler, queue
         self.handler = tracing.instrument_handler(handler, subject=pattern, group=queue)
-        self.inbox: asyncio.Queue[tuple[bytes, str | None]] = asyncio.Queue()
+        self.inbox: asyncio.Queue[tuple[str, bytes, str | None]] = asyncio.Queue()
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
-            data, reply_to = await self.inbox.get()
+            subject, data, reply_to = await self.inbox.get()
             try:
-                await self.bus._deliver_plain(self, data, reply_to)
+                await self.bus._deliver_plain(self, subject, data, reply_to)
             finally:
                 self.bus._done()
 
@@ -234,14 +234,14 @@ class MemoryBus:
         for sub in subs:
             if sub.queue_group is None:
                 self._busy()
-                sub.inbox.put_nowait((data, reply_to))
+                sub.inbox.put_nowait((subject, data, reply_to))
             elif sub.queue_group not in seen_groups:
                 seen_groups.add(sub.queue_group)
                 members = [s for s in subs if s.queue_group == sub.queue_group]
                 counter = self._rr.setdefault(sub.queue_group, itertools.count())
                 chosen = members[next(counter) % len(members)]
                 self._busy()
-                chosen.inbox.put_nowait((data, reply_to))
+                chosen.inbox.put_nowait((subject, data, reply_to))
 
     def _store(self, subject: str, data: bytes, msg_id: str | None) -> None:
         stream = self._streams.setdefault(subject, _Stream())
@@ -318,10 +318,12 @@ class MemoryBus:
             await sub.unsubscribe()
 
     # ---- delivery ------------------------------------------------------------------------
-    async def _deliver_plain(self, sub: _PlainSub, data: bytes, reply_to: str | None) -> None:
+    async def _deliver_plain(
+        self, sub: _PlainSub, subject: str, data: bytes, reply_to: str | None
+    ) -> None:
         msg, reason = parse_or_reason(data)
         if msg is None:
-            self._quarantine(sub.pattern, data, reason or "invalid")
+            self._quarantine(subject, data, reason or "invalid")
             return
         try:
             reply = await sub.handler(msg)

@@ -353,6 +353,7 @@ async def test_malformed_bytes_are_quarantined_with_field_names(bus: Bus, subjec
     await until(lambda: len(dead) == 1)
     letter = dead[0].payload
     assert isinstance(letter, DeadLetter) and letter.quarantined
+    assert letter.original_subject == subject  # where it was sent, not the pattern it matched
     assert "payload.telemetry.reading.readings.0.value" in letter.reason
     assert letter.raw.encode() == raw
     assert good == []
