@@ -18,6 +18,9 @@ class ApiSettings(BaseSettings):
     rate_per_s: float = Field(20.0, gt=0, description="requests per second per token")
     burst: int = Field(60, ge=1, description="bucket size: requests a token may burst")
     idempotency_ttl_s: float = Field(86_400.0, gt=0, description="how long keys are remembered")
+    idempotency_purge_s: float = Field(
+        60.0, gt=0, description="at most this often a keyed POST purges expired keys"
+    )
     max_batches: int = Field(1000, ge=1, description="telemetry batches per ingest request")
     sse_poll_s: float = Field(0.5, gt=0, description="how often a stream looks for news")
     sse_keepalive_s: float = Field(15.0, gt=0, description="comment line when nothing happened")

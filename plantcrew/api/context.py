@@ -31,6 +31,7 @@ class ApiContext:
     router: Any = None
     bus: Bus | None = None
     started: bool = False
+    keys_purge_due: float = 0.0  # monotonic s: a keyed POST then purges expired keys
     limiter: RateLimiter = field(init=False)
     agents: AgentDirectory = field(init=False)
     probe: BusProbe = field(default_factory=BusProbe)

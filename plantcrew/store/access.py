@@ -267,17 +267,27 @@ class AccessStore:
         return hashlib.sha256(f"{token_id}|{key}".encode()).hexdigest()
 
     def begin_request(
-        self, token_id: str, key: str, fingerprint: str, *, now: datetime | None = None
+        self,
+        token_id: str,
+        key: str,
+        fingerprint: str,
+        *,
+        now: datetime | None = None,
+        ttl: timedelta | None = None,
     ) -> IdempotencyRecord | None:
         """Claim ``key`` for a new request: None when claimed now (go ahead), else the record
-        of the earlier request with this key (in progress or done)."""
+        of the earlier request with this key (in progress or done). With ``ttl``, a record
+        older than that is forgotten (the key is claimed anew), purged or not."""
         rec_id = self.idempotency_id(token_id, key)
         now = now or datetime.now(UTC)
         try:
             with self.db.tx() as s:
                 found = s.get(IdempotencyRecord, rec_id)
-                if found is not None:
+                if found is not None and (ttl is None or _utc(found.created_at) >= now - ttl):
                     return found
+                if found is not None:
+                    s.delete(found)
+                    s.flush()
                 s.add(
                     IdempotencyRecord(
                         id=rec_id,
@@ -312,13 +322,24 @@ class AccessStore:
                 )
             )
 
-    def purge_requests(self, older_than: timedelta, *, now: datetime | None = None) -> int:
-        """Delete idempotency records older than ``older_than``; returns how many."""
+    def purge_requests(
+        self, older_than: timedelta, *, now: datetime | None = None, limit: int | None = None
+    ) -> int:
+        """Delete idempotency records older than ``older_than`` (at most ``limit`` of them,
+        oldest first, so one call costs a bounded statement); returns how many."""
         cutoff = (now or datetime.now(UTC)) - older_than
-        with self.db.tx() as s:
-            res = s.execute(
-                delete(IdempotencyRecord).where(col(IdempotencyRecord.created_at) < cutoff)
+        expired = col(IdempotencyRecord.created_at) < cutoff
+        stmt = delete(IdempotencyRecord).where(expired)
+        if limit is not None:
+            oldest = (
+                select(IdempotencyRecord.id)
+                .where(expired)
+                .order_by(col(IdempotencyRecord.created_at))
+                .limit(limit)
             )
+            stmt = delete(IdempotencyRecord).where(col(IdempotencyRecord.id).in_(oldest))
+        with self.db.tx() as s:
+            res = s.execute(stmt)
             return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import select
 
 from plantcrew.api.ratelimit import RateLimiter
 from plantcrew.messages import Message
 from plantcrew.store import ApprovalVote
+from plantcrew.store.access import IdempotencyRecord
 from tests.api.conftest import Api, seed_pending_approval
 
 BATCH = {
@@ -125,3 +128,38 @@ def test_concurrent_claims_of_one_key_run_once(api: Api) -> None:
 
     results = asyncio.run(both())
     assert sum(1 for r in results if r is None) == 1
+
+
+def _claim_old(api: Api, token: str, key: str, age: timedelta, fp: str = "fp") -> None:
+    """A request with ``key`` answered ``age`` ago (as an earlier API process left it)."""
+    token_id = api.tokens[token].split("_")[1]
+    access = api.ctx.access
+    assert access.begin_request(token_id, key, fp, now=datetime.now(UTC) - age) is None
+    access.finish_request(token_id, key, 202, json.dumps({"accepted": 9, "rejected": []}))
+
+
+def _keys(api: Api) -> set[str]:
+    with api.store.tx() as s:
+        return {r.key for r in s.exec(select(IdempotencyRecord)).all()}
+
+
+def test_expired_keys_are_purged_while_the_api_runs(api: Api) -> None:
+    ttl = timedelta(seconds=api.ctx.settings.idempotency_ttl_s)
+    for i in range(3):
+        _claim_old(api, "operator", f"old-{i}", ttl + timedelta(minutes=1))
+    _claim_old(api, "operator", "recent", ttl - timedelta(minutes=1))
+    hdr = api.h("operator", **{"Idempotency-Key": "new-1"})
+    assert api.client.post("/api/v1/telemetry", headers=hdr, json={"batches": [BATCH]}).is_success
+    assert _keys(api) == {"recent", "new-1"}
+
+
+def test_a_key_past_its_ttl_is_a_new_request(api: Api) -> None:
+    ttl = timedelta(seconds=api.ctx.settings.idempotency_ttl_s)
+    api.ctx.keys_purge_due = float("inf")  # no purge: the claim itself must see the expiry
+    _claim_old(api, "operator", "reused", ttl + timedelta(seconds=5), fp="another request")
+    hdr = api.h("operator", **{"Idempotency-Key": "reused"})
+    r = api.client.post("/api/v1/telemetry", headers=hdr, json={"batches": [BATCH]})
+    assert r.status_code == 202, r.text
+    assert r.json() == {"accepted": 1, "rejected": []} and "idempotent-replayed" not in r.headers
+    again = api.client.post("/api/v1/telemetry", headers=hdr, json={"batches": [BATCH]})
+    assert again.headers["idempotent-replayed"] == "true"
