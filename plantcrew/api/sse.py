@@ -100,7 +100,10 @@ async def events(
         floor = cursor  # the client has (or did not want) everything up to here
         sent_recent: deque[int] = deque(maxlen=4 * LOOKBACK)
         sent_set: set[int] = set()
-        yield f"retry: 2000\n: stream from seq {cursor}\n\n"
+        # the opening names the cursor as the event id: a client that loses the line before
+        # any event reconnects with it (EventSource keeps an id even without data) and
+        # misses nothing, instead of starting again from a later "now"
+        yield f"retry: 2000\nid: {cursor}\n: stream from seq {cursor}\n\n"
         quiet = 0.0
         count = 0
         loop = asyncio.get_running_loop()
