@@ -7,9 +7,11 @@ one :class:`~plantcrew.messages.TelemetryBatch` per device per data row, in file
 :meth:`CsvReplaySource.replay` paces them at plant speed, at a multiple of it, or as fast as
 possible, through a ``sleep`` the caller chooses (``asyncio.sleep``, or a simulated clock's).
 
-A row with a bad value or timestamp is reported in :attr:`CsvReplaySource.problems` (file, row,
-column, reason) and skipped; :attr:`CsvReplaySource.skipped` counts them. A missing file or a
-mapped column absent from the header raises :class:`CsvReplayError`.
+A row with a bad value or timestamp, or a timestamp before the previous row's (a replay's
+time never runs backwards; equal timestamps are kept), is reported in
+:attr:`CsvReplaySource.problems` (file, line, row, column, reason) and skipped;
+:attr:`CsvReplaySource.skipped` counts them. A missing file or a mapped column absent from the
+header raises :class:`CsvReplayError`.
 
 :func:`skab_preset` maps the Skoltech Anomaly Benchmark's pump files (github.com/waico/SKAB:
 ``;``-separated, CRLF, ``datetime`` as ``%Y-%m-%d %H:%M:%S``) to the canonical pump sensors.
@@ -137,9 +139,11 @@ class CsvReplaySource:
                     )
                 ts_idx = index[spec.timestamp_column]
             t0: float | None = None
+            last: tuple[float, str] | None = None  # the latest row's time and its text
+            end = reader.line_num  # file lines read so far (a quoted field may span lines)
             for row, fields in enumerate(reader):
+                line, end = end + 1, reader.line_num  # the row's first line
                 self.rows_read += 1
-                line = row + 2
                 if not fields or all(not f.strip() for f in fields):
                     self._problem(row, line, None, "empty line", fields)
                     continue
@@ -148,21 +152,28 @@ class CsvReplaySource:
                         row, line, None, f"{len(fields)} fields, header has {len(header)}", fields
                     )
                     continue
+                stamp = "" if ts_idx is None else fields[ts_idx].strip()
                 if ts_idx is None:
                     t = row * spec.sample_period_s
                 else:
                     try:
-                        t = self._parse_ts(fields[ts_idx])
+                        t = self._parse_ts(stamp)
                     except ValueError as exc:
                         self._problem(row, line, spec.timestamp_column, str(exc), fields)
                         continue
                 if t0 is None:
                     t0 = t
-                if t < t0:
+                if last is not None and t < last[0]:
                     self._problem(
-                        row, line, spec.timestamp_column, "timestamp before first row", fields
+                        row,
+                        line,
+                        spec.timestamp_column,
+                        f"timestamp {stamp!r} is before the previous row's {last[1]!r} "
+                        "(a replay's time never runs backwards)",
+                        fields,
                     )
                     continue
+                last = (t, stamp)
                 batches = self._row_batches(row, line, fields, cols, t - t0)
                 if batches is not None:
                     yield from batches

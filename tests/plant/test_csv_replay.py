@@ -127,3 +127,34 @@ async def test_replay_paces_by_speed(tmp_path, speed, waits):
 def test_speed_must_be_positive(tmp_path):
     with pytest.raises(ValueError):
         spec_for(tmp_path / "x.csv", speed=-1.0)
+
+
+def test_a_row_older_than_the_row_before_it_is_reported_and_skipped(tmp_path):
+    # a historian export out of order (or a clock set back): time never runs backwards in a
+    # replay, so the late row is a problem with its file line, and the rows after it flow
+    p = tmp_path / "plant.csv"
+    p.write_text(
+        "time;Flow;T\n"
+        "2024-01-01 00:00:00;1;2\n"
+        "2024-01-01 00:00:05;1;2\n"
+        "2024-01-01 00:00:03;1;2\n"
+        "2024-01-01 00:00:05;1;2\n"
+        "2024-01-01 00:00:06;1;2\n"
+    )
+    spec = spec_for(p, columns={"Flow": ColumnMap(device_id="pump1", sensor="flow_rate")})
+    source = CsvReplaySource(spec)
+    assert [(b.row, b.readings[0].ts) for b in source] == [(0, 0.0), (1, 5.0), (3, 5.0), (4, 6.0)]
+    [problem] = source.problems
+    assert (problem.row, problem.line, problem.column) == (2, 4, "time")
+    assert "before the previous row" in problem.reason and "00:00:05" in problem.reason
+
+
+def test_problem_lines_count_the_lines_of_quoted_multi_line_fields(tmp_path):
+    p = tmp_path / "plant.csv"
+    p.write_text('time,Flow,note\n2024-01-01 00:00:00,1,"two\nlines"\n2024-01-01 00:00:01,bad,x\n')
+    spec = spec_for(p, sep=",", columns={"Flow": ColumnMap(device_id="pump1", sensor="flow_rate")})
+    source = CsvReplaySource(spec)
+    assert [b.row for b in source] == [0]
+    [problem] = source.problems
+    assert (problem.row, problem.line) == (1, 4)
+    assert str(problem).startswith(f"{p}:4 (row 1) column 'Flow'")

@@ -113,14 +113,21 @@ def test_a_file_the_scenario_names_that_is_missing_exits_2_naming_its_line(
     assert f"{tmp_path / 'nope'}" in proc.stderr and "not found" in proc.stderr
 
 
+SKAB_HEADER = (
+    "datetime;Accelerometer1RMS;Accelerometer2RMS;Current;Pressure;Temperature;"
+    "Thermocouple;Voltage;Volume Flow RateRMS;anomaly;changepoint"
+)
+
+
+def skab_rows(seconds: list[int]) -> list[str]:
+    """SKAB-format rows of a steady pump at these seconds after 2020-03-09 10:34:00."""
+    row = "2020-03-09 10:34:{:02d};0.027;0.039;2.5;0.05;75.5;25.8;230;32.0;0;0"
+    return [row.format(s) for s in seconds]
+
+
 async def test_bad_csv_rows_are_dead_lettered_and_good_rows_flow(tmp_path: Path) -> None:
-    header = (
-        "datetime;Accelerometer1RMS;Accelerometer2RMS;Current;Pressure;Temperature;"
-        "Thermocouple;Voltage;Volume Flow RateRMS;anomaly;changepoint"
-    )
-    rows = [
-        f"2020-03-09 10:34:{s:02d};0.027;0.039;2.5;0.05;75.5;25.8;230;32.0;0;0" for s in range(30)
-    ]
+    header = SKAB_HEADER
+    rows = skab_rows(list(range(30)))
     rows[5] = rows[5].replace(";2.5;", ";two;")
     rows[10] = "yesterday" + rows[10][len("2020-03-09 10:34:10") :]
     rows[15] = rows[15].replace(";32.0;", ";nan;")
@@ -146,6 +153,27 @@ async def test_bad_csv_rows_are_dead_lettered_and_good_rows_flow(tmp_path: Path)
     for letter, (expected, raw) in zip(letters, where, strict=True):
         assert expected in letter.reason
         assert letter.raw == raw
+
+
+def test_a_csv_row_out_of_time_order_is_dead_lettered_not_a_crash(tmp_path: Path) -> None:
+    # the replay's clock cannot go back: the run stopped with "cannot move a SimClock from
+    # t=5.0 back to t=3.0" (exit 3, no file or line)
+    rows = skab_rows([0, 1, 2, 5, 3, 6, 7])
+    (tmp_path / "pump.csv").write_text("\n".join([SKAB_HEADER, *rows]) + "\n")
+    scenario = tmp_path / "replay.yaml"
+    scenario.write_text(
+        "name: replay\nduration_s: 100\ntelemetry: {source: csv, preset: skab, path: pump.csv}\n"
+        "expect:\n  incidents: 0\n"
+    )
+    db_url = f"sqlite:///{tmp_path / 'r.db'}"
+    proc = cli("run", str(scenario), "--json", "--db", db_url)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["plant_seconds"] == 7
+    store = Store(db_url)
+    [letter] = store.dead_letters(json.loads(proc.stdout)["run_id"])
+    store.dispose()
+    assert "pump.csv:6 (row 4) column 'datetime'" in letter.reason
+    assert "before the previous row" in letter.reason and letter.raw == rows[4]
 
 
 def config_with_unknown_model_group(tmp_path: Path) -> tuple[Path, str]:
