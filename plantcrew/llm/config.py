@@ -18,10 +18,14 @@ Shape (see the shipped ``config/models.yaml`` for a commented example)::
       per_day_usd: 20
 
 Deployments that share an ``order`` are load-balanced by ``weight``; a failing order level falls
-back to the next one (litellm's order-based fallback), then to the group's ``fallbacks``. When
-``router.playbook_last_resort`` is true (the default) every group that does not end with a
-playbook deployment gets ``playbook/default`` appended as its last order level, so a step
-always gets an answer offline.
+back to the next one (litellm's order-based fallback). When ``router.playbook_last_resort`` is
+true (the default) every group that does not end with a playbook deployment gets
+``playbook/default`` appended as its last order level, so a step always gets an answer offline.
+
+A group with model deployments is tried along its *chain* (:meth:`ModelsConfig.chain`): its own
+order levels, then the model deployments of its ``router.fallbacks`` groups (depth first, each
+group once, at most ``max_fallbacks`` groups), and only then its playbook: the playbook is the
+last fallback. A group served by the playbook alone keeps it as its model.
 
 Errors: :func:`load_models_config` raises :class:`~plantcrew.errors.ConfigError` naming file,
 line and field.
@@ -43,6 +47,9 @@ from plantcrew.settings import get_settings
 PURPOSES = ("triage", "reasoning", "review")
 PLAYBOOK_PREFIX = "playbook/"
 DEFAULT_PLAYBOOK_MODEL = "playbook/default"
+# the litellm id of a deployment another group's chain takes in: "<group>><name>" (">" is
+# in no group or deployment name)
+CHAIN_SEP = ">"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
 
 
@@ -137,7 +144,10 @@ class RouterSettings(_Strict):
     deployment down at once, for its ``Retry-After``. ``cooldown_time_s: 0`` disables
     cooldowns. ``fallbacks``,
     ``context_window_fallbacks`` and ``content_policy_fallbacks`` map a group to the groups
-    tried after it for any error / a too-long prompt / a refused prompt.
+    tried after it for any error / a too-long prompt / a refused prompt. The ``fallbacks``
+    groups' model deployments are tried after the group's own and before its playbook (see
+    :meth:`ModelsConfig.chain`); ``max_fallbacks`` caps how many groups a chain takes in, and
+    the group hops of a context-window or content-policy fallback.
     """
 
     num_retries: int = Field(1, ge=0, le=10)
@@ -180,6 +190,48 @@ class ModelsConfig(_Strict):
     def skipped(self, group: str) -> list[tuple[str, str]]:
         """``(deployment name, reason)`` of the deployments of ``group`` left out."""
         return _resolve(self, group)[1]
+
+    def fallback_groups(self, group: str) -> list[str]:
+        """The groups ``group`` falls back to for any error, in the order they are tried: its
+        ``router.fallbacks``, each followed by its own fallbacks (depth first), each group once,
+        ``group`` itself never, at most ``router.max_fallbacks`` of them. KeyError if unknown."""
+        if group not in self.groups:
+            raise KeyError(group)
+        out: list[str] = []
+
+        def walk(g: str) -> None:
+            for target in self.router.fallbacks.get(g, []):
+                if target != group and target not in out and len(out) < self.router.max_fallbacks:
+                    out.append(target)
+                    walk(target)
+
+        walk(group)
+        return out
+
+    def chain(self, group: str) -> list[tuple[Deployment, int]]:
+        """Every deployment a call to ``group`` may be served by, in the order tried, with its
+        order level in that chain (1 = first): ``[(deployment, level), ...]``.
+
+        A group with model deployments: its own active deployments by ``order`` (a trailing
+        playbook level excepted), then the active model deployments of its
+        :meth:`fallback_groups` (each group's levels after the previous group's), then its
+        trailing playbook level (the last fallback). A group with no active model deployment:
+        its own deployments (the playbook is its model). KeyError for an unknown group.
+        """
+        own = self.active(group)
+        if all(d.is_playbook for d in own):
+            return [(d, d.order or 1) for d in own]
+        last = own[-1].order
+        tail = [d for d in own if d.order == last]
+        if not all(d.is_playbook for d in tail):
+            tail = []
+        out = [(d, d.order or 1) for d in own if d not in tail]
+        level = max(lv for _, lv in out)
+        for target in self.fallback_groups(group):
+            models = [d for d in self.active(target) if not d.is_playbook]
+            out += [(d, level + (d.order or 1)) for d in models]
+            level = max([level, *(lv for _, lv in out)])
+        return out + [(d, level + 1) for d in tail]
 
 
 def _resolve(cfg: ModelsConfig, group: str) -> tuple[list[Deployment], list[tuple[str, str]]]:

@@ -1,9 +1,16 @@
 """``ModelRouter``: a litellm ``Router`` built from :class:`~plantcrew.llm.config.ModelsConfig`.
 
-Each group becomes one litellm model group (``model_name``) whose deployments carry their
-``order``, so litellm itself fails over from one order level to the next (order-based
-fallback), then to the group's configured ``fallbacks``; the playbook provider is registered
-once and is the last order level of every group (see :mod:`plantcrew.llm.config`).
+Each group becomes one litellm model group (``model_name``) holding its *chain*
+(:meth:`~plantcrew.llm.config.ModelsConfig.chain`), each deployment at its order level there,
+so litellm itself fails over from one level to the next (order-based fallback): the group's
+own deployments, then its ``fallbacks`` groups' model deployments, then its playbook, the last
+fallback. (litellm tries every order level of a group before the group's fallback groups, so
+a fallback group given to litellm as such would come after the playbook and never serve.) A
+deployment another group's chain takes in is a second litellm deployment, with the id
+``<group>><name>`` (:data:`CHAIN_SEP`): its circuit breaker and its ``rpm``/``tpm`` pacing
+there are its own; records, cooldown lists and errors name the deployment. Only the groups
+whose chain takes in nothing (a group served by the playbook alone) keep their ``fallbacks``
+as litellm fallback groups. The playbook provider is registered once.
 
 With ``router.playbook_direct`` (off by default), a group served by the playbook alone skips
 the Router when the playbook answers (:mod:`plantcrew.llm.direct`); the accounting below is
@@ -47,7 +54,7 @@ import structlog
 
 import plantcrew.settings  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm)
 from plantcrew.errors import ModelError
-from plantcrew.llm.config import Deployment, ModelsConfig, load_models_config
+from plantcrew.llm.config import CHAIN_SEP, Deployment, ModelsConfig, load_models_config
 from plantcrew.llm.direct import DirectPlaybook
 from plantcrew.llm.playbook import register_playbook_provider
 from plantcrew.messages import ModelCallInfo
@@ -103,13 +110,25 @@ class _FailureLog(CustomLogger):
         tag = (params.get("metadata") or {}).get(self.TAG)
         if not tag:
             return
-        exc = kwargs.get("exception")
-        code = getattr(exc, "status_code", None)
-        error = type(exc).__name__ + (f" ({code})" if code else "")
+        error = error_label(kwargs.get("exception"))
         name = str((params.get("model_info") or {}).get("id") or "unknown")
         with self._lock:
             if tag in self._open:
                 self._open[tag].append((name, error))
+
+
+def error_label(exc: BaseException | None) -> str:
+    """``"InternalServerError (500)"``: an attempt's error type and status; ``"connection
+    refused"`` when the connection was refused (litellm reports that as a 500)."""
+    seen: set[int] = set()
+    cause = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    code = getattr(exc, "status_code", None)
+    return type(exc).__name__ + (f" ({code})" if code else "")
 
 
 _failures: _FailureLog | None = None
@@ -150,8 +169,9 @@ class ModelRouter:
         )
         self._deployments: dict[str, Deployment] = {}
         self._group_of: dict[str, str] = {}
+        self._names: dict[str, str] = {}  # litellm deployment id -> deployment name
+        self._chains: dict[str, list[str]] = {}  # group -> litellm ids of its chain
         self._secrets: list[str] = []
-        model_list: list[dict[str, Any]] = []
         for group in config.groups:
             for name, why in config.skipped(group):
                 level = log.debug if why == "enabled: false" else log.info
@@ -160,7 +180,18 @@ class ModelRouter:
                 assert dep.name is not None
                 self._deployments[dep.name] = dep
                 self._group_of[dep.name] = group
-                model_list.append(self._entry(group, dep))
+        model_list: list[dict[str, Any]] = []
+        levels = 1  # order levels of the longest chain
+        for group in config.groups:
+            chain = config.chain(group)
+            levels = max(levels, len({level for _, level in chain}))
+            for dep, level in chain:
+                assert dep.name is not None
+                lid = dep.name if self._group_of[dep.name] == group else (
+                    f"{group}{CHAIN_SEP}{dep.name}")
+                self._names[lid] = dep.name
+                self._chains.setdefault(group, []).append(lid)
+                model_list.append(self._entry(group, dep, level=level, lid=lid))
         self._direct = {
             g: d
             for g in config.groups
@@ -168,6 +199,7 @@ class ModelRouter:
             and (d := DirectPlaybook.of(g, self.deployments(g), self.playbooks_path)) is not None
         }
         r = config.router
+        compiled = {g for g in config.groups if self.borrowed(g)}
         self.router = litellm.Router(
             model_list=model_list,
             num_retries=r.num_retries,
@@ -175,9 +207,11 @@ class ModelRouter:
             allowed_fails=r.allowed_fails,
             cooldown_time=r.cooldown_time_s,
             timeout=r.timeout_s,
-            max_fallbacks=r.max_fallbacks,
+            # litellm counts each order level it moves to as a fallback: a chain's levels
+            # come on top of the group hops max_fallbacks allows
+            max_fallbacks=r.max_fallbacks + levels,
             routing_strategy=r.routing_strategy,
-            fallbacks=[{k: v} for k, v in r.fallbacks.items()],
+            fallbacks=[{k: v} for k, v in r.fallbacks.items() if k not in compiled],
             context_window_fallbacks=[{k: v} for k, v in r.context_window_fallbacks.items()],
             content_policy_fallbacks=[{k: v} for k, v in r.content_policy_fallbacks.items()],
         )
@@ -188,8 +222,10 @@ class ModelRouter:
         """Build from ``models.yaml`` (default ``<config_dir>/models.yaml``); ConfigError if bad."""
         return cls(load_models_config(path), playbooks_path=playbooks_path)
 
-    def _entry(self, group: str, dep: Deployment) -> dict[str, Any]:
-        params: dict[str, Any] = {**dep.extra, "model": dep.model, "order": dep.order,
+    def _entry(self, group: str, dep: Deployment, *, level: int | None = None,
+               lid: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {**dep.extra, "model": dep.model,
+                                  "order": level if level is not None else dep.order,
                                   "weight": dep.weight}
         if dep.is_playbook:
             params["api_base"] = dep.api_base or self.playbooks_path
@@ -210,7 +246,7 @@ class ModelRouter:
         # when it differs from its own default, and otherwise cools a deployment down by
         # failure rate over a minute (1000 calls at 100 % failure), which never trips here.
         info: dict[str, Any] = {
-            "id": dep.name,
+            "id": lid or dep.name,
             "allowed_fails": (dep.allowed_fails if dep.allowed_fails is not None
                               else self.config.router.allowed_fails),
         }
@@ -243,6 +279,18 @@ class ModelRouter:
     def deployment(self, name: str) -> Deployment | None:
         """The active deployment called ``name``, or None."""
         return self._deployments.get(name)
+
+    def borrowed(self, group: str) -> list[str]:
+        """Names of the deployments of other groups that ``group``'s chain takes in (tried
+        after its own, before its playbook), in order."""
+        self.check_group(group)
+        return [self._names[lid] for lid in self._chains.get(group, [])
+                if self._group_of[self._names[lid]] != group]
+
+    def name_of(self, model_id: str) -> str:
+        """The deployment name of a litellm deployment id (``<group>><name>`` for a
+        deployment in another group's chain); an unknown id is returned as it is."""
+        return self._names.get(model_id, model_id)
 
     def litellm_params(self, name: str) -> dict[str, Any]:
         """A copy of the litellm parameters of active deployment ``name`` (it holds the API
@@ -296,7 +344,7 @@ class ModelRouter:
             )
         except BaseException as exc:
             await asyncio.sleep(0)
-            attempts = self._failures.end(tag)
+            attempts = self.named(self._failures.end(tag))
             if isinstance(exc, Exception):
                 info = self.failure_info(group, messages, exc, time.perf_counter() - start,
                                          attempts)
@@ -305,7 +353,8 @@ class ModelRouter:
                             error=info.error)
             raise
         latency = time.perf_counter() - start
-        attempts = self.with_cooldowns(group, self._failures.end(tag))
+        attempts = self.with_cooldowns(group, self.named(self._failures.end(tag)),
+                                       served=self.served_by(response)[0])
         choice = response.choices[0]
         text = choice.message.content or ""
         tool_calls = getattr(choice.message, "tool_calls", None)
@@ -341,11 +390,12 @@ class ModelRouter:
         except Exception as exc:
             await asyncio.sleep(0)
             exc.plantcrew_call = self.failure_info(  # type: ignore[attr-defined]
-                group, messages, exc, time.perf_counter() - start, self._failures.end(tag))
+                group, messages, exc, time.perf_counter() - start,
+                self.named(self._failures.end(tag)))
             raise
         finally:
-            attempts = self._failures.end(tag)  # empty when the except clause ended it
-        return stream, self.with_cooldowns(group, attempts)
+            attempts = self.named(self._failures.end(tag))  # empty after the except clause
+        return stream, self.with_cooldowns(group, attempts, served=self.served_by(stream)[0])
 
     async def aplaybook(self, group: str, messages: Sequence[dict[str, Any]],
                         **kwargs: Any) -> RoutedCall:
@@ -363,27 +413,40 @@ class ModelRouter:
 
     # ---- circuit breaker ------------------------------------------------------------------
 
-    def cooling_down(self) -> list[str]:
-        """Names of the deployments the router skips now (their cooldown has not ended)."""
-        ids = list(self._deployments)
-        active = self.router.cooldown_cache.get_active_cooldowns(model_ids=ids,
+    def _cooling_ids(self) -> list[str]:
+        active = self.router.cooldown_cache.get_active_cooldowns(model_ids=list(self._names),
                                                                  parent_otel_span=None)
         return [str(item[0]) for item in active or [] if isinstance(item, tuple)]
 
-    def with_cooldowns(self, group: str,
-                       attempts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-        """``attempts`` plus ``(name, "cooling down")`` for the group's skipped deployments."""
+    def cooling_down(self) -> list[str]:
+        """Names of the deployments the router skips now (their cooldown has not ended), in
+        any group's chain."""
+        return list(dict.fromkeys(self.name_of(lid) for lid in self._cooling_ids()))
+
+    def with_cooldowns(self, group: str, attempts: Sequence[tuple[str, str]],
+                       served: str | None = None) -> list[tuple[str, str]]:
+        """``attempts`` plus ``(name, "cooling down")`` for the deployments of the group's
+        chain the router skipped: its own, and the other groups' ones it takes in unless
+        ``served`` (a deployment name) is one of its own models (the call never got there)."""
+        own_model = served is not None and self._group_of.get(served) == group and not (
+            self._deployments[served].is_playbook)
         tried = {name for name, _ in attempts}
-        cooling = set(self.cooling_down())
-        return [*attempts, *((d.name or "", COOLING) for d in self.deployments(group)
-                             if d.name in cooling and d.name not in tried)]
+        cooling = set(self._cooling_ids())
+        skipped = [self._names[lid] for lid in self._chains.get(group, []) if lid in cooling]
+        return [*attempts, *((name, COOLING) for name in dict.fromkeys(skipped)
+                             if name not in tried
+                             and (not own_model or self._group_of[name] == group))]
+
+    def named(self, attempts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``attempts`` as ``(deployment name, error)``: litellm ids mapped to names."""
+        return [(self.name_of(lid), error) for lid, error in attempts]
 
     # ---- accounting -----------------------------------------------------------------------
 
     def served_by(self, response: Any) -> tuple[str, str, bool]:
         """``(deployment name, model, fallback?)`` of a response or stream."""
         hidden = getattr(response, "_hidden_params", None) or {}
-        name = str(hidden.get("model_id") or "unknown")
+        name = self.name_of(str(hidden.get("model_id") or "unknown"))
         dep = self._deployments.get(name)
         model = dep.model if dep else str(hidden.get("litellm_model_name") or "unknown")
         headers = hidden.get("additional_headers") or {}

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import plantcrew.settings  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm)
+from plantcrew.llm.config import CHAIN_SEP
 from plantcrew.llm.playbook import PROVIDER as PLAYBOOK_PROVIDER
 from plantcrew.llm.playbook import PlaybookLLM, register_playbook_provider
 from plantcrew.replay.caller import Caller, current_caller
@@ -277,8 +278,9 @@ def _where(kwargs: dict[str, Any]) -> tuple[str | None, str, str]:
     params = kwargs.get("litellm_params") or {}
     meta = params.get("metadata") or {}
     info = params.get("model_info") or meta.get("model_info") or {}
-    return meta.get("plantcrew_call"), str(info.get("id") or ""), str(meta.get("model_group")
-                                                                       or "")
+    # a deployment in another group's chain has the litellm id "<group>><name>"
+    deployment = str(info.get("id") or "").rpartition(CHAIN_SEP)[2]
+    return meta.get("plantcrew_call"), deployment, str(meta.get("model_group") or "")
 
 
 async def _answer(model: str, messages: list[dict[str, Any]], api_base: str | None,
