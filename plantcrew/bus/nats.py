@@ -85,6 +85,7 @@ _ACK_WAIT_GRACE_S = 1.0
 _CONSUMER_CHECK_S = 5.0
 _STREAM_MAX_AGE_S = 7 * 24 * 3600.0
 _DURABLE_FILTERS = ("crew.events", "crew.tasks.>", "crew.dlq")
+_MSG_ID_HEADER_BYTES = len(b"NATS/1.0\r\nNats-Msg-Id: \r\n\r\n")  # HPUB header block, id aside
 # errors after which a publish or fetch is worth retrying (reconnect in progress, server busy)
 _TRANSIENT = (
     nats.errors.TimeoutError,
@@ -304,7 +305,8 @@ class NatsBus:
     """The bus on NATS + JetStream (see module doc). Create with ``connect("nats://...")``.
 
     Raises BusError (naming the URL, password hidden) when the server cannot be reached, when
-    a durable publish is not acknowledged within ``publish_timeout``, or for a bad subject.
+    a durable publish is not acknowledged within ``publish_timeout``, for a bad subject, or for
+    a message over the server's ``max_payload`` (naming subject and size; headers count).
     """
 
     def __init__(self, url: str) -> None:
@@ -457,10 +459,11 @@ class NatsBus:
         nc = self._nc
         if nc is None:
             raise BusError(f"bus {redacted(self.url)} is closed (or never connected)")
+        data = msg.wire_bytes()
         try:
-            await nc.publish(wire, msg.wire_bytes())
+            await nc.publish(wire, data)
         except nats.errors.Error as exc:
-            raise BusError(f"publish to {wire!r} on {redacted(self.url)} failed: {exc!r}") from None
+            raise self._publish_error(wire, len(data), exc) from None
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         """Send bytes as they are; receivers validate them and quarantine what does not parse."""
@@ -471,12 +474,31 @@ class NatsBus:
         try:
             await self._nc_or_raise().publish(wire, data)
         except nats.errors.Error as exc:
-            raise BusError(f"publish to {wire!r} on {redacted(self.url)} failed: {exc!r}") from None
+            raise self._publish_error(wire, len(data), exc) from None
+
+    def _publish_error(self, wire: str, size: int, exc: nats.errors.Error) -> BusError:
+        """The BusError of a failed core NATS publish of ``size`` bytes to ``wire``."""
+        if isinstance(exc, nats.errors.MaxPayloadError):
+            return self._too_big(wire, size)
+        return BusError(f"publish to {wire!r} on {redacted(self.url)} failed: {exc!r}")
+
+    def _too_big(self, wire: str, size: int) -> BusError:
+        limit = self._nc_or_raise().max_payload
+        return BusError(
+            f"message of {size} bytes for {wire!r} is over the max_payload of "
+            f"{limit} bytes of {redacted(self.url)} (a nats-server setting, 1 MB by default)"
+        )
 
     async def _store(self, wire: str, data: bytes, msg_id: str | None) -> None:
         js = self._js_or_raise()
         # the stream's dedupe window spans every durable subject: scope the id by subject
-        headers = {"Nats-Msg-Id": f"{wire}:{msg_id}"} if msg_id else None
+        dedupe = f"{wire}:{msg_id}" if msg_id else ""
+        headers = {"Nats-Msg-Id": dedupe} if dedupe else None
+        # the server counts the headers too, and answers a message over max_payload by closing
+        # the connection for good (nats-py checks the payload alone): refuse it here
+        size = len(data) + (_MSG_ID_HEADER_BYTES + len(dedupe.encode()) if dedupe else 0)
+        if size > self._nc_or_raise().max_payload:
+            raise self._too_big(wire, size)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.publish_timeout_s
         while True:
@@ -589,6 +611,8 @@ class NatsBus:
             raise BusTimeout(f"no responder on {msg.subject!r}") from None
         except TimeoutError:
             raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None
+        except nats.errors.MaxPayloadError:
+            raise self._too_big(wire, len(msg.wire_bytes())) from None
         except nats.errors.Error as exc:
             raise BusError(f"request on {wire!r} failed: {exc!r}") from None
         reply, reason = parse_or_reason(resp.data)
