@@ -3,8 +3,10 @@
 It subscribes to ``telemetry.>`` in the ``monitor`` queue group and runs one
 ``plantcrew.detect.DeviceMonitor`` per device (calibrated on the first readings of the
 stream). When an episode opens it publishes ``anomaly.detected`` on ``crew.events``; when the
-device is back to normal, ``anomaly.cleared``. Detector state is rebuilt from the stream
-after a restart (``warm``), so nothing a restart would lose is held only here.
+device is back to normal (or its readings resume after more than ``resume_gap_s``: a
+restart, logged once per gap, see ``DeviceMonitor``), ``anomaly.cleared``. Detector state is
+rebuilt from the stream after a restart (``warm``), so nothing a restart would lose is held
+only here.
 """
 
 from __future__ import annotations
@@ -72,8 +74,16 @@ class Monitor(Agent):
         if not isinstance(batch, TelemetryBatch):
             return
         mon = self._device(batch.device_id)
-        known, calibrated = len(mon.unmonitored), mon.calibrated
+        known, calibrated, restarts = len(mon.unmonitored), mon.calibrated, mon.restarts
         verdict = mon.update(batch)
+        if mon.restarts != restarts:
+            log.warning(
+                "readings resumed after a gap: the device recalibrates, an open episode ended",
+                device=batch.device_id,
+                gap_s=mon.last_gap_s,
+                resume_gap_s=mon.config.resume_gap_s,
+                episode_ended=verdict.event is not None,
+            )
         if mon.calibrated and not calibrated and mon.constant:
             log.warning(
                 "sensors not scored: they did not change over the device's calibration",

@@ -66,7 +66,14 @@ class MonitorConfig(BaseModel):
     Interruptions: a pause of more than ``gap_s`` (four ``fast_tau_s``: the smoothed score
     has forgotten what came before) inside calibration, after at least ``early_readings``
     readings (four ``fast_tau_s`` again), splits it: the readings after it are tested
-    against those before it (see :class:`~plantcrew.detect.monitor.DeviceMonitor`).
+    against those before it (see :class:`~plantcrew.detect.monitor.DeviceMonitor`). Once
+    calibrated, a pause of more than ``resume_gap_s`` (the historian was down, the plant was
+    stopped: a restart) ends an open episode and recalibrates the device on the readings
+    after it, the old calibration scoring them meanwhile as an interruption's early detector.
+    Its default, 30 minutes, is six ``baseline_tau_s`` (the baselines would have followed the
+    plant's drift to within 0.25 % of where it went; now nobody saw where it went) and the
+    longest thermal time constant the settling rule assumes (a stopped machine has cooled);
+    a shorter pause keeps the calibration. SKAB's longest pause after calibration is 76 s.
 
     The defaults were chosen on the simulator (no false alarm in fault-free hours, every
     simulated fault found and diagnosed) and the shared SKAB files (``bench/skab.py``).
@@ -80,6 +87,12 @@ class MonitorConfig(BaseModel):
         gt=0,
         description="a pause in the readings longer than this is an interruption: the plant "
         "may have changed unobserved (see MonitorConfig)",
+    )
+    resume_gap_s: float = Field(
+        1800.0,
+        gt=0,
+        description="once calibrated, a pause in the readings longer than this is a restart: "
+        "an open episode ends and the device recalibrates on the readings after it",
     )
     early_readings: int = Field(
         60,

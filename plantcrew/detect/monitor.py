@@ -15,7 +15,12 @@ One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-a
    fault that begins there opens its episode as it begins (reported while calibrating;
    ``flag`` and ``score`` are then the early detector's) and its readings do not calibrate.
    If that episode is still open when calibration ends, calibration takes every reading
-   (SKAB's protocol) and the episode carries on until it clears against it.
+   (SKAB's protocol) and the episode carries on until it clears against it. Once
+   calibrated, readings that resume after more than ``resume_gap_s`` (the historian was
+   down, the plant stopped) are a restart: an open episode ends (AnomalyCleared on the first
+   reading after the gap) and the device calibrates again on the readings after it, the old
+   calibration, restarted as after a stop, being the early detector meanwhile
+   (:meth:`DeviceMonitor._resume`).
 3. Score: z-scores in noise units, EWMA-smoothed (``fast_tau_s``); the ``excess`` is the
    larger of the squared Mahalanobis distance over its threshold and the largest single
    sensor's squared strength over its own (:meth:`Subspace.excess`), and
@@ -47,8 +52,9 @@ One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-a
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
@@ -120,20 +126,31 @@ class DeviceMonitor:
     reading: once calibrated, its
     smoothed deviation, baseline, change alarm and run of repeats (stuck) stand still. A
     reading more than ``gap_s`` older than the last is a clock reset: the cooldown, an
-    episode's report and thermal settling keep the time they had left.
+    episode's report and thermal settling keep the time they had left. Once calibrated, a
+    reading more than ``resume_gap_s`` newer than the last is a restart (``restarts``,
+    ``last_gap_s``): the device recalibrates (see the module docstring).
     """
 
     def __init__(self, device_id: str, config: MonitorConfig | None = None) -> None:
         self.device_id = device_id
         self.config = config or MonitorConfig()
-        self.state = MonitorState.CALIBRATING
-        self.calibration: Calibration | None = None
+        self.restarts = 0
+        """How many times a pause of more than ``resume_gap_s`` restarted the device."""
+        self.last_gap_s: float | None = None
+        """The last such pause, plant seconds (None before the first)."""
         self._sensors: list[str] = []
         self._known: set[str] = set()  # monitored, excluded or unmonitored: seen and placed
+        self._fixed = False  # the sensor set was fixed before (kept over a restart)
         self.unmonitored: list[str] = []
         """Sensors first seen after the sensor set was fixed (at the first calibration
         reading), in order of arrival: they are not monitored (see the Monitor agent's
         warning); every sensor must be in the device's first batches."""
+        self._begin()
+
+    def _begin(self) -> None:
+        """Start (or, after a restart, start again) calibrating: no reading taken yet."""
+        self.state = MonitorState.CALIBRATING
+        self.calibration: Calibration | None = None
         self._units: dict[str, str] = {}
         self._cal_ts: list[float] = []
         self._cal_x: list[list[float]] = []
@@ -141,6 +158,7 @@ class DeviceMonitor:
         self._cal_speed: list[float] = []
         self._last: dict[str, float] = {}
         self._speed: float | None = None
+        self._seen_ts: float | None = None
         p = 0
         self._base = np.zeros(p)
         self._smooth = np.zeros(p)
@@ -192,6 +210,17 @@ class DeviceMonitor:
         if batch.device_id != self.device_id:
             raise ValueError(f"batch of device {batch.device_id!r} sent to {self.device_id!r}")
         ts = batch.readings[0].ts
+        ended = None
+        if self._seen_ts is not None and ts - self._seen_ts > self.config.resume_gap_s:
+            ended = self._resume(ts)
+        self._seen_ts = ts
+        verdict = self._update(batch, ts)
+        if ended is not None:
+            assert verdict.event is None, "the first reading after a restart reports nothing"
+            verdict = replace(verdict, event=ended)
+        return verdict
+
+    def _update(self, batch: TelemetryBatch, ts: float) -> ReadingVerdict:
         values: dict[str, float] = {}
         for r in batch.readings:
             values[r.sensor] = min(max(r.value, -RAW_LIMIT), RAW_LIMIT)
@@ -224,7 +253,7 @@ class DeviceMonitor:
     def _read(self, values: dict[str, float], speed: float | None) -> bool:
         """Update the last feature and raw values; False until every sensor has been seen."""
         cfg = self.config
-        if self.calibration is None and not self._cal_x:
+        if self.calibration is None and not self._cal_x and not self._fixed:
             for s in values:
                 if s not in self._sensors and not matches(s, cfg.exclude_sensors):
                     self._sensors.append(s)
@@ -308,7 +337,9 @@ class DeviceMonitor:
         if self._early is None:
             n = len(self._cal_ts)
             if n >= cfg.early_readings and ts - self._cal_ts[-1] > cfg.gap_s:
-                early_cfg = cfg.model_copy(update={"calibration_readings": n})
+                early_cfg = cfg.model_copy(
+                    update={"calibration_readings": n, "resume_gap_s": math.inf}
+                )
                 self._early = DeviceMonitor(self.device_id, early_cfg)
                 for b in self._cal_batches:
                     self._early.update(b)
@@ -316,6 +347,33 @@ class DeviceMonitor:
                 self._cal_batches.append(batch)
                 return None
         return self._early.update(batch)
+
+    def _resume(self, ts: float) -> AnomalyCleared | None:
+        """The readings resumed at ``ts`` after more than ``resume_gap_s`` without one: a
+        restart. Returns the AnomalyCleared of an episode left open (reported) before the gap.
+
+        Once calibrated, the device calibrates again on the readings from ``ts`` on (same
+        sensors; a sensor's unit is fixed again), and the old calibration, restarted as after
+        a stop (no episode open, ``cooldown_s``, thermal sensors settling), is the early
+        detector that scores them meanwhile, as after an interruption inside calibration: a
+        fault present after the gap is still found, and a plant that came back changed (a
+        replaced instrument, a new operating point) is learnt, not alarmed on for ever. An
+        episode it opens that is still open when calibration ends carries on until it clears
+        against the new calibration. While calibrating, a pause is an interruption instead.
+        """
+        assert self._seen_ts is not None
+        gap = ts - self._seen_ts
+        if self.calibration is None:
+            return None
+        self.restarts += 1
+        self.last_gap_s = gap
+        old = copy.copy(self)
+        old._known, old.unmonitored = set(self._known), []  # the device names them
+        old.config = self.config.model_copy(update={"resume_gap_s": math.inf})
+        ended = old._stopped(ts, None).event
+        self._begin()
+        self._fixed, self._early = True, old
+        return ended if isinstance(ended, AnomalyCleared) else None
 
     def _stopped(
         self, ts: float, row: int | None, early: ReadingVerdict | None = None

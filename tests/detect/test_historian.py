@@ -4,6 +4,7 @@ batches, absurd (finite) values such as a sentinel of float max."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -11,8 +12,14 @@ from structlog.testing import capture_logs
 
 from plantcrew.agents import Monitor
 from plantcrew.bus import connect
-from plantcrew.detect import DeviceMonitor
-from plantcrew.messages import AnomalyCleared, AnomalyDetected, Message, Subjects
+from plantcrew.detect import DeviceMonitor, MonitorState
+from plantcrew.messages import (
+    AnomalyCleared,
+    AnomalyDetected,
+    Message,
+    Subjects,
+    TelemetryBatch,
+)
 from plantcrew.plant.clock import SimClock
 from tests.detect.helpers import NOMINAL, batch
 
@@ -118,23 +125,51 @@ def test_a_clock_reset_during_cooldown_does_not_stretch_it():
     assert len(detected) == 1 and 300 <= detected[0].ts <= 360
 
 
+@dataclass
+class AgentRun:
+    """What a Monitor agent did with a stream: the agent, its log entries, the events it
+    published on ``crew.events`` and the dead letters on ``crew.dlq``."""
+
+    monitor: Monitor
+    logs: list[dict[str, object]]
+    events: list[Message]
+    dead: list[Message]
+
+
+def agent_run(batches: list[TelemetryBatch]) -> AgentRun:
+    """A Monitor agent on an in-process bus fed ``batches`` as telemetry messages."""
+
+    async def go() -> AgentRun:
+        bus = await connect("memory://historian")
+        monitor = Monitor("monitor-1", bus, SimClock())
+        out = AgentRun(monitor, [], [], [])
+
+        async def on_event(msg: Message) -> None:
+            out.events.append(msg)
+
+        async def on_dead(msg: Message) -> None:
+            out.dead.append(msg)
+
+        await bus.consume(Subjects.EVENTS, on_event, group="test-events")
+        await bus.consume(Subjects.DLQ, on_dead, group="test-dlq")
+        with capture_logs() as logs:
+            for b in batches:
+                await monitor._on_telemetry(
+                    Message.new(b, source="t", subject=Subjects.telemetry(b.device_id))
+                )
+        await bus.quiesce()
+        await bus.close()
+        out.logs = logs
+        return out
+
+    return asyncio.run(go())
+
+
 def agent_on(readings: list[dict[str, float]]) -> tuple[Monitor, list[dict[str, object]]]:
     """A Monitor agent fed ``readings`` of pump1 (one batch each, 1 s apart) as bus messages;
     the agent and the log entries it made."""
-
-    async def go() -> tuple[Monitor, list[dict[str, object]]]:
-        bus = await connect("memory://historian")
-        monitor = Monitor("monitor-1", bus, SimClock())
-        with capture_logs() as logs:
-            for i, v in enumerate(readings):
-                b = batch(float(i), v)
-                await monitor._on_telemetry(
-                    Message.new(b, source="t", subject=Subjects.telemetry("pump1"))
-                )
-        await bus.close()
-        return monitor, logs
-
-    return asyncio.run(go())
+    out = agent_run([batch(float(i), v) for i, v in enumerate(readings)])
+    return out.monitor, out.logs
 
 
 def test_a_sensor_first_seen_after_calibration_began_is_named_and_warned_about():
@@ -160,3 +195,56 @@ def test_a_sensor_constant_over_calibration_is_named_and_warned_about():
     assert monitor.devices["pump1"].constant == ["pressure"]
     warned = [e for e in logs if e["log_level"] == "warning"]
     assert [(e["device"], e["sensors"]) for e in warned] == [("pump1", ["pressure"])]
+
+
+HOURS = 3 * 3600.0
+
+
+def test_a_gap_of_hours_ends_the_open_episode_and_recalibrates():
+    """The historian was down (or the plant stopped) for hours while an episode was open. The
+    first reading after the gap ends it (AnomalyCleared at that reading) instead of carrying
+    it over, and the device recalibrates on the readings after the gap, the old calibration
+    scoring them meanwhile. The plant came back at a new level (an instrument replaced:
+    pressure +8 noise sd): the old calibration reports that change, the new one learns it,
+    so that incident clears and the device ends calm on its new calibration."""
+    m, rng = calibrated(seed=16)
+    for i in range(500, 1000):
+        m.update(batch(float(i), values(rng)))
+    before = [m.update(batch(float(i), values(rng, FAULT))) for i in range(1000, 1100)]
+    assert [type(v.event) for v in before if v.event] == [AnomalyDetected]
+    old = m.calibration
+    t0 = 1100 + HOURS
+    after = [m.update(batch(t0 + i, values(rng, {"pressure": 8}))) for i in range(1500)]
+    assert isinstance(after[0].event, AnomalyCleared) and after[0].event.ts == t0
+    assert m.calibration is not None and m.calibration is not old
+    assert [type(v.event) for v in after[1:] if v.event] == [AnomalyDetected, AnomalyCleared]
+    assert not any(v.flag for v in after[-500:]) and m.state is MonitorState.NORMAL
+
+
+def test_a_gap_up_to_resume_gap_s_keeps_the_calibration():
+    """A pause of ``resume_gap_s`` or less (dropped minutes) is no restart: the calibration
+    stays; a second more is one."""
+    m, rng = calibrated(seed=17)
+    old = m.calibration
+    m.update(batch(499 + m.config.resume_gap_s, values(rng)))
+    assert m.calibration is old and m.restarts == 0
+    m.update(batch(499 + 2 * m.config.resume_gap_s + 1, values(rng)))
+    assert m.calibration is None and m.restarts == 1 and m.last_gap_s == 1801
+
+
+def test_the_monitor_agent_logs_each_gap_once_and_publishes_the_episode_end():
+    """Through the Monitor agent on a bus: the open episode's end after a gap is published as
+    anomaly.cleared, and each gap is logged once (device, its length in plant seconds)."""
+    rng = np.random.default_rng(18)
+    times = [float(i) for i in range(1100)]
+    times += [1100 + HOURS + i for i in range(600)]
+    times += [1700 + 3 * HOURS + i for i in range(10)]
+    readings = [values(rng, FAULT if 1000 <= i < 1100 else None) for i in range(len(times))]
+    out = agent_run([batch(t, v) for t, v in zip(times, readings, strict=True)])
+    assert [type(m.payload) for m in out.events] == [AnomalyDetected, AnomalyCleared]
+    assert out.events[1].payload.ts == 1100 + HOURS
+    gaps = [e for e in out.logs if e["event"].startswith("readings resumed")]
+    assert [(e["device"], e["gap_s"]) for e in gaps] == [
+        ("pump1", HOURS + 1),
+        ("pump1", 2 * HOURS + 1),
+    ]
