@@ -76,7 +76,7 @@ class Expectations(_Strict):
     approved_by: list[str] | None = Field(None, description="people whose approval was given")
     resolved_within_s: float | None = Field(None, gt=0, description="from the first fault")
     escalated: bool | None = None
-    escalation_reason_contains: str | None = None
+    escalation_reason_contains: str | None = Field(None, min_length=1)
 
 
 class CsvTelemetry(_Strict):
@@ -122,6 +122,7 @@ def load_scenario(path: str | Path) -> Scenario:
     scenario = load_yaml_model(path, Scenario, text=text)
     try:
         check_faults(scenario.plant, scenario.faults)
+        check_timeline(scenario)
     except ConfigError as exc:
         raise ConfigError(
             exc.reason, source=str(path), field=exc.field, line=line_of(text, exc.field or "")
@@ -131,6 +132,56 @@ def load_scenario(path: str | Path) -> Scenario:
     except ValidationError as exc:
         raise config_error(exc, source=str(path), text=text, at=("monitor",)) from None
     return scenario
+
+
+def check_timeline(scenario: Scenario) -> None:
+    """Refuse what a run of ``scenario`` could never check: a fault (or ``expect.fault_at_s``)
+    at or after the run's end (never injected: ``incidents: 0`` passed), a delay expectation
+    with no fault to measure from (it measured from t=0), and expectations that cannot hold
+    together (``incidents: 0`` with one that needs an incident; ``escalated: false`` with
+    ``escalation_reason_contains``).
+
+    Raises ConfigError whose ``field`` is the dotted path (``faults.<i>.at``,
+    ``expect.<name>``) of the first problem.
+    """
+    end, exp = scenario.duration_s, scenario.expect
+    late = [(f"faults.{i}.at", f.at) for i, f in enumerate(scenario.faults)]
+    if exp.fault_at_s is not None:
+        late.append(("expect.fault_at_s", exp.fault_at_s))
+    for field, at in late:
+        if at >= end:
+            raise ConfigError(
+                f"the fault at {at:g} s starts at or after the run's end (duration_s "
+                f"{end:g}): it would never happen",
+                field=field,
+            )
+    if scenario.first_fault_at is None:
+        for name in ("detected_within_s", "resolved_within_s"):
+            if getattr(exp, name) is not None:
+                raise ConfigError(
+                    "is measured from the first fault and the scenario has no fault (add one "
+                    "under faults, or expect.fault_at_s for a fault in replayed data)",
+                    field=f"expect.{name}",
+                )
+    if exp.incidents == 0:
+        needs_one = [
+            name
+            for name, wanted in exp
+            if name not in ("incidents", "fault_at_s")
+            and wanted is not None
+            and wanted is not False
+            and wanted != []
+        ]
+        if needs_one:
+            raise ConfigError(
+                "can never hold with incidents: 0 (it needs an incident)",
+                field=f"expect.{needs_one[0]}",
+            )
+    if exp.escalated is False and exp.escalation_reason_contains is not None:
+        raise ConfigError(
+            "can never hold with escalated: false (only an escalated incident has a reason)",
+            field="expect.escalation_reason_contains",
+        )
 
 
 def missing_file(scenario_path: str | Path, field: str, path: Path, hint: str = "") -> ConfigError:

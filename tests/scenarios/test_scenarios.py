@@ -96,6 +96,75 @@ def test_bad_monitor_override_exits_2_naming_its_line_and_field(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
+    ("text", "line", "field", "says"),
+    [
+        # a fault that starts when the run is over is never injected: `incidents: 0` passed
+        (
+            "faults:\n  - {type: cavitation, device: pump1, at: 60}\nexpect:\n  incidents: 0\n",
+            4,
+            "faults.0.at",
+            "after the run's end",
+        ),
+        (
+            "faults:\n  - {type: cavitation, device: pump1, at: 5}\n"
+            "  - type: rotor_imbalance\n    device: pump1\n    at: 30\n",
+            7,
+            "faults.1.at",
+            "after the run's end",
+        ),
+        ("expect:\n  fault_at_s: 45\n  incidents: 1\n", 4, "expect.fault_at_s", "run's end"),
+        # measured from a fault the scenario does not have: from t=0, "after the fault"
+        (
+            "expect:\n  incidents: 1\n  detected_within_s: 10\n",
+            5,
+            "expect.detected_within_s",
+            "no fault",
+        ),
+        ("expect:\n  resolved_within_s: 10\n", 4, "expect.resolved_within_s", "no fault"),
+        # expectations that can never hold together
+        (
+            "faults:\n  - {type: cavitation, device: pump1, at: 5}\n"
+            "expect:\n  incidents: 0\n  root_cause: cavitation\n",
+            7,
+            "expect.root_cause",
+            "incidents: 0",
+        ),
+        (
+            "expect:\n  escalated: false\n  escalation_reason_contains: nobody\n",
+            5,
+            "expect.escalation_reason_contains",
+            "escalated: false",
+        ),
+        # an empty text is in every reason: it passed whenever there was an incident
+        (
+            "expect:\n  escalation_reason_contains: ''\n",
+            4,
+            "expect.escalation_reason_contains",
+            "at least 1 character",
+        ),
+    ],
+    ids=[
+        "fault-after-end",
+        "second-fault-after-end",
+        "fault_at_s-after-end",
+        "detected-no-fault",
+        "resolved-no-fault",
+        "root-cause-no-incident",
+        "reason-not-escalated",
+        "empty-reason",
+    ],
+)
+def test_an_expectation_that_cannot_be_checked_exits_2_naming_its_line(
+    tmp_path: Path, text: str, line: int, field: str, says: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: broken\nduration_s: 30\n" + text)
+    proc = cli("run", str(bad), "--json", "--db", f"sqlite:///{tmp_path / 'b.db'}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{bad}:{line} field '{field}'" in proc.stderr and says in proc.stderr
+
+
+@pytest.mark.parametrize(
     ("text", "line", "field"),
     [
         ("telemetry:\n  source: csv\n  path: nope.csv\n", 5, "telemetry.path"),
