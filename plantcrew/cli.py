@@ -278,7 +278,9 @@ def eval_skab(
     truth: Annotated[
         Path | None,
         typer.Option(
-            "--truth", help="file → root cause JSON/YAML, for files not named as SKAB names them"
+            "--truth",
+            help="file → root cause: CSV 'file,root_cause', or JSON/YAML, for files not named "
+            "as SKAB names them",
         ),
     ] = None,
     leave_one_out: Annotated[
@@ -298,6 +300,8 @@ def eval_skab(
     """F1, FAR and MAR over the test rows (SKAB's protocol), detection delay, incidents and
     root cause per file and overall. Each file is replayed through the whole crew at
     accelerated time (a scenario per file, in-process bus, throwaway SQLite database)."""
+    from rich.markup import escape
+
     from plantcrew.scenarios.skab_crew import run_skab_file_crew
     from plantcrew.scenarios.skab_eval import evaluate_skab, render_report, run_skab_file
 
@@ -314,6 +318,9 @@ def eval_skab(
             leave_one_out=leave_one_out,
             pipeline=run_skab_file if monitor_only else run_skab_file_crew,
             jobs=jobs,
+            warn=lambda text: err.print(
+                f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True
+            ),
         )
     except ConfigError as exc:
         raise _fail(2, str(exc)) from None

@@ -30,8 +30,13 @@ PROBATION = 0.15
 
 
 def _read_rows(path: Path) -> list[list[str]]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError:
+        raise ConfigError(
+            "not a text CSV file (cannot decode as UTF-8)", source=str(path), line=1
+        ) from None
     if not rows or [h.strip() for h in rows[0][:2]] != ["timestamp", "value"]:
         raise ConfigError("expected a NAB header 'timestamp,value'", source=str(path), line=1)
     return rows[1:]
@@ -102,8 +107,9 @@ def detect_nab(
     """Score every ``<category>/<file>.csv`` under ``data_dir``; write NAB results files.
 
     Returns the written paths (``out_dir/<detector>/<category>/<detector>_<file>.csv``).
-    Raises ConfigError for an unknown detector, a name with an underscore, a missing folder
-    or a file that is not NAB's.
+    Raises ConfigError for an unknown detector, a name with an underscore, a missing folder,
+    a folder with no ``<category>/<file>.csv`` (naming its ``data`` subfolder when it has one,
+    as NAB's own root does) or a file that is not NAB's.
     """
     if detector not in DETECTORS:
         raise ConfigError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
@@ -112,8 +118,16 @@ def detect_nab(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
         raise ConfigError("no such folder", source=str(data_dir))
+    paths = sorted(p for p in data_dir.glob("*/*.csv") if p.is_file())
+    if not paths:
+        hint = data_dir / "data"
+        raise ConfigError(
+            "no <category>/<file>.csv in this folder"
+            + (f"; did you mean {hint} (NAB's data folder)?" if hint.is_dir() else ""),
+            source=str(data_dir),
+        )
     written = []
-    for path in sorted(data_dir.glob("*/*.csv")):
+    for path in paths:
         rows = _read_rows(path)
         scores = score_nab_file(path, config)
         target = out_dir / detector / path.parent.name / f"{detector}_{path.name}"

@@ -51,9 +51,10 @@ from plantcrew.detect import (
     rank_root_causes,
     signature_of,
 )
+from plantcrew.detect.yamlio import read_yaml
 from plantcrew.errors import ConfigError
 from plantcrew.messages import AnomalyCleared, AnomalyDetected, Deviation
-from plantcrew.plant.csv_replay import CsvReplaySource, skab_preset
+from plantcrew.plant.csv_replay import SKAB_COLUMNS, CsvReplaySource, skab_preset
 
 TEST_START_ROW = 400
 """SKAB's protocol: rows 0-399 of each file may calibrate, the rest is the test set."""
@@ -83,42 +84,135 @@ def skab_truth(path: Path) -> str | None:
     return None
 
 
-def load_truth(path: Path | str) -> dict[str, str]:
-    """Read a truth file: JSON ``{"file name or path": "root_cause"}`` or CSV ``file,root_cause``.
+def load_truth(path: Path | str, *, known: Iterable[str] | None = None) -> dict[str, str]:
+    """Read a truth file: JSON or YAML ``{"file name or path": "root_cause"}`` (``.json``,
+    ``.yaml``, ``.yml``), else CSV ``file,root_cause`` (an optional ``file,root_cause``
+    header, ``#`` comments). A file is matched by its path, ``folder/name`` or name.
 
-    Raises ConfigError naming the file (and line for CSV) when it cannot be read.
+    ``known``, when given, is the set of root causes a row may name. Raises ConfigError naming
+    the file, line and field of the first bad row: unreadable or invalid file, a missing file
+    or root cause, a file given twice, a root cause not in ``known``.
     """
     path = Path(path)
+    src = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"invalid JSON: {exc.msg}", source=str(path), line=exc.lineno
-            ) from None
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise ConfigError("expected an object of file -> root cause", source=str(path))
-        return {str(k): v for k, v in data.items()}
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=src) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a text file (cannot decode as UTF-8)", source=src) from None
+    rows: list[tuple[int | None, str, str, str]] = []  # line, file, root cause, field
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".yaml", ".yml"):
+        if suffix == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"invalid JSON: {exc.msg}", source=src, line=exc.lineno) from None
+            try:
+                lines = read_yaml(path)[1]
+            except ConfigError:  # JSON that YAML does not read: no line numbers
+                lines = {}
+        else:
+            data, lines = read_yaml(path)
+        if not isinstance(data, dict):
+            raise ConfigError("expected a mapping of file -> root cause", source=src, line=1)
+        for key, value in data.items():
+            name = str(key)
+            if not isinstance(value, str):
+                raise ConfigError(
+                    "expected a root cause (a string)", source=src, line=lines.get(name), field=name
+                )
+            rows.append((lines.get(name), name, value.strip(), name))
+    else:
+        for no, row in enumerate(csv.reader(text.splitlines()), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or cells[0].startswith("#"):
+                continue
+            if no == 1 and cells[:2] == ["file", "root_cause"]:
+                continue
+            if len(cells) > 2:
+                raise ConfigError(
+                    f"expected 'file,root_cause', got {len(cells)} fields", source=src, line=no
+                )
+            if not cells[0]:
+                raise ConfigError("missing", source=src, line=no, field="file")
+            if len(cells) < 2 or not cells[1]:
+                raise ConfigError("missing", source=src, line=no, field="root_cause")
+            rows.append((no, cells[0], cells[1], "root_cause"))
+    allowed = set(known) if known is not None else None
     truth: dict[str, str] = {}
-    for no, row in enumerate(csv.reader(text.splitlines()), start=1):
-        if not row or row[0].startswith("#") or (no == 1 and row[0] == "file"):
-            continue
-        if len(row) != 2:
-            raise ConfigError("expected 'file,root_cause'", source=str(path), line=no)
-        truth[row[0].strip()] = row[1].strip()
+    for line, name, cause, fld in rows:
+        if not cause:
+            raise ConfigError("missing root cause", source=src, line=line, field=fld)
+        if allowed is not None and cause not in allowed:
+            raise ConfigError(
+                f"unknown root cause {cause!r}; known: {', '.join(sorted(allowed))}",
+                source=src,
+                line=line,
+                field=fld,
+            )
+        if name in truth:
+            raise ConfigError(f"{name!r} already given", source=src, line=line, field="file")
+        truth[name] = cause
     return truth
+
+
+def _truth_keys(path: Path) -> tuple[str, ...]:
+    """The keys a truth file may give ``path`` under: its path, ``folder/name``, its name."""
+    return (str(path), f"{path.parent.name}/{path.name}", path.name)
 
 
 def _truth_for(path: Path, truth: dict[str, str] | None) -> str | None:
     if truth:
-        for key in (str(path), f"{path.parent.name}/{path.name}", path.name):
+        for key in _truth_keys(path):
             if key in truth:
                 return truth[key]
     return skab_truth(path)
+
+
+def _name(path: Path) -> str:
+    """How a file is named in the report: ``folder/name`` (``name`` with no folder)."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def check_skab_file(path: Path) -> list[str]:
+    """The header of the SKAB file at ``path``, checked before anything is run.
+
+    Raises ConfigError naming the file and line 1 when it cannot be read, is not text, or
+    lacks SKAB's ``;``-separated ``datetime`` and sensor columns (saying so when the header
+    would have them with another separator).
+    """
+    src = str(path)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            first = fh.readline()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=src) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            "not a text CSV file (cannot decode as UTF-8)", source=src, line=1
+        ) from None
+    needed = ["datetime", *SKAB_COLUMNS]
+
+    def split(sep: str) -> list[str]:
+        return [h.strip() for h in next(csv.reader([first], delimiter=sep), [])]
+
+    header = split(";")
+    missing = [c for c in needed if c not in header]
+    if not missing:
+        return header
+    for sep in (",", "\t"):
+        if all(c in split(sep) for c in needed):
+            raise ConfigError(
+                f"the header is {sep!r}-separated; SKAB files are ';'-separated", source=src, line=1
+            )
+    raise ConfigError(
+        f"not a SKAB file: no column(s) {', '.join(repr(c) for c in missing)} in the header "
+        f"(SKAB's are {';'.join(needed)}; 'anomaly' and 'changepoint' label it)",
+        source=src,
+        line=1,
+    )
 
 
 # ---- per-file pipeline ------------------------------------------------------------------
@@ -311,7 +405,7 @@ def file_result(
     correct = None if truth is None else (diagnosed == truth)
     return FileResult(
         path=str(path),
-        name=f"{path.parent.name}/{path.name}",
+        name=_name(path),
         truth=truth,
         labelled=labels.labelled,
         rows=rows,
@@ -416,12 +510,15 @@ class EvalReport:
 def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
     """CSV files named or found (recursively, sorted) under the given folders.
 
-    Raises ConfigError for a path that does not exist.
+    Raises ConfigError for a path that does not exist and for a folder with no ``.csv`` file.
     """
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*.csv") if q.is_file()))
+            found = sorted(q for q in p.rglob("*.csv") if q.is_file())
+            if not found:
+                raise ConfigError("no .csv file in this folder", source=str(p))
+            out.extend(found)
         elif p.is_file():
             out.append(p)
         else:
@@ -455,14 +552,19 @@ def evaluate_skab(
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     pipeline: FilePipeline = run_skab_file,
     jobs: int = 1,
+    warn: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Run and score every SKAB file of ``paths`` (files or folders); see the module docstring.
 
     ``progress(name, index, total)`` is called before each file. ``pipeline`` runs one file
     (:func:`run_skab_file`, the Monitor and the ranking alone, or
     :func:`plantcrew.scenarios.skab_crew.run_skab_file_crew`, the whole crew); ``jobs`` > 1
-    runs that many files at once in worker processes. Raises ConfigError for a
-    missing path or a bad truth/signature/lesson file, CsvReplayError for an unreadable CSV.
+    runs that many files at once in worker processes. Every file is checked before any is
+    run: ConfigError for a missing path, a folder with no ``.csv`` file, a file that is not
+    SKAB's (:func:`check_skab_file`) or a bad truth/signature/lesson file (a truth row naming
+    a root cause the signatures do not know, too). ``warn(text)`` is told, before the run, of
+    labelled files with no truth (their diagnosis is not scored) and of truth entries that
+    match no evaluated file.
     """
     started = time.perf_counter()
     config = config or MonitorConfig()
@@ -471,8 +573,16 @@ def evaluate_skab(
         if isinstance(signatures, SignatureBook)
         else load_signatures(signatures or default_signatures_path())
     )
-    truth_map = truth if isinstance(truth, dict) else (load_truth(truth) if truth else None)
+    known = set(book.signatures) | {UNKNOWN}
+    truth_map = (
+        truth if isinstance(truth, dict) else (load_truth(truth, known=known) if truth else None)
+    )
     files = expand_paths(paths)
+    mem_paths = [Path(p) for p in memory_from]
+    mem_csv = expand_paths(p for p in mem_paths if p.suffix != ".jsonl")
+    headers = {path: check_skab_file(path) for path in [*files, *mem_csv]}
+    if warn is not None:
+        _warn_truth(files, headers, truth, truth_map, warn)
 
     def run_all(paths: list[Path], lessons: list[list[Lesson]], show: bool) -> list[FileResult]:
         calls = [
@@ -489,12 +599,9 @@ def evaluate_skab(
         return _map(pipeline, paths, calls, jobs, say)
 
     memory: list[Lesson] = []
-    mem_csv = []
-    for p in map(Path, memory_from):
+    for p in mem_paths:
         if p.suffix == ".jsonl":
             memory.extend(LessonMemory.load(p))
-        else:
-            mem_csv.extend(expand_paths([p]))
     memory.extend(lessons_from(run_all(mem_csv, [[] for _ in mem_csv], False)))
 
     own: list[Lesson | None] = [None for _ in files]  # each file's lesson, by position
@@ -527,6 +634,30 @@ def evaluate_skab(
     return report
 
 
+def _warn_truth(
+    files: list[Path],
+    headers: dict[Path, list[str]],
+    source: Path | str | dict[str, str] | None,
+    truth: dict[str, str] | None,
+    warn: Callable[[str], None],
+) -> None:
+    """Tell ``warn`` which labelled files have no truth and which truth entries match none."""
+    untold = [_name(f) for f in files if "anomaly" in headers[f] and _truth_for(f, truth) is None]
+    if untold:
+        n = len(untold)
+        warn(
+            f"no root-cause truth for {n} file{'s' if n > 1 else ''} ({', '.join(untold)}): "
+            "the diagnosis is not scored there; give --truth FILE (file,root_cause)"
+        )
+    if truth:
+        used = {key for f in files for key in _truth_keys(f)}
+        unused = [key for key in truth if key not in used]
+        if unused:
+            name = "the truth" if isinstance(source, dict) else Path(str(source)).name
+            n = len(unused)
+            warn(f"{name} names {n} file{'s' if n > 1 else ''} not evaluated: {', '.join(unused)}")
+
+
 def _map(
     pipeline: FilePipeline,
     paths: list[Path],
@@ -541,7 +672,7 @@ def _map(
         out = []
         for i, (path, call) in enumerate(zip(paths, calls, strict=True)):
             if progress:
-                progress(f"{path.parent.name}/{path.name}", i, n)
+                progress(_name(path), i, n)
             out.append(pipeline(path, **call))
         return out
     order = sorted(range(n), key=lambda i: -paths[i].stat().st_size)
@@ -549,7 +680,7 @@ def _map(
         futures = {}
         for k, i in enumerate(order):
             if progress:
-                progress(f"{paths[i].parent.name}/{paths[i].name}", k, n)
+                progress(_name(paths[i]), k, n)
             futures[i] = pool.submit(pipeline, paths[i], **calls[i])
         return [futures[i].result() for i in range(n)]
 
