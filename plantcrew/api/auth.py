@@ -92,6 +92,19 @@ async def authenticate(
     return principal
 
 
+async def why_token_invalid(request: Request) -> str | None:
+    """Why the request's bearer token is no longer valid (revoked, expired), or None while it
+    is. For long requests (event streams) that were authenticated once at their start."""
+    credentials = await bearer(request)
+    if credentials is None:
+        return "no API token"
+    try:
+        await run_in_threadpool(context(request).access.authenticate, credentials.credentials)
+    except AuthenticationError as exc:
+        return str(exc)
+    return None
+
+
 def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the authenticated caller, if its role grants ``permission`` (else 403)."""
 

@@ -24,6 +24,9 @@ class ApiSettings(BaseSettings):
     max_batches: int = Field(1000, ge=1, description="telemetry batches per ingest request")
     sse_poll_s: float = Field(0.5, gt=0, description="how often a stream looks for news")
     sse_keepalive_s: float = Field(15.0, gt=0, description="comment line when nothing happened")
+    sse_auth_recheck_s: float = Field(
+        30.0, gt=0, description="how often a stream checks its token is still valid"
+    )
     agent_ttl_s: float = Field(15.0, gt=0, description="an agent silent this long is not live")
     probe_timeout_s: float = Field(2.0, gt=0, description="each readiness check's limit")
     console: bool = Field(True, description="serve the web console at /")

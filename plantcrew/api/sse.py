@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sqlmodel import col, func, select
@@ -87,12 +87,17 @@ async def events(
     disconnected: Callable[[], Any],
     limit: int | None = None,
     max_s: float | None = None,
+    revoked: Callable[[], Awaitable[str | None]] | None = None,
+    recheck_s: float = 30.0,
 ) -> AsyncIterator[str]:
     """SSE frames from ``after`` (None: only what happens from now on) until the client goes.
 
     ``limit`` ends the stream after that many events, ``max_s`` after that many seconds (for
     clients that want a bounded read).
     A comment line is sent after ``keepalive_s`` of silence so proxies keep the stream open.
+    Every ``recheck_s`` the stream asks ``revoked`` (why the caller's token is no longer
+    valid, or None) and ends with that reason as a comment when it is not: the reconnect then
+    gets a 401.
     """
     metrics.SSE_CLIENTS.inc()
     try:
@@ -108,9 +113,16 @@ async def events(
         count = 0
         loop = asyncio.get_running_loop()
         end = loop.time() + max_s if max_s is not None else None
+        recheck = loop.time() + recheck_s
         while True:
             if await disconnected() or (end is not None and loop.time() >= end):
                 return
+            if revoked is not None and loop.time() >= recheck:
+                recheck = loop.time() + recheck_s
+                why = await revoked()
+                if why is not None:
+                    yield f": stream ended: {' '.join(why.split())}\n\n"
+                    return
             rows = await run_in_threadpool(fetch, store, max(0, cursor - LOOKBACK), run_id)
             fresh = [
                 r for r in rows if r.seq is not None and r.seq > floor and r.seq not in sent_set

@@ -4,6 +4,10 @@ every role, and (once per session) the model router and a finished scenario run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +54,31 @@ class Api:
     def h(self, who: str, **extra: str) -> dict[str, str]:
         """Headers authenticating as ``who`` (a key of ``tokens``)."""
         return {"Authorization": f"Bearer {self.tokens[who]}", **extra}
+
+
+@contextlib.contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """``app`` served by a real uvicorn on a free loopback port (in a thread); yields its
+    base URL once it answers, and stops it at the end."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def make_tokens(store: Store) -> dict[str, str]:

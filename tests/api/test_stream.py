@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import httpx
+
+from plantcrew.api import ApiSettings, create_app
 from plantcrew.store import MessageRecord, Store
-from tests.api.conftest import Api
+from plantcrew.store.access import AccessStore
+from tests.api.conftest import Api, served
 
 
 def blocks(text: str) -> list[dict[str, str]]:
@@ -56,3 +63,33 @@ def test_a_stream_names_where_it_starts_so_a_reconnect_misses_nothing(api: Api) 
     )
     got = [b for b in blocks(again.text) if "data" in b]
     assert [json.loads(b["data"])["id"] for b in got] == ["m3", "m4"]
+
+
+def test_a_stream_ends_when_its_token_is_revoked(tmp_path: Path, model_router: Any) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'api.db'}")
+    access = AccessStore(store)
+    row, token = access.create_token("victor", "viewer")
+    app = create_app(
+        ApiSettings(sse_poll_s=0.05, sse_keepalive_s=3600, sse_auth_recheck_s=0.1),
+        store=store,
+        bus_url=f"memory://stream{uuid.uuid4().hex[:8]}",
+        router=model_router,
+    )
+    hdr = {"Authorization": f"Bearer {token}"}
+    try:
+        with (
+            served(app) as base,
+            httpx.Client(base_url=base, timeout=httpx.Timeout(5, read=30)) as client,
+        ):
+            with client.stream("GET", "/api/v1/incidents/stream", headers=hdr) as r:
+                assert r.status_code == 200
+                lines = r.iter_lines()
+                assert next(lines).startswith("retry:")
+                access.revoke(row.id)
+                # the stream ends (it stayed open, silent, before: a read timeout)
+                rest = list(lines)
+            assert any("revoked" in line or "not valid" in line for line in rest), rest
+            again = client.get("/api/v1/incidents/stream", headers=hdr)
+            assert again.status_code == 401
+    finally:
+        store.dispose()

@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from plantcrew.api import sse
-from plantcrew.api.auth import Principal, context, require
+from plantcrew.api.auth import Principal, context, require, why_token_invalid
 from plantcrew.api.problems import ApiError, problem_responses
 from plantcrew.api.schemas import (
     ActionOut,
@@ -82,7 +82,8 @@ async def stream_incidents(
     ] = "",
 ) -> StreamingResponse:
     """Incident state changes, approval requests and decisions, actions, reviews, as they are
-    recorded. Reconnect with ``Last-Event-ID`` (sent by EventSource) to miss nothing."""
+    recorded. Reconnect with ``Last-Event-ID`` (sent by EventSource) to miss nothing. The
+    stream ends when its token is revoked or expires (checked every ``sse_auth_recheck_s``)."""
     after = since
     if last_event_id:
         after = int(last_event_id.strip())
@@ -96,6 +97,8 @@ async def stream_incidents(
         disconnected=request.is_disconnected,
         limit=limit,
         max_s=max_s,
+        revoked=lambda: why_token_invalid(request),
+        recheck_s=ctx.settings.sse_auth_recheck_s,
     )
     return StreamingResponse(
         frames,
