@@ -9,8 +9,9 @@ Shape (all amounts in USD; every limit optional, none set: no budget)::
         reviewer: 2.0
       warn_at: 0.8               # fraction of a limit that raises a warning
 
-Agents are stateless and keep no database, so the Coordinator measures the spend recorded in
-the ``model_call`` table (:func:`plantcrew.store.costs.budget_spend`) when it dispatches a task,
+Agents are stateless and keep no database, so the Coordinator reads the spend recorded with
+each model call (:func:`plantcrew.store.costs.budget_spend`: the incident's ``model_call``
+rows, the day's and the role's running sums in ``model_spend``) when it dispatches a task,
 turns it into a :class:`BudgetStatus` (:meth:`Budgets.status`) and sends it in the task's input
 (``task.input["budget"]``); :func:`plantcrew.llm.reason.reason` reads it back with
 :func:`budget_of`. A scope whose spend reaches ``warn_at`` of its limit is at ``warn`` (the step

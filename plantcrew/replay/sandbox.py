@@ -40,7 +40,7 @@ from plantcrew.replay.errors import ReplayError
 from plantcrew.replay.recorded import ReplaySession, Upstream, answers_of, open_session
 from plantcrew.replay.timeline import Timeline
 from plantcrew.settings import get_settings
-from plantcrew.store import Lesson, ModelCall, Store
+from plantcrew.store import Lesson, ModelCall, Store, add_model_calls
 
 Mode = Literal["verify", "fork"]
 FINISHED = ("passed", "failed", "completed")
@@ -196,8 +196,7 @@ def seed_memory(store: Store, timeline: Timeline) -> None:
                     source=str(x.get("source", "confirmed")),
                 )
             )
-        for row in starting_spend(timeline):
-            s.add(row)
+        add_model_calls(s, starting_spend(timeline))
 
 
 @dataclass(frozen=True)

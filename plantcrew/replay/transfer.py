@@ -26,6 +26,7 @@ from plantcrew.store import (
     Run,
     Store,
     TaskRecord,
+    add_model_calls,
 )
 from plantcrew.store import audit as audit_log
 
@@ -68,8 +69,7 @@ def transfer_run(source: Store, target: Store, run_id: str, **run_fields: Any) -
             t.add(_fresh(m, drop="seq"))
         for v in votes:
             t.add(_fresh(v, drop="seq"))
-        for c in calls:
-            t.add(_fresh(c, drop="id"))
+        add_model_calls(t, [_fresh(c, drop="id") for c in calls])
         t.flush()
         for e in entries:
             audit_log.append(t, time=e.time, actor=e.actor, kind=e.kind, data=dict(e.data),

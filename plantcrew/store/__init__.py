@@ -7,6 +7,7 @@ from plantcrew.store import access as _access  # noqa: F401  (registers its tabl
 from plantcrew.store.audit import ChainBreak, verify_chain
 from plantcrew.store.store import (
     Store,
+    add_model_calls,
     add_outbox,
     load_incident,
     record_message,
@@ -25,6 +26,7 @@ from plantcrew.store.tables import (
     Lesson,
     MessageRecord,
     ModelCall,
+    ModelSpend,
     OutboxEntry,
     Run,
     TaskRecord,
@@ -42,10 +44,12 @@ __all__ = [
     "Lesson",
     "MessageRecord",
     "ModelCall",
+    "ModelSpend",
     "OutboxEntry",
     "Run",
     "Store",
     "TaskRecord",
+    "add_model_calls",
     "add_outbox",
     "load_incident",
     "record_message",

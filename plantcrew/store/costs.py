@@ -8,7 +8,8 @@ time of the message that carried it). These queries sum them:
   optionally for one run and/or from a day on;
 - :func:`spend_usd`: USD spent in one scope;
 - :func:`budget_spend`: the spend a step's budget is checked against (its incident, its day,
-  its role's day), for :meth:`plantcrew.llm.budget.Budgets.status`.
+  its role's day), for :meth:`plantcrew.llm.budget.Budgets.status`; the day's and the role's
+  from their running sums in ``model_spend`` (:mod:`plantcrew.store.spend`).
 
 An agent scope matches an agent id or a role: ``operator`` matches ``operator`` and every
 ``operator-<n>`` worker. Days compare as ISO strings, so ``since`` is a ``date`` or
@@ -22,11 +23,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, or_
+from sqlalchemy import ColumnElement, bindparam, case, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from plantcrew.errors import PlantcrewError
+from plantcrew.store.deferred import deferred
+from plantcrew.store.spend import DAY_SCOPE, SPEND, agent_scope, pending
 from plantcrew.store.tables import ModelCall
 
 GroupBy = Literal["deployment", "incident", "agent", "day", "run", "model_group"]
@@ -213,29 +216,27 @@ def cost_report(s: Session, *, run_id: str | None = None,
 
 
 _MC = ModelCall.__table__  # type: ignore[attr-defined]
+_DAY: Any = bindparam("day")
 
 
-def _spent_if(condition: Any) -> Any:
-    return func.coalesce(func.sum(case((condition, _MC.c.cost_usd), else_=0.0)), 0.0)
+def _spent_in(scope: str) -> Any:
+    row = sa_select(SPEND.c.usd).where(SPEND.c.day == _DAY, SPEND.c.scope == bindparam(scope))
+    return func.coalesce(row.scalar_subquery(), 0.0)
 
 
-_ON_DAY = _MC.c.day == bindparam("day")
-_OF_INCIDENT = _MC.c.incident_id == bindparam("incident_id")
 # the three scopes of a step's budget in one statement, built once (the Coordinator runs it
-# for every reasoning step it dispatches); the index on incident_id or on day finds the rows
+# for every reasoning step it dispatches): the incident's calls through the index on
+# incident_id, the day's and the role's running spend as one row each (plantcrew.store.spend)
 _BUDGET_SPEND = sa_select(
-    _spent_if(_OF_INCIDENT),
-    _spent_if(_ON_DAY),
-    _spent_if(
-        and_(
-            _ON_DAY,
-            or_(
-                _MC.c.agent == bindparam("agent"),
-                _MC.c.agent.like(bindparam("agent_workers"), escape="/"),
-            ),
-        )
+    func.coalesce(
+        sa_select(func.sum(_MC.c.cost_usd))
+        .where(_MC.c.incident_id == bindparam("incident_id"))
+        .scalar_subquery(),
+        0.0,
     ),
-).where(or_(_OF_INCIDENT, _ON_DAY))
+    _spent_in("day_scope"),
+    _spent_in("agent_scope"),
+)
 
 
 def budget_spend(s: Session, *, incident_id: str | None, day: date | str,
@@ -244,19 +245,23 @@ def budget_spend(s: Session, *, incident_id: str | None, day: date | str,
 
     Returns ``{"incident": ..., "day": ..., "agent": ...}``: the calls of ``incident_id``
     (0.0 when None), of ``day`` across every run, and of ``agent`` (a role, matching its
-    workers ``<role>-<n>``, or an agent id) on ``day`` (0.0 when None). Pass it to
-    ``Budgets.status(spend, agent=...)``. One query.
+    workers ``<role>-<n>``, or an agent id) on ``day`` (0.0 when None), those written in
+    ``s``'s transaction included. Pass it to ``Budgets.status(spend, agent=...)``. One query:
+    the day's and the agent's spend are one ``model_spend`` row each
+    (:mod:`plantcrew.store.spend`). Raises BadDateError for a ``day`` that is not a day.
     """
-    escaped = (agent or "").replace("/", "//").replace("%", "/%").replace("_", "/_")
+    on = day_text(day) or ""
+    scope = agent_scope(agent or "")
     incident, on_day, of_agent = s.execute(
         _BUDGET_SPEND,
-        {"incident_id": incident_id, "day": day_text(day), "agent": agent,
-         "agent_workers": f"{escaped}-%"},
+        {"incident_id": incident_id, "day": on, "day_scope": DAY_SCOPE, "agent_scope": scope},
     ).one()  # fmt: skip
+    work = deferred(s)
+    queued = work.spend if work is not None else {}
     return {
         "incident": float(incident) if incident_id else 0.0,
-        "day": float(on_day),
-        "agent": float(of_agent) if agent else 0.0,
+        "day": float(on_day) + pending(queued, on, DAY_SCOPE),
+        "agent": float(of_agent) + pending(queued, on, scope) if agent else 0.0,
     }
 
 

@@ -9,6 +9,9 @@ A transaction opened by :meth:`~plantcrew.store.db.Database.tx` carries a :class
   the conversation keeps its order). :attr:`Deferred.outbox` then lists the committed rows
   (``seq``, subject, message), so the caller can publish them after commit without reading
   the outbox back;
+- additions to the running spend of model calls (:mod:`plantcrew.store.spend`): written
+  after the messages, so the day's ``model_spend`` row, which every model call adds to, is
+  locked only from there to the commit;
 - audit entries (:func:`plantcrew.store.audit.append_deferred`): chained at the very end
   (:func:`plantcrew.store.audit.append_many`), so the audit chain's lock is held only from
   there to the commit, not for the whole transaction.
@@ -27,6 +30,7 @@ from sqlmodel import Session
 
 from plantcrew.messages import Message
 from plantcrew.store import audit
+from plantcrew.store.spend import Deltas, add_spend
 from plantcrew.store.tables import MessageRecord, OutboxEntry
 
 DEFERRED = "plantcrew.deferred"
@@ -71,6 +75,7 @@ class Deferred:
     messages: list[tuple[Message, float]] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
+    spend: Deltas = field(default_factory=dict)
 
     def write_messages(self, s: Session) -> None:
         """Insert the queued outbox messages now (conversation log and outbox)."""
@@ -95,8 +100,12 @@ class Deferred:
         )
 
     def before_commit(self, s: Session) -> None:
-        """Write everything still queued: the messages, then the audit entries (last)."""
+        """Write everything still queued: the messages, the spend, then the audit entries
+        (last)."""
         self.write_messages(s)
+        if self.spend:
+            deltas, self.spend = self.spend, {}
+            add_spend(s, deltas)
         if self.audit:
             entries, self.audit = self.audit, []
             audit.append_many(s, entries)

@@ -37,18 +37,25 @@ def insert_stmt(
     if stmt is None:
         if if_new_key is None:
             stmt = insert(table)
-        elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            stmt = pg_insert(table).on_conflict_do_nothing(index_elements=[if_new_key])
         else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=[if_new_key])
+            stmt = upsert(dialect, table).on_conflict_do_nothing(index_elements=[if_new_key])
         if returning is not None:
             stmt = stmt.returning(table.c[returning])
         _STATEMENTS[cache_key] = stmt
     return stmt
+
+
+def upsert(dialect: str, table: Any) -> Any:
+    """An ``INSERT`` into ``table`` that can take an ``ON CONFLICT`` clause
+    (``on_conflict_do_nothing`` / ``on_conflict_do_update``) on ``dialect``: ``postgresql``
+    or ``sqlite`` (anything else is taken for SQLite)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def row_of(obj: SQLModel) -> dict[str, Any]:
@@ -71,4 +78,4 @@ def insert_rows(s: Session, objs: Sequence[SQLModel], *, if_new: bool = False) -
     s.execute(stmt, rows if len(rows) > 1 else rows[0])
 
 
-__all__ = ["insert_rows", "insert_stmt", "row_of"]
+__all__ = ["insert_rows", "insert_stmt", "row_of", "upsert"]

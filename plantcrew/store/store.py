@@ -21,6 +21,7 @@ from plantcrew.store.audit import ChainBreak
 from plantcrew.store.db import Database
 from plantcrew.store.deferred import MESSAGE, deferred, message_row
 from plantcrew.store.rows import insert_rows, insert_stmt
+from plantcrew.store.spend import add_spend, deltas_of
 from plantcrew.store.tables import (
     Action,
     Approval,
@@ -312,7 +313,23 @@ def record_model_calls(
         )
         for c in calls
     ]
+    add_model_calls(s, rows)
+
+
+def add_model_calls(s: Session, rows: Sequence[ModelCall]) -> None:
+    """Insert ``rows`` into ``model_call`` and add their cost to the running spend of their
+    day, in the caller's transaction (:mod:`plantcrew.store.spend`; in a transaction of
+    ``Database.tx`` the spend is written just before it commits, elsewhere at once). Every
+    ``model_call`` row is written through here, so ``model_spend`` keeps their sums."""
+    if not rows:
+        return
     insert_rows(s, rows)
+    calls = ((r.day, r.agent, r.cost_usd) for r in rows)
+    work = deferred(s)
+    if work is not None:
+        deltas_of(calls, into=work.spend)
+    else:
+        add_spend(s, deltas_of(calls))
 
 
 def save_incident(s: Session, inc: Incident) -> None:

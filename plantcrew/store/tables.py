@@ -201,6 +201,21 @@ class ModelCall(SQLModel, table=True):
     day: str = Field(default="", index=True)  # YYYY-MM-DD, for daily budgets
 
 
+class ModelSpend(SQLModel, table=True):
+    """The ``model_call`` rows of a day summed per budget scope, kept as they are written.
+
+    ``scope`` is ``day`` (every call of the day) or ``agent:<name>``, where ``name`` is a
+    call's agent id or any prefix of it that ends before a ``-`` (``operator-1`` counts in
+    ``agent:operator`` and ``agent:operator-1``). See :mod:`plantcrew.store.spend`.
+    """
+
+    __tablename__ = "model_spend"
+    day: str = Field(primary_key=True)  # YYYY-MM-DD, as model_call.day
+    scope: str = Field(primary_key=True)
+    usd: float = 0.0
+    calls: int = 0
+
+
 class AuditEntry(SQLModel, table=True):
     """Append-only, hash-chained audit log: ``hash = sha256(prev_hash + canonical entry)``."""
 

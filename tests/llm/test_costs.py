@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sqlmodel import col, select
 from plantcrew.llm import reason
 from plantcrew.llm.budget import Budgets
 from plantcrew.messages import Diagnosis, Message, ModelCallInfo, Subjects
-from plantcrew.store import ModelCall, Store, record_model_calls
+from plantcrew.store import ModelCall, ModelSpend, Store, record_model_calls
 from plantcrew.store.costs import (
     BadDateError,
     budget_spend,
@@ -155,6 +156,53 @@ def test_budget_spend_is_the_spend_of_each_scope(
         store.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store on a SQLite file, or on a fresh PostgreSQL schema."""
+    url = f"sqlite:///{tmp_path / 'b.db'}" if request.param == "sqlite" else (
+        request.getfixturevalue("pg_schema_url"))  # fmt: skip
+    store = Store(url)
+    yield store
+    store.dispose()
+
+
+AGENTS = ["operator", "operator-1", "operator-host-7", "operators-1", "op_rator-1", "op%-2",
+          "-x", "", "a--b", "operator-", "reviewer-1"]  # fmt: skip
+QUERIES = ["operator", "operator-1", "operator-host", "operator-h", "operators", "op_rator",
+           "op%", "op", "-x", "x", "a", "a-", "a--b", "operator-", "reviewer",
+           "nobody"]  # fmt: skip
+
+
+def test_budget_spend_reads_the_sums_over_the_calls(any_store: Store) -> None:
+    # the running spend agrees with the calls summed as the LIKE over model_call did, for
+    # every agent id and query, in the transaction that records calls (before they are written
+    # to model_spend) and after it commits
+    store, rng, days = any_store, random.Random(7), [DAY1, DAY2]
+    for _ in range(12):
+        with store.tx() as s:
+            for _ in range(rng.randrange(1, 4)):
+                when, agent = rng.choice(days), rng.choice(AGENTS)
+                payload = Diagnosis(task_id="t", incident_id="inc-1", agent_id=agent,
+                                    root_cause="c", confidence=0.5)
+                msg = Message.new(payload, source="x", subject=Subjects.EVENTS,
+                                  run_id="run-1", correlation_id="inc-1", time=when)
+                calls = [call("a", rng.randrange(1, 1000) / 1000)]
+                record_model_calls(s, calls, msg=msg, agent=agent, task_id="t")
+            for q in QUERIES[:4]:
+                got = budget_spend(s, incident_id="inc-1", day=when.date(), agent=q)
+                assert got == pytest.approx({
+                    "incident": spend_usd(s, incident_id="inc-1"),
+                    "day": spend_usd(s, day=when.date()),
+                    "agent": spend_usd(s, agent=q, day=when.date())}), q
+    with store.tx() as s:
+        for day in days:
+            for q in QUERIES:
+                got = budget_spend(s, incident_id=None, day=day.date(), agent=q)
+                want = {"incident": 0.0, "day": spend_usd(s, day=day.date()),
+                        "agent": spend_usd(s, agent=q, day=day.date())}
+                assert got == pytest.approx(want, abs=1e-12), (day, q)
+
+
 async def test_litellm_cost_is_stored_per_call_and_a_spent_budget_stops_the_models(
         stub: OpenAIStub, store: Store) -> None:
     stub.script("priced", Reply.json(GOOD))
@@ -204,4 +252,7 @@ def test_the_queries_run_on_postgresql() -> None:
         with store.tx() as s:
             for row in s.exec(select(ModelCall).where(col(ModelCall.run_id) == run)).all():
                 s.delete(row)
+            for spent in s.exec(select(ModelSpend).where(col(ModelSpend.day) == day.date()
+                                                         .isoformat())).all():
+                s.delete(spent)
         store.dispose()

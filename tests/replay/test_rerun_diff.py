@@ -6,12 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
+from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from plantcrew.cli_replay import app
 from plantcrew.replay.diff import diff_runs
 from plantcrew.replay.timeline import load_timeline
-from plantcrew.store import Store
+from plantcrew.store import ModelSpend, Store
+from plantcrew.store.costs import cost_rows
 from tests.replay.conftest import SHORT, config_copy, json_of, record
 
 runner = CliRunner()
@@ -50,6 +52,10 @@ def test_rerun_with_another_model_group_stores_a_fork_that_diff_compares(
     assert [c["model_group"] for c in calls] == ["triage", "reasoning", "review"]
     assert store.verify_audit() == []  # the fork's audit entries joined the chain intact
     assert len(store.lessons()) == lessons  # a counterfactual run teaches the memory nothing
+    with store.tx() as s:  # the fork's model calls count in the running spend of their day
+        per_day = {r.key: (r.calls, r.cost_usd) for r in cost_rows(s, "day")}
+        spend = s.exec(select(ModelSpend).where(col(ModelSpend.scope) == "day")).all()
+    assert {r.day: (r.calls, pytest.approx(r.usd)) for r in spend} == per_day
 
     res = runner.invoke(app, ["diff", run_id, fork_id, "--db", db_url, "--json"])
     assert res.exit_code == 1, res.output  # they differ
