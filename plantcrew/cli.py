@@ -300,13 +300,18 @@ def eval_skab(
     """F1, FAR and MAR over the test rows (SKAB's protocol), detection delay, incidents and
     root cause per file and overall. Each file is replayed through the whole crew at
     accelerated time (a scenario per file, in-process bus, throwaway SQLite database)."""
+    import time
+
     from rich.markup import escape
 
     from plantcrew.scenarios.skab_crew import run_skab_file_crew
     from plantcrew.scenarios.skab_eval import evaluate_skab, render_report, run_skab_file
 
+    started = time.perf_counter()
+
     def progress(name: str, i: int, n: int) -> None:
-        err.print(f"[{i + 1}/{n}] {name}", highlight=False)
+        took = time.perf_counter() - started
+        err.print(escape(f"[{i + 1}/{n}] {name} done ({took:.0f} s)"), highlight=False)
 
     try:
         report = evaluate_skab(

@@ -29,7 +29,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -556,8 +556,10 @@ def evaluate_skab(
 ) -> EvalReport:
     """Run and score every SKAB file of ``paths`` (files or folders); see the module docstring.
 
-    ``progress(name, index, total)`` is called before each file. ``pipeline`` runs one file
-    (:func:`run_skab_file`, the Monitor and the ranking alone, or
+    ``progress(name, done, total)`` is called as each file is done, ``done`` files before
+    it in its pass; the passes before the scored one (``--memory-from`` files, leave-one-out's
+    first) prefix ``name`` with ``"memory: "`` and ``"leave-one-out pass 1/2: "``.
+    ``pipeline`` runs one file (:func:`run_skab_file`, the Monitor and the ranking alone, or
     :func:`plantcrew.scenarios.skab_crew.run_skab_file_crew`, the whole crew); ``jobs`` > 1
     runs that many files at once in worker processes. Every file is checked before any is
     run: ConfigError for a missing path, a folder with no ``.csv`` file, a file that is not
@@ -584,7 +586,7 @@ def evaluate_skab(
     if warn is not None:
         _warn_truth(files, headers, truth, truth_map, warn)
 
-    def run_all(paths: list[Path], lessons: list[list[Lesson]], show: bool) -> list[FileResult]:
+    def run_all(paths: list[Path], lessons: list[list[Lesson]], label: str) -> list[FileResult]:
         calls = [
             dict(
                 config=config,
@@ -595,24 +597,23 @@ def evaluate_skab(
             )
             for path, les in zip(paths, lessons, strict=True)
         ]
-        say = progress if show else None
-        return _map(pipeline, paths, calls, jobs, say)
+        return _map(pipeline, paths, calls, jobs, progress, label)
 
     memory: list[Lesson] = []
     for p in mem_paths:
         if p.suffix == ".jsonl":
             memory.extend(LessonMemory.load(p))
-    memory.extend(lessons_from(run_all(mem_csv, [[] for _ in mem_csv], False)))
+    memory.extend(lessons_from(run_all(mem_csv, [[] for _ in mem_csv], "memory: ")))
 
     own: list[Lesson | None] = [None for _ in files]  # each file's lesson, by position
     if leave_one_out:
-        plain = run_all(files, [memory for _ in files], False)
+        plain = run_all(files, [memory for _ in files], "leave-one-out pass 1/2: ")
         own = [lesson_of(r) for r in plain]  # ``run_all`` keeps the order of ``files``
     per_file = [
         memory + [les for j, les in enumerate(own) if les is not None and j != i]
         for i in range(len(files))
     ]
-    results = run_all(files, per_file, True)
+    results = run_all(files, per_file, "")
 
     labelled = [r for r in results if r.labelled]
     delays = [r.delay_s for r in labelled if r.delay_s is not None]
@@ -664,25 +665,30 @@ def _map(
     calls: list[dict[str, Any]],
     jobs: int,
     progress: Callable[[str, int, int], None] | None,
+    label: str = "",
 ) -> list[FileResult]:
     """``pipeline(path, **call)`` for each file, in order; ``jobs`` > 1 runs that many
-    processes at once, the largest files first."""
+    processes at once, the largest files first. ``progress(label + name, k, n)`` is called
+    as each file is done (``k`` files were done before it)."""
     n = len(paths)
+
+    def done(i: int, k: int) -> None:
+        if progress:
+            progress(label + _name(paths[i]), k, n)
+
     if jobs <= 1 or n <= 1:
         out = []
         for i, (path, call) in enumerate(zip(paths, calls, strict=True)):
-            if progress:
-                progress(_name(path), i, n)
             out.append(pipeline(path, **call))
+            done(i, i)
         return out
     order = sorted(range(n), key=lambda i: -paths[i].stat().st_size)
     with ProcessPoolExecutor(max_workers=min(jobs, n)) as pool:
-        futures = {}
-        for k, i in enumerate(order):
-            if progress:
-                progress(_name(paths[i]), k, n)
-            futures[i] = pool.submit(pipeline, paths[i], **calls[i])
-        return [futures[i].result() for i in range(n)]
+        futures = {pool.submit(pipeline, paths[i], **calls[i]): i for i in order}
+        for k, future in enumerate(as_completed(futures)):
+            future.result()  # a failed file stops the run here
+            done(futures[future], k)
+        return [future.result() for future in sorted(futures, key=futures.__getitem__)]
 
 
 # ---- rendering --------------------------------------------------------------------------

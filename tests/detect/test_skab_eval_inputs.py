@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from plantcrew.cli import app
 from plantcrew.errors import ConfigError
-from plantcrew.scenarios.skab_eval import load_truth
+from plantcrew.scenarios.skab_eval import evaluate_skab, load_truth, run_skab_file
 from tests.conftest import require_shared_data
 
 HEADER = (
@@ -165,3 +165,49 @@ def test_detect_nab_on_a_binary_file_is_one_error_line(tmp_path):
     res = cli("detect", "--format", "nab", tmp_path / "data", "--out", tmp_path / "results")
     assert res.exit_code == 2, res.stdout + res.stderr
     assert "x.csv:1: not a text CSV file" in res.stderr
+
+
+def _marking(path, **kw):
+    """A pipeline (importable, for worker processes) that leaves ``<file>.done`` when done."""
+    result = run_skab_file(path, **kw)
+    Path(f"{path}.done").touch()
+    return result
+
+
+def short_skab_files(tmp_path: Path, n: int = 3, folder: str = "f") -> list[Path]:
+    """``n`` copies of the first 460 rows of a shared SKAB fault file (calibration + a bit)."""
+    lines = (require_shared_data() / "skab" / "valve1" / "1.csv").read_text().splitlines()
+    out = []
+    for i in range(n):
+        path = tmp_path / f"{folder}{i}" / f"{i}.csv"
+        path.parent.mkdir(parents=True)
+        path.write_text("\n".join(lines[:461]) + "\n")
+        out.append(path)
+    return out
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_progress_reports_each_file_when_it_is_done_in_every_pass(tmp_path, jobs):
+    """Progress on a long run: a line per finished file (with jobs > 1 every line used to
+    come at once before anything ran), the leave-one-out and memory passes included (they
+    used to run with no progress at all)."""
+    files = short_skab_files(tmp_path)
+    memory = short_skab_files(tmp_path, 1, folder="m")
+    seen: list[tuple[str, int, int]] = []
+
+    def progress(name: str, i: int, n: int) -> None:
+        file = name.rsplit(" ", 1)[-1]
+        done = [p for p in [*files, *memory] if p.parent.name + "/" + p.name == file]
+        assert done and Path(f"{done[0]}.done").exists(), f"{name} reported before it ran"
+        for p in done:
+            Path(f"{p}.done").unlink()
+        seen.append((name, i, n))
+
+    evaluate_skab(
+        files, memory_from=memory, leave_one_out=True, pipeline=_marking, jobs=jobs,
+        progress=progress,
+    )  # fmt: skip
+    assert [(i, n) for _, i, n in seen] == [(0, 1), *[(i, 3) for i in range(3)] * 2]
+    assert seen[0][0] == "memory: m0/0.csv"
+    assert {s[0] for s in seen[1:4]} == {f"leave-one-out pass 1/2: f{i}/{i}.csv" for i in range(3)}
+    assert {s[0] for s in seen[4:]} == {f"f{i}/{i}.csv" for i in range(3)}
