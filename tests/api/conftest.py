@@ -57,7 +57,7 @@ class Api:
 
 
 @contextlib.contextmanager
-def served(app: FastAPI) -> Iterator[str]:
+def on_loopback(app: FastAPI) -> Iterator[str]:
     """``app`` served by a real uvicorn on a free loopback port (in a thread); yields its
     base URL once it answers, and stops it at the end."""
     import uvicorn

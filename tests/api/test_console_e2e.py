@@ -14,16 +14,19 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from plantcrew.api import ApiSettings, create_app
 from plantcrew.store import Store
 from plantcrew.store.access import AccessStore
-from tests.api.conftest import ROOT, SCENARIO
+from tests.api.conftest import ROOT, SCENARIO, on_loopback
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -196,3 +199,39 @@ def test_approval_given_in_the_console_lets_the_action_run(
         assert "approval.decided" in timeline and "action.executed" in timeline
     finally:
         driver.quit()
+
+
+def test_a_revoked_token_signs_the_console_out(tmp_path: Path, model_router: Any) -> None:
+    """The console stops using a token the service refuses (its stream and its polls),
+    instead of reconnecting with it every 2 s for ever."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    require_chromium()
+    store = Store(f"sqlite:///{tmp_path / 'console.db'}")
+    access = AccessStore(store)
+    row, token = access.create_token("victor", "viewer")
+    app = create_app(
+        ApiSettings(sse_poll_s=0.05, sse_auth_recheck_s=0.2),
+        store=store,
+        bus_url=f"memory://console{uuid.uuid4().hex[:8]}",
+        router=model_router,
+    )
+    driver = browser(tmp_path)
+    try:
+        with on_loopback(app) as base:
+            driver.get(f"{base}/console/")
+            driver.find_element(By.ID, "token-input").send_keys(token)
+            driver.find_element(By.ID, "sign-in").click()
+            wait = WebDriverWait(driver, 60, poll_frequency=0.2)
+            wait.until(ec.text_to_be_present_in_element((By.ID, "whoami"), "victor"))
+            wait.until(ec.text_to_be_present_in_element((By.ID, "stream-status"), "live"))
+            access.revoke(row.id)
+            wait.until(ec.text_to_be_present_in_element((By.ID, "whoami"), "not signed in"))
+            wait.until(ec.text_to_be_present_in_element((By.ID, "stream-status"), "off"))
+            assert "revoked" in driver.find_element(By.ID, "error").text
+            assert driver.execute_script("return sessionStorage.getItem('plantcrew-token')") is None
+    finally:
+        driver.quit()
+        store.dispose()

@@ -13,7 +13,7 @@ import httpx
 from plantcrew.api import ApiSettings, create_app
 from plantcrew.store import MessageRecord, Store
 from plantcrew.store.access import AccessStore
-from tests.api.conftest import Api, served
+from tests.api.conftest import Api, on_loopback
 
 
 def blocks(text: str) -> list[dict[str, str]]:
@@ -78,7 +78,7 @@ def test_a_stream_ends_when_its_token_is_revoked(tmp_path: Path, model_router: A
     hdr = {"Authorization": f"Bearer {token}"}
     try:
         with (
-            served(app) as base,
+            on_loopback(app) as base,
             httpx.Client(base_url=base, timeout=httpx.Timeout(5, read=30)) as client,
         ):
             with client.stream("GET", "/api/v1/incidents/stream", headers=hdr) as r:
