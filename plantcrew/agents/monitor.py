@@ -6,18 +6,23 @@ stream). When an episode opens it publishes ``anomaly.detected`` on ``crew.event
 device is back to normal (or its readings resume after more than ``resume_gap_s``: a
 restart, logged once per gap, see ``DeviceMonitor``), ``anomaly.cleared``. Detector state is
 rebuilt from the stream after a restart (``warm``), so nothing a restart would lose is held
-only here.
+only here. A reading in another unit than its sensor was calibrated in is not scored: the
+batch's such readings go to ``crew.dlq`` in one dead letter naming device, sensor, the unit
+expected and the unit seen (a warning is logged the first time per sensor and unit).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 import structlog
 
+from plantcrew import metrics
 from plantcrew.agents.base import Agent
 from plantcrew.bus import Bus, Subscription
-from plantcrew.detect import DeviceMonitor, MonitorConfig
+from plantcrew.bus.base import dead_letter
+from plantcrew.detect import DeviceMonitor, MonitorConfig, UnitMismatch
 from plantcrew.messages import Capability, Message, Subjects, TelemetryBatch
 from plantcrew.plant.clock import Clock
 
@@ -97,6 +102,8 @@ class Monitor(Agent):
                 sensor=sensor,
                 monitored=mon.sensors,
             )
+        if verdict.rejected:
+            await self._dead_letter(msg, verdict.rejected)
         self.last_score[batch.device_id] = verdict.score
         if verdict.event is not None:
             event = Message.new(
@@ -110,3 +117,28 @@ class Monitor(Agent):
                 traceparent=msg.traceparent,
             )
             await self.bus.publish(event)
+
+    async def _dead_letter(self, msg: Message, rejected: tuple[UnitMismatch, ...]) -> None:
+        """Publish the readings of ``msg`` set aside for their unit as one dead letter."""
+        for r in rejected:
+            if r.first:
+                log.warning(
+                    "reading in another unit than the sensor's calibration: dead-lettered",
+                    device=r.reading.device_id,
+                    sensor=r.reading.sensor,
+                    expected=r.expected,
+                    seen=r.reading.unit,
+                )
+        letter = dead_letter(
+            subject=msg.subject,
+            reason="; ".join(r.reason for r in rejected),
+            raw=json.dumps([r.reading.model_dump(mode="json") for r in rejected]),
+            attempts=0,
+            quarantined=True,
+            original=msg,
+            source=self.agent_id,
+            run_id=msg.run_id or self.run_id,
+            correlation_id=msg.run_id or self.run_id,
+        )
+        metrics.dead_lettered(msg.subject, quarantined=True)
+        await self.bus.publish(letter)

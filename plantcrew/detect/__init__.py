@@ -20,9 +20,17 @@ from plantcrew.detect.diagnosis import (
     rank_root_causes,
 )
 from plantcrew.detect.memory import LessonMemory, signature_of
-from plantcrew.detect.metrics import Confusion, confusion, detection_delay, pooled, raised_at
+from plantcrew.detect.metrics import (
+    Confusion,
+    confusion,
+    detection_delay,
+    pooled,
+    raised_at,
+    skab_rates,
+)
 from plantcrew.detect.monitor import DETECTOR_NAME, DeviceMonitor, MonitorState, ReadingVerdict
 from plantcrew.detect.nab import detect_nab, score_nab_file
+from plantcrew.detect.units import UnitGuard, UnitMismatch
 
 __all__ = [
     "DETECTOR_NAME",
@@ -39,6 +47,8 @@ __all__ = [
     "ReadingVerdict",
     "Signature",
     "SignatureBook",
+    "UnitGuard",
+    "UnitMismatch",
     "confusion",
     "default_signatures_path",
     "detect_nab",
@@ -47,6 +57,7 @@ __all__ = [
     "load_signatures",
     "pooled",
     "raised_at",
+    "skab_rates",
     "rank_root_causes",
     "score_nab_file",
     "signature_of",

@@ -73,6 +73,7 @@ from plantcrew.detect.config import MonitorConfig
 from plantcrew.detect.episode import Episode
 from plantcrew.detect.features import affinity_gain, matches
 from plantcrew.detect.settling import ThermalSettling
+from plantcrew.detect.units import UnitGuard, UnitMismatch
 from plantcrew.messages import AnomalyCleared, AnomalyDetected, Deviation, TelemetryBatch
 
 DETECTOR_NAME = "robust-ewma-mcd"
@@ -103,7 +104,9 @@ class ReadingVerdict:
     open or a change alarm is on (``change``: a fast sensor stepped away from its normal
     level, see :mod:`plantcrew.detect.change`), ``event`` an AnomalyDetected when an
     episode's opening is reported on this reading, an AnomalyCleared when one closes, else
-    None. ``row`` echoes ``TelemetryBatch.row``.
+    None. ``row`` echoes ``TelemetryBatch.row``. ``rejected``: the batch's readings in another
+    unit than their sensor's (not scored; the caller dead-letters them with their reason, see
+    :mod:`plantcrew.detect.units`).
     """
 
     device_id: str
@@ -114,6 +117,7 @@ class ReadingVerdict:
     state: MonitorState
     event: AnomalyDetected | AnomalyCleared | None = None
     change: bool = False
+    rejected: tuple[UnitMismatch, ...] = ()
 
 
 class DeviceMonitor:
@@ -128,7 +132,10 @@ class DeviceMonitor:
     reading more than ``gap_s`` older than the last is a clock reset: the cooldown, an
     episode's report and thermal settling keep the time they had left. Once calibrated, a
     reading more than ``resume_gap_s`` newer than the last is a restart (``restarts``,
-    ``last_gap_s``): the device recalibrates (see the module docstring).
+    ``last_gap_s``): the device recalibrates (see the module docstring). A reading in another
+    unit than the one its sensor's first reading named is not scored (see
+    :mod:`plantcrew.detect.units`; the verdict's ``rejected``); a batch left with no reading
+    changes nothing (its verdict repeats the last one's score, flag and state).
     """
 
     def __init__(self, device_id: str, config: MonitorConfig | None = None) -> None:
@@ -151,7 +158,8 @@ class DeviceMonitor:
         """Start (or, after a restart, start again) calibrating: no reading taken yet."""
         self.state = MonitorState.CALIBRATING
         self.calibration: Calibration | None = None
-        self._units: dict[str, str] = {}
+        self._units = UnitGuard()
+        self._verdict_last: ReadingVerdict | None = None
         self._cal_ts: list[float] = []
         self._cal_x: list[list[float]] = []
         self._cal_gain: list[list[float]] = []
@@ -206,26 +214,35 @@ class DeviceMonitor:
         return [s for s, on in zip(self._sensors, self._settling.mask, strict=False) if on]
 
     def update(self, batch: TelemetryBatch) -> ReadingVerdict:
-        """Score one reading and advance the episode state; see the module docstring."""
+        """Score one reading and advance the episode state; see the module docstring.
+
+        Raises ValueError for another device's batch."""
         if batch.device_id != self.device_id:
             raise ValueError(f"batch of device {batch.device_id!r} sent to {self.device_id!r}")
         ts = batch.readings[0].ts
         ended = None
         if self._seen_ts is not None and ts - self._seen_ts > self.config.resume_gap_s:
             ended = self._resume(ts)
+        kept, rejected = self._units.check(batch)
+        if not kept:  # no reading to take: nothing changes
+            last = self._verdict_last or self._verdict(ts, batch.row, 0.0)
+            return replace(last, ts=ts, row=batch.row, event=ended, change=False, rejected=rejected)
+        if rejected:
+            batch = batch.model_copy(update={"readings": kept})
         self._seen_ts = ts
         verdict = self._update(batch, ts)
         if ended is not None:
             assert verdict.event is None, "the first reading after a restart reports nothing"
             verdict = replace(verdict, event=ended)
+        if rejected:
+            verdict = replace(verdict, rejected=rejected)
+        self._verdict_last = verdict
         return verdict
 
     def _update(self, batch: TelemetryBatch, ts: float) -> ReadingVerdict:
         values: dict[str, float] = {}
         for r in batch.readings:
             values[r.sensor] = min(max(r.value, -RAW_LIMIT), RAW_LIMIT)
-            if r.unit:
-                self._units.setdefault(r.sensor, r.unit)
         speed = values.get(self.config.speed_sensor, self._speed)
         self._speed = speed
         early = self._interrupted(batch, ts) if self.calibration is None else None
@@ -602,7 +619,7 @@ class DeviceMonitor:
                     baseline=float(baseline[i]),
                     z=zi,
                     direction="flat" if stuck[i] else ("up" if zi >= 0 else "down"),
-                    unit=self._units.get(s, ""),
+                    unit=self._units.units.get(s, ""),
                 )
             )
         out.sort(key=lambda d: (d.direction != "flat", -abs(d.z)))

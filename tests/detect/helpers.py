@@ -18,11 +18,21 @@ NOMINAL = {
 }
 
 
-def batch(t: float, values: dict[str, float], device: str = "pump1", row: int | None = None):
-    """One TelemetryBatch of ``values`` at plant time ``t``."""
+def batch(
+    t: float,
+    values: dict[str, float],
+    device: str = "pump1",
+    row: int | None = None,
+    units: dict[str, str] | None = None,
+):
+    """One TelemetryBatch of ``values`` at plant time ``t`` (``units``: sensor -> unit)."""
+    unit = units or {}
     return TelemetryBatch(
         device_id=device,
-        readings=[Reading(device_id=device, sensor=s, value=v, ts=t) for s, v in values.items()],
+        readings=[
+            Reading(device_id=device, sensor=s, value=v, unit=unit.get(s, ""), ts=t)
+            for s, v in values.items()
+        ],
         row=row,
     )
 

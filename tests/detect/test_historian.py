@@ -4,6 +4,7 @@ batches, absurd (finite) values such as a sentinel of float max."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from plantcrew.detect import DeviceMonitor, MonitorState
 from plantcrew.messages import (
     AnomalyCleared,
     AnomalyDetected,
+    DeadLetter,
     Message,
     Subjects,
     TelemetryBatch,
@@ -248,3 +250,58 @@ def test_the_monitor_agent_logs_each_gap_once_and_publishes_the_episode_end():
         ("pump1", HOURS + 1),
         ("pump1", 2 * HOURS + 1),
     ]
+
+
+UNITS = {"flow_rate": "m3/h", "pressure": "bar"}
+
+
+def test_a_reading_in_another_unit_is_dead_lettered_not_scored():
+    """The historian starts sending pressure in kPa (x100) instead of the bar it was
+    calibrated in. Those readings are not scored against the bar baseline (which opened an
+    incident that never cleared): each batch's are dead-lettered, the reason naming device,
+    sensor, the unit expected and the unit seen, and the warning is logged once. The other
+    sensors are still watched: a flow fault meanwhile opens one incident, which clears."""
+    rng = np.random.default_rng(19)
+    batches = []
+    for i in range(2000):
+        v = values(rng, {"flow_rate": -8} if 1200 <= i < 1300 else None)
+        units = dict(UNITS)
+        if 800 <= i < 1600:
+            v["pressure"] *= 100
+            units["pressure"] = "kPa"
+        batches.append(batch(float(i), v, units=units))
+    out = agent_run(batches)
+    kinds = [type(m.payload) for m in out.events]
+    assert kinds == [AnomalyDetected, AnomalyCleared]
+    detected = out.events[0].payload
+    assert 1200 <= detected.ts <= 1230 and detected.deviations[0].sensor == "flow_rate"
+    assert len(out.dead) == 800
+    letter = out.dead[0].payload
+    assert isinstance(letter, DeadLetter) and letter.original_subject == "telemetry.pump1"
+    for word in ("pump1", "pressure", "'bar'", "'kPa'"):
+        assert word in letter.reason
+    assert json.loads(letter.raw) == [batches[800].readings[1].model_dump(mode="json")]
+    warned = [e for e in out.logs if e["event"].startswith("reading in another unit")]
+    assert [(e["device"], e["sensor"], e["expected"], e["seen"]) for e in warned] == [
+        ("pump1", "pressure", "bar", "kPa")
+    ]
+
+
+def test_device_monitor_names_readings_in_another_unit():
+    """DeviceMonitor on its own: a reading whose unit differs from the one the sensor was
+    calibrated in is left out of the scoring and returned in the verdict's ``rejected``; a
+    batch with no other reading changes nothing."""
+    m = DeviceMonitor("pump1")
+    rng = np.random.default_rng(20)
+    for i in range(500):
+        m.update(batch(float(i), values(rng), units=UNITS))
+    v = values(rng)
+    v["pressure"] *= 100
+    verdict = m.update(batch(500.0, v, units={**UNITS, "pressure": "kPa"}))
+    assert [(r.reading.sensor, r.expected, r.reading.unit) for r in verdict.rejected] == [
+        ("pressure", "bar", "kPa")
+    ]
+    assert verdict.score < 0.5
+    alone = m.update(batch(501.0, {"pressure": v["pressure"]}, units={"pressure": "kPa"}))
+    assert len(alone.rejected) == 1 and not alone.rejected[0].first
+    assert (alone.score, alone.state, alone.ts) == (verdict.score, verdict.state, 501.0)
