@@ -20,14 +20,7 @@ from plantcrew.detect.diagnosis import (
     rank_root_causes,
 )
 from plantcrew.detect.memory import LessonMemory, signature_of
-from plantcrew.detect.metrics import (
-    Confusion,
-    confusion,
-    detection_delay,
-    pooled,
-    raised_at,
-    skab_rates,
-)
+from plantcrew.detect.metrics import Confusion, confusion, detection_delay, pooled, raised_at
 from plantcrew.detect.monitor import DETECTOR_NAME, DeviceMonitor, MonitorState, ReadingVerdict
 from plantcrew.detect.nab import detect_nab, score_nab_file
 from plantcrew.detect.units import UnitGuard, UnitMismatch
@@ -57,7 +50,6 @@ __all__ = [
     "load_signatures",
     "pooled",
     "raised_at",
-    "skab_rates",
     "rank_root_causes",
     "score_nab_file",
     "signature_of",
