@@ -23,11 +23,13 @@ stream per namespace (``PLANTCREW`` or ``PLANTCREW_<NS>``), file storage, limits
 ``publish`` sends with the ``Nats-Msg-Id`` header set to ``<subject>:<message id>`` (the server
 drops a repeat inside the dedupe window; that window is the stream's, shared by every durable
 subject, so the subject is part of the key: the same id on another subject is another publish,
-as on the other backends) and waits for the PubAck, retrying through a reconnect until
-``publish_timeout`` (10 s). ``consume`` binds a durable pull consumer named after the group and
-subject (recreated, deliver-all, when the server no longer has it); each member fetches one
-message at a time, acknowledges after the handler returns, and naks with the backoff delay when
-it raises or overruns ``ack_wait_s`` (the server's own ack wait is set a little longer, and
+as on the other backends; ``publish_raw`` uses a fresh id per call) and waits for the PubAck,
+retrying through a reconnect until ``publish_timeout`` (10 s): the client buffers each attempt
+made while disconnected and sends them all on reconnect, so the id is what stores it once.
+``consume`` binds a durable pull consumer named after the group and subject (recreated,
+deliver-all, when the server no longer has it); each member fetches one message at a time,
+acknowledges after the handler returns, and naks with the backoff delay when it raises or
+overruns ``ack_wait_s`` (the server's own ack wait is set a little longer, and
 raised when a member joins with a longer one, so it only fires for a member that died). The
 server's ``max_deliver`` is unlimited: the bus counts deliveries itself (``num_delivered``)
 and, after the last allowed one fails, stores a ``DeadLetter`` on ``crew.dlq`` before
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlparse, urlunparse
@@ -387,7 +390,9 @@ class NatsBus:
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):
                 await nc.flush(timeout=2)
-            await nc.close()
+            # the server may be down: closing then fails on the dead socket, with nothing to lose
+            with contextlib.suppress(OSError, nats.errors.Error):
+                await nc.close()
 
     def _nc_or_raise(self) -> Client:
         if self._nc is None:
@@ -469,7 +474,8 @@ class NatsBus:
         """Send bytes as they are; receivers validate them and quarantine what does not parse."""
         wire, durable = self._resolve(subject)
         if durable:
-            await self._store(wire, data, None)
+            # a fresh dedupe id: the attempts of this one call are stored once
+            await self._store(wire, data, f"raw-{uuid.uuid4().hex}")
             return
         try:
             await self._nc_or_raise().publish(wire, data)
@@ -489,14 +495,14 @@ class NatsBus:
             f"{limit} bytes of {redacted(self.url)} (a nats-server setting, 1 MB by default)"
         )
 
-    async def _store(self, wire: str, data: bytes, msg_id: str | None) -> None:
+    async def _store(self, wire: str, data: bytes, msg_id: str) -> None:
         js = self._js_or_raise()
         # the stream's dedupe window spans every durable subject: scope the id by subject
-        dedupe = f"{wire}:{msg_id}" if msg_id else ""
-        headers = {"Nats-Msg-Id": dedupe} if dedupe else None
+        dedupe = f"{wire}:{msg_id}"
+        headers = {"Nats-Msg-Id": dedupe}
         # the server counts the headers too, and answers a message over max_payload by closing
         # the connection for good (nats-py checks the payload alone): refuse it here
-        size = len(data) + (_MSG_ID_HEADER_BYTES + len(dedupe.encode()) if dedupe else 0)
+        size = len(data) + _MSG_ID_HEADER_BYTES + len(dedupe.encode())
         if size > self._nc_or_raise().max_payload:
             raise self._too_big(wire, size)
         loop = asyncio.get_running_loop()
@@ -507,11 +513,20 @@ class NatsBus:
                 await js.publish(wire, data, timeout=attempt, headers=headers)
                 return
             except _TRANSIENT as exc:
-                # safe to repeat: the message id makes the server drop a second copy
-                if loop.time() >= deadline or self._nc is None:
+                # safe to repeat: the message id makes the server drop a second copy (the
+                # client also buffers each attempt made while disconnected, sent on reconnect)
+                nc = self._nc
+                if loop.time() >= deadline or nc is None:
+                    state = (
+                        "the bus was closed"
+                        if nc is None
+                        else "no acknowledgement"
+                        if nc.is_connected
+                        else "the connection is down (reconnecting)"
+                    )
                     raise BusError(
                         f"publish to {wire!r} not acknowledged by {redacted(self.url)} "
-                        f"within {self.settings.publish_timeout_s}s: {exc!r}"
+                        f"within {self.settings.publish_timeout_s}s: {state}; last error {exc!r}"
                     ) from None
                 if isinstance(exc, nats.js.errors.NoStreamResponseError):
                     with contextlib.suppress(BusError, *_TRANSIENT):

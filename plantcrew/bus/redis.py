@@ -634,9 +634,16 @@ class RedisBus:
                 return
             except _TRANSIENT as exc:
                 if loop.time() >= deadline or self._r is None:
+                    state = (
+                        "the bus was closed"
+                        if self._r is None
+                        else "no reply"
+                        if isinstance(exc, RedisTimeoutError)
+                        else "the connection is down (reconnecting)"
+                    )
                     raise BusError(
                         f"publish to {wire!r} not stored by {redacted(self.url)} within "
-                        f"{s.publish_timeout_s}s: {exc!r}"
+                        f"{s.publish_timeout_s}s: {state}; last error {exc!r}"
                     ) from None
                 await asyncio.sleep(_RETRY_PAUSE_S)
             except ResponseError as exc:

@@ -230,3 +230,47 @@ async def test_unreachable_broker_is_a_clean_bus_error() -> None:
     for scheme in ("nats", "redis"):
         with pytest.raises(BusError, match=f"127.0.0.1:{port}"):
             await connect(f"{scheme}://127.0.0.1:{port}?connect_timeout=1")
+
+
+async def test_a_publish_through_a_restart_is_stored_once(broker_url: tuple[Broker, str]) -> None:
+    """A durable publish retries through the outage under one dedupe id: however many of its
+    attempts the client buffered while the broker was down, the message is stored once (a
+    message's own id, or for ``publish_raw`` one fresh id per call)."""
+    broker, url = broker_url
+    bus: Bus = await connect(url)
+    handled: list[str] = []
+
+    async def handler(msg: Message) -> None:
+        assert isinstance(msg.payload, Task)
+        handled.append(msg.payload.task_id)
+
+    try:
+        await bus.consume(Subjects.tasks(Capability.DIAGNOSE), handler, group="diag", options=OPTS)
+        broker.kill()
+        await asyncio.sleep(0.5)  # the client has seen the connection drop
+        # down for two attempts' waits (2 s each): the client buffers each attempt meanwhile
+        restarted = asyncio.create_task(restart(broker, down_s=4.5))
+        subject = Subjects.tasks(Capability.DIAGNOSE)
+        await asyncio.gather(bus.publish(task(1)), bus.publish_raw(subject, task(2).wire_bytes()))
+        await restarted
+        await until(lambda: {"t1", "t2"} <= set(handled), timeout=30)
+        assert await bus.quiesce(timeout=10)
+        assert sorted(handled) == ["t1", "t2"]
+    finally:
+        await bus.close()
+
+
+async def test_a_publish_during_an_outage_names_it_and_close_is_clean(
+    broker_url: tuple[Broker, str],
+) -> None:
+    broker, url = broker_url
+    bus: Bus = await connect(url + "&publish_timeout=1")
+    try:
+        await bus.publish(task(1))
+        broker.kill()
+        with pytest.raises(BusError, match=r"crew\.tasks\.diagnose.*the connection is down"):
+            await bus.publish(task(2))
+        with contextlib.suppress(BusError):  # plain: buffered or refused, at most once
+            await bus.publish(telemetry(1.0))
+    finally:
+        await bus.close()  # no error while the broker is still down
