@@ -20,7 +20,14 @@ from plantcrew.detect.diagnosis import (
     rank_root_causes,
 )
 from plantcrew.detect.memory import LessonMemory, signature_of
-from plantcrew.detect.metrics import Confusion, confusion, detection_delay, pooled, raised_at
+from plantcrew.detect.metrics import (
+    Confusion,
+    confusion,
+    detection_delay,
+    pooled,
+    raised_at,
+    skab_rates,
+)
 from plantcrew.detect.monitor import DETECTOR_NAME, DeviceMonitor, MonitorState, ReadingVerdict
 from plantcrew.detect.nab import detect_nab, score_nab_file
 from plantcrew.detect.units import UnitGuard, UnitMismatch
@@ -53,4 +60,5 @@ __all__ = [
     "rank_root_causes",
     "score_nab_file",
     "signature_of",
+    "skab_rates",
 ]

@@ -7,7 +7,10 @@ SKAB's leaderboard (github.com/waico/SKAB, evaluation from github.com/waico/tsad
 - FAR = FP / (FP + TN) * 100   (false alarm rate, %)
 - MAR = FN / (FN + TP) * 100   (missed alarm rate, %)
 
-each over the test rows (rows 400 onward of each file; rows 0-399 are for calibration).
+SKAB's notebooks fit on rows 0-399 of each file but count every row of every labelled file
+(``anomaly-free.csv`` is left out); plantcrew reports that (the leaderboard figure) and the
+same over the test rows alone (rows 400 onward), which the calibration rows cannot flatter.
+Where a formula divides by zero SKAB gets NaN; :func:`skab_rates` gives None there.
 SKAB rounds to two decimals for its table; we keep full precision and round when showing.
 """
 
@@ -48,6 +51,17 @@ class Confusion:
         """Missed alarm rate in %, FN / (FN + TP) * 100; 0 with no positives."""
         n = self.fn + self.tp
         return 100.0 * self.fn / n if n else 0.0
+
+
+def skab_rates(c: Confusion) -> dict[str, float | None]:
+    """``{"f1", "far_pct", "mar_pct"}`` of ``c``; None where SKAB's formula divides by zero
+    (its code gives NaN): F1 with no TP, FP or FN, FAR with no negative rows, MAR with no
+    positive rows (a file with no anomaly has no missed alarm rate, rather than 0 %)."""
+    return {
+        "f1": c.f1 if c.tp + c.fp + c.fn else None,
+        "far_pct": c.far if c.fp + c.tn else None,
+        "mar_pct": c.mar if c.fn + c.tp else None,
+    }
 
 
 def confusion(truth: Sequence[int], predicted: Sequence[int], start: int = 0) -> Confusion:

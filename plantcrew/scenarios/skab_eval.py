@@ -3,8 +3,9 @@
 For each file, :func:`run_skab_file` (the per-file pipeline; the crew's scenario runner can
 replace it, see ``pipeline=``) replays the CSV through a :class:`DeviceMonitor`, ranks root
 causes for every anomaly it opens, and keeps one flag and one score per data row.
-:func:`evaluate_skab` scores them as SKAB's leaderboard does (F1, FAR, MAR over rows 400 onward,
-one confusion pooled over the labelled files; :mod:`plantcrew.detect.metrics`), adds detection
+:func:`evaluate_skab` scores them with SKAB's formulas (F1, FAR, MAR, one confusion pooled over
+the labelled files; :mod:`plantcrew.detect.metrics`) over rows 400 onward and, as SKAB's
+leaderboard counts them, over every row (``leaderboard``), adds detection
 delay from the first changepoint, incidents opened, and the diagnosis against the truth (from
 SKAB's folder and file name, or a ``--truth`` file), and can write everything as JSON.
 
@@ -50,6 +51,7 @@ from plantcrew.detect import (
     raised_at,
     rank_root_causes,
     signature_of,
+    skab_rates,
 )
 from plantcrew.detect.yamlio import read_yaml
 from plantcrew.errors import ConfigError
@@ -268,15 +270,19 @@ class FileResult:
     fault_deviations: list[dict[str, Any]] = field(default_factory=list)
     incident_delay_s: float | None = None
     flag_delay_s: float | None = None
+    confusion_all: Confusion = field(default_factory=Confusion)
 
     def metrics(self) -> dict[str, Any]:
-        """The file's metrics as plain JSON-able values."""
-        c = self.confusion
+        """The file's metrics as plain JSON-able values: F1, FAR and MAR over the test rows
+        (None where undefined, :func:`~plantcrew.detect.metrics.skab_rates`) and, under
+        ``leaderboard``, over every row as SKAB's leaderboard counts them."""
         return {
-            "f1": c.f1 if self.labelled else None,
-            "far_pct": c.far,
-            "mar_pct": c.mar if self.labelled else None,
-            "confusion": asdict(c),
+            **self._rates(self.confusion),
+            "confusion": asdict(self.confusion),
+            "leaderboard": {
+                **self._rates(self.confusion_all),
+                "confusion": asdict(self.confusion_all),
+            },
             "delay_s": self.delay_s,
             "incident_delay_s": self.incident_delay_s,
             "flag_delay_s": self.flag_delay_s,
@@ -286,6 +292,10 @@ class FileResult:
             "diagnosed": self.diagnosed,
             "correct": self.correct,
         }
+
+    def _rates(self, c: Confusion) -> dict[str, float | None]:
+        rates = skab_rates(c)
+        return rates if self.labelled else {**rates, "f1": None, "mar_pct": None}
 
 
 class FilePipeline(Protocol):
@@ -422,6 +432,7 @@ def file_result(
         fault_deviations=fault.deviations if fault else [],
         incident_delay_s=incident_delay,
         flag_delay_s=flag_delay,
+        confusion_all=confusion(labels.anomaly, flag_list),
     )
 
 
@@ -474,16 +485,19 @@ class EvalReport:
     memory_lessons: int
     leave_one_out: bool
     wall_s: float
+    leaderboard: Confusion = field(default_factory=Confusion)
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-able data (per file: predictions, incidents, metrics)."""
         return {
             "protocol": {"test_start_row": TEST_START_ROW, "metric": "SKAB outlier (binary)"},
             "overall": {
-                "f1": self.overall.f1,
-                "far_pct": self.overall.far,
-                "mar_pct": self.overall.mar,
+                **skab_rates(self.overall),
                 "confusion": asdict(self.overall),
+                "leaderboard": {
+                    **skab_rates(self.leaderboard),
+                    "confusion": asdict(self.leaderboard),
+                },
                 "median_delay_s": self.median_delay_s,
                 "median_report_delay_s": self.median_report_delay_s,
                 "diagnosed_right": self.diagnosed_right,
@@ -622,6 +636,7 @@ def evaluate_skab(
     report = EvalReport(
         files=results,
         overall=pooled(r.confusion for r in labelled),
+        leaderboard=pooled(r.confusion_all for r in labelled),
         median_delay_s=statistics.median(delays) if delays else None,
         median_report_delay_s=statistics.median(reported) if reported else None,
         diagnosed_right=sum(1 for r in judged if r.correct),
@@ -707,20 +722,25 @@ def render_report(report: EvalReport, console: Any = None) -> None:
     cols = ("file", "F1", "FAR %", "MAR %", "delay s (event)", "incidents", "truth", "diagnosed")
     for col in cols:
         table.add_column(col, justify="left" if col in ("file", "truth", "diagnosed") else "right")
+
+    def rates(c: Confusion, labelled: bool = True) -> list[str]:
+        got = skab_rates(c)
+        shown = [("f1", ".2f"), ("far_pct", ".1f"), ("mar_pct", ".1f")]
+        return [
+            "-" if got[k] is None or (k != "far_pct" and not labelled) else format(got[k], f)
+            for k, f in shown
+        ]
+
     for r in report.files:
-        c = r.confusion
         mark = "" if r.correct is None else (" ✓" if r.correct else " ✗")
         table.add_row(
             r.name,
-            f"{c.f1:.2f}" if r.labelled else "-",
-            f"{c.far:.1f}",
-            f"{c.mar:.1f}" if r.labelled else "-",
+            *rates(r.confusion, r.labelled),
             "-" if r.delay_s is None else f"{r.delay_s:.0f} ({r.report_delay_s:.0f})",
             str(r.incidents_opened),
             r.truth or "-",
             (r.diagnosed or "-") + mark,
         )
-    o = report.overall
     delay = (
         "-"
         if report.median_delay_s is None
@@ -728,15 +748,14 @@ def render_report(report: EvalReport, console: Any = None) -> None:
     )
     table.add_row(
         "overall (labelled, pooled)",
-        f"{o.f1:.2f}",
-        f"{o.far:.1f}",
-        f"{o.mar:.1f}",
+        *rates(report.overall),
         delay,
         str(sum(r.incidents_opened for r in report.files)),
         "",
         f"{report.diagnosed_right}/{report.diagnosed_total} right",
         style="bold",
     )
+    table.add_row("SKAB leaderboard (every row)", *rates(report.leaderboard), "", "", "", "")
     console.print(table)
     console.print(
         f"{len(report.files)} files, {report.memory_lessons} lessons from memory, "

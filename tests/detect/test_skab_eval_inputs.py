@@ -4,14 +4,18 @@ is one clear error (file, line, field) and exit 2, found before any file is run.
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from plantcrew.cli import app
+from plantcrew.detect import confusion, pooled
 from plantcrew.errors import ConfigError
 from plantcrew.scenarios.skab_eval import evaluate_skab, load_truth, run_skab_file
 from tests.conftest import require_shared_data
@@ -211,3 +215,52 @@ def test_progress_reports_each_file_when_it_is_done_in_every_pass(tmp_path, jobs
     assert seen[0][0] == "memory: m0/0.csv"
     assert {s[0] for s in seen[1:4]} == {f"leave-one-out pass 1/2: f{i}/{i}.csv" for i in range(3)}
     assert {s[0] for s in seen[4:]} == {f"f{i}/{i}.csv" for i in range(3)}
+
+
+def relabelled(tmp_path: Path, name: str, label: int, rows: int = 460) -> Path:
+    """The first ``rows`` rows of a shared SKAB file with every ``anomaly`` set to ``label``."""
+    lines = (require_shared_data() / "skab" / "valve1" / "1.csv").read_text().splitlines()
+    body = [";".join([*ln.split(";")[:-2], str(label), "0"]) for ln in lines[1 : rows + 1]]
+    path = tmp_path / "mine" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([lines[0], *body]) + "\n")
+    return path
+
+
+def test_rates_skab_cannot_compute_are_null_not_zero(tmp_path):
+    """SKAB's F1, FAR and MAR divide by zero on a file with no anomaly rows (MAR, and F1 with
+    no alarm) or only anomaly rows (FAR): 'no value', not a perfect 0 % or an F1 of 0."""
+    normal, faulty = relabelled(tmp_path, "normal.csv", 0), relabelled(tmp_path, "all.csv", 1)
+    out = tmp_path / "eval.json"
+    evaluate_skab([normal, faulty], json_out=out, truth={"normal.csv": "unknown"})
+    files = {f["name"]: f["metrics"] for f in json.loads(out.read_text())["files"]}
+    assert files["mine/normal.csv"]["confusion"]["fp"] == 0, "calm rows: no alarm"
+    assert files["mine/normal.csv"]["mar_pct"] is None
+    assert files["mine/normal.csv"]["f1"] is None
+    assert files["mine/normal.csv"]["far_pct"] == 0.0
+    assert files["mine/all.csv"]["far_pct"] is None
+    assert files["mine/all.csv"]["mar_pct"] == 100.0
+
+
+def test_leaderboard_figures_count_every_row_as_skab_does(tmp_path):
+    """SKAB's notebooks fit on rows 0-399 but score every row of each file (chp_score over
+    df.anomaly); the report's leaderboard block does that, the rest counts rows 400 on."""
+    skab = require_shared_data() / "skab"
+    out = tmp_path / "eval.json"
+    files = [skab / "other" / "2.csv", skab / "valve1" / "1.csv"]
+    report = evaluate_skab(files, json_out=out)
+    data = json.loads(out.read_text())
+    every = []
+    for entry, path in zip(data["files"], files, strict=True):
+        with path.open(newline="") as fh:
+            truth = [int(float(r["anomaly"])) for r in csv.DictReader(fh, delimiter=";")]
+        every.append(confusion(truth, entry["predictions"]["flag"]))
+        assert entry["metrics"]["leaderboard"]["confusion"] == asdict(every[-1])
+    pooled_all = pooled(every)
+    board = data["overall"]["leaderboard"]
+    assert board["confusion"] == asdict(pooled_all)
+    assert board["f1"] == pytest.approx(pooled_all.f1)
+    assert board["far_pct"] == pytest.approx(pooled_all.far)
+    assert board["mar_pct"] == pytest.approx(pooled_all.mar)
+    assert data["overall"]["confusion"] == asdict(report.overall), "test rows unchanged"
+    assert board["confusion"] != data["overall"]["confusion"]
