@@ -154,6 +154,18 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(pt) == len(st)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """The dead-letter reason of a delivery whose handler raised ``exc``: ``"Type: text"``,
+    or ``"Type"`` when the exception has no text."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def ack_wait_reason(ack_wait_s: float) -> str:
+    """The dead-letter reason of a delivery whose handler overran ``ack_wait_s`` seconds."""
+    return f"ack wait of {ack_wait_s}s expired"
+
+
 def dead_letter(
     *,
     subject: str,

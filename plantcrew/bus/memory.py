@@ -24,9 +24,11 @@ from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
     DurableOptions,
     Handler,
+    ack_wait_reason,
     check_name,
     check_subject,
     dead_letter,
+    failure_reason,
     is_durable,
     parse_or_reason,
     subject_matches,
@@ -349,7 +351,8 @@ class MemoryBus:
             self._busy()
             self._background.add(task)
             task.add_done_callback(self._late_done)
-            self._retry(member.subject, group, entry, msg, "ack wait expired", generation)
+            reason = ack_wait_reason(options.ack_wait_s)
+            self._retry(member.subject, group, entry, msg, reason, generation)
             return
         if task.cancelled():
             # cancelled from inside (a stopping member is cancelled in the wait above, and
@@ -359,7 +362,7 @@ class MemoryBus:
         exc = task.exception()
         if exc is None:
             return  # acknowledged
-        self._retry(member.subject, group, entry, msg, f"{type(exc).__name__}: {exc}", generation)
+        self._retry(member.subject, group, entry, msg, failure_reason(exc), generation)
 
     def _retry(
         self,

@@ -69,9 +69,11 @@ from plantcrew.bus.base import (
     NAME,
     DurableOptions,
     Handler,
+    ack_wait_reason,
     check_name,
     check_subject,
     dead_letter,
+    failure_reason,
     is_durable,
     parse_or_reason,
 )
@@ -662,11 +664,11 @@ class NatsBus:
             # ack wait expired: redeliver; the late handler keeps running, its ack is void
             self._late.add(task)
             task.add_done_callback(self._late.discard)
-            reason = f"ack wait of {options.ack_wait_s}s expired"
+            reason = ack_wait_reason(options.ack_wait_s)
         elif task.cancelled():
             return  # the member is stopping: unsubscribe hands the message back
         elif (exc := task.exception()) is not None:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = failure_reason(exc)
         else:
             await nmsg.ack()
             return

@@ -404,3 +404,31 @@ async def test_bad_subjects_are_refused_alike_before_anything_is_sent(bus: Bus) 
     await asyncio.sleep(0.1)
     await bus.publish(telemetry())
     await until(lambda: len(got) == 1)
+
+
+async def test_dead_letter_reasons_read_the_same_on_every_backend(bus: Bus) -> None:
+    # the reason of the last failed delivery: the exception's type and text (the type alone
+    # when it has none), or the ack wait that expired, worded alike by every backend
+    once = DurableOptions(max_deliver=1, ack_wait_s=1.0, backoff_s=(0.05,))
+    dead: list[Message] = []
+    await collect_dlq(bus, dead)
+
+    async def bare(msg: Message) -> None:
+        raise RuntimeError
+
+    async def hangs(msg: Message) -> None:
+        await asyncio.sleep(5)
+
+    await bus.consume(Subjects.tasks(Capability.REVIEW), bare, group="review", options=once)
+    await bus.consume(Subjects.tasks(Capability.DETECT), hangs, group="detect", options=once)
+    await bus.publish(task(1, Capability.REVIEW))
+    await bus.publish(task(2, Capability.DETECT))
+    await until(lambda: len(dead) == 2)
+    reasons = {}
+    for m in dead:
+        assert isinstance(m.payload, DeadLetter)
+        reasons[m.payload.original_subject] = m.payload.reason
+    assert reasons == {
+        Subjects.tasks(Capability.REVIEW): "RuntimeError",
+        Subjects.tasks(Capability.DETECT): "ack wait of 1.0s expired",
+    }
