@@ -13,7 +13,7 @@ from plantcrew.plant.actuators import (
     CommandTarget,
     SimulatedActuator,
 )
-from plantcrew.plant.clock import DEFAULT_START, Clock, ClockError, SimClock, WallClock
+from plantcrew.plant.clock import DEFAULT_START, Clock, ClockError, Pacer, SimClock, WallClock
 from plantcrew.plant.faults import SIGNATURES, Signature, activation
 from plantcrew.plant.sim import AppliedCommand, PlantError, SimulatedPlant
 from plantcrew.plant.spec import (
@@ -49,6 +49,7 @@ __all__ = [
     "FaultType",
     "HeatExchangerSpec",
     "MotorSpec",
+    "Pacer",
     "PlantError",
     "PlantSpec",
     "PumpSpec",

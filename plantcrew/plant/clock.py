@@ -8,8 +8,10 @@ time runs in as long as the computation takes (the simulation never sleeps). A
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -101,4 +103,41 @@ class WallClock:
         return datetime.now(UTC)
 
 
-__all__ = ["DEFAULT_START", "Clock", "ClockError", "SimClock", "WallClock"]
+class Pacer:
+    """Holds a run to ``speed`` plant seconds per wall second (1.0: plant speed).
+
+    :meth:`wait_for` sleeps until the wall instant that plant time ``t`` corresponds to,
+    counted from the first call (whose ``t`` is the origin): time spent computing a step is
+    part of its wait, gaps between steps (a CSV replay's rows) take their plant length, and
+    a run that falls behind catches up without sleeping. ``sleep`` and ``monotonic`` are
+    ``asyncio.sleep`` and ``time.monotonic`` unless given. Raises :class:`ClockError` for a
+    speed that is not a finite number > 0.
+    """
+
+    def __init__(
+        self,
+        speed: float,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not (math.isfinite(speed) and speed > 0):
+            raise ClockError(
+                f"a speed must be a finite number of plant s per wall s > 0, got {speed!r}"
+            )
+        self.speed = speed
+        self._sleep, self._monotonic = sleep, monotonic
+        self._origin: tuple[float, float] | None = None  # (plant t, wall monotonic s)
+
+    async def wait_for(self, t: float) -> None:
+        """Sleep until plant time ``t`` is due (the first call only sets the origin)."""
+        if self._origin is None:
+            self._origin = (t, self._monotonic())
+            return
+        t0, wall0 = self._origin
+        delay = wall0 + (t - t0) / self.speed - self._monotonic()
+        if delay > 0:
+            await self._sleep(delay)
+
+
+__all__ = ["DEFAULT_START", "Clock", "ClockError", "Pacer", "SimClock", "WallClock"]

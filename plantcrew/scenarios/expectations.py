@@ -31,11 +31,25 @@ def _fmt(actions: list[Action]) -> str:
 
 
 def check(
-    scenario: Scenario, incidents: list[Incident], actions: list[Action], approvals: list[Approval]
+    scenario: Scenario,
+    incidents: list[Incident],
+    actions: list[Action],
+    approvals: list[Approval],
+    *,
+    plant_t: float | None = None,
 ) -> list[ExpectationResult]:
-    """Evaluate every expectation the scenario gives (see ``Expectations``)."""
+    """Evaluate every expectation the scenario gives (see ``Expectations``).
+
+    ``plant_t`` is the plant time the run reached: a run that ended before its first fault
+    (a CSV replay shorter than ``expect.fault_at_s``) fails a ``fault_at_s`` (or ``faults``)
+    result saying so, since nothing measured against that fault was seen.
+    """
     exp, out = scenario.expect, []
     t0 = scenario.first_fault_at or 0.0
+    if plant_t is not None and scenario.first_fault_at is not None and plant_t < t0:
+        name = "faults" if exp.fault_at_s is None else "fault_at_s"
+        detail = f"the run ended at t={plant_t:g} s, before the fault at {t0:g} s"
+        out.append(ExpectationResult(name, False, detail))
     first = incidents[0] if incidents else None
     if exp.incidents is not None:
         out.append(

@@ -17,7 +17,6 @@ workers elsewhere judge by the same ones.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,8 +39,13 @@ from plantcrew.errors import ScenarioError
 from plantcrew.llm import ModelRouter
 from plantcrew.messages import Message, Subjects, TelemetryBatch
 from plantcrew.plant.actuators import ActuatorCommand, SimulatedActuator
-from plantcrew.plant.clock import SimClock
-from plantcrew.plant.csv_replay import CsvReplaySource, CsvRowProblem, skab_preset
+from plantcrew.plant.clock import Pacer, SimClock
+from plantcrew.plant.csv_replay import (
+    CsvReplayError,
+    CsvReplaySource,
+    CsvRowProblem,
+    skab_preset,
+)
 from plantcrew.plant.sim import SimulatedPlant
 from plantcrew.scenarios.expectations import ExpectationResult, check
 from plantcrew.scenarios.human import ScriptedHuman
@@ -119,6 +123,7 @@ class _Telemetry:
         self._csv: Iterator[TelemetryBatch] | None = None
         self._source: CsvReplaySource | None = None
         self._reported = 0
+        self.batches = 0  # CSV batches replayed
         if scenario.telemetry is not None:
             path = resolve_data_path(scenario.telemetry.path, scenario_path)
             if not path.is_file():
@@ -142,7 +147,22 @@ class _Telemetry:
         if batch is None:
             return None
         self._csv_clock.advance_to(max(r.ts for r in batch.readings))
+        self.batches += 1
         return [batch]
+
+    def check_replayed(self) -> None:
+        """At the end of a CSV replay: raise CsvReplayError (naming the file) when no row
+        could be replayed (a header alone, or every row bad), rather than pass the run's
+        expectations on no telemetry at all."""
+        if self._source is None or self.batches:
+            return
+        source = self._source
+        detail = f"{source.rows_read} read"
+        if source.problems:
+            detail += f", {source.skipped} skipped as bad; the first: {source.problems[0]}"
+        raise CsvReplayError(
+            f"no data row could be replayed ({detail})", source=str(source.spec.path)
+        )
 
     def new_problems(self) -> list[CsvRowProblem]:
         """The CSV rows skipped as bad since the last call (none for the simulator)."""
@@ -167,13 +187,16 @@ async def run_scenario(
     pace: float | None = None,
     crew: str = "local",
     people: Callable[[float], None] | None = None,
+    pacer: Pacer | None = None,
 ) -> RunResult:
     """Run (or, with ``resume=RUN_ID``, continue) a scenario and check its expectations.
 
     Raises ConfigError for a bad scenario or config file, ScenarioError when the run cannot
     start, BusError/StoreError when the bus or database cannot be reached.
     ``stop_after_s`` stops early at that plant time; ``pace`` runs at that multiple of real
-    time (plant seconds per wall second) instead of as fast as possible. ``crew`` is
+    time (plant seconds per wall second, a CSV replay by its rows' timestamps) instead of as
+    fast as possible, or ``pacer`` does (a :class:`Pacer` with its own sleep and clock).
+    A CSV replay with no row to replay raises CsvReplayError. ``crew`` is
     ``local`` (the crew in this process) or ``remote`` (in other processes; see module doc).
     ``people`` is called with the plant time before the scripted human and the crew's tick of
     each step (a re-execution casts the votes people cast in the recorded run there).
@@ -289,7 +312,7 @@ async def run_scenario(
             replayed,
             stop_after_s,
             on_checkpoint,
-            pace,
+            pacer or (Pacer(pace) if pace else None),
             people,
         )
     except Exception as exc:
@@ -365,7 +388,7 @@ async def _loop(
     replayed: list[tuple[float, str, str, dict[str, Any]]],
     stop_after_s: float | None,
     on_checkpoint: Callable[[float], None] | None,
-    pace: float | None,
+    pacer: Pacer | None,
     people: Callable[[float], None] | None = None,
 ) -> None:
     last_checkpoint = start_t
@@ -375,10 +398,11 @@ async def _loop(
         if batches is None:
             await _dead_letter_rows(tel, bus, run.id, clock.now())  # bad rows at the file's end
             await bus.quiesce()
+            tel.check_replayed()
             break
         _apply_due(tel, replayed)
-        if pace:
-            await asyncio.sleep(scenario.dt_s / pace)
+        if pacer is not None:
+            await pacer.wait_for(clock.t)
         now = clock.now()
         await _dead_letter_rows(tel, bus, run.id, now)
         for batch in batches:
@@ -449,7 +473,7 @@ def _finish(store: Store, scenario: Scenario, run: Run, t: float, wall: float) -
     incidents = store.incidents(run.id)
     actions = store.actions(run_id=run.id)
     approvals = store.approvals(run_id=run.id)
-    results = check(scenario, incidents, actions, approvals)
+    results = check(scenario, incidents, actions, approvals, plant_t=t)
     passed = all(r.passed for r in results)
     out = []
     for inc in incidents:

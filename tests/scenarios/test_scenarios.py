@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from plantcrew.cli import app
 from plantcrew.errors import PlantcrewError
+from plantcrew.plant import Pacer
 from plantcrew.scenarios.runner import run_scenario
 from plantcrew.scenarios.schema import load_scenario, resolve_data_path
 from plantcrew.store import Store
@@ -243,6 +244,54 @@ def test_a_csv_row_out_of_time_order_is_dead_lettered_not_a_crash(tmp_path: Path
     store.dispose()
     assert "pump.csv:6 (row 4) column 'datetime'" in letter.reason
     assert "before the previous row" in letter.reason and letter.raw == rows[4]
+
+
+def replay_scenario(tmp_path: Path, seconds: list[int], expect: str = "") -> Path:
+    """A scenario replaying a SKAB-format pump.csv with rows at these seconds."""
+    (tmp_path / "pump.csv").write_text("\n".join([SKAB_HEADER, *skab_rows(seconds)]) + "\n")
+    scenario = tmp_path / "replay.yaml"
+    scenario.write_text(
+        "name: replay\nduration_s: 100\ntelemetry: {source: csv, preset: skab, path: pump.csv}\n"
+        + expect
+    )
+    return scenario
+
+
+@pytest.mark.parametrize("rows", ["", "2020-03-09 10:34:00;0.027;oops\n"], ids=["none", "bad"])
+def test_a_csv_with_no_row_to_replay_exits_2_naming_the_file(tmp_path: Path, rows: str) -> None:
+    # it replayed nothing and passed 'incidents: 0' in 0 plant seconds
+    scenario = replay_scenario(tmp_path, [], "expect:\n  incidents: 0\n")
+    (tmp_path / "pump.csv").write_text(SKAB_HEADER + "\n" + rows)
+    proc = cli("run", str(scenario), "--json", "--db", f"sqlite:///{tmp_path / 'r.db'}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{tmp_path / 'pump.csv'}" in proc.stderr and "no data row" in proc.stderr
+
+
+def test_a_replay_that_ends_before_its_fault_fails_saying_so(tmp_path: Path) -> None:
+    # 30 rows, the fault expected at 60 s: 'incidents: 0' passed, having seen no fault
+    expect = "expect:\n  fault_at_s: 60\n  incidents: 0\n"
+    scenario = replay_scenario(tmp_path, list(range(30)), expect)
+    proc = cli("run", str(scenario), "--json", "--db", f"sqlite:///{tmp_path / 'r.db'}")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = {e["name"]: e for e in json.loads(proc.stdout)["expectations"]}
+    assert results["incidents"]["passed"] and not results["fault_at_s"]["passed"]
+    assert "ended at t=29 s, before the fault at 60 s" in results["fault_at_s"]["detail"]
+
+
+async def test_speed_paces_a_replay_by_its_timestamps(tmp_path: Path) -> None:
+    # --speed slept dt_s / speed per row whatever the rows' spacing: a 38 s gap in the data
+    # passed in 0.1 s of wall time at speed 10. Time here is a counter the sleeps advance.
+    scenario = replay_scenario(tmp_path, [0, 1, 2, 40, 41])
+    wall = [0.0]
+    waits: list[float] = []
+
+    async def sleep(s: float) -> None:
+        waits.append(round(s, 6))
+        wall[0] += s
+
+    pacer = Pacer(10.0, sleep=sleep, monotonic=lambda: wall[0])
+    await run_scenario(scenario, db_url=f"sqlite:///{tmp_path / 'r.db'}", pacer=pacer)
+    assert waits == [0.1, 0.1, 3.8, 0.1]
 
 
 def config_with_unknown_model_group(tmp_path: Path) -> tuple[Path, str]:
