@@ -67,9 +67,11 @@ class Store(Database):
         with self.tx() as s:
             s.execute(update(Run).where(col(Run.id) == run_id).values(**fields))
 
-    def runs(self, limit: int = 50) -> list[Run]:
+    def runs(self, limit: int = 50, offset: int = 0) -> list[Run]:
+        """Runs, newest start first (ties by id, so pages by ``offset`` neither repeat nor skip)."""
         with self.tx() as s:
-            return list(s.exec(select(Run).order_by(col(Run.started_at).desc()).limit(limit)))
+            q = select(Run).order_by(col(Run.started_at).desc(), col(Run.id).desc())
+            return list(s.exec(q.offset(offset).limit(limit)))
 
     # ---- incidents -----------------------------------------------------------------------
     def incidents(self, run_id: str | None = None) -> list[Incident]:
@@ -161,14 +163,23 @@ class Store(Database):
                 q = q.where(col(Action.incident_id) == incident_id)
             return list(s.exec(q.order_by(col(Action.id))))
 
-    def approvals(self, *, status: str | None = None, run_id: str | None = None) -> list[Approval]:
+    def approvals(
+        self,
+        *,
+        status: str | None = None,
+        run_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Approval]:
+        """Approvals, oldest request first (ties by id); ``limit``/``offset`` for a page."""
         with self.tx() as s:
             q = select(Approval)
             if status is not None:
                 q = q.where(col(Approval.status) == status)
             if run_id is not None:
                 q = q.where(col(Approval.run_id) == run_id)
-            return list(s.exec(q.order_by(col(Approval.requested_at), col(Approval.id))))
+            q = q.order_by(col(Approval.requested_at), col(Approval.id)).offset(offset)
+            return list(s.exec(q.limit(limit) if limit is not None else q))
 
     def get_approval(self, approval_id: str) -> Approval:
         with self.tx() as s:

@@ -76,3 +76,24 @@ def test_a_recorded_message_past_the_deadline_closes_the_vote(api: Api) -> None:
     r = api.client.post(f"/api/v1/approvals/{ok.id}/approve", headers=api.h("approver"))
     assert r.status_code == 202, r.text
     assert [v.approval_id for v in _votes(api)] == [ok.id]
+
+
+def test_approvals_and_runs_are_listed_page_by_page(api: Api) -> None:
+    seeded = [seed_pending_approval(api.store) for _ in range(3)]
+    pages = [
+        api.client.get(f"/api/v1/approvals?limit=2&offset={o}", headers=api.h("viewer"))
+        for o in (0, 2)
+    ]
+    assert all(p.status_code == 200 for p in pages), [p.text for p in pages]
+    ids = [[a["id"] for a in p.json()] for p in pages]
+    assert [len(i) for i in ids] == [2, 1]
+    assert sorted(ids[0] + ids[1]) == sorted(a.id for a in seeded)
+    runs = [
+        api.client.get(f"/api/v1/runs?limit=2&offset={o}", headers=api.h("viewer")).json()
+        for o in (0, 2)
+    ]
+    assert [len(r) for r in runs] == [2, 1]
+    assert sorted(r["id"] for page in runs for r in page) == sorted(a.run_id for a in seeded)
+    too_many = api.client.get("/api/v1/approvals?limit=501", headers=api.h("viewer"))
+    assert too_many.status_code == 422
+    assert too_many.json()["errors"][0]["field"] == "query.limit"

@@ -36,8 +36,10 @@ IdemKey = Annotated[
 ]
 
 
-def _list(store: Store, status: str | None, run_id: str | None) -> list[ApprovalOut]:
-    approvals = store.approvals(status=status, run_id=run_id)
+def _list(
+    store: Store, status: str | None, run_id: str | None, limit: int, offset: int
+) -> list[ApprovalOut]:
+    approvals = store.approvals(status=status, run_id=run_id, limit=limit, offset=offset)
     with store.tx() as s:
         ids = [a.action_id for a in approvals]
         actions = {a.id: a for a in s.exec(select(Action).where(col(Action.id).in_(ids)))}
@@ -50,9 +52,11 @@ def list_approvals(
     _: Reader,
     status: Annotated[str | None, Query(pattern="^(pending|approved|rejected|expired)$")] = None,
     run_id: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[ApprovalOut]:
-    """Approvals (``status=pending`` for what waits), oldest request first."""
-    return _list(context(request).store, status, run_id)
+    """Approvals (``status=pending`` for what waits), oldest request first, a page at a time."""
+    return _list(context(request).store, status, run_id, limit, offset)
 
 
 def _get(store: Store, approval_id: str) -> ApprovalOut:

@@ -23,10 +23,13 @@ Exporter = Annotated[Principal, Depends(require(Permission.RUNS_EXPORT))]
 
 @router.get("/runs", response_model=list[RunOut], summary="List runs")
 def list_runs(
-    request: Request, _: Reader, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    request: Request,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[RunOut]:
-    """Runs, newest first."""
-    return [RunOut.of(r) for r in context(request).store.runs(limit)]
+    """Runs, newest first, a page at a time."""
+    return [RunOut.of(r) for r in context(request).store.runs(limit, offset)]
 
 
 @router.get(
