@@ -33,6 +33,7 @@ Handler = Callable[[Message], Awaitable[Message | None]]
 """A subscriber: gets a validated message; may return a reply (used by ``request``)."""
 
 DURABLE_PREFIXES = ("crew.events", "crew.tasks.", "crew.dlq")
+MAX_SUBJECT_CHARS = 255
 NAME = re.compile(r"[A-Za-z0-9_\-]+")
 """A subject token, group, queue group or namespace (whole string: ``NAME.fullmatch``)."""
 
@@ -121,9 +122,15 @@ def is_durable(subject: str) -> bool:
 def check_subject(subject: str, *, pattern: bool = False) -> str:
     """Validate a subject (or, with ``pattern``, a subscription pattern); returns it.
 
-    Raises BusError naming the bad token. Tokens are ``[A-Za-z0-9_-]+``; patterns may use
-    ``*`` for one token and ``>`` as the last token.
+    Raises BusError naming the bad token, or the length of a subject longer than
+    ``MAX_SUBJECT_CHARS``. Tokens are ``[A-Za-z0-9_-]+``; patterns may use ``*`` for one token
+    and ``>`` as the last token.
     """
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise BusError(
+            f"bad subject {subject[:40]!r}...: {len(subject)} characters, "
+            f"at most {MAX_SUBJECT_CHARS}"
+        )
     tokens = subject.split(".")
     for i, tok in enumerate(tokens):
         if pattern and (tok == "*" or (tok == ">" and i == len(tokens) - 1)):

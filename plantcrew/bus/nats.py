@@ -524,7 +524,7 @@ class NatsBus:
                         if nc is None
                         else "no acknowledgement"
                         if nc.is_connected
-                        else "the connection is down (reconnecting)"
+                        else "the connection is down"
                     )
                     raise BusError(
                         f"publish to {wire!r} not acknowledged by {redacted(self.url)} "

@@ -641,7 +641,7 @@ class RedisBus:
                         if self._r is None
                         else "no reply"
                         if isinstance(exc, RedisTimeoutError)
-                        else "the connection is down (reconnecting)"
+                        else "the connection is down"
                     )
                     raise BusError(
                         f"publish to {wire!r} not stored by {redacted(self.url)} within "

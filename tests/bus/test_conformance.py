@@ -361,8 +361,11 @@ async def test_malformed_bytes_are_quarantined_with_field_names(bus: Bus, subjec
 
 # a space, an empty token (inside, first, last, or the whole subject), a wildcard where a
 # subject is needed, a character outside [A-Za-z0-9_-], a trailing newline (NATS's protocol
-# is line based: a subject ending in one corrupts the connection's command stream)
+# is line based: a subject ending in one corrupts the connection's command stream), and a
+# subject too long (a device id of thousands of characters put the NATS command line over the
+# server's max_control_line, 4 kB, and the server closed the connection for good)
 BAD_SUBJECTS = [
+    "telemetry." + "p" * 300,
     "telemetry.pump 1",
     "telemetry..pump1",
     ".telemetry",
