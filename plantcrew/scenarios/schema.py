@@ -20,6 +20,7 @@ of the run. Example::
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,7 +120,10 @@ class Scenario(_Strict):
 def load_scenario(path: str | Path) -> Scenario:
     """Load and validate a scenario file; ConfigError names file, line and field."""
     text = _read(path)
-    scenario = load_yaml_model(path, Scenario, text=text)
+    try:
+        scenario = load_yaml_model(path, Scenario, text=text)
+    except ConfigError as exc:
+        raise _plant_field(exc, text) from None
     try:
         check_faults(scenario.plant, scenario.faults)
         check_timeline(scenario)
@@ -132,6 +136,25 @@ def load_scenario(path: str | Path) -> Scenario:
     except ValidationError as exc:
         raise config_error(exc, source=str(path), text=text, at=("monitor",)) from None
     return scenario
+
+
+_PLANT_PATH = re.compile(r"Value error, (devices\.\d+\.[\w.]+): (.*)", re.DOTALL)
+
+
+def _plant_field(exc: ConfigError, text: str) -> ConfigError:
+    """``exc`` located at the field a PlantSpec validator names at the start of its message
+    (``devices.0.outlet_valve: ...``; pydantic puts it at ``plant.devices`` or ``plant``)."""
+    match = _PLANT_PATH.fullmatch(exc.reason)
+    if exc.field not in ("plant", "plant.devices") or match is None:
+        return exc
+    field = f"plant.{match.group(1)}"
+    parts = field.split(".")
+    while len(parts) > 3 and line_of(text, ".".join(parts)) is None:
+        parts.pop()  # a default value (not in the file): the line of what holds it
+    line = line_of(text, ".".join(parts))
+    if line is None:
+        return exc
+    return ConfigError(match.group(2), source=exc.source, field=field, line=line)
 
 
 def check_timeline(scenario: Scenario) -> None:

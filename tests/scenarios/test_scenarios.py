@@ -82,6 +82,35 @@ def test_fault_on_missing_device_names_its_line(tmp_path: Path) -> None:
     assert f"{bad}:4" in proc.stderr and "faults.0.device" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("device", "line", "field"),
+    [
+        ("    - {type: valve, id: v2, role: inlet}\n", 8, "plant.devices.0.outlet_valve"),
+        (
+            "    - {type: valve, id: v2, role: outlet}\n"
+            "    - type: centrifugal_pump\n      id: q\n      inlet_valve: v1\n"
+            "      outlet_valve: v2\n      tank: nowhere\n",
+            13,
+            "plant.devices.3.inlet_valve",
+        ),
+    ],
+    ids=["valve-role", "shared-valve"],
+)
+def test_a_broken_plant_reference_names_its_own_line_and_field(
+    tmp_path: Path, device: str, line: int, field: str
+) -> None:
+    # it named 'plant.devices' and the line of the list, the real field only in the message
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: broken\nduration_s: 30\nplant:\n  devices:\n    - type: centrifugal_pump\n"
+        "      id: p\n      inlet_valve: v1\n      outlet_valve: v2\n"
+        "    - {type: valve, id: v1, role: inlet}\n" + device
+    )
+    proc = cli("run", str(bad), "--json", "--db", f"sqlite:///{tmp_path / 'b.db'}")
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}:{line} field '{field}'" in proc.stderr, proc.stderr
+
+
 def test_bad_monitor_override_exits_2_naming_its_line_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
