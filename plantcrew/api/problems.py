@@ -48,11 +48,29 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         429: "Too many requests",
         503: "Not ready",
     }
+    headers = {
+        401: {
+            "WWW-Authenticate": {
+                "description": "the Bearer challenge (RFC 6750)",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        },
+        429: {
+            "Retry-After": {
+                "description": "seconds until the token's bucket holds a request again",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    }
     out: dict[int | str, dict[str, Any]] = {}
     for c in codes:
+        # no "model": FastAPI would document application/json too, which is never sent
         out[c] = {
-            "model": Problem,
             "description": titles.get(c, "Error"),
             "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
         }
+        if c in headers:
+            out[c]["headers"] = headers[c]
     return out

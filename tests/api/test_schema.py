@@ -76,3 +76,21 @@ def test_schema_is_versioned_and_secured(served: dict[str, Any]) -> None:
             if path.startswith("/api/v1/"):
                 assert op.get("security"), (method, path)
                 assert "429" in op["responses"], (method, path)
+
+
+def test_error_answers_are_documented_as_sent(served: dict[str, Any]) -> None:
+    """Errors are only ever sent as application/problem+json; 401 carries WWW-Authenticate,
+    429 Retry-After (the schema said application/json too, and neither header)."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(served["app"]) as c:
+        doc = c.get("/api/v1/openapi.json").json()
+    api = {p: ops for p, ops in doc["paths"].items() if p.startswith("/api/v1/")}
+    for path, ops in api.items():
+        for method, op in ops.items():
+            for code, answer in op["responses"].items():
+                if code.startswith(("4", "5")):
+                    where = (method, path, code)
+                    assert list(answer["content"]) == ["application/problem+json"], where
+            assert "Retry-After" in op["responses"]["429"]["headers"], (method, path)
+            assert "WWW-Authenticate" in op["responses"]["401"]["headers"], (method, path)
