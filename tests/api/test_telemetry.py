@@ -88,3 +88,18 @@ def test_too_many_batches_and_bad_bodies(api: Api) -> None:
         "/api/v1/telemetry", headers=api.h("operator"), json={"batches": [one], "extra": 1}
     )
     assert r.status_code == 422
+
+
+def test_a_device_id_ending_in_a_newline_is_rejected_per_item(api: Api) -> None:
+    # '$' also matches before a final newline: 'pump1\n' passed the device check, and the bus
+    # refused the subject, failing the whole request with 503 (and on NATS, before the bus
+    # checked it, the newline broke the connection's protocol)
+    batches = [
+        {"device_id": "pump1\n", "readings": [reading(device="pump1\n")]},
+        {"device_id": "pump1", "readings": [reading()]},
+    ]
+    r = api.client.post("/api/v1/telemetry", headers=api.h("operator"), json={"batches": batches})
+    assert r.status_code == 202, r.text
+    out = r.json()
+    assert out["accepted"] == 1
+    assert [(i["index"], i["errors"][0]["field"]) for i in out["rejected"]] == [(0, "device_id")]

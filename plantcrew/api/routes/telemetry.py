@@ -29,7 +29,7 @@ from plantcrew.store.access import Permission
 log = structlog.get_logger("plantcrew.api.telemetry")
 router = APIRouter(tags=["telemetry"], responses=problem_responses(401, 403, 422, 429))
 Writer = Annotated[Principal, Depends(require(Permission.TELEMETRY_WRITE))]
-_DEVICE = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+_DEVICE = re.compile(r"[A-Za-z0-9_\-]{1,128}")  # whole string: fullmatch
 
 
 def _check(item: Any) -> tuple[TelemetryBatch | None, list[FieldError]]:
@@ -43,7 +43,7 @@ def _check(item: Any) -> tuple[TelemetryBatch | None, list[FieldError]]:
             for e in exc.errors()
         ]
     errors = []
-    if not _DEVICE.match(batch.device_id):
+    if not _DEVICE.fullmatch(batch.device_id):
         errors.append(
             FieldError(field="device_id", reason="use 1-128 of letters, digits, '_' and '-'")
         )
@@ -114,7 +114,7 @@ async def ingest(
                 letter = dead_letter(
                     subject=(
                         f"telemetry.{device}"
-                        if isinstance(device, str) and _DEVICE.match(device)
+                        if isinstance(device, str) and _DEVICE.fullmatch(device)
                         else "telemetry"
                     ),
                     reason=reason,
