@@ -168,6 +168,10 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+HANDLER_CANCELLED = "handler cancelled"
+"""The dead-letter reason of a delivery whose handler was cancelled while its member went on."""
+
+
 def ack_wait_reason(ack_wait_s: float) -> str:
     """The dead-letter reason of a delivery whose handler overran ``ack_wait_s`` seconds."""
     return f"ack wait of {ack_wait_s}s expired"

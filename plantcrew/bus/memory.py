@@ -22,6 +22,7 @@ import structlog
 
 from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
+    HANDLER_CANCELLED,
     DurableOptions,
     Handler,
     ack_wait_reason,
@@ -357,7 +358,7 @@ class MemoryBus:
         if task.cancelled():
             # cancelled from inside (a stopping member is cancelled in the wait above, and
             # hands the entry back): unacknowledged, so it comes again, as on the brokers
-            self._retry(member.subject, group, entry, msg, "handler cancelled", generation)
+            self._retry(member.subject, group, entry, msg, HANDLER_CANCELLED, generation)
             return
         exc = task.exception()
         if exc is None:

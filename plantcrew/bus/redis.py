@@ -66,6 +66,7 @@ from redis.retry import Retry
 
 from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
+    HANDLER_CANCELLED,
     NAME,
     DurableOptions,
     Handler,
@@ -929,7 +930,9 @@ class RedisBus:
             task.add_done_callback(self._late.discard)
             reason = ack_wait_reason(options.ack_wait_s)
         elif task.cancelled():
-            return  # the member is stopping: unsubscribe hands the entry back
+            if member.stopping:
+                return  # unsubscribe hands the entry back
+            reason = HANDLER_CANCELLED  # from inside: a failed delivery like any other
         elif (exc := task.exception()) is not None:
             reason = failure_reason(exc)
         else:

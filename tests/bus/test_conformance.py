@@ -411,7 +411,8 @@ async def test_bad_subjects_are_refused_alike_before_anything_is_sent(bus: Bus) 
 
 async def test_dead_letter_reasons_read_the_same_on_every_backend(bus: Bus) -> None:
     # the reason of the last failed delivery: the exception's type and text (the type alone
-    # when it has none), or the ack wait that expired, worded alike by every backend
+    # when it has none), the ack wait that expired, or a handler cancelled from inside while
+    # its member goes on (not stopping), worded alike by every backend
     once = DurableOptions(max_deliver=1, ack_wait_s=1.0, backoff_s=(0.05,))
     dead: list[Message] = []
     await collect_dlq(bus, dead)
@@ -422,11 +423,17 @@ async def test_dead_letter_reasons_read_the_same_on_every_backend(bus: Bus) -> N
     async def hangs(msg: Message) -> None:
         await asyncio.sleep(5)
 
+    async def cancelled(msg: Message) -> None:
+        raise asyncio.CancelledError
+
     await bus.consume(Subjects.tasks(Capability.REVIEW), bare, group="review", options=once)
     await bus.consume(Subjects.tasks(Capability.DETECT), hangs, group="detect", options=once)
+    safety = Subjects.tasks(Capability.ASSESS_SAFETY)
+    await bus.consume(safety, cancelled, group="safety", options=once)
     await bus.publish(task(1, Capability.REVIEW))
     await bus.publish(task(2, Capability.DETECT))
-    await until(lambda: len(dead) == 2)
+    await bus.publish(task(3, Capability.ASSESS_SAFETY))
+    await until(lambda: len(dead) == 3)
     reasons = {}
     for m in dead:
         assert isinstance(m.payload, DeadLetter)
@@ -434,4 +441,5 @@ async def test_dead_letter_reasons_read_the_same_on_every_backend(bus: Bus) -> N
     assert reasons == {
         Subjects.tasks(Capability.REVIEW): "RuntimeError",
         Subjects.tasks(Capability.DETECT): "ack wait of 1.0s expired",
+        safety: "handler cancelled",
     }
