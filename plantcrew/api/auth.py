@@ -2,9 +2,10 @@
 
 Every ``/api/v1`` route depends on :func:`require` with the permission it needs: the token is
 checked (401 when missing or not valid, with ``WWW-Authenticate: Bearer``, RFC 6750), its
-bucket is charged (429 with ``Retry-After`` when empty), and its role must grant the
-permission (403). The caller's identity and roles come from the token only, never from the
-request body.
+bucket is charged (429 with ``Retry-After`` when empty; every answer to a token carries
+``RateLimit-Limit``, the bucket size, and ``RateLimit-Remaining``, the requests left in it),
+and its role must grant the permission (403). The caller's identity and roles come from the
+token only, never from the request body.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ async def authenticate(
     request.state.principal = principal
     structlog.contextvars.bind_contextvars(token_id=row.id)
     verdict = ctx.limiter.take(row.id)
-    request.state.rate_remaining = verdict.remaining
+    request.state.rate_limit = (ctx.limiter.burst, verdict.remaining)  # sent as RateLimit-*
     if not verdict.allowed:
         metrics.RATE_LIMITED.labels(row.id).inc()
         raise ApiError(

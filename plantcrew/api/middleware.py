@@ -5,6 +5,8 @@ A pure ASGI middleware (it does not buffer bodies, so event streams flow through
 - ``X-Request-ID``: taken from the request when it is a sane token (1-128 of
   ``[A-Za-z0-9._-]``), otherwise a new time-ordered UUID; sent back on every response and
   bound into structlog's context, so every log line of the request carries ``request_id``.
+- ``RateLimit-Limit`` and ``RateLimit-Remaining`` on every answer to an authenticated token
+  (its bucket size and what is left in it; see ``plantcrew.api.auth``).
 - a server span whose parent is the request's ``traceparent`` header (W3C), when tracing is on;
   its ``trace_id`` is logged.
 - one ``request`` log line per request (method, path, route, status, milliseconds, token id).
@@ -72,6 +74,10 @@ class RequestContextMiddleware:
                 status["code"], status["started"] = message["status"], True
                 headers = list(message.get("headers", []))
                 headers.append((HEADER.encode(), rid.encode()))
+                rate = scope["state"].get("rate_limit")
+                if rate is not None:  # set when a token was charged (plantcrew.api.auth)
+                    headers.append((b"ratelimit-limit", str(rate[0]).encode()))
+                    headers.append((b"ratelimit-remaining", str(rate[1]).encode()))
                 message = {**message, "headers": headers}
                 route = _route_of(scope)
                 metrics.HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - t0)

@@ -61,6 +61,16 @@ def test_api_answers_429_with_retry_after_per_token(api: Api) -> None:
     assert all(api.client.get("/healthz").status_code == 200 for _ in range(5))
 
 
+def test_answers_tell_the_token_its_rate_limit(api: Api) -> None:
+    clock = FakeClock()
+    api.ctx.limiter = RateLimiter(rate_per_s=0.05, burst=3, clock=clock)
+    answers = [api.client.get("/api/v1/me", headers=api.h("viewer")) for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert [r.headers.get("ratelimit-limit") for r in answers] == ["3"] * 4
+    assert [r.headers.get("ratelimit-remaining") for r in answers] == ["2", "1", "0", "0"]
+    assert "ratelimit-remaining" not in api.client.get("/api/v1/me").headers  # no token: 401
+
+
 def _telemetry_seen(api: Api) -> list[Message]:
     seen: list[Message] = []
 
