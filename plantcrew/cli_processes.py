@@ -12,6 +12,11 @@ lets what is in flight finish for ``--grace`` seconds, hands back the rest and e
 serves ``/healthz``, ``/readyz``, ``/startupz`` and ``/metrics`` on ``--probe-port`` (9100;
 0 turns the probes off). Exit codes: 0 stopped normally, 2 bad input (role, option, config),
 3 runtime failure (bus or database unreachable, probe port taken).
+
+On a broker bus every one of them refuses to start (exit 2) unless ``PLANTCREW_APPROVAL_SECRET``
+holds a strong secret (:func:`plantcrew.store.tokens.require_approval_secret`): the
+Coordinator issues approval tokens and the Operator checks them, and a crew's roles move
+between processes (``--role`` repeats, ``up`` runs them all), so one rule holds for all.
 """
 
 from __future__ import annotations
@@ -82,6 +87,15 @@ def _need_broker(bus_url: str, what: str) -> None:
         )
 
 
+def _need_secret(bus_url: str, what: str) -> None:
+    from plantcrew.store.tokens import require_approval_secret
+
+    try:
+        require_approval_secret(bus_url, what)
+    except ConfigError as exc:
+        raise _fail(2, str(exc)) from None
+
+
 def coordinator(
     bus: BusOpt = None,
     db: DbOpt = None,
@@ -102,6 +116,7 @@ def coordinator(
     """Run the Coordinator of every run on the bus (one per plant namespace)."""
     bus_url, db_url, cfg = _urls(bus, db, config_dir)
     _need_broker(bus_url, "plantcrew coordinator")
+    _need_secret(bus_url, "plantcrew coordinator")
     _run_process(
         bus_url, db_url, cfg, with_coordinator=True, roles=(), concurrency=concurrency,
         probe=(probe_host, probe_port), grace_s=0.0,
@@ -127,6 +142,7 @@ def worker(
     bus_url, db_url, cfg = _urls(bus, db, config_dir)
     _need_broker(bus_url, "plantcrew worker")
     _check_roles(role)
+    _need_secret(bus_url, "plantcrew worker")
     _run_process(
         bus_url, db_url, cfg, with_coordinator=False, roles=tuple(role),
         concurrency=concurrency, probe=(probe_host, probe_port), grace_s=grace,
@@ -149,6 +165,7 @@ def up(
     bus_url, db_url, cfg = _urls(bus, db, config_dir)
     roles = tuple(role) if role else ROLES
     _check_roles(roles)
+    _need_secret(bus_url, "plantcrew up")
     from plantcrew.crews.config import CrewConfig
 
     try:

@@ -86,6 +86,13 @@ def serve(
     bus_url = bus or (
         f"memory://serve-{uuid7().hex[-8:]}" if scenario is not None else get_settings().bus_url
     )
+    if scenario is not None:  # the run's Coordinator issues approval tokens on that bus
+        from plantcrew.store.tokens import require_approval_secret
+
+        try:
+            require_approval_secret(bus_url, "plantcrew serve --scenario")
+        except ConfigError as exc:
+            raise _fail(2, str(exc)) from None
     try:
         asyncio.run(_serve(host, port, bus_url, _db(db), scenario, speed, seed))
     except (ConfigError, ScenarioError) as exc:

@@ -57,7 +57,7 @@ from plantcrew.scenarios.schema import (
 )
 from plantcrew.settings import get_settings
 from plantcrew.store import Incident, Run, Store
-from plantcrew.store.tokens import check_token
+from plantcrew.store.tokens import check_token, require_approval_secret
 
 log = structlog.get_logger("plantcrew.runner")
 CHECKPOINT_EVERY_S = 10.0
@@ -192,7 +192,10 @@ async def run_scenario(
     """Run (or, with ``resume=RUN_ID``, continue) a scenario and check its expectations.
 
     Raises ConfigError for a bad scenario or config file, ScenarioError when the run cannot
-    start, BusError/StoreError when the bus or database cannot be reached.
+    start, BusError/StoreError when the bus or database cannot be reached. On a broker bus
+    it raises ConfigError, before anything is written, unless ``PLANTCREW_APPROVAL_SECRET``
+    is a strong secret (:func:`~plantcrew.store.tokens.require_approval_secret`): the run's
+    Coordinator issues approval tokens there and its plant checks them.
     ``stop_after_s`` stops early at that plant time; ``pace`` runs at that multiple of real
     time (plant seconds per wall second, a CSV replay by its rows' timestamps) instead of as
     fast as possible, or ``pacer`` does (a :class:`Pacer` with its own sleep and clock).
@@ -205,17 +208,20 @@ async def run_scenario(
         raise ScenarioError(f"crew must be 'local' or 'remote', got {crew!r}")
     if crew == "remote" and bus_url.startswith("memory:"):
         raise ScenarioError("a remote crew needs a broker bus (nats:// or redis://)")
+    if bus_url:
+        require_approval_secret(bus_url, "a scenario run")
     settings = get_settings()
     config_dir = config_dir or settings.config_dir
     db_url = db_url or settings.db_url
     store = Store(db_url)
     if resume is not None:
         run = store.get_run(resume)
+        bus_url = bus_url or run.bus_url
+        require_approval_secret(bus_url, "a scenario run")
         if run.status == "crashed":
             store.update_run(run.id, status="running", finished_at=None)
         scenario_path = run.scenario_path
         seed = run.seed
-        bus_url = bus_url or run.bus_url
     scenario = load_scenario(scenario_path)
     seed = scenario.seed if seed is None else seed
     tel = _Telemetry(scenario, str(scenario_path), seed)

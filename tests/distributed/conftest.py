@@ -29,6 +29,17 @@ import yaml
 from tests.conftest import ROOT, bus_url_for, pg_url_for
 
 START_TIMEOUT_S = 180.0  # a process imports litellm and scikit-learn: slow on a busy machine
+TEST_APPROVAL_SECRET = "tests-distributed-" + "5f0c9e2a41d7b836" * 3
+"""The approval secret of every crew process the tests start on a broker bus (they refuse to
+start without one), and of the test process, whose runner checks the tokens the Coordinator
+process issued."""
+
+
+@pytest.fixture(autouse=True)
+def approval_secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    """This process's approval secret: the crew processes' own (see TEST_APPROVAL_SECRET)."""
+    monkeypatch.setenv("PLANTCREW_APPROVAL_SECRET", TEST_APPROVAL_SECRET)
+    return TEST_APPROVAL_SECRET
 
 
 def free_port() -> int:
@@ -146,6 +157,7 @@ class Crew:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
+            PLANTCREW_APPROVAL_SECRET=TEST_APPROVAL_SECRET,
             PLANTCREW_CONFIG_DIR=str(self.config_dir),
             PLANTCREW_LOG_LEVEL="INFO",
             PLANTCREW_LOG_JSON="false",
