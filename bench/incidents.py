@@ -62,6 +62,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shlex
 import socket
 import statistics
@@ -372,6 +373,10 @@ class ProcessCrew:
 
     def start(self) -> None:
         env = dict(os.environ, PLANTCREW_LOG_LEVEL="WARNING")
+        # on a broker bus the crew refuses to start without a strong approval secret: the
+        # caller's, else one made for this crew (the driver's plant checks no token)
+        secret = env.get("PLANTCREW_APPROVAL_SECRET") or secrets.token_hex(32)
+        env["PLANTCREW_APPROVAL_SECRET"] = secret
         roles = [a for r in TASK_ROLES for a in ("--role", r)]
         coordinator = ["coordinator", "--concurrency", str(COORDINATOR_CONSUMERS)]
         worker = ["worker", *roles, "--concurrency", str(AGENTS_PER_WORKER)]
