@@ -10,8 +10,15 @@ possible, through a ``sleep`` the caller chooses (``asyncio.sleep``, or a simula
 A row with a bad value or timestamp, or a timestamp before the previous row's (a replay's
 time never runs backwards; equal timestamps are kept), is reported in
 :attr:`CsvReplaySource.problems` (file, line, row, column, reason) and skipped;
-:attr:`CsvReplaySource.skipped` counts them. A missing file or a mapped column absent from the
-header raises :class:`CsvReplayError`.
+:attr:`CsvReplaySource.skipped` counts them. A missing file, a mapped column absent from the
+header, or a ``timestamp_format`` that matches no row of the file raises
+:class:`CsvReplayError` (its ``field`` names the spec field at fault).
+
+Naive timestamps are UTC unless ``timezone`` names an IANA zone: they are then local times of
+that zone, converted to UTC. In the autumn hour that repeats, a time is taken in its first
+occurrence unless that would go back in time from the previous row, then in its second
+(``fold=1``): a local-time export across the change replays in order. A local time that does
+not exist (the spring gap) is a bad row.
 
 :func:`skab_preset` maps the Skoltech Anomaly Benchmark's pump files (github.com/waico/SKAB:
 ``;``-separated, CRLF, ``datetime`` as ``%Y-%m-%d %H:%M:%S``) to the canonical pump sensors.
@@ -23,11 +30,12 @@ import csv
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from plantcrew.errors import ConfigError
 from plantcrew.messages import Reading, TelemetryBatch
@@ -49,25 +57,87 @@ class ColumnMap(BaseModel):
     unit: str = ""
 
 
-class CsvSourceSpec(BaseModel):
-    """How to read and replay one CSV file.
+class CsvLayout(BaseModel):
+    """How a CSV file is laid out: the fields of :class:`CsvSourceSpec` that are not the file
+    or the pace (a scenario's ``telemetry:`` takes the same ones).
 
-    ``timestamp_format`` is a ``strptime`` format, ``"iso"`` (ISO 8601) or ``"epoch"``
-    (seconds since 1970); without ``timestamp_column`` rows are ``sample_period_s`` apart.
-    ``speed``: ``"realtime"`` (plant speed), a float multiple of it (10.0 = ten times faster),
-    or ``"max"`` (no waiting). Columns not in ``columns`` are ignored.
+    ``sep``: the field separator; ``decimal``: the decimal mark of the values (``","`` for a
+    decimal comma, e.g. German or French exports; it cannot be the separator, and a value with
+    a ``.`` in it is then a bad value, not a guess). ``timestamp_format`` is a ``strptime``
+    format, ``"iso"`` (ISO 8601) or ``"epoch"`` (seconds since 1970, UTC); without
+    ``timestamp_column`` rows are ``sample_period_s`` seconds apart. ``timezone``: the IANA
+    zone (``"Europe/Berlin"``) of naive timestamps (see module doc; default UTC).
+    ``columns`` maps CSV column names to sensors; other columns are ignored.
+
+    Raises ``pydantic.ValidationError`` for a separator used as the decimal mark, an unknown
+    time zone, or a time zone for epoch timestamps.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: Path
     sep: str = Field(",", min_length=1, max_length=1)
+    decimal: Literal[".", ","] = "."
+    encoding: str = "utf-8-sig"
     timestamp_column: str | None = None
-    timestamp_format: str = "iso"
+    timestamp_format: str = Field("iso", min_length=1)
+    timezone: str | None = None
     sample_period_s: float = Field(1.0, gt=0)
     columns: dict[str, ColumnMap] = Field(min_length=1)
+
+    @field_validator("decimal")
+    @classmethod
+    def _not_the_separator(cls, v: str, info: ValidationInfo) -> str:
+        if v == info.data.get("sep"):
+            raise ValueError(f"the decimal mark {v!r} cannot also be the separator (sep)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if info.data.get("timestamp_format") == "epoch":
+            raise ValueError("epoch timestamps are UTC: a timezone applies to local times only")
+        zone_of(v)
+        return v
+
+
+def zone_of(name: str) -> ZoneInfo:
+    """The IANA time zone ``name`` (``"Europe/Berlin"``); ValueError naming it if unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (an IANA name such as 'Europe/Berlin' or 'UTC')"
+        ) from None
+
+
+def local_seconds(naive: datetime, zone: ZoneInfo, after: float | None = None) -> float:
+    """Seconds since 1970 (UTC) of the wall time ``naive`` in ``zone``.
+
+    A wall time that occurs twice (the autumn DST change) is its first occurrence, unless that
+    is before ``after`` (the previous row's seconds) and the second is not: then the second.
+    Raises ValueError for a wall time that does not exist in ``zone`` (the spring gap).
+    """
+    first = naive.replace(tzinfo=zone, fold=0)
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+        raise ValueError(f"local time {naive} does not exist in {zone.key} (a DST gap)")
+    t = first.timestamp()
+    if after is not None and t < after:
+        second = naive.replace(tzinfo=zone, fold=1).timestamp()
+        if second > t:
+            return second
+    return t
+
+
+class CsvSourceSpec(CsvLayout):
+    """How to read and replay one CSV file: ``path``, the layout (:class:`CsvLayout`), and
+    ``speed``: ``"realtime"`` (plant speed), a float multiple of it (10.0 = ten times faster),
+    or ``"max"`` (no waiting).
+    """
+
+    path: Path
     speed: Speed = "max"
-    encoding: str = "utf-8-sig"
 
     @field_validator("speed")
     @classmethod
@@ -95,12 +165,19 @@ class CsvRowProblem:
 
 
 class CsvReplaySource:
-    """Iterate a CSV file as telemetry; see the module docstring for pacing and errors."""
+    """Iterate a CSV file as telemetry; see the module docstring for pacing and errors.
+
+    After (or during) an iteration: ``problems`` (the rows skipped), ``rows_read`` and
+    ``origin``, the seconds since 1970 (UTC) of the first replayed row's timestamp (the
+    batches' ``ts`` count from it; 0 without a timestamp column).
+    """
 
     def __init__(self, spec: CsvSourceSpec) -> None:
         self.spec = spec
         self.problems: list[CsvRowProblem] = []
         self.rows_read = 0
+        self.origin: float | None = None
+        self._zone = zone_of(spec.timezone) if spec.timezone else None
 
     @property
     def skipped(self) -> int:
@@ -109,7 +186,7 @@ class CsvReplaySource:
 
     def __iter__(self) -> Iterator[TelemetryBatch]:
         spec = self.spec
-        self.problems, self.rows_read = [], 0
+        self.problems, self.rows_read, self.origin = [], 0, None
         src = str(spec.path)
         try:
             fh = spec.path.open(encoding=spec.encoding, newline="")
@@ -126,7 +203,10 @@ class CsvReplaySource:
             missing = [name for name in spec.columns if name not in index]
             if missing:
                 raise CsvReplayError(
-                    f"mapped column(s) not in header {header}: {missing}", source=src, line=1
+                    f"mapped column(s) not in header {header}: {missing}",
+                    source=src,
+                    line=1,
+                    field="columns",
                 )
             ts_idx = None
             if spec.timestamp_column is not None:
@@ -135,11 +215,12 @@ class CsvReplaySource:
                         f"timestamp column {spec.timestamp_column!r} not in header {header}",
                         source=src,
                         line=1,
-                        field=spec.timestamp_column,
+                        field="timestamp_column",
                     )
                 ts_idx = index[spec.timestamp_column]
             t0: float | None = None
             last: tuple[float, str] | None = None  # the latest row's time and its text
+            unparsed: tuple[int, str] | None = None  # the first bad timestamp's line, reason
             end = reader.line_num  # file lines read so far (a quoted field may span lines)
             for row, fields in enumerate(reader):
                 line, end = end + 1, reader.line_num  # the row's first line
@@ -157,12 +238,14 @@ class CsvReplaySource:
                     t = row * spec.sample_period_s
                 else:
                     try:
-                        t = self._parse_ts(stamp)
+                        t = self._parse_ts(stamp, None if last is None else last[0])
                     except ValueError as exc:
                         self._problem(row, line, spec.timestamp_column, str(exc), fields)
+                        if unparsed is None:
+                            unparsed = (line, str(exc))
                         continue
                 if t0 is None:
-                    t0 = t
+                    t0 = self.origin = t
                 if last is not None and t < last[0]:
                     self._problem(
                         row,
@@ -177,6 +260,14 @@ class CsvReplaySource:
                 batches = self._row_batches(row, line, fields, cols, t - t0)
                 if batches is not None:
                     yield from batches
+            if t0 is None and unparsed is not None:
+                raise CsvReplayError(
+                    f"timestamp format {spec.timestamp_format!r} matches no row of column "
+                    f"{spec.timestamp_column!r}; the first: {unparsed[1]}",
+                    source=src,
+                    line=unparsed[0],
+                    field="timestamp_format",
+                )
 
     def _row_batches(
         self,
@@ -190,7 +281,7 @@ class CsvReplaySource:
         for i, name, m in cols:
             raw = fields[i].strip()
             try:
-                value = float(raw)
+                value = self._number(raw)
             except ValueError:
                 self._problem(row, line, name, f"not a number: {raw!r}", fields)
                 return None
@@ -202,11 +293,23 @@ class CsvReplaySource:
             )
         return [TelemetryBatch(device_id=d, readings=rs, row=row) for d, rs in per_device.items()]
 
-    def _parse_ts(self, raw: str) -> float:
+    def _number(self, raw: str) -> float:
+        """``raw`` as a float, read with the spec's decimal mark (ValueError if it is not)."""
+        if self.spec.decimal != ".":
+            if "." in raw:
+                raise ValueError(raw)
+            raw = raw.replace(self.spec.decimal, ".")
+        return float(raw)
+
+    def _parse_ts(self, raw: str, after: float | None) -> float:
+        """Seconds since 1970 (UTC) of timestamp ``raw``; ``after``: the previous row's."""
         fmt = self.spec.timestamp_format
         raw = raw.strip()
         if fmt == "epoch":
-            value = float(raw)
+            try:
+                value = self._number(raw)
+            except ValueError:
+                raise ValueError(f"timestamp {raw!r} is not epoch seconds") from None
             if not math.isfinite(value):
                 raise ValueError(f"bad epoch timestamp {raw!r}")
             return value
@@ -214,7 +317,11 @@ class CsvReplaySource:
             dt = datetime.fromisoformat(raw) if fmt == "iso" else datetime.strptime(raw, fmt)
         except ValueError:
             raise ValueError(f"timestamp {raw!r} does not match format {fmt!r}") from None
-        return dt.timestamp() if dt.tzinfo else (dt - datetime(1970, 1, 1)).total_seconds()
+        if dt.tzinfo is not None:
+            return dt.timestamp()
+        if self._zone is not None:
+            return local_seconds(dt, self._zone, after)
+        return (dt - datetime(1970, 1, 1)).total_seconds()
 
     def _problem(
         self, row: int, line: int, column: str | None, reason: str, fields: list[str]
@@ -260,21 +367,28 @@ SKAB_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
-def skab_preset(
-    path: Path | str, *, device_id: str = "pump1", speed: Speed = "max"
-) -> CsvSourceSpec:
-    """The spec of one SKAB file: ``;``-separated, ``datetime`` column, eight pump sensors.
-
-    The ``anomaly`` and ``changepoint`` label columns are not telemetry and are not read.
-    """
-    return CsvSourceSpec(
-        path=Path(path),
-        sep=";",
-        timestamp_column="datetime",
-        timestamp_format="%Y-%m-%d %H:%M:%S",
-        columns={
+def skab_layout(device_id: str = "pump1") -> dict[str, Any]:
+    """The :class:`CsvLayout` fields of a SKAB file: ``;``-separated, ``datetime`` column,
+    eight pump sensors of ``device_id``. The ``anomaly`` and ``changepoint`` label columns are
+    not telemetry and are not read."""
+    return {
+        "sep": ";",
+        "timestamp_column": "datetime",
+        "timestamp_format": "%Y-%m-%d %H:%M:%S",
+        "columns": {
             col: ColumnMap(device_id=device_id, sensor=sensor, unit=unit)
             for col, (sensor, unit) in SKAB_COLUMNS.items()
         },
-        speed=speed,
-    )
+    }
+
+
+PRESETS: dict[str, Callable[[str], dict[str, Any]]] = {"skab": skab_layout}
+"""Named layouts (the :class:`CsvLayout` fields as a dict), each given the device id of its
+columns: a scenario's ``telemetry: {preset: NAME}``."""
+
+
+def skab_preset(
+    path: Path | str, *, device_id: str = "pump1", speed: Speed = "max"
+) -> CsvSourceSpec:
+    """The spec of one SKAB file (:func:`skab_layout`), replayed at ``speed``."""
+    return CsvSourceSpec(path=Path(path), speed=speed, **skab_layout(device_id))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+from pydantic import ValidationError
 
 from plantcrew.plant.csv_replay import (
     ColumnMap,
@@ -158,3 +161,97 @@ def test_problem_lines_count_the_lines_of_quoted_multi_line_fields(tmp_path):
     [problem] = source.problems
     assert (problem.row, problem.line) == (1, 4)
     assert str(problem).startswith(f"{p}:4 (row 1) column 'Flow'")
+
+
+def test_a_decimal_comma_export_replays_its_values(tmp_path):
+    # German/French historian exports: ';' between fields, ',' in the numbers
+    p = tmp_path / "plant.csv"
+    p.write_text("time;Flow;T\n2024-01-01 00:00:00;10,5;-0,25\n2024-01-01 00:00:01;11;1.5\n")
+    source = CsvReplaySource(spec_for(p, decimal=","))
+    batches = list(source)
+    assert [(r.sensor, r.value) for b in batches for r in b.readings] == [
+        ("flow_rate", 10.5),
+        ("fluid_temperature", -0.25),
+    ]
+    # '1.5' in a decimal-comma file is not read as one and a half (nor as fifteen)
+    [problem] = source.problems
+    assert (problem.line, problem.column) == (3, "T") and "'1.5'" in problem.reason
+
+
+def test_the_decimal_mark_cannot_be_the_separator(tmp_path):
+    with pytest.raises(ValueError, match="decimal mark ',' cannot also be the separator"):
+        spec_for(tmp_path / "x.csv", sep=",", decimal=",")
+
+
+def test_local_times_across_the_autumn_dst_change_replay_in_order_in_utc(tmp_path):
+    # Europe/Berlin, 2026-10-25: 03:00 CEST goes back to 02:00 CET, so 02:00-02:59 occurs
+    # twice. A local-time export across it replays in order: the second 02:00 is 01:00 UTC
+    # (it was read as 00:00 UTC, before the row before it, and the hour was dead-lettered)
+    p = tmp_path / "plant.csv"
+    stamps = [
+        "2026-10-25 01:59:30",  # CEST, 23:59:30 UTC the day before
+        "2026-10-25 02:00:00",  # CEST, 00:00 UTC
+        "2026-10-25 02:30:00",  # CEST, 00:30 UTC
+        "2026-10-25 02:59:30",  # CEST, 00:59:30 UTC
+        "2026-10-25 02:00:00",  # CET (the hour again), 01:00 UTC
+        "2026-10-25 02:30:00",  # CET, 01:30 UTC
+        "2026-10-25 02:59:30",  # CET, 01:59:30 UTC
+        "2026-10-25 03:00:00",  # CET, 02:00 UTC
+    ]
+    p.write_text("time;Flow\n" + "".join(f"{s};1\n" for s in stamps))
+    columns = {"Flow": ColumnMap(device_id="pump1", sensor="flow_rate")}
+    source = CsvReplaySource(spec_for(p, columns=columns, timezone="Europe/Berlin"))
+    ts = [b.readings[0].ts for b in source]
+    assert source.problems == []
+    assert ts == [0.0, 30.0, 1830.0, 3600.0, 3630.0, 5430.0, 7200.0, 7230.0]
+    # the first row, 01:59:30 CEST, is 23:59:30 UTC the day before
+    assert source.origin == datetime(2026, 10, 24, 23, 59, 30, tzinfo=UTC).timestamp()
+
+
+def test_a_local_time_in_the_spring_dst_gap_is_a_bad_row(tmp_path):
+    # 2026-03-29 02:00-02:59 does not exist in Berlin (the clocks jump from 02:00 to 03:00)
+    p = tmp_path / "plant.csv"
+    p.write_text("time;Flow\n2026-03-29 01:59:00;1\n2026-03-29 02:30:00;1\n2026-03-29 03:00:00;1\n")
+    columns = {"Flow": ColumnMap(device_id="pump1", sensor="flow_rate")}
+    source = CsvReplaySource(spec_for(p, columns=columns, timezone="Europe/Berlin"))
+    assert [b.readings[0].ts for b in source] == [0.0, 60.0]
+    [problem] = source.problems
+    assert problem.line == 3 and "does not exist in Europe/Berlin" in problem.reason
+
+
+def test_naive_timestamps_without_a_timezone_stay_utc(tmp_path):
+    p = tmp_path / "plant.csv"
+    p.write_text("time;Flow\n2026-10-25 02:00:00;1\n2026-10-25 03:00:00;1\n")
+    columns = {"Flow": ColumnMap(device_id="pump1", sensor="flow_rate")}
+    source = CsvReplaySource(spec_for(p, columns=columns))
+    assert [b.readings[0].ts for b in source] == [0.0, 3600.0]
+    assert source.origin == datetime(2026, 10, 25, 2, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("kw", "says"),
+    [
+        ({"timezone": "Europe/Berlln"}, "unknown time zone 'Europe/Berlln'"),
+        ({"timezone": "UTC", "timestamp_format": "epoch"}, "epoch timestamps are UTC"),
+    ],
+)
+def test_a_bad_timezone_is_refused_naming_the_field(tmp_path, kw, says):
+    with pytest.raises(ValidationError) as err:
+        spec_for(tmp_path / "x.csv", **kw)
+    [error] = err.value.errors()
+    assert error["loc"] == ("timezone",) and says in error["msg"]
+
+
+def test_a_timestamp_format_that_matches_no_row_names_the_first_row_and_the_format(tmp_path):
+    # every row was skipped as bad, one by one, and the run ended saying only "no data row"
+    p = tmp_path / "plant.csv"
+    p.write_text("time;Flow;T\n\n25.10.2026 01:00:00;1;2\n25.10.2026 01:00:01;1;2\n")
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p)))
+    assert (err.value.source, err.value.line, err.value.field) == (
+        str(p),
+        3,
+        "timestamp_format",
+    )
+    assert "'%Y-%m-%d %H:%M:%S' matches no row" in str(err.value)
+    assert "'25.10.2026 01:00:00'" in str(err.value)
