@@ -55,3 +55,13 @@ def test_environment_names_are_read_and_brokers_fsync() -> None:
         for volume in svc.get("volumes", []):
             if volume.startswith("./"):
                 assert (INFRA / volume.split(":")[0]).is_file(), volume
+
+
+def test_every_crew_service_requires_the_approval_secret() -> None:
+    """Compose refuses to start the crew without ``PLANTCREW_APPROVAL_SECRET`` (``${VAR:?msg}``)
+    and says how to make one; each process would refuse it anyway on the broker bus, but one
+    by one and in its container's log."""
+    for name, svc in crew_services().items():
+        value = svc["environment"].get("PLANTCREW_APPROVAL_SECRET", "")
+        assert value.startswith("${PLANTCREW_APPROVAL_SECRET:?") and value.endswith("}"), name
+        assert "openssl rand -hex 32" in value and "$" not in value[2:], name

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from plantcrew.crews.config import ROLES
+from plantcrew.store.tokens import secret_problem
 from tests.infra.support import INFRA, env_read, parse_command, provider_keys
 
 K8S = INFRA / "k8s"
@@ -154,3 +155,17 @@ def test_settings_come_from_the_configmap_and_no_secret_is_committed() -> None:
     assert cm["data"]["PLANTCREW_BUS_URL"].startswith(("nats://", "redis://"))
     assert "PLANTCREW_DB_URL" not in cm["data"]  # it carries a password: the Secret has it
     assert not [d for d in documents() if d["kind"] == "Secret"]
+
+
+def test_every_pod_gets_the_approval_secret_and_the_example_cannot_be_used_as_is() -> None:
+    """Each process on the broker bus refuses to start without a strong approval secret: every
+    Deployment takes it from the Secret, the Secret's example holds a placeholder the crew
+    refuses (applied as is, nothing starts) and kustomization.yaml makes a random one."""
+    for name, dep in deployments().items():
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        refs = [e["secretRef"] for e in container.get("envFrom", []) if "secretRef" in e]
+        assert {"name": "plantcrew-secrets"} in refs, name  # not optional
+    example = yaml.safe_load((K8S / "secret.example.yaml").read_text())["stringData"]
+    assert secret_problem(example["PLANTCREW_APPROVAL_SECRET"]) is not None
+    command = '--from-literal=PLANTCREW_APPROVAL_SECRET="$(openssl rand -hex 32)"'
+    assert command in (K8S / "kustomization.yaml").read_text()
