@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
+from plantcrew.crews.clocks import run_plant_time
 from plantcrew.errors import StoreError
 from plantcrew.store import (
     Action,
@@ -124,7 +125,7 @@ class StoreCollector(Collector):
 
     def _approvals(self, s: Session) -> Iterator[Metric]:
         pending = s.exec(
-            select(Approval.requested_at, Run.plant_time)
+            select(Approval.requested_at, Run.started_at, Run.config, Run.plant_time)
             .join(Run, col(Run.id) == col(Approval.run_id), isouter=True)
             .where(col(Approval.status) == "pending")
         ).all()
@@ -133,9 +134,15 @@ class StoreCollector(Collector):
         yield g
         wait = GaugeMetricFamily(
             N + "approval_oldest_wait_seconds",
-            "Plant seconds the oldest pending approval has waited (run checkpoint resolution).",
+            "Plant seconds the oldest pending approval has waited (wall seconds in live "
+            "operation; a scenario's at its checkpoint resolution).",
         )
-        wait.add_metric([], max((max(0.0, (pt or 0.0) - req) for req, pt in pending), default=0.0))
+        waits = [
+            # a live run's plant time is the wall clock: it has no checkpoint (stays 0)
+            run_plant_time(start, config, pt) - req if start is not None else 0.0
+            for req, start, config, pt in pending
+        ]
+        wait.add_metric([], max((max(0.0, w) for w in waits), default=0.0))
         yield wait
         decided = CounterMetricFamily(
             N + "approvals", "Approvals by final status.", labels=["status"]

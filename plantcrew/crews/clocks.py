@@ -31,6 +31,18 @@ def is_live(run_config: Mapping[str, Any]) -> bool:
     return "scenario" not in run_config
 
 
+def run_plant_time(
+    started_at: datetime, run_config: Mapping[str, Any], checkpoint: float, seen: float = 0.0
+) -> float:
+    """The plant seconds a run has surely reached, from outside its processes: a live run's
+    wall seconds since ``started_at``; a scenario's ``checkpoint`` (``Run.plant_time``) or
+    ``seen`` (the latest plant time recorded for it), whichever is greater. Never ahead of
+    the clock of the run's Coordinator."""
+    if is_live(run_config):
+        return LiveClock(started_at).t
+    return max(checkpoint, seen)
+
+
 def as_utc(when: datetime) -> datetime:
     """``when`` as an aware UTC datetime (a naive one is taken to be UTC)."""
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
@@ -107,4 +119,4 @@ class LiveClock:
         return max(0.0, (utcnow() - self.start).total_seconds())
 
 
-__all__ = ["LiveClock", "RunClock", "TaskClock", "as_utc", "is_live"]
+__all__ = ["LiveClock", "RunClock", "TaskClock", "as_utc", "is_live", "run_plant_time"]

@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import select
 
-from plantcrew.store import ApprovalVote, MessageRecord
+from plantcrew.store import Approval, ApprovalVote, MessageRecord
 from tests.api.conftest import Api, seed_pending_approval
 
 SCENARIO_RUN = {"config": {"scenario": {"name": "seeded"}}}
@@ -97,3 +98,27 @@ def test_approvals_and_runs_are_listed_page_by_page(api: Api) -> None:
     too_many = api.client.get("/api/v1/approvals?limit=501", headers=api.h("viewer"))
     assert too_many.status_code == 422
     assert too_many.json()["errors"][0]["field"] == "query.limit"
+
+
+def _oldest_wait(api: Api) -> float:
+    text = api.client.get("/metrics").text
+    [value] = [
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "plantcrew_approval_oldest_wait_seconds"
+    ]
+    return float(value)
+
+
+def test_the_oldest_approval_wait_counts_on_a_live_run(api: Api) -> None:
+    # live operation never checkpoints Run.plant_time: its plant time is the wall clock
+    live = seed_pending_approval(api.store, run=_live_run_started_long_ago())  # asked at 610 s
+    seed_pending_approval(api.store, run={**SCENARIO_RUN, "plant_time": 700.0})
+    assert _oldest_wait(api) >= 5000 - 610
+    with api.store.tx() as s:  # the live one decided: the scenario's, by its checkpoint
+        row = s.get(Approval, live.id)
+        assert row is not None
+        row.status = "approved"
+        s.add(row)
+    assert _oldest_wait(api) == 90.0

@@ -22,7 +22,7 @@ from plantcrew.api.auth import Principal, context, require
 from plantcrew.api.idempotency import KEY_PATTERN, idempotent
 from plantcrew.api.problems import ApiError, problem_responses
 from plantcrew.api.schemas import ApprovalOut, VoteIn, VoteOut
-from plantcrew.crews.clocks import LiveClock, is_live
+from plantcrew.crews.clocks import run_plant_time
 from plantcrew.errors import NotFoundError
 from plantcrew.store import Action, Approval, ApprovalVote, MessageRecord, Run, Store
 from plantcrew.store.access import Permission
@@ -80,23 +80,19 @@ def get_approval(request: Request, approval_id: str, _: Reader) -> ApprovalOut:
     return _get(context(request).store, approval_id)
 
 
-def run_plant_time(store: Store, run_id: str) -> float | None:
-    """The plant seconds run ``run_id`` has surely reached (None: no such run).
-
-    A live run's clock is the wall clock since its start; a scenario's is its runner's, which
-    only the database shows: the greater of the run's checkpoint and the latest plant time of
-    its recorded messages. The Coordinator's clock is never behind either, so a deadline this
-    is past is past for the Coordinator too."""
+def plant_now(store: Store, run_id: str) -> float | None:
+    """The plant seconds run ``run_id`` has surely reached (None: no such run), by
+    :func:`plantcrew.crews.clocks.run_plant_time` with the latest plant time of its recorded
+    messages. The Coordinator's clock is never behind it, so a deadline this is past is past
+    for the Coordinator too."""
     with store.tx() as s:
         run = s.get(Run, run_id)
         if run is None:
             return None
-        if is_live(run.config):
-            return LiveClock(run.started_at).t
         seen = s.exec(
             select(func.max(MessageRecord.plant_time)).where(col(MessageRecord.run_id) == run_id)
         ).one()
-        return max(run.plant_time, float(seen or 0.0))
+        return run_plant_time(run.started_at, run.config, run.plant_time, float(seen or 0.0))
 
 
 def _vote(
@@ -108,7 +104,7 @@ def _vote(
         raise ApiError(404, "Not found", f"no approval {approval_id!r}") from None
     if appr.status != "pending":
         raise ApiError(409, "Conflict", f"approval {approval_id} is {appr.status}, not pending")
-    now = run_plant_time(store, appr.run_id) if appr.deadline_at is not None else None
+    now = plant_now(store, appr.run_id) if appr.deadline_at is not None else None
     if now is not None and appr.deadline_at is not None and now > appr.deadline_at:
         raise ApiError(
             409,
