@@ -367,7 +367,7 @@ def feedback(
     diagnoses of similar deviations."""
     from datetime import UTC, datetime
 
-    from plantcrew.detect import default_signatures_path, load_signatures
+    from plantcrew.detect import default_signatures_path, load_signatures, signature_of
     from plantcrew.store import Lesson, Store
 
     try:
@@ -382,9 +382,13 @@ def feedback(
             f"--root-cause {root_cause!r} is not a known root cause: "
             f"{', '.join(sorted(vocabulary))}",
         )
-    signature = {d["sensor"]: d["z"] for d in inc.anomaly.get("deviations", [])}
+    signature = signature_of(inc.anomaly.get("deviations", []))
     if not signature:
-        raise _fail(2, f"incident {incident_id} has no deviation signature to learn from")
+        raise _fail(
+            2,
+            f"incident {incident_id} has no deviation signature to learn from "
+            "(stuck sensors are left out: they say nothing of the process)",
+        )
     store.add_lesson(
         Lesson(
             incident_id=inc.id,

@@ -31,6 +31,7 @@ from plantcrew.crews.config import CoordinatorSettings
 from plantcrew.crews.outbox import OutboxRelay
 from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import CapabilityRegistry
+from plantcrew.detect.memory import signature_of
 from plantcrew.llm.budget import Budgets
 from plantcrew.messages import (
     ActionProposal,
@@ -871,17 +872,20 @@ class Coordinator:
                 "root_cause_confirmed": p.root_cause_confirmed,
             },
         }
+        # the signature recall compares a new anomaly's with (stuck sensors left out)
+        signature = signature_of(inc.anomaly.get("deviations", []))
         if (
             inc.outcome == "resolved"
             and p.root_cause_confirmed
             and inc.root_cause
             and inc.root_cause != "unknown"
+            and signature
         ):
             lesson = Lesson(
                 incident_id=inc.id,
                 run_id=inc.run_id,
                 root_cause=inc.root_cause,
-                signature={d["sensor"]: d["z"] for d in inc.anomaly.get("deviations", [])},
+                signature=signature,
                 source="confirmed",
                 note=p.summary[:500],
             )

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from plantcrew.detect.memory import signature_of
 from plantcrew.detect.rules import Scale, degree, describe
 from plantcrew.detect.signatures import (
     Candidate,
@@ -98,10 +99,10 @@ def similarity(a: Mapping[str, float], b: Mapping[str, float]) -> float:
 
 
 def anomaly_pattern(deviations: Iterable[Deviation], noise_z: float) -> dict[str, float]:
-    """The compressed pattern of an anomaly: each sensor's last deviation that is not
-    ``flat`` (a stuck sensor has no direction), by :func:`pattern`."""
-    observed = {d.sensor: d for d in deviations}
-    return pattern({s: d.z for s, d in observed.items() if d.direction != "flat"}, noise_z)
+    """The compressed pattern of an anomaly: :func:`pattern` of its
+    :func:`~plantcrew.detect.memory.signature_of` (stuck sensors left out), the same
+    signature a lesson of it stores."""
+    return pattern(signature_of(deviations), noise_z)
 
 
 def rank_root_causes(

@@ -9,8 +9,9 @@ in the store; this is the in-process form the detector functions use.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,9 +20,20 @@ from plantcrew.errors import ConfigError
 from plantcrew.messages import Deviation
 
 
-def signature_of(deviations: Iterable[Deviation]) -> dict[str, float]:
-    """The sensor -> z signature of an anomaly's deviations (stuck sensors left out)."""
-    return {d.sensor: d.z for d in deviations if d.direction != "flat"}
+def signature_of(deviations: Iterable[Deviation | Mapping[str, Any]]) -> dict[str, float]:
+    """The sensor -> z signature of an anomaly: what a lesson stores and what recall compares.
+
+    ``deviations``: :class:`Deviation` s, or their JSON form as an incident keeps them (each
+    is validated; a malformed one raises pydantic's ValidationError). Each sensor's last
+    deviation counts, and it is left out when it is ``flat``: a stuck sensor repeats one
+    value, and its z says where it froze, not what the process did (the physics rules give
+    it no direction either). Empty when every sensor is stuck.
+    """
+    last: dict[str, Deviation] = {}
+    for d in deviations:
+        dev = d if isinstance(d, Deviation) else Deviation.model_validate(d)
+        last[dev.sensor] = dev
+    return {s: d.z for s, d in last.items() if d.direction != "flat"}
 
 
 class LessonMemory:

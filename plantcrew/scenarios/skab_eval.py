@@ -544,7 +544,7 @@ def lesson_of(result: FileResult) -> Lesson | None:
     """The confirmed lesson of a file whose fault was detected and whose truth is known."""
     if not result.truth or not result.fault_deviations:
         return None
-    sig = signature_of(Deviation.model_validate(d) for d in result.fault_deviations)
+    sig = signature_of(result.fault_deviations)
     return Lesson(root_cause=result.truth, signature=sig, source="confirmed") if sig else None
 
 
