@@ -109,7 +109,7 @@ def run(
         else:
             from plantcrew.store import Store
 
-            spec = load_scenario(Store(_db(db)).get_run(resume).scenario_path)
+            spec = load_scenario(Store(_db(db), existing=True).get_run(resume).scenario_path)
     except ConfigError as exc:
         raise _fail(2, str(exc)) from None
     except NotFoundError as exc:
@@ -160,7 +160,10 @@ def approvals_list(
 
     from plantcrew.store import Store
 
-    store = Store(_db(db))
+    try:
+        store = Store(_db(db), existing=True)
+    except NotFoundError as exc:
+        raise _fail(2, str(exc)) from None
     tbl = Table()
     for col in ("id", "incident", "status", "class", "needs", "roles", "decisions"):
         tbl.add_column(col)
@@ -183,7 +186,7 @@ def approvals_show(approval_id: str, db: DbOpt = None) -> None:
     from plantcrew.store import Store
 
     try:
-        store = Store(_db(db))
+        store = Store(_db(db), existing=True)
         a = store.get_approval(approval_id)
     except PlantcrewError as exc:
         raise _fail(2, str(exc)) from None
@@ -215,7 +218,7 @@ def _vote(
     from plantcrew.store import Store
 
     try:
-        Store(_db(db)).cast_vote(
+        Store(_db(db), existing=True).cast_vote(
             approval_id, approver=approver, role=role, approved=approved, reason=reason
         )
     except NotFoundError as exc:
@@ -255,7 +258,10 @@ def audit_verify(db: DbOpt = None) -> None:
     """Check the audit log's hash chain; name every edited, deleted or reordered entry."""
     from plantcrew.store import Store
 
-    breaks = Store(_db(db)).verify_audit()
+    try:
+        breaks = Store(_db(db), existing=True).verify_audit()
+    except NotFoundError as exc:
+        raise _fail(2, str(exc)) from None
     if not breaks:
         out.print("[green]audit log intact[/]")
         return
@@ -371,7 +377,7 @@ def feedback(
     from plantcrew.store import Lesson, Store
 
     try:
-        store = Store(_db(db))
+        store = Store(_db(db), existing=True)
         inc = store.get_incident(incident_id)
         vocabulary = set(load_signatures(default_signatures_path()).signatures) | {"unknown"}
     except PlantcrewError as exc:

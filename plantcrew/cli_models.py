@@ -138,7 +138,7 @@ def costs(
     from plantcrew.store.costs import BadDateError, cost_report
 
     try:
-        store = Store(db or get_settings().db_url)
+        store = Store(db or get_settings().db_url, existing=True)
         if run is not None:
             store.get_run(run)
         with store.tx() as s:

@@ -110,7 +110,7 @@ def replay(
     from plantcrew.store import Store
 
     try:
-        store = Store(_db(db))
+        store = Store(_db(db), existing=True)
         store.get_run(run_id)
     except PlantcrewError as exc:
         raise _bad_input(exc) from None
@@ -248,6 +248,7 @@ def rerun(
     from plantcrew.replay.console import fork_report
     from plantcrew.replay.rerun import rerun as do_rerun
     from plantcrew.replay.sandbox import Changes
+    from plantcrew.store import require_existing
 
     prompts: dict[str, str] = {}
     for role, file in _pairs(prompt, "FILE").items():
@@ -258,6 +259,7 @@ def rerun(
     changes = Changes(model_groups=_pairs(model_group, "GROUP"), policies=policies,
                       playbooks=playbooks, prompts=prompts)
     try:
+        require_existing(_db(db))
         report = do_rerun(_db(db), run_id, from_message, changes, config_dir=config_dir)
     except (ConfigError, ScenarioError, NotFoundError) as exc:
         raise _bad_input(exc) from None
@@ -289,8 +291,8 @@ def diff(
     from plantcrew.store import Store
 
     try:
-        store_a = Store(_db(db))
-        store_b = Store(db_b) if db_b else store_a
+        store_a = Store(_db(db), existing=True)
+        store_b = Store(db_b, existing=True) if db_b else store_a
         result = diff_runs(load_timeline(store_a, run_a), load_timeline(store_b, run_b))
     except (NotFoundError, ScenarioError) as exc:
         raise _bad_input(exc) from None

@@ -233,7 +233,11 @@ def tokens_list(
     tbl = Table()
     for col in ("id", "name", "role", "plant role", "created", "expires", "revoked"):
         tbl.add_column(col)
-    for t in AccessStore(Store(_db(db))).tokens(include_revoked=show_all):
+    try:
+        store = Store(_db(db), existing=True)
+    except NotFoundError as exc:
+        raise _fail(2, str(exc)) from None
+    for t in AccessStore(store).tokens(include_revoked=show_all):
         tbl.add_row(
             t.id,
             t.name,
@@ -256,7 +260,7 @@ def tokens_revoke(
     from plantcrew.store.access import AccessStore
 
     try:
-        row = AccessStore(Store(_db(db))).revoke(token_id)
+        row = AccessStore(Store(_db(db), existing=True)).revoke(token_id)
     except NotFoundError as exc:
         raise _fail(2, str(exc)) from None
     out.print(f"token {row.id} of {row.name} revoked")

@@ -5,6 +5,7 @@
 
 from plantcrew.store import access as _access  # noqa: F401  (registers its tables)
 from plantcrew.store.audit import ChainBreak, verify_chain
+from plantcrew.store.db import require_existing
 from plantcrew.store.store import (
     Store,
     add_model_calls,
@@ -55,6 +56,7 @@ __all__ = [
     "record_message",
     "record_messages",
     "record_model_calls",
+    "require_existing",
     "save_incident",
     "verify_chain",
 ]

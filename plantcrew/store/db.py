@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
-from plantcrew.errors import StoreError
+from plantcrew.errors import NotFoundError, StoreError
 from plantcrew.store import tables  # noqa: F401  (registers the tables)
 from plantcrew.store.deferred import DEFERRED, Deferred
 
@@ -32,6 +33,27 @@ def normalise_url(url: str) -> str:
     if url.startswith(("sqlite:", "postgresql+")):
         return url
     raise StoreError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a ``sqlite:///PATH`` URL names (relative to the working folder, as SQLite
+    opens it), or None for another database, an in-memory one or a ``file:`` URI."""
+    if not url.startswith("sqlite:"):
+        return None
+    name = make_url(url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(name)
+
+
+def require_existing(url: str) -> None:
+    """Raise NotFoundError when ``url`` names a SQLite file that does not exist, so that a
+    command which only reads a store refuses a mistyped path instead of creating an empty
+    database there. Any other URL passes (a server says itself whether it has the database).
+    """
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise NotFoundError(f"no database at {path} ({url}): check --db or PLANTCREW_DB_URL")
 
 
 def make_engine(url: str) -> Engine:
@@ -76,10 +98,14 @@ class Database:
 
     ``create`` (default): migrate the schema to the newest revision first (``alembic upgrade
     head``, safe when several processes start at once). Raises StoreError when the database
-    cannot be reached or migrated.
+    cannot be reached or migrated. ``existing``: the database must be there already; a SQLite
+    file that does not exist raises NotFoundError naming it, and is not created
+    (:func:`require_existing`).
     """
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, existing: bool = False) -> None:
+        if existing:
+            require_existing(url)
         self.url = url
         self.engine = make_engine(url)
         if create:
