@@ -40,18 +40,14 @@ from plantcrew.llm import ModelRouter
 from plantcrew.messages import Message, Subjects, TelemetryBatch
 from plantcrew.plant.actuators import ActuatorCommand, SimulatedActuator
 from plantcrew.plant.clock import Pacer, SimClock
-from plantcrew.plant.csv_replay import (
-    CsvReplayError,
-    CsvReplaySource,
-    CsvRowProblem,
-    skab_preset,
-)
+from plantcrew.plant.csv_replay import CsvReplayError, CsvReplaySource, CsvRowProblem
 from plantcrew.plant.sim import SimulatedPlant
 from plantcrew.scenarios.expectations import ExpectationResult, check
 from plantcrew.scenarios.human import ScriptedHuman
 from plantcrew.scenarios.schema import (
     Scenario,
     load_scenario,
+    located_in_scenario,
     missing_file,
     resolve_data_path,
 )
@@ -118,6 +114,7 @@ class _Telemetry:
 
     def __init__(self, scenario: Scenario, scenario_path: str, seed: int) -> None:
         self.scenario = scenario
+        self.scenario_path = scenario_path
         self.plant = SimulatedPlant(scenario.plant, scenario.faults, seed, scenario.dt_s)
         self.clock: SimClock = self.plant.clock
         self._csv: Iterator[TelemetryBatch] | None = None
@@ -130,7 +127,7 @@ class _Telemetry:
                 raise missing_file(
                     scenario_path, "telemetry.path", path, "is PLANTCREW_DATA_DIR set?"
                 )
-            source = CsvReplaySource(skab_preset(path, device_id=scenario.telemetry.device_id))
+            source = CsvReplaySource(scenario.telemetry.spec(path))
             self._source = source
             self._csv = iter(source)
             self._csv_clock = SimClock(self.clock.start)
@@ -143,7 +140,10 @@ class _Telemetry:
         """The next batches, or None when a CSV replay has no more rows."""
         if self._csv is None:
             return self.plant.step()
-        batch = next(self._csv, None)
+        try:
+            batch = next(self._csv, None)
+        except CsvReplayError as exc:  # a layout field at fault: say where in the scenario
+            raise located_in_scenario(self.scenario_path, exc) from None
         if batch is None:
             return None
         self._csv_clock.advance_to(max(r.ts for r in batch.readings))
@@ -163,6 +163,15 @@ class _Telemetry:
         raise CsvReplayError(
             f"no data row could be replayed ({detail})", source=str(source.spec.path)
         )
+
+    def device_of(self, problem: CsvRowProblem) -> str:
+        """The device whose telemetry a bad row would have been: its bad column's, the
+        file's one device, or ``csv`` when the row holds several."""
+        columns = self._source.spec.columns if self._source is not None else {}
+        if problem.column in columns:
+            return columns[problem.column].device_id
+        devices = {m.device_id for m in columns.values()}
+        return devices.pop() if len(devices) == 1 else "csv"
 
     def new_problems(self) -> list[CsvRowProblem]:
         """The CSV rows skipped as bad since the last call (none for the simulator)."""
@@ -443,7 +452,7 @@ async def _dead_letter_rows(tel: _Telemetry, bus: Bus, run_id: str, now: datetim
     reason (file, line, row, column) and its text: a bad row is kept, never just dropped."""
     for problem in tel.new_problems():
         log.warning("csv row dead-lettered", run=run_id, problem=str(problem))
-        device = tel.scenario.telemetry.device_id if tel.scenario.telemetry else "csv"
+        device = tel.device_of(problem)
         await bus.publish(
             dead_letter(
                 subject=Subjects.telemetry(device),

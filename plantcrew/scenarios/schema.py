@@ -24,10 +24,19 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from plantcrew.detect.config import MonitorConfig
 from plantcrew.errors import ConfigError
+from plantcrew.plant.csv_replay import PRESETS, CsvLayout, CsvReplayError, CsvSourceSpec
 from plantcrew.plant.spec import FaultSpec, PlantSpec, check_faults, default_plant
 from plantcrew.settings import config_error, line_of, load_yaml_model
 
@@ -80,17 +89,58 @@ class Expectations(_Strict):
     escalation_reason_contains: str | None = Field(None, min_length=1)
 
 
-class CsvTelemetry(_Strict):
-    """Replay a CSV export (e.g. a SKAB file) instead of the simulator.
+class CsvTelemetry(CsvLayout):
+    """Replay a CSV export (a historian dump, a SKAB file) instead of the simulator.
+
+    The layout fields are :class:`~plantcrew.plant.csv_replay.CsvLayout`'s (``sep``,
+    ``decimal``, ``encoding``, ``timestamp_column``, ``timestamp_format``, ``timezone``,
+    ``sample_period_s``, ``columns``). ``preset`` (``skab``) gives them all; a field given
+    beside it overrides the preset's (``columns`` replaces its columns), and ``device_id``
+    names the device of the preset's columns. Without a preset, ``columns`` is required.
 
     ``path`` may use ``${PLANTCREW_DATA_DIR}`` (default: ``../shared/data`` from the working
     directory); a relative path is taken from the scenario file's folder.
     """
 
     source: Literal["csv"] = "csv"
-    preset: Literal["skab"] = "skab"
-    path: str
-    device_id: str = "pump1"
+    preset: str | None = None
+    path: str = Field(min_length=1)
+    device_id: str | None = Field(None, min_length=1, description="the preset's device")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_fills_in(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("preset"), str):
+            return data
+        layout = PRESETS.get(data["preset"])
+        if layout is None:  # refused on the field below, not also as 'columns: Field required'
+            return {"columns": {"-": {"device_id": "-", "sensor": "-"}}, **data}
+        device = data.get("device_id")
+        given = layout(device) if isinstance(device, str) and device else layout()
+        return {**given, **data}
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str | None) -> str | None:
+        if v is not None and v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; known: {', '.join(sorted(PRESETS))}")
+        return v
+
+    @field_validator("device_id")
+    @classmethod
+    def _for_a_preset(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and "preset" in info.data and info.data["preset"] is None:
+            raise ValueError(
+                "names the device of a preset's columns; without a preset give each column "
+                "its device_id under columns"
+            )
+        return v
+
+    def spec(self, path: Path) -> CsvSourceSpec:
+        """The replay spec of this telemetry for the file at ``path`` (resolved)."""
+        return CsvSourceSpec(
+            path=path, **{name: getattr(self, name) for name in CsvLayout.model_fields}
+        )
 
 
 class Scenario(_Strict):
@@ -217,6 +267,23 @@ def missing_file(scenario_path: str | Path, field: str, path: Path, hint: str = 
         source=str(scenario_path),
         field=field,
         line=line_of(text, field),
+    )
+
+
+def located_in_scenario(scenario_path: str | Path, exc: CsvReplayError) -> CsvReplayError:
+    """``exc``, raised reading the telemetry file with its ``field`` a layout field (e.g.
+    ``timestamp_format``), located at ``telemetry.<field>`` of the scenario file (or at
+    ``telemetry:`` when a preset gave the field); the CSV file and line stay in the message.
+    Any other error is returned as it is."""
+    if exc.field not in CsvLayout.model_fields:
+        return exc
+    field = f"telemetry.{exc.field}"
+    where = f"{exc.source}:{exc.line}" if exc.line else str(exc.source)
+    return CsvReplayError(
+        f"{where}: {exc.reason}",
+        source=str(scenario_path),
+        field=field,
+        line=line_of(_read(scenario_path), field),
     )
 
 

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from plantcrew.cli import app
 from plantcrew.errors import PlantcrewError
+from plantcrew.messages import TelemetryBatch
 from plantcrew.plant import Pacer
 from plantcrew.scenarios.runner import run_scenario
 from plantcrew.scenarios.schema import load_scenario, resolve_data_path
@@ -187,17 +189,23 @@ def test_bad_monitor_override_exits_2_naming_its_line_and_field(tmp_path: Path) 
 def test_an_expectation_that_cannot_be_checked_exits_2_naming_its_line(
     tmp_path: Path, text: str, line: int, field: str, says: str
 ) -> None:
+    assert_refused(tmp_path, text, line, field, says)
+
+
+def assert_refused(tmp_path: Path, text: str, line: int, field: str, says: str) -> None:
+    """``plantcrew run`` of a scenario ``name: broken``, ``duration_s: 30`` and then ``text``
+    exits 2 naming the file, ``line`` and ``field``, and saying ``says``."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: broken\nduration_s: 30\n" + text)
     proc = cli("run", str(bad), "--json", "--db", f"sqlite:///{tmp_path / 'b.db'}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"{bad}:{line} field '{field}'" in proc.stderr and says in proc.stderr
+    assert f"{bad}:{line} field '{field}'" in proc.stderr and says in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize(
     ("text", "line", "field"),
     [
-        ("telemetry:\n  source: csv\n  path: nope.csv\n", 5, "telemetry.path"),
+        ("telemetry:\n  source: csv\n  preset: skab\n  path: nope.csv\n", 6, "telemetry.path"),
         ("policies: nope.yaml\n", 3, "policies"),
     ],
 )
@@ -321,6 +329,151 @@ async def test_speed_paces_a_replay_by_its_timestamps(tmp_path: Path) -> None:
     pacer = Pacer(10.0, sleep=sleep, monotonic=lambda: wall[0])
     await run_scenario(scenario, db_url=f"sqlite:///{tmp_path / 'r.db'}", pacer=pacer)
     assert waits == [0.1, 0.1, 3.8, 0.1]
+
+
+class Steps:
+    """A run observer that keeps every telemetry batch the run published."""
+
+    def __init__(self) -> None:
+        self.batches: list[TelemetryBatch] = []
+
+    def on_step(self, t: float, batches: list[TelemetryBatch], scores: dict[str, float]) -> None:
+        self.batches.extend(batches)
+
+    def on_message(self, msg: object) -> None:
+        pass
+
+
+HISTORIAN_SCENARIO = """name: historian
+duration_s: 100
+telemetry:
+  source: csv
+  path: export.csv
+  sep: ";"
+  decimal: ","
+  encoding: cp1252
+  timestamp_column: Zeitstempel
+  timestamp_format: "%d.%m.%Y %H:%M:%S"
+  timezone: Europe/Berlin
+  columns:
+    "P-101 Förderdruck [bar]": {device_id: p101, sensor: pressure, unit: bar}
+    "P-101 Durchfluss [m³/h]": {device_id: p101, sensor: flow_rate, unit: m3/h}
+    "WT-1 Vorlauf [°C]": {device_id: hx1, sensor: fluid_temperature, unit: °C}
+expect:
+  incidents: 0
+"""
+
+
+async def test_a_scenario_replays_a_historian_export_by_its_own_mapping(tmp_path: Path) -> None:
+    # a Windows-1252, decimal-comma, local-time export across the autumn DST change: the
+    # scenario could only say `preset: skab`
+    stamps = ["25.10.2026 02:59:58", "25.10.2026 02:59:59", "25.10.2026 02:00:00"]
+    stamps += ["25.10.2026 02:00:01", "25.10.2026 02:00:02"]
+    rows = [f"{s};4,{i};12,5;ok;6{i},25" for i, s in enumerate(stamps)]
+    rows.append("25.10.2026 02:00:03;4,5;12,5;fault;Bad")  # a historian's quality text
+    header = "Zeitstempel;P-101 Förderdruck [bar];P-101 Durchfluss [m³/h];Status;WT-1 Vorlauf [°C]"
+    (tmp_path / "export.csv").write_text("\r\n".join([header, *rows]) + "\r\n", encoding="cp1252")
+    scenario = tmp_path / "historian.yaml"
+    scenario.write_text(HISTORIAN_SCENARIO, encoding="utf-8")
+    steps = Steps()
+    db_url = f"sqlite:///{tmp_path / 'r.db'}"
+    result = await run_scenario(scenario, db_url=db_url, observer=steps)
+    assert result.passed and result.plant_seconds == 4  # 02:59:59 CEST -> 02:00:00 CET is 1 s
+    store = Store(db_url)
+    [letter] = store.dead_letters(result.run_id)  # on the bad column's device
+    store.dispose()
+    assert letter.original_subject == "telemetry.hx1"
+    assert "export.csv:7 (row 5) column 'WT-1 Vorlauf [°C]': not a number: 'Bad'" in letter.reason
+    got = [
+        (b.device_id, [(r.sensor, r.value, r.unit, r.ts) for r in b.readings])
+        for b in steps.batches
+    ]
+    assert got[:2] == [
+        ("p101", [("pressure", 4.0, "bar", 0.0), ("flow_rate", 12.5, "m3/h", 0.0)]),
+        ("hx1", [("fluid_temperature", 60.25, "°C", 0.0)]),
+    ]
+    assert [b.readings[0].ts for b in steps.batches[::2]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert steps.batches[-1].readings[0].value == 64.25
+
+
+async def test_a_preset_takes_overrides(tmp_path: Path) -> None:
+    scenario = replay_scenario(tmp_path, [0, 1, 2])
+    scenario.write_text(
+        "name: replay\nduration_s: 100\ntelemetry:\n  source: csv\n  preset: skab\n"
+        "  path: pump.csv\n  device_id: p7\n  timezone: Europe/Berlin\n"
+    )
+    steps = Steps()
+    result = await run_scenario(scenario, db_url=f"sqlite:///{tmp_path / 'r.db'}", observer=steps)
+    assert result.plant_seconds == 2
+    assert {b.device_id for b in steps.batches} == {"p7"}
+    assert len(steps.batches[0].readings) == 8  # the preset's eight columns, on p7
+    # the run records the scenario as it was read, and that record loads again as it was
+    recorded = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    [run] = recorded.runs()
+    recorded.dispose()
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump(run.config["scenario"]))
+    assert load_scenario(again).telemetry == load_scenario(scenario).telemetry
+
+
+@pytest.mark.parametrize(
+    ("telemetry", "line", "field", "says"),
+    [
+        (
+            "  columns:\n    Flow: {device_id: p1, unit: bar}\n",
+            6,
+            "telemetry.columns.Flow.sensor",
+            "Field required",
+        ),
+        ("  preset: skap\n", 5, "telemetry.preset", "unknown preset 'skap'; known: skab"),
+        (
+            "  preset: skab\n  timezone: Europe/Berlln\n",
+            6,
+            "telemetry.timezone",
+            "unknown time zone 'Europe/Berlln'",
+        ),
+        (
+            "  preset: skab\n  sep: ','\n  decimal: ','\n",
+            7,
+            "telemetry.decimal",
+            "cannot also be the separator",
+        ),
+        (
+            "  device_id: p1\n  columns:\n    Flow: {device_id: p1, sensor: flow_rate}\n",
+            5,
+            "telemetry.device_id",
+            "without a preset",
+        ),
+        ("  sep: ';'\n", 4, "telemetry.columns", "Field required"),
+    ],
+    ids=[
+        "column-without-sensor",
+        "unknown-preset",
+        "unknown-zone",
+        "decimal-is-sep",
+        "device-without-preset",
+        "no-columns-no-preset",
+    ],
+)
+def test_a_bad_telemetry_field_exits_2_naming_its_line(
+    tmp_path: Path, telemetry: str, line: int, field: str, says: str
+) -> None:
+    assert_refused(tmp_path, "telemetry:\n  path: plant.csv\n" + telemetry, line, field, says)
+
+
+def test_a_timestamp_format_that_matches_no_row_exits_2_naming_both_files(
+    tmp_path: Path,
+) -> None:
+    # every row was dead-lettered one by one, then 'no data row could be replayed'
+    (tmp_path / "plant.csv").write_text("time,Flow\n2026-10-25T01:00:00,1\n2026-10-25T01:00:01,2\n")
+    telemetry = (
+        "telemetry:\n  path: plant.csv\n  timestamp_column: time\n"
+        "  timestamp_format: '%d.%m.%Y %H:%M'\n  columns:\n"
+        "    Flow: {device_id: p1, sensor: flow_rate}\n"
+    )
+    csv_line = f"{tmp_path / 'plant.csv'}:2: timestamp format '%d.%m.%Y %H:%M' matches no row"
+    assert_refused(tmp_path, telemetry, 6, "telemetry.timestamp_format", csv_line)
+    assert_refused(tmp_path, telemetry, 6, "telemetry.timestamp_format", "'2026-10-25T01:00:00'")
 
 
 def config_with_unknown_model_group(tmp_path: Path) -> tuple[Path, str]:
