@@ -382,9 +382,9 @@ def skab_layout(device_id: str = "pump1") -> dict[str, Any]:
     }
 
 
-PRESETS: dict[str, Callable[[str], dict[str, Any]]] = {"skab": skab_layout}
-"""Named layouts (the :class:`CsvLayout` fields as a dict), each given the device id of its
-columns: a scenario's ``telemetry: {preset: NAME}``."""
+PRESETS: dict[str, Callable[..., dict[str, Any]]] = {"skab": skab_layout}
+"""Named layouts (the :class:`CsvLayout` fields as a dict): called with the device id of its
+columns, or with nothing for the preset's own; a scenario's ``telemetry: {preset: NAME}``."""
 
 
 def skab_preset(
