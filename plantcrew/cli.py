@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +62,13 @@ DbOpt = Annotated[
 ]
 
 
+class CrewWhere(StrEnum):
+    """Where a run's crew (Coordinator and agents) lives: ``plantcrew run --crew``."""
+
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
 @app.callback()
 def _setup() -> None:
     """Logs go to standard error (stdout carries --json output), at PLANTCREW_LOG_LEVEL."""
@@ -99,6 +107,14 @@ def run(
             "--speed", min=0.1, help="plant seconds per wall second (default: as fast as possible)"
         ),
     ] = None,
+    crew: Annotated[
+        CrewWhere,
+        typer.Option(
+            "--crew",
+            help="local: the crew runs in this process; remote: the Coordinator and agents "
+            "are other processes on the --bus broker (plantcrew coordinator, worker, up)",
+        ),
+    ] = CrewWhere.LOCAL,
 ) -> None:
     """Run a scenario: a simulated plant, faults, the crew; check its expectations."""
     from plantcrew.scenarios.schema import load_scenario
@@ -127,6 +143,7 @@ def run(
                 resume=resume,
                 pace=speed,
                 observer=observer,
+                crew=crew.value,
             )
         )
 

@@ -15,7 +15,9 @@ SIGTERM and SIGKILL tests run last, as each takes an Operator worker away.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -172,6 +174,34 @@ def _state(store: Store, run_id: str) -> dict[str, Any]:
             ),
             "audit": s.exec(select(func.count()).select_from(AuditEntry)).one(),
         }
+
+
+@pytest.mark.parametrize("shared_crew", FAULT_BROKERS, indirect=True)
+async def test_the_run_command_with_a_remote_crew_leaves_every_step_to_the_crew_processes(
+    shared_crew: Crew,
+) -> None:
+    """``plantcrew run --crew remote``: the README's distributed run. The runner keeps only
+    the plant; every answer comes from the crew's processes, none from the runner's own."""
+    runner = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "plantcrew.cli", "run", str(SHORT), "--json", "--crew", "remote",
+        "--bus", shared_crew.bus_url, "--db", shared_crew.db_url,
+        cwd=ROOT, env=shared_crew.env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, errs = await asyncio.wait_for(runner.communicate(), timeout=180)
+    assert runner.returncode == 0, errs.decode()[-2000:]
+    result = json.loads(out)
+    assert result["passed"] and result["incidents"]
+    await settled(shared_crew.bus_url)
+    store = Store(shared_crew.db_url)
+    try:
+        sources = {m.source for m in store.messages(result["run_id"])}
+    finally:
+        store.dispose()
+    agents = {s for s in sources if s.count("-") >= 2}  # <role>-<host>-<pid>
+    assert any(s.startswith("diagnostic-") for s in agents), sources
+    crew_pids = {str(p.pid) for p in shared_crew.processes}
+    assert {s.rsplit("-", 1)[1] for s in agents} <= crew_pids, (sources, crew_pids)
 
 
 @pytest.mark.parametrize("shared_crew", FAULT_BROKERS, indirect=True)
