@@ -10,6 +10,7 @@ token only, never from the request body.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -24,7 +25,25 @@ from plantcrew.api.context import ApiContext
 from plantcrew.api.problems import ApiError
 from plantcrew.store.access import AuthenticationError, Permission, permissions_of
 
-bearer = HTTPBearer(
+# RFC 9110 section 11.4: credentials = auth-scheme [ 1*SP ( token68 / #auth-param ) ]
+_CREDENTIALS = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+) +(\S+) *$")
+
+
+def bearer_credentials(header: str | None) -> HTTPAuthorizationCredentials | None:
+    """The ``Bearer`` credentials of an ``Authorization`` header value, or None.
+
+    The scheme is case-insensitive and one or more spaces may separate it from the token
+    (RFC 9110 section 11.4, RFC 6750 section 2.1), whatever FastAPI version parses headers
+    (before 0.128.1 it kept the extra spaces in the token). Anything else (no token, another
+    scheme, a tab) gives None.
+    """
+    m = _CREDENTIALS.match(header or "")
+    if m is None or m.group(1).lower() != "bearer":
+        return None
+    return HTTPAuthorizationCredentials(scheme=m.group(1), credentials=m.group(2))
+
+
+bearer = HTTPBearer(  # documents the scheme in OpenAPI; the header is read by bearer_credentials
     auto_error=False,
     scheme_name="ApiToken",
     description="An API token from `plantcrew tokens create` (pct_<id>_<secret>).",
@@ -53,13 +72,14 @@ def context(request: Request) -> ApiContext:
 
 async def authenticate(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """The caller behind the bearer token, charged one request of its rate limit."""
     cached = getattr(request.state, "principal", None)
     if isinstance(cached, Principal):
         return cached
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    credentials = bearer_credentials(request.headers.get("Authorization"))
+    if credentials is None:
         raise ApiError(
             401,
             "Not authenticated",
@@ -96,7 +116,7 @@ async def authenticate(
 async def why_token_invalid(request: Request) -> str | None:
     """Why the request's bearer token is no longer valid (revoked, expired), or None while it
     is. For long requests (event streams) that were authenticated once at their start."""
-    credentials = await bearer(request)
+    credentials = bearer_credentials(request.headers.get("Authorization"))
     if credentials is None:
         return "no API token"
     try:

@@ -43,6 +43,27 @@ def test_missing_or_bad_token_is_401_with_challenge(api: Api) -> None:
     assert api.client.get("/api/v1/incidents", headers=api.h("viewer")).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer  {t}", "Bearer   {t}", "bearer {t}", "BEARER  {t}", "Bearer {t}  "],
+)
+def test_bearer_takes_one_or_more_spaces_before_the_token(api: Api, header: str) -> None:
+    """RFC 9110 11.4 / RFC 6750 2.1: ``credentials = auth-scheme 1*SP token68``, scheme
+    case-insensitive. (FastAPI before 0.128.1 kept the extra spaces in the token: 401.)"""
+    value = header.format(t=api.tokens["viewer"])
+    r = api.client.get("/api/v1/me", headers={"Authorization": value})
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "victor"
+
+
+@pytest.mark.parametrize("header", ["Bearer\t{t}", "Bearer", "Bearer ", "Basic {t}", "{t}"])
+def test_other_authorization_forms_are_refused(api: Api, header: str) -> None:
+    value = header.format(t=api.tokens["viewer"])
+    r = api.client.get("/api/v1/me", headers={"Authorization": value})
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"].startswith("Bearer")
+
+
 def test_revoked_and_expired_tokens_are_refused(api: Api) -> None:
     access = AccessStore(api.store)
     row, token = access.create_token("eve", "viewer")
