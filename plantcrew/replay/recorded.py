@@ -107,8 +107,9 @@ class ReplaySession:
     ``live_task``: None for strict mode, else a predicate telling whether a canonical task
     id is answered live (fork mode). ``upstream``: deployment name → its real model (``""``:
     the model of direct playbook calls, made outside the router).
-    ``group_deployments``: group → its deployment names. ``prompts``: role → system prompt
-    text replacing the role's own in live calls.
+    ``group_deployments``: group → the deployment names of its chain (its own and those it
+    takes in from its fallback groups). ``prompts``: role → system prompt text replacing the
+    role's own in live calls.
     """
 
     def __init__(

@@ -320,12 +320,14 @@ def rewrite_models(
     the cost of a served answer is counted as before); its real model is kept as the
     session's :class:`Upstream`. Pacing, retries and circuit breakers are off; the playbook
     last resort is written out explicitly. Fills ``session.upstream`` and
-    ``session.group_deployments``.
+    ``session.group_deployments`` (a group's own deployments and the models of its
+    ``router.fallbacks`` groups its chain takes in).
     """
     from plantcrew.llm.config import DEFAULT_PLAYBOOK_MODEL, Deployment, load_models_config
 
     cfg = load_models_config(source)
     groups: dict[str, Any] = {}
+    models_on: dict[str, set[str]] = {}
     for gname, group in cfg.groups.items():
         now = {d.name for d in cfg.active(gname)} if mode == "fork" else set()
         entries: list[tuple[Deployment, bool]] = []
@@ -368,7 +370,11 @@ def rewrite_models(
                     entry["price"] = price
             out.append(entry)
         session.group_deployments[gname] = {str(d.name) for d, on in entries if on}
+        models_on[gname] = {str(d.name) for d, on in entries if on and not d.is_playbook}
         groups[gname] = {"description": group.description, "deployments": out}
+    for gname in cfg.groups:  # a group's chain takes in its fallback groups' models
+        for borrowed in cfg.fallback_groups(gname):
+            session.group_deployments[gname] |= models_on[borrowed]
     session.upstream[""] = Upstream(model=DEFAULT_PLAYBOOK_MODEL, api_base=str(playbooks_path))
     router = cfg.router.model_dump(mode="json")
     router.update(
