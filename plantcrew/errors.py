@@ -55,6 +55,18 @@ class BusTimeout(BusError):
     """A request on the bus got no reply in time."""
 
 
+class MessageTooLarge(BusError):
+    """A message is over the bus's ``max_message_bytes``; nothing was sent. ``subject``,
+    ``size`` and ``limit`` (bytes) say which, how big, and the limit."""
+
+    def __init__(self, subject: str, size: int, limit: int) -> None:
+        self.subject, self.size, self.limit = subject, size, limit
+        super().__init__(
+            f"message of {size} bytes for {subject!r} is over the bus's max_message_bytes "
+            f"of {limit} bytes"
+        )
+
+
 class StoreError(PlantcrewError):
     """The database failed or refused a change."""
 
@@ -65,6 +77,16 @@ class ConflictError(StoreError):
 
 class NotFoundError(StoreError):
     """A row that was asked for does not exist."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot serve now; trying again later may work. ``cause`` says why:
+    ``"unreachable"`` (connection refused, lost or not opened) or ``"busy"`` (locked, or no
+    pooled connection free in time)."""
+
+    def __init__(self, cause: str, message: str) -> None:
+        self.cause = cause
+        super().__init__(message)
 
 
 class ModelError(PlantcrewError):

@@ -17,6 +17,13 @@ Two kinds of subject (see ``plantcrew.messages.Subjects``):
 Every backend validates on publish (a ``Message`` is valid by construction) and on receive:
 bytes that do not parse as a ``Message`` are quarantined to ``crew.dlq`` with the validation
 errors, never silently dropped.
+
+Every backend refuses alike a message over ``max_message_bytes`` (its serialized bytes; a URL
+query option, default ``DEFAULT_MAX_MESSAGE_BYTES``): ``publish``, ``publish_raw`` and
+``request`` raise ``MessageTooLarge`` naming subject, size and limit before anything is sent,
+so what passes on ``memory://`` passes on the brokers. Dead letters the bus builds itself are
+bounded by construction (``dead_letter`` keeps at most 64 k characters of the original) and
+are not held to a smaller limit.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from plantcrew.errors import BusError, MessageValidationError
+from plantcrew.errors import BusError, MessageTooLarge, MessageValidationError
 from plantcrew.messages import DeadLetter, Message, Subjects
 
 Handler = Callable[[Message], Awaitable[Message | None]]
@@ -34,6 +41,13 @@ Handler = Callable[[Message], Awaitable[Message | None]]
 
 DURABLE_PREFIXES = ("crew.events", "crew.tasks.", "crew.dlq")
 MAX_SUBJECT_CHARS = 255
+NATS_HEADER_RESERVE = 256
+"""Bytes of a message's NATS headers the ``nats://`` backend may add (its dedupe id, bounded
+to fit): the server's ``max_payload`` counts headers and body together."""
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024 - NATS_HEADER_RESERVE
+"""The largest message (serialized bytes) every backend takes by default: nats-server's
+default ``max_payload`` (1 MiB) less the NATS header reserve, so a message that fits on
+``memory://`` or ``redis://`` also fits on a default ``nats://`` server."""
 NAME = re.compile(r"[A-Za-z0-9_\-]+")
 """A subject token, group, queue group or namespace (whole string: ``NAME.fullmatch``)."""
 
@@ -138,6 +152,31 @@ def check_subject(subject: str, *, pattern: bool = False) -> str:
         if not NAME.fullmatch(tok):
             raise BusError(f"bad subject {subject!r}: token {i + 1} {tok!r}")
     return subject
+
+
+def check_size(subject: str, size: int, limit: int) -> None:
+    """Raise ``MessageTooLarge`` when ``size`` bytes for ``subject`` (as the caller named it,
+    without a namespace) are over ``limit``; the same text on every backend."""
+    if size > limit:
+        raise MessageTooLarge(subject, size, limit)
+
+
+def max_message_bytes(query: dict[str, str], where: str) -> int | None:
+    """The ``max_message_bytes`` of a bus URL's ``query`` (None when not given).
+
+    Raises BusError naming ``where`` (the URL, password hidden) unless it is a whole number of
+    bytes >= 1.
+    """
+    text = query.get("max_message_bytes")
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BusError(f"max_message_bytes must be a number of bytes >= 1, got {text!r} in {where}")
+    return value
 
 
 def check_name(name: str, what: str) -> str:

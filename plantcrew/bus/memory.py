@@ -7,6 +7,8 @@ back after a backoff, and the ``max_deliver``-th failure is dead-lettered. ``qui
 exact, which makes a simulated run deterministic. Nothing survives the process.
 
 ``memory://NAME`` names a bus: every ``connect`` to the same name in one process shares it.
+``?max_message_bytes=N`` sets the largest message it takes (see ``plantcrew.bus.base``); a
+second ``connect`` to an open bus must not ask for another limit.
 """
 
 from __future__ import annotations
@@ -16,21 +18,24 @@ import contextlib
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import structlog
 
 from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
+    DEFAULT_MAX_MESSAGE_BYTES,
     HANDLER_CANCELLED,
     DurableOptions,
     Handler,
     ack_wait_reason,
     check_name,
+    check_size,
     check_subject,
     dead_letter,
     failure_reason,
     is_durable,
+    max_message_bytes,
     parse_or_reason,
     subject_matches,
 )
@@ -131,6 +136,7 @@ class MemoryBus:
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
+        self.max_message_bytes = _limit_of(url)
         self._plain: list[_PlainSub] = []
         # per published subject: checked once, durable?, and the plain subscriptions matching it
         # (dropped whenever a subscription comes or goes)
@@ -201,11 +207,14 @@ class MemoryBus:
         if durable is None:
             durable = self._check(subject)
         msg = tracing.stamp(msg, subject)
-        self._publish_bytes(subject, msg.wire_bytes(), msg_id=str(msg.id) if durable else None)
+        data = msg.wire_bytes()
+        check_size(subject, len(data), self.max_message_bytes)
+        self._publish_bytes(subject, data, msg_id=str(msg.id) if durable else None)
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         """Send bytes as they are (a gateway relaying a foreign producer); receivers validate."""
-        self._publish_bytes(check_subject(subject), data, msg_id=None)
+        check_size(check_subject(subject), len(data), self.max_message_bytes)
+        self._publish_bytes(subject, data, msg_id=None)
 
     def _check(self, subject: str) -> bool:
         """Check ``subject`` (BusError when bad) and remember whether it is durable."""
@@ -311,9 +320,11 @@ class MemoryBus:
             if not fut.done():
                 fut.set_result(reply)
 
+        data = msg.wire_bytes()
+        check_size(msg.subject, len(data), self.max_message_bytes)
         sub = await self.subscribe(inbox, on_reply)
         try:
-            self._publish_bytes(msg.subject, msg.wire_bytes(), msg_id=str(msg.id), reply_to=inbox)
+            self._publish_bytes(msg.subject, data, msg_id=str(msg.id), reply_to=inbox)
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None
@@ -412,10 +423,27 @@ class MemoryBus:
         self._publish_bytes(Subjects.DLQ, dl.wire_bytes(), msg_id=str(dl.id))
 
 
+def _limit_of(url: str) -> int:
+    """The ``max_message_bytes`` a ``memory://`` URL asks for (BusError for another query)."""
+    query = {k: v[-1] for k, v in parse_qs(urlparse(url).query).items()}
+    unknown = set(query) - {"max_message_bytes"}
+    if unknown:
+        raise BusError(f"unknown query parameter(s) {sorted(unknown)} in {url!r}")
+    limit = max_message_bytes(query, repr(url))
+    return DEFAULT_MAX_MESSAGE_BYTES if limit is None else limit
+
+
 def get_memory_bus(url: str) -> MemoryBus:
-    """The shared in-process bus for ``url`` (``memory://`` or ``memory://NAME``)."""
+    """The shared in-process bus for ``url`` (``memory://`` or ``memory://NAME``, optionally
+    ``?max_message_bytes=N``). Raises BusError for another query parameter, or when the bus
+    of that name is open with another ``max_message_bytes``."""
     name = urlparse(url).netloc
     bus = _buses.get(name)
     if bus is None or bus._closed:
         bus = _buses[name] = MemoryBus(url)
+    elif bus.max_message_bytes != _limit_of(url):
+        raise BusError(
+            f"memory bus {name!r} is open with max_message_bytes={bus.max_message_bytes}; "
+            f"{url!r} asks for {_limit_of(url)}"
+        )
     return bus

@@ -1,6 +1,7 @@
 """``nats://``: the bus on NATS (plain subjects) and JetStream (durable subjects).
 
-URL: ``nats://[user:pass@]host:4222[?namespace=NS&sync=always&replicas=3&dedupe_window=120]``
+URL: ``nats://[user:pass@]host:4222[?namespace=NS&sync=always&replicas=3&dedupe_window=120&
+max_message_bytes=N]``
 (``tls://`` for TLS). The query is plantcrew's, never sent to the server:
 
 - ``namespace``: prefixes every subject (``NS.crew.events``), the stream and so every
@@ -13,6 +14,10 @@ URL: ``nats://[user:pass@]host:4222[?namespace=NS&sync=always&replicas=3&dedupe_
   2.10, which cannot fsync on every write, instead of silently running without it.
 - ``replicas``: stream replicas (1 on a single server, 3 in a cluster: the other defence).
 - ``dedupe_window``: seconds during which a repeated message id is dropped (default 120).
+- ``max_message_bytes``: the largest message taken (see ``plantcrew.bus.base``); it must fit
+  the server's ``max_payload`` with ``NATS_HEADER_RESERVE`` bytes of headers (BusError at
+  connect). Unset, it is ``DEFAULT_MAX_MESSAGE_BYTES``, lowered to fit a server configured
+  with a smaller ``max_payload``.
 
 Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``) run on core NATS:
 wildcards and queue groups are NATS's own, ``request`` uses NATS request/reply with an inbox.
@@ -20,7 +25,8 @@ wildcards and queue groups are NATS's own, ``request`` uses NATS request/reply w
 Durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``) live in one JetStream
 stream per namespace (``PLANTCREW`` or ``PLANTCREW_<NS>``), file storage, limits retention
 (kept for ``max_age`` 7 days, so a group created later still gets everything: deliver-all).
-``publish`` sends with the ``Nats-Msg-Id`` header set to ``<subject>:<message id>`` (the server
+``publish`` sends with the ``Nats-Msg-Id`` header set to ``<subject>:<message id>`` (a SHA-256
+of it when longer than ``_MAX_DEDUPE_ID`` characters, so the header fits its reserve; the server
 drops a repeat inside the dedupe window; that window is the stream's, shared by every durable
 subject, so the subject is part of the key: the same id on another subject is another publish,
 as on the other backends; ``publish_raw`` uses a fresh id per call) and waits for the PubAck,
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -66,16 +73,20 @@ from pydantic import ValidationError
 
 from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
+    DEFAULT_MAX_MESSAGE_BYTES,
     HANDLER_CANCELLED,
     NAME,
+    NATS_HEADER_RESERVE,
     DurableOptions,
     Handler,
     ack_wait_reason,
     check_name,
+    check_size,
     check_subject,
     dead_letter,
     failure_reason,
     is_durable,
+    max_message_bytes,
     parse_or_reason,
 )
 from plantcrew.errors import BusError, BusTimeout
@@ -92,6 +103,7 @@ _CONSUMER_CHECK_S = 5.0
 _STREAM_MAX_AGE_S = 7 * 24 * 3600.0
 _DURABLE_FILTERS = ("crew.events", "crew.tasks.>", "crew.dlq")
 _MSG_ID_HEADER_BYTES = len(b"NATS/1.0\r\nNats-Msg-Id: \r\n\r\n")  # HPUB header block, id aside
+_MAX_DEDUPE_ID = NATS_HEADER_RESERVE - _MSG_ID_HEADER_BYTES  # longer ids are hashed to fit
 # errors after which a publish or fetch is worth retrying (reconnect in progress, server busy)
 _TRANSIENT = (
     nats.errors.TimeoutError,
@@ -118,6 +130,7 @@ class NatsSettings:
     dedupe_window_s: float = 120.0
     connect_timeout_s: float = 5.0
     publish_timeout_s: float = 10.0
+    max_message_bytes: int | None = None  # None: the default, fitted to the server
 
     @classmethod
     def from_url(cls, url: str) -> NatsSettings:
@@ -131,10 +144,12 @@ class NatsSettings:
             "dedupe_window",
             "connect_timeout",
             "publish_timeout",
+            "max_message_bytes",
         }
         unknown = set(query) - known
         if unknown:
             raise BusError(f"unknown query parameter(s) {sorted(unknown)} in {url!r}")
+        limit = max_message_bytes(query, repr(redacted(url)))
         namespace = query.get("namespace", "")
         if namespace and not NAME.fullmatch(namespace):
             raise BusError(f"bad namespace {namespace!r} in {url!r}: use [A-Za-z0-9_-]")
@@ -150,6 +165,7 @@ class NatsSettings:
                 dedupe_window_s=float(query.get("dedupe_window", "120")),
                 connect_timeout_s=float(query.get("connect_timeout", "5")),
                 publish_timeout_s=float(query.get("publish_timeout", "10")),
+                max_message_bytes=limit,
             )
         except ValueError as exc:
             raise BusError(f"bad number in {url!r}: {exc}") from None
@@ -311,13 +327,15 @@ class NatsBus:
     """The bus on NATS + JetStream (see module doc). Create with ``connect("nats://...")``.
 
     Raises BusError (naming the URL, password hidden) when the server cannot be reached, when
-    a durable publish is not acknowledged within ``publish_timeout``, for a bad subject, or for
-    a message over the server's ``max_payload`` (naming subject and size; headers count).
+    a durable publish is not acknowledged within ``publish_timeout``, for a bad subject, or
+    when ``max_message_bytes`` does not fit the server's ``max_payload``; MessageTooLarge for
+    a message over ``max_message_bytes`` (as every backend).
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.settings = NatsSettings.from_url(url)
+        self.max_message_bytes = self.settings.max_message_bytes or DEFAULT_MAX_MESSAGE_BYTES
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._plain: list[_PlainSub] = []
@@ -370,6 +388,17 @@ class NatsBus:
                 "start it with: docker compose -f infra/compose.yaml up -d nats"
             ) from None
         self._nc, self._js = nc, nc.jetstream(timeout=s.publish_timeout_s)
+        fits = nc.max_payload - NATS_HEADER_RESERVE
+        if s.max_message_bytes is None:
+            self.max_message_bytes = min(DEFAULT_MAX_MESSAGE_BYTES, fits)
+        elif s.max_message_bytes > fits:
+            await self.close()
+            raise BusError(
+                f"max_message_bytes={s.max_message_bytes} in {redacted(self.url)} does not fit "
+                f"the server's max_payload of {nc.max_payload} bytes with "
+                f"{NATS_HEADER_RESERVE} bytes of headers: at most {fits} (or raise max_payload "
+                "in the nats-server config)"
+            )
         if s.sync_always:
             version = nc.connected_server_version
             if (version.major, version.minor) < (2, 10):
@@ -461,13 +490,14 @@ class NatsBus:
         msg = tracing.stamp(msg, subject)
         hit = self._subjects.get(subject)
         wire, durable = hit if hit is not None else self._resolve(subject)
+        data = msg.wire_bytes()
+        check_size(subject, len(data), self.max_message_bytes)
         if durable:
-            await self._store(wire, msg.wire_bytes(), str(msg.id))
+            await self._store(wire, data, str(msg.id))
             return
         nc = self._nc
         if nc is None:
             raise BusError(f"bus {redacted(self.url)} is closed (or never connected)")
-        data = msg.wire_bytes()
         try:
             await nc.publish(wire, data)
         except nats.errors.Error as exc:
@@ -476,6 +506,7 @@ class NatsBus:
     async def publish_raw(self, subject: str, data: bytes) -> None:
         """Send bytes as they are; receivers validate them and quarantine what does not parse."""
         wire, durable = self._resolve(subject)
+        check_size(subject, len(data), self.max_message_bytes)
         if durable:
             # a fresh dedupe id: the attempts of this one call are stored once
             await self._store(wire, data, f"raw-{uuid.uuid4().hex}")
@@ -492,6 +523,8 @@ class NatsBus:
         return BusError(f"publish to {wire!r} on {redacted(self.url)} failed: {exc!r}")
 
     def _too_big(self, wire: str, size: int) -> BusError:
+        """A message within ``max_message_bytes`` the server still refuses (its
+        ``max_payload`` was lowered since connect; or a bus-made dead letter over it)."""
         limit = self._nc_or_raise().max_payload
         return BusError(
             f"message of {size} bytes for {wire!r} is over the max_payload of "
@@ -502,6 +535,8 @@ class NatsBus:
         js = self._js_or_raise()
         # the stream's dedupe window spans every durable subject: scope the id by subject
         dedupe = f"{wire}:{msg_id}"
+        if len(dedupe) > _MAX_DEDUPE_ID:  # (ASCII: subjects and ids are)
+            dedupe = "sha256:" + hashlib.sha256(dedupe.encode()).hexdigest()
         headers = {"Nats-Msg-Id": dedupe}
         # the server counts the headers too, and answers a message over max_payload by closing
         # the connection for good (nats-py checks the payload alone): refuse it here
@@ -623,14 +658,16 @@ class NatsBus:
         wire, durable = self._resolve(msg.subject)
         if durable:
             raise BusError("request/reply runs on plain subjects only")
+        data = msg.wire_bytes()
+        check_size(msg.subject, len(data), self.max_message_bytes)
         try:
-            resp = await self._nc_or_raise().request(wire, msg.wire_bytes(), timeout=timeout)
+            resp = await self._nc_or_raise().request(wire, data, timeout=timeout)
         except nats.errors.NoRespondersError:
             raise BusTimeout(f"no responder on {msg.subject!r}") from None
         except TimeoutError:
             raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None
         except nats.errors.MaxPayloadError:
-            raise self._too_big(wire, len(msg.wire_bytes())) from None
+            raise self._too_big(wire, len(data)) from None
         except nats.errors.Error as exc:
             raise BusError(f"request on {wire!r} failed: {exc!r}") from None
         reply, reason = parse_or_reason(resp.data)

@@ -1,6 +1,7 @@
 """``redis://``: the bus on Redis pub/sub (plain subjects) and Redis Streams (durable subjects).
 
-URL: ``redis://[:pass@]host:6379[/db][?namespace=NS&sync=always&dedupe_window=120&maxlen=N]``
+URL: ``redis://[:pass@]host:6379[/db][?namespace=NS&sync=always&dedupe_window=120&maxlen=N&
+max_message_bytes=N]``
 (``rediss://`` for TLS). The query is plantcrew's, never sent to the server:
 
 - ``namespace``: prefixes every channel and key (``NS.crew.events``), so several plants or test
@@ -11,6 +12,8 @@ URL: ``redis://[:pass@]host:6379[/db][?namespace=NS&sync=always&dedupe_window=12
 - ``dedupe_window``: seconds during which a repeated message id is dropped (default 120).
 - ``maxlen``: approximate length each durable stream is trimmed to (default 1,000,000); an
   entry a consumer group has not acknowledged (pending, or not yet delivered) is never trimmed.
+- ``max_message_bytes``: the largest message taken (default ``DEFAULT_MAX_MESSAGE_BYTES``, as
+  on every backend: see ``plantcrew.bus.base``; Redis itself would take 512 MB).
 
 Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``):
 
@@ -66,16 +69,19 @@ from redis.retry import Retry
 
 from plantcrew import metrics, tracing
 from plantcrew.bus.base import (
+    DEFAULT_MAX_MESSAGE_BYTES,
     HANDLER_CANCELLED,
     NAME,
     DurableOptions,
     Handler,
     ack_wait_reason,
     check_name,
+    check_size,
     check_subject,
     dead_letter,
     failure_reason,
     is_durable,
+    max_message_bytes,
     parse_or_reason,
     subject_matches,
 )
@@ -170,6 +176,7 @@ class RedisSettings:
     maxlen: int = 1_000_000
     connect_timeout_s: float = 5.0
     publish_timeout_s: float = 10.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     @classmethod
     def from_url(cls, url: str) -> RedisSettings:
@@ -183,10 +190,12 @@ class RedisSettings:
             "maxlen",
             "connect_timeout",
             "publish_timeout",
+            "max_message_bytes",
         }
         unknown = set(query) - known
         if unknown:
             raise BusError(f"unknown query parameter(s) {sorted(unknown)} in {redacted(url)!r}")
+        limit = max_message_bytes(query, repr(redacted(url)))
         namespace = query.get("namespace", "")
         if namespace and not NAME.fullmatch(namespace):
             raise BusError(f"bad namespace {namespace!r} in {redacted(url)!r}: use [A-Za-z0-9_-]")
@@ -202,6 +211,7 @@ class RedisSettings:
                 maxlen=int(query.get("maxlen", "1000000")),
                 connect_timeout_s=float(query.get("connect_timeout", "5")),
                 publish_timeout_s=float(query.get("publish_timeout", "10")),
+                max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES if limit is None else limit,
             )
         except ValueError as exc:
             raise BusError(f"bad number in {redacted(url)!r}: {exc}") from None
@@ -459,12 +469,14 @@ class RedisBus:
     """The bus on Redis pub/sub + Streams (see module doc). Create with ``connect("redis://...")``.
 
     Raises BusError (naming the URL, password hidden) when the server cannot be reached, when
-    a durable publish is not stored within ``publish_timeout``, or for a bad subject.
+    a durable publish is not stored within ``publish_timeout``, or for a bad subject;
+    MessageTooLarge for a message over ``max_message_bytes`` (as every backend).
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.settings = RedisSettings.from_url(url)
+        self.max_message_bytes = self.settings.max_message_bytes
         self._r: Redis | None = None
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -591,14 +603,17 @@ class RedisBus:
         subject = msg.subject if subject is None else subject
         msg = tracing.stamp(msg, subject)
         wire, durable = self._resolve(subject)
+        data = msg.wire_bytes()
+        check_size(subject, len(data), self.max_message_bytes)
         if durable:
-            await self._store(wire, msg.wire_bytes(), str(msg.id))
+            await self._store(wire, data, str(msg.id))
         else:
-            await self._send_plain(subject, wire, msg.wire_bytes())
+            await self._send_plain(subject, wire, data)
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         """Send bytes as they are; receivers validate them and quarantine what does not parse."""
         wire, durable = self._resolve(subject)
+        check_size(subject, len(data), self.max_message_bytes)
         if durable:
             # a fresh dedupe key: a retry after a lost reply stores the bytes once
             await self._store(wire, data, f"raw-{uuid.uuid4().hex}")
@@ -861,6 +876,7 @@ class RedisBus:
         wire, durable = self._resolve(msg.subject)
         if durable:
             raise BusError("request/reply runs on plain subjects only")
+        check_size(msg.subject, len(msg.wire_bytes()), self.max_message_bytes)
         inbox = f"{self.settings.prefix}_inbox.{uuid.uuid4().hex}"
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inboxes[inbox] = future

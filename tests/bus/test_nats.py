@@ -11,6 +11,7 @@ import pytest
 from nats.js.api import StorageType
 
 from plantcrew.bus import DurableOptions, connect
+from plantcrew.bus.base import DEFAULT_MAX_MESSAGE_BYTES, NATS_HEADER_RESERVE
 from plantcrew.bus.nats import NatsBus, NatsSettings
 from plantcrew.errors import BusError, BusTimeout
 from plantcrew.messages import (
@@ -279,44 +280,23 @@ async def test_server_ack_wait_follows_a_longer_ack_wait_of_an_existing_group(ur
         await bus.close()
 
 
-async def test_message_over_max_payload_is_a_bus_error_naming_subject_and_size(
-    bus: NatsBus,
-) -> None:
-    """The server refuses a message over its ``max_payload`` (1 MB by default) by closing the
-    connection for good, headers included: the bus must refuse it first, with the size."""
-    nc = bus._nc
-    assert nc is not None
-    limit = nc.max_payload
-
-    def big(total: int, subject: str) -> Message:
-        def sized(n: int) -> Message:
-            payload = Task(
-                task_id="t1", incident_id="i1", capability=Capability.DIAGNOSE, input={"b": "x" * n}
-            )
-            return Message.new(payload, source="test", subject=subject)
-
-        msg = sized(total - len(sized(0).wire_bytes()))
-        assert len(msg.wire_bytes()) == total
-        return msg
-
-    durable = Subjects.tasks(Capability.DIAGNOSE)
-    too_big = rf"\d+ bytes for '\S*crew\.tasks\.diagnose'.*max_payload of {limit}"
-    # under the limit alone, over it with the dedupe header; and over it alone
-    for total in (limit - 20, limit + 1):
-        with pytest.raises(BusError, match=too_big):
-            await bus.publish(big(total, durable))
-    with pytest.raises(BusError, match=too_big):
-        await bus.publish_raw(durable, big(limit + 1, durable).wire_bytes())
-    plain = rf"{limit + 1} bytes for '\S*telemetry\.pump1'.*max_payload of {limit}"
-    with pytest.raises(BusError, match=plain):
-        await bus.publish(big(limit + 1, "telemetry.pump1"))
-    # the connection is unharmed: the next message goes through
-    got: list[Message] = []
-
-    async def handler(msg: Message) -> None:
-        got.append(msg)
-
-    await bus.consume(durable, handler, group="diag", options=FAST)
-    sent = task(2)
-    await bus.publish(sent)
-    await until(lambda: got == [sent])
+async def test_max_message_bytes_must_fit_the_servers_max_payload(url: str) -> None:
+    """The server refuses a message over its ``max_payload`` (headers included) by closing the
+    connection for good: a ``max_message_bytes`` that would let one through is refused at
+    connect, naming both; unset, the bus takes the default, which fits a default server."""
+    probe = await nats.connect(NATS_URL)
+    max_payload = probe.max_payload
+    await probe.close()
+    fits = max_payload - NATS_HEADER_RESERVE
+    with pytest.raises(
+        BusError,
+        match=rf"max_message_bytes={fits + 1} .* max_payload of {max_payload} .* at most {fits}",
+    ):
+        await connect(f"{url}&max_message_bytes={fits + 1}")
+    ok = await connect(f"{url}&max_message_bytes={fits}")
+    assert isinstance(ok, NatsBus) and ok.max_message_bytes == fits
+    await ok.close()
+    default = await connect(url)
+    assert isinstance(default, NatsBus)
+    assert default.max_message_bytes == min(DEFAULT_MAX_MESSAGE_BYTES, fits)
+    await default.close()
