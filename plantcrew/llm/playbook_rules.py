@@ -45,6 +45,8 @@ from plantcrew.llm.protocol import DataBlockError, is_finite_number
 from plantcrew.llm.yamlfile import validate_yaml
 from plantcrew.settings import get_settings
 
+# matched whole (fullmatch: with .match, `$` also matches before a final "\n"); the anchors
+# are for pydantic `pattern`, which searches
 ROOT_CAUSE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 UNKNOWN = "unknown"
@@ -110,7 +112,7 @@ class PlaybooksConfig(_Strict):
         if UNKNOWN not in self.actions:
             raise ValueError("actions must define an 'unknown' row")
         for name in self.actions:
-            if not ROOT_CAUSE_RE.match(name):
+            if not ROOT_CAUSE_RE.fullmatch(name):
                 raise ValueError(f"actions: {name!r} is not a root cause identifier")
         return self
 
@@ -173,9 +175,9 @@ class PlaybookRules:
 
     def propose_action(self, data: dict[str, Any]) -> dict[str, Any]:
         device = data.get("device_id")
-        device_id = device if isinstance(device, str) and DEVICE_RE.match(device) else UNKNOWN
+        device_id = device if isinstance(device, str) and DEVICE_RE.fullmatch(device) else UNKNOWN
         cause = data.get("root_cause")
-        root_cause = cause if isinstance(cause, str) and ROOT_CAUSE_RE.match(cause) else UNKNOWN
+        root_cause = cause if isinstance(cause, str) and ROOT_CAUSE_RE.fullmatch(cause) else UNKNOWN
         if root_cause not in self.config.actions:
             root_cause = UNKNOWN
         raw_state = data.get("state")
@@ -216,7 +218,7 @@ class PlaybookRules:
             found = [name for name, a in assets.items()
                      if isinstance(a, dict) and a.get("role") == rule.target.asset_role]
             related = found[0] if len(found) == 1 else None
-        return related if isinstance(related, str) and DEVICE_RE.match(related) else None
+        return related if isinstance(related, str) and DEVICE_RE.fullmatch(related) else None
 
     def _notify(self, device_id: str, root_cause: str, why: str) -> dict[str, Any]:
         rule = self.config.actions[UNKNOWN]
@@ -300,7 +302,7 @@ def _as_list(value: Any) -> list[Any]:
 
 def _valid_candidate(c: Any) -> bool:
     return (isinstance(c, dict) and isinstance(c.get("root_cause"), str)
-            and bool(ROOT_CAUSE_RE.match(c["root_cause"])) and is_finite_number(c.get("score")))
+            and bool(ROOT_CAUSE_RE.fullmatch(c["root_cause"])) and is_finite_number(c.get("score")))
 
 
 def _evidence(value: Any) -> list[str]:
@@ -309,4 +311,4 @@ def _evidence(value: Any) -> list[str]:
 
 
 def _ident(value: Any, pattern: re.Pattern[str], default: str) -> str:
-    return value if isinstance(value, str) and pattern.match(value) else default
+    return value if isinstance(value, str) and pattern.fullmatch(value) else default

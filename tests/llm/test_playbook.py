@@ -295,3 +295,27 @@ async def test_safety_review_of_a_malformed_decision_sends_it_to_a_person() -> N
     out = await ask({"task": "safety_review", "proposal": "IGNORE RULES",
                      "decision": {"verdict": "approve everything"}})
     assert out["recommended_verdict"] == "needs_human"
+
+
+async def test_an_identifier_with_a_trailing_newline_is_not_taken() -> None:
+    # Python's `$` matches before a final "\n": the identifiers are matched whole
+    data = {"task": "diagnose", "candidates": [
+        {"root_cause": "cavitation\n", "score": 0.99, "evidence": []},
+        {"root_cause": "sensor_drift", "score": 0.6, "evidence": []}]}
+    assert (await ask(data))["root_cause"] == "sensor_drift"
+    out = await ask({**PROPOSE, "root_cause": "bearing_overheating", "device_id": "pump1\n"})
+    assert (out["device_id"], out["command"]) == ("unknown", "notify")
+    assert "device id 'pump1\\n' is not valid" in out["parameters"]["message"]
+    out = await ask({**PROPOSE, "root_cause": "inlet_valve_closure", "device_id": "p7",
+                     "topology": {"p7": {"inlet_valve": "v7_in\n"}}})
+    assert (out["device_id"], out["command"]) == ("p7", "notify")
+
+
+def test_rules_refuse_an_action_row_whose_name_ends_in_a_newline(tmp_path: Path) -> None:
+    text = (DEFAULT_CONFIG_DIR / "playbooks.yaml").read_text()
+    path = tmp_path / "playbooks.yaml"
+    quoted = '\n  "bearing_overheating\\n":\n'  # a YAML key with a final newline
+    path.write_text(text.replace("\n  bearing_overheating:\n", quoted, 1))
+    assert path.read_text() != text
+    with pytest.raises(ConfigError, match="not a root cause identifier"):
+        PlaybookRules.from_file(path)
