@@ -34,7 +34,7 @@ from plantcrew.store.db import Database
 
 TOKEN_PREFIX = "pct_"
 _TOKEN = re.compile(r"^pct_([0-9a-f]{12})_([A-Za-z0-9_\-]{20,100})$")
-_PLANT_ROLE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_PLANT_ROLE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # fullmatch: `$` passes a final "\n"
 
 
 class AccessError(PlantcrewError):
@@ -198,7 +198,7 @@ class AccessStore:
             raise PermissionDenied(
                 f"unknown access role {role!r}; use one of {[r.value for r in Role]}"
             ) from None
-        if approver_role is not None and not _PLANT_ROLE.match(approver_role):
+        if approver_role is not None and not _PLANT_ROLE.fullmatch(approver_role):
             raise StoreError(f"plant role {approver_role!r}: use lower_case letters, digits, _")
         if not name.strip():
             raise StoreError("a token needs the name of the person or service holding it")
