@@ -70,6 +70,19 @@ def test_naive_time_and_bad_traceparent_are_refused() -> None:
         Message.new(batch(), source="p", subject="telemetry.pump1", traceparent="nope")
 
 
+def test_a_traceparent_with_a_trailing_newline_is_refused() -> None:
+    # the pattern has Python-style anchors; pydantic-core's Rust regex (the default engine)
+    # matches `$` at the very end only, where Python's re also matches before a final "\n"
+    tp = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    msg = Message.new(batch(), source="p", subject="telemetry.pump1", traceparent=tp)
+    with pytest.raises(MessageValidationError, match="traceparent"):
+        Message.new(batch(), source="p", subject="telemetry.pump1", traceparent=tp + "\n")
+    raw = json.loads(msg.to_bytes())
+    raw["traceparent"] = tp + "\n"
+    with pytest.raises(MessageValidationError, match="traceparent"):
+        Message.from_bytes(json.dumps(raw))
+
+
 def test_messages_are_frozen_and_reply_links_cause() -> None:
     cause = Message.new(
         batch(), source="plant", subject="telemetry.pump1", run_id="r1", correlation_id="r1"
