@@ -9,7 +9,9 @@ Routes (OpenAPI at ``/api/v1/openapi.json``, docs at ``/api/v1/docs``):
   database, model router), ``/startupz`` (start-up done), ``/metrics`` (Prometheus).
 - ``/console/``: the web console (one static page using the same API and tokens).
 
-Every response carries ``X-Request-ID``; every log line of a request carries it too.
+Every response carries ``X-Request-ID``; every log line of a request carries it too. While
+the database cannot serve (unreachable, or busy past its timeouts) a request that needs it gets
+503 with ``Retry-After`` and a problem naming the cause, and ``/readyz`` says not ready.
 """
 
 from __future__ import annotations
@@ -36,12 +38,12 @@ from plantcrew.api.config import ApiSettings
 from plantcrew.api.context import ApiContext
 from plantcrew.api.health import run_checks
 from plantcrew.api.middleware import RequestContextMiddleware
-from plantcrew.api.problems import ApiError, Problem
+from plantcrew.api.problems import ApiError, Problem, problem_responses, unavailable
 from plantcrew.api.routes import approvals, incidents, runs, system, telemetry
 from plantcrew.api.schemas import CheckOut, HealthOut
 from plantcrew.api.store_metrics import StoreCollector
 from plantcrew.bus import Bus, connect
-from plantcrew.errors import PlantcrewError
+from plantcrew.errors import PlantcrewError, StoreUnavailable
 from plantcrew.settings import get_settings
 from plantcrew.store import Store
 from plantcrew.store.access import AccessStore
@@ -130,7 +132,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
     _errors(app)
 
-    v1 = APIRouter(prefix=API_PREFIX)
+    v1 = APIRouter(prefix=API_PREFIX, responses=problem_responses(503))
     for module in (telemetry, incidents, approvals, runs, system):
         v1.include_router(module.router)
     app.include_router(v1)
@@ -179,6 +181,12 @@ def _errors(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
             media_type="application/problem+json",
         )
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("database cannot serve: 503", cause=exc.cause, error=str(exc)[:500])
+        retry_s = request.app.state.ctx.settings.unavailable_retry_s
+        return unavailable(rid(request), exc.cause, retry_s)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

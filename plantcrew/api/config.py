@@ -29,5 +29,8 @@ class ApiSettings(BaseSettings):
     )
     agent_ttl_s: float = Field(15.0, gt=0, description="an agent silent this long is not live")
     probe_timeout_s: float = Field(2.0, gt=0, description="each readiness check's limit")
+    unavailable_retry_s: int = Field(
+        5, ge=1, description="Retry-After (s) of a 503 while the database cannot serve"
+    )
     console: bool = Field(True, description="serve the web console at /")
     service_name: str = "plantcrew-api"

@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from uuid6 import uuid7
 
 from plantcrew import metrics
 from plantcrew.bus import Bus, Subscription
+from plantcrew.errors import StoreError
 from plantcrew.messages import AgentHeartbeat, Message
 from plantcrew.store import Store
+from plantcrew.store.db import unavailable_cause
 
 Check = Callable[[], Awaitable[str]]
 """A readiness check: returns a short detail when fine, raises when not."""
@@ -61,8 +64,12 @@ def database_check(store: Store) -> Check:
     """``SELECT 1`` through the store's engine (in a worker thread)."""
 
     def ping() -> str:
-        with store.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        try:
+            with store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            cause = unavailable_cause(exc) or "error"
+            raise StoreError(f"database {cause}: {getattr(exc, 'orig', None) or exc}") from exc
         return store.engine.dialect.name
 
     async def check() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import HTTPException
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 
@@ -35,6 +36,25 @@ class ApiError(HTTPException):
         self.title, self.errors = title, errors
 
 
+def unavailable(request_id: str | None, cause: str, retry_after_s: int) -> JSONResponse:
+    """The 503 answer while the database cannot serve (``cause``: ``unreachable`` or
+    ``busy``, see ``plantcrew.store.db.unavailable_cause``), with ``Retry-After``. The
+    driver's message (hosts, ports) stays in the log."""
+    body = Problem(
+        title="Service unavailable",
+        status=503,
+        detail=f"database {cause}: the service cannot use its database now; "
+        f"retry in {retry_after_s} s",
+        request_id=request_id,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=503,
+        headers={"Retry-After": str(retry_after_s)},
+        media_type="application/problem+json",
+    )
+
+
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting Problem answers for ``codes``."""
     titles = {
@@ -46,7 +66,7 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "Too large",
         422: "Unprocessable content",
         429: "Too many requests",
-        503: "Not ready",
+        503: "Service unavailable",
     }
     headers = {
         401: {
@@ -59,6 +79,13 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         429: {
             "Retry-After": {
                 "description": "seconds until the token's bucket holds a request again",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+        503: {
+            "Retry-After": {
+                "description": "seconds after which the database may serve again",
                 "required": True,
                 "schema": {"type": "integer", "minimum": 1},
             }

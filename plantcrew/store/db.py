@@ -16,14 +16,19 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, create_engine
 
-from plantcrew.errors import NotFoundError, StoreError
+from plantcrew.errors import NotFoundError, StoreError, StoreUnavailable
 from plantcrew.store import tables  # noqa: F401  (registers the tables)
 from plantcrew.store.deferred import DEFERRED, Deferred
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# SQLite primary result codes (https://sqlite.org/rescode.html) meaning "not now"
+_SQLITE_UNAVAILABLE = {5: "busy", 6: "busy", 10: "unreachable", 14: "unreachable"}
+# PostgreSQL SQLSTATEs of a server that went away or will not take connections now
+_PG_UNAVAILABLE = ("08", "57P01", "57P02", "57P03", "53300")
 
 
 def normalise_url(url: str) -> str:
@@ -83,6 +88,35 @@ def make_engine(url: str) -> Engine:
     return create_engine(sa_url, pool_pre_ping=True)
 
 
+def unavailable_cause(exc: SQLAlchemyError) -> str | None:
+    """``"unreachable"`` or ``"busy"`` when ``exc`` says the database cannot serve now (so a
+    retry later may work), else None (a bad statement, a constraint, a bug).
+
+    Unreachable: the connection was lost (SQLAlchemy invalidated it), could not be opened
+    (a driver error with no SQLSTATE: refused, timed out, name not resolved), PostgreSQL
+    shutting down or refusing connections (class 08, 57P01-57P03, 53300 too many
+    connections), SQLite unable to open or read its file. Busy: SQLite still locked after
+    the busy timeout, or no pooled connection free within the pool's timeout.
+    """
+    if isinstance(exc, PoolTimeout):
+        return "busy"
+    if not isinstance(exc, DBAPIError):
+        return None
+    if exc.connection_invalidated:
+        return "unreachable"
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return _SQLITE_UNAVAILABLE.get(code & 0xFF)
+    if type(orig).__module__.startswith("psycopg"):
+        state = getattr(orig, "sqlstate", None)
+        if state is None:
+            return "unreachable" if isinstance(exc, OperationalError) else None
+        if state.startswith(_PG_UNAVAILABLE):
+            return "unreachable"
+    return None
+
+
 def _redacted(url: str) -> str:
     """``url`` without its password, for messages."""
     head, sep, tail = url.partition("://")
@@ -94,7 +128,8 @@ def _redacted(url: str) -> str:
 
 class Database:
     """An engine plus transactions. ``with db.tx() as s:`` commits on success, rolls back on
-    error, and turns driver errors into StoreError.
+    error, and turns driver errors into StoreError (StoreUnavailable when the database cannot
+    serve now: see :func:`unavailable_cause`).
 
     ``create`` (default): migrate the schema to the newest revision first (``alembic upgrade
     head``, safe when several processes start at once). Raises StoreError when the database
@@ -134,6 +169,9 @@ class Database:
                 yield session
                 work.before_commit(session)
         except SQLAlchemyError as exc:
+            cause = unavailable_cause(exc)
+            if cause is not None:
+                raise StoreUnavailable(cause, f"database {cause}: {exc}") from exc
             raise StoreError(f"database error: {exc}") from exc
         finally:
             session.close()
