@@ -4,7 +4,8 @@ An agent is a stateless worker: it consumes ``Task`` messages for its capabiliti
 durable ``crew.tasks.<capability>`` subjects (one queue group per capability, so several
 workers of a role share the load), answers each with one result message on ``crew.events``,
 and announces itself with heartbeats on ``crew.control``. A handler that raises makes the bus
-redeliver the task (with backoff) and, after the last attempt, dead-letter it.
+redeliver the task (with backoff) and, after the last attempt, dead-letter it. A result over
+the bus's ``max_message_bytes`` is answered with a ``TaskFailed`` naming its size instead.
 
 While a task is handled, :data:`current_message` holds its message (a context variable, so
 each delivery sees its own): a worker process's clock and bus actuator read the run, plant
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 import structlog
 
 from plantcrew.bus import Bus, DurableOptions, Handler, Subscription
+from plantcrew.errors import MessageTooLarge
 from plantcrew.messages import AgentHeartbeat, Capability, Message, Subjects, Task, TaskFailed
 from plantcrew.plant.clock import Clock
 
@@ -96,6 +98,16 @@ class Agent:
             result = await self.handle(task, msg)
         finally:
             self.in_flight -= 1
+        try:
+            await self._answer(msg, result)
+        except MessageTooLarge as exc:
+            # it never fits: raising would redo the work (a model call, an actuation attempt)
+            # on every redelivery and end in a dead letter while the incident waits for its
+            # timeout; a TaskFailed lets the Coordinator reassign or escalate at once
+            await self._answer(msg, self.failed(task, f"result not sent: {exc}"))
+
+    async def _answer(self, msg: Message, result: Any) -> None:
+        """Publish ``result`` on ``crew.events`` as the answer to task message ``msg``."""
         await self.bus.publish(
             msg.reply(
                 result,
