@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import structlog
 
 from plantcrew.bus import Bus
-from plantcrew.crews.outbox import OutboxRelay
+from plantcrew.crews.outbox import OutboxRelay, publish_row
 from plantcrew.messages import Message
 from plantcrew.store import Store
 from plantcrew.store.deferred import OutboxRow
@@ -80,7 +80,7 @@ class BatchedOutboxRelay(OutboxRelay):
                 if not fresh:
                     break
                 for row in fresh:
-                    await self.bus.publish(Message.from_bytes(row.body), row.subject)
+                    await publish_row(self.bus, Message.from_bytes(row.body), row.subject)
                     self._unmarked.add(row.seq or 0)
                     count += 1
                 if len(self._unmarked) >= self.mark_batch:
@@ -95,7 +95,7 @@ class BatchedOutboxRelay(OutboxRelay):
         self._claimed |= seqs
         try:
             for row in rows:
-                await self.bus.publish(row.message, row.subject)
+                await publish_row(self.bus, row.message, row.subject)
                 self._unmarked.add(row.seq)
                 self._claimed.discard(row.seq)
         except BaseException:
