@@ -235,3 +235,120 @@ def test_a_revoked_token_signs_the_console_out(tmp_path: Path, model_router: Any
     finally:
         driver.quit()
         store.dispose()
+
+
+def _api_requests() -> dict[tuple[str, str], float]:
+    """This process's ``plantcrew_http_requests_total`` by (route, status), the event stream
+    left out: what the service counted, whoever sent it."""
+    from prometheus_client import REGISTRY
+
+    out: dict[tuple[str, str], float] = {}
+    for family in REGISTRY.collect():
+        if family.name != "plantcrew_http_requests":
+            continue
+        for sample in family.samples:
+            route = sample.labels.get("route", "")
+            if not sample.name.endswith("_total") or not route.startswith("/api/v1/"):
+                continue
+            if route.endswith("/stream"):
+                continue
+            key = (route, sample.labels["status"])
+            out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def _console_through_a_burst(
+    tmp_path: Path, model_router: Any, settings: ApiSettings, n_events: int = 120
+) -> tuple[dict[tuple[str, str], float], float]:
+    """A viewer's console on a pending incident while ``n_events`` incident updates arrive
+    (one every 50 ms); returns the requests the service counted from it meanwhile, by
+    (route, status), and the seconds from the first event until the console showed the last.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from plantcrew.messages import IncidentUpdated, Message
+    from plantcrew.store.store import record_message
+    from tests.api.conftest import seed_pending_approval
+
+    require_chromium()
+    store = Store(f"sqlite:///{tmp_path / 'console.db'}")
+    _, token = AccessStore(store).create_token("victor", "viewer")
+    approval = seed_pending_approval(store)
+    incident = approval.incident_id
+    app = create_app(
+        settings,
+        store=store,
+        bus_url=f"memory://console{uuid.uuid4().hex[:8]}",
+        router=model_router,
+    )
+    driver = browser(tmp_path)
+    try:
+        with on_loopback(app) as base:
+            driver.get(f"{base}/console/")
+            driver.find_element(By.ID, "token-input").send_keys(token)
+            driver.find_element(By.ID, "sign-in").click()
+            wait = WebDriverWait(driver, 60, poll_frequency=0.2)
+            wait.until(ec.text_to_be_present_in_element((By.ID, "stream-status"), "live"))
+            wait.until(ec.text_to_be_present_in_element((By.ID, "timeline-title"), incident))
+            before = _api_requests()
+            t0 = time.monotonic()
+            for i in range(n_events):
+                msg = Message.new(
+                    IncidentUpdated(
+                        incident_id=incident, status="awaiting_approval", reason=f"burst {i}"
+                    ),
+                    source="coordinator",
+                    subject="incident.updated",
+                    run_id=approval.run_id,
+                    correlation_id=incident,
+                )
+                with store.tx() as s:
+                    record_message(s, msg, 610.0 + i)
+                time.sleep(0.05)
+            last = f"burst {n_events - 1}"
+            wait.until(ec.text_to_be_present_in_element((By.ID, "timeline"), last))
+            elapsed_s = time.monotonic() - t0
+            after = _api_requests()
+    finally:
+        driver.quit()
+        store.dispose()
+    made = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    return {k: v for k, v in made.items() if v}, elapsed_s
+
+
+VIEWS = ("/api/v1/incidents", "/api/v1/approvals", "/api/v1/incidents/{incident_id}/timeline")
+
+
+def test_a_burst_of_events_is_one_refresh_a_second_per_view(
+    tmp_path: Path, model_router: Any
+) -> None:
+    """120 events in 6 s on the incident the console shows: the console asks for each view at
+    most about once a second (it asked 5 times a second, ~13 requests/s with two views and
+    the timeline, so two tabs on one token ran into the 20/s limit), and still shows the last
+    event once the burst is over. Requests are counted by the service itself."""
+    # the default rate limit: 20/s, burst 60
+    made, elapsed_s = _console_through_a_burst(tmp_path, model_router, ApiSettings(sse_poll_s=0.05))
+    print("requests during the burst", made, f"in {elapsed_s:.1f} s")
+    per_route: dict[str, float] = {}
+    for (route, _status), n in made.items():
+        per_route[route] = per_route.get(route, 0.0) + n
+    assert not any(status == "429" for _route, status in made), made
+    # every view was refreshed during the burst, and at most once a second (+1 at each end)
+    for route in VIEWS:
+        assert 2 <= per_route.get(route, 0) <= elapsed_s + 2, (route, per_route, elapsed_s)
+    # the whole console, polls included, stays far below the token's 20 requests/s
+    assert sum(per_route.values()) <= 4 * elapsed_s + 6, (per_route, elapsed_s)
+
+
+def test_the_console_catches_up_after_429s(tmp_path: Path, model_router: Any) -> None:
+    """With a limit of 1 request/s the console's refreshes get 429 with ``Retry-After: 1``;
+    it pauses every view until then (no request sooner) and still shows the last event."""
+    settings = ApiSettings(sse_poll_s=0.05, rate_per_s=1.0, burst=10)
+    made, elapsed_s = _console_through_a_burst(tmp_path, model_router, settings)
+    print("requests during the burst", made, f"in {elapsed_s:.1f} s")
+    refused = sum(n for (_route, status), n in made.items() if status == "429")
+    served = sum(n for (route, status), n in made.items() if status == "200" and route in VIEWS)
+    assert refused >= 1, made  # the limit was reached: the test tests something
+    assert served >= 2, made
