@@ -141,6 +141,21 @@ def browser(tmp: Path):  # type: ignore[no-untyped-def]
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
+def signed_in(driver: Any, base: str, token: str) -> Any:
+    """Open the console at ``base``, sign in with ``token`` and wait for its live stream;
+    returns the WebDriverWait used (60 s)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{base}/console/")
+    driver.find_element(By.ID, "token-input").send_keys(token)
+    driver.find_element(By.ID, "sign-in").click()
+    wait = WebDriverWait(driver, 60, poll_frequency=0.2)
+    wait.until(ec.text_to_be_present_in_element((By.ID, "stream-status"), "live"))
+    return wait
+
+
 def test_approval_given_in_the_console_lets_the_action_run(
     served: tuple[str, str, Store], tmp_path: Path
 ) -> None:
@@ -206,7 +221,6 @@ def test_a_revoked_token_signs_the_console_out(tmp_path: Path, model_router: Any
     instead of reconnecting with it every 2 s for ever."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     require_chromium()
     store = Store(f"sqlite:///{tmp_path / 'console.db'}")
@@ -221,12 +235,8 @@ def test_a_revoked_token_signs_the_console_out(tmp_path: Path, model_router: Any
     driver = browser(tmp_path)
     try:
         with on_loopback(app) as base:
-            driver.get(f"{base}/console/")
-            driver.find_element(By.ID, "token-input").send_keys(token)
-            driver.find_element(By.ID, "sign-in").click()
-            wait = WebDriverWait(driver, 60, poll_frequency=0.2)
+            wait = signed_in(driver, base, token)
             wait.until(ec.text_to_be_present_in_element((By.ID, "whoami"), "victor"))
-            wait.until(ec.text_to_be_present_in_element((By.ID, "stream-status"), "live"))
             access.revoke(row.id)
             wait.until(ec.text_to_be_present_in_element((By.ID, "whoami"), "not signed in"))
             wait.until(ec.text_to_be_present_in_element((By.ID, "stream-status"), "off"))
@@ -266,7 +276,6 @@ def _console_through_a_burst(
     """
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from plantcrew.messages import IncidentUpdated, Message
     from plantcrew.store.store import record_message
@@ -286,11 +295,7 @@ def _console_through_a_burst(
     driver = browser(tmp_path)
     try:
         with on_loopback(app) as base:
-            driver.get(f"{base}/console/")
-            driver.find_element(By.ID, "token-input").send_keys(token)
-            driver.find_element(By.ID, "sign-in").click()
-            wait = WebDriverWait(driver, 60, poll_frequency=0.2)
-            wait.until(ec.text_to_be_present_in_element((By.ID, "stream-status"), "live"))
+            wait = signed_in(driver, base, token)
             wait.until(ec.text_to_be_present_in_element((By.ID, "timeline-title"), incident))
             before = _api_requests()
             t0 = time.monotonic()
