@@ -620,15 +620,16 @@ class RedisBus:
         else:
             await self._send_plain(subject, wire, data)
 
-    async def _send_plain(self, subject: str, wire: str, data: bytes, reply: str = "") -> None:
+    async def _send_plain(self, subject: str, wire: str, data: bytes, reply: str = "") -> int:
+        """Publish on a plain subject; returns how many subscribers and queue groups it
+        reached (0: nobody listens)."""
         r = self._r_or_raise()
         routes = self._routes.get(subject)
         if routes is None:
             routes = self._route(subject)
         try:
             if not routes:
-                await r.publish(wire, frame(data, reply))
-                return
+                return int(await r.publish(wire, frame(data, reply)))
             queued = frame(data, reply, subject)
             pipe = r.pipeline(transaction=False)
             pipe.publish(wire, frame(data, reply))
@@ -636,7 +637,7 @@ class RedisBus:
                 pipe.rpush(key, queued)
                 pipe.ltrim(key, -_QUEUE_LIST_LIMIT, -1)
                 pipe.pexpire(key, int(_QUEUE_TTL_S * 1000))
-            await pipe.execute()
+            return int((await pipe.execute())[0]) + len(routes)
         except _TRANSIENT as exc:
             raise BusError(f"publish to {wire!r} on {redacted(self.url)} failed: {exc!r}") from None
 
@@ -872,7 +873,8 @@ class RedisBus:
         self._groups.add((key, group))
 
     async def request(self, msg: Message, *, timeout: float = 5.0) -> Message:
-        """Publish on a plain subject with a private reply inbox; BusTimeout if none in time."""
+        """Publish on a plain subject with a private reply inbox; BusTimeout at once when
+        nobody subscribes to it, else when no reply comes in time."""
         wire, durable = self._resolve(msg.subject)
         if durable:
             raise BusError("request/reply runs on plain subjects only")
@@ -885,7 +887,8 @@ class RedisBus:
         try:
             await self._subscribe_channel(inbox)
             await self._wait_confirmed(inbox)
-            await self._send_plain(msg.subject, wire, msg.wire_bytes(), reply=inbox)
+            if not await self._send_plain(msg.subject, wire, msg.wire_bytes(), reply=inbox):
+                raise BusTimeout(f"no responder on {msg.subject!r}")  # as NATS says at once
             data = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None

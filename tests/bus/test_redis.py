@@ -12,8 +12,9 @@ from redis.asyncio import Redis
 
 from plantcrew.bus import DurableOptions, connect
 from plantcrew.bus.redis import RedisBus, RedisSettings, frame, to_glob, unframe, unframe_queued
-from plantcrew.errors import BusError
+from plantcrew.errors import BusError, BusTimeout
 from plantcrew.messages import (
+    AgentHeartbeat,
     Capability,
     DeadLetter,
     Message,
@@ -99,6 +100,24 @@ async def test_star_matches_one_token_only_although_glob_crosses_dots(bus: Redis
     await asyncio.sleep(0.2)
     assert star == ["telemetry.pump1"]
     assert sorted(rest) == ["telemetry.pump1", "telemetry.pump1.motor"]
+
+
+async def test_a_request_nobody_subscribes_to_says_so_at_once_as_on_nats(bus: RedisBus) -> None:
+    """PUBLISH reached no subscriber and no queue group: BusTimeout "no responder" without
+    waiting out the timeout (the presence probe of a local run relies on it); once someone
+    answers, the request gets its reply."""
+    ping = Message.new(
+        AgentHeartbeat(agent_id="probe", role="probe", capabilities=[]),
+        source="probe", subject="crew.presence",
+    )  # fmt: skip
+    with pytest.raises(BusTimeout, match=r"no responder on 'crew\.presence'"):
+        await bus.request(ping, timeout=60.0)
+
+    async def answer(msg: Message) -> Message:
+        return msg.reply(msg.payload, source="crew", subject="crew.presence")
+
+    await bus.subscribe("crew.presence", answer)
+    assert (await bus.request(ping, timeout=60.0)).causation_id == ping.id
 
 
 async def test_queue_group_spans_processes(url: str) -> None:
