@@ -25,6 +25,13 @@ from plantcrew.store import tables  # noqa: F401  (registers the tables)
 from plantcrew.store.deferred import DEFERRED, Deferred
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_CONNECT_TIMEOUT_S = 10
+"""libpq's ``connect_timeout`` unless the URL sets one: a server that accepts the TCP
+connection but never answers fails the connect after this long instead of hanging."""
+# libpq TCP keepalives (seconds): a connection whose server vanished (host down, cable cut)
+# is found dead in about idle + interval * count instead of the kernel's ~2 h default
+_PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                  "keepalives_count": 3}  # fmt: skip
 # SQLite primary result codes (https://sqlite.org/rescode.html) meaning "not now"
 _SQLITE_UNAVAILABLE = {5: "busy", 6: "busy", 10: "unreachable", 14: "unreachable"}
 # PostgreSQL SQLSTATEs of a server that went away or will not take connections now
@@ -85,7 +92,13 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(sa_url, pool_pre_ping=True)
+    given = make_url(sa_url).query
+    connect_args: dict[str, Any] = {
+        k: v for k, v in _PG_KEEPALIVES.items() if k not in given
+    }
+    if "connect_timeout" not in given:
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    return create_engine(sa_url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def unavailable_cause(exc: SQLAlchemyError) -> str | None:
