@@ -65,6 +65,7 @@ from plantcrew.crews.clocks import LiveClock, RunClock, as_utc, is_live
 from plantcrew.crews.config import EVENT_CONSUMERS, CrewConfig
 from plantcrew.crews.coordinator import ACTIVE, Coordinator
 from plantcrew.crews.group_commit import GroupCommit
+from plantcrew.crews.presence import answer_presence
 from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import AgentInfo, CapabilityRegistry
 from plantcrew.detect.signatures import SignatureBook
@@ -244,6 +245,7 @@ class CoordinatorHost:
         delivery = self.config.delivery.options()
         self._subs.append(await self.bus.subscribe(Subjects.CONTROL, self._on_control))
         self._subs.append(await self.bus.subscribe(CLOCK, self._on_clock, queue="coordinator"))
+        self._subs.append(await answer_presence(self.bus, self._presence))
         for _ in range(max(1, self.concurrency)):
             self._subs.append(
                 await self.bus.consume(
@@ -282,6 +284,12 @@ class CoordinatorHost:
             agent_id=self.agent_id, role="coordinator", capabilities=[], stopping=self.stopping
         )
         await self.bus.publish(Message.new(hb, source=self.agent_id, subject=Subjects.CONTROL))
+
+    def _presence(self) -> AgentHeartbeat | None:
+        """This Coordinator's answer to a presence probe (none when stopping)."""
+        if self.stopping:
+            return None
+        return AgentHeartbeat(agent_id=self.agent_id, role="coordinator", capabilities=[])
 
     async def _beat(self) -> None:
         while True:

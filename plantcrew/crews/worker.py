@@ -55,6 +55,7 @@ from plantcrew.crews.clocks import TaskClock
 from plantcrew.crews.config import ROLES, CrewConfig
 from plantcrew.crews.context import RunContexts
 from plantcrew.crews.crew import CrewParts, make_agent
+from plantcrew.crews.presence import answer_presence, heartbeat_of
 from plantcrew.detect import SignatureBook, load_signatures
 from plantcrew.errors import BusError, ConfigError
 from plantcrew.llm import ModelRouter
@@ -282,6 +283,7 @@ class WorkerHost:
         self._signatures: SignatureBook | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._control: Subscription | None = None
+        self._presence: Subscription | None = None  # answers presence probes (crews.presence)
         self._last_answer = 0.0
         self.agents: list[Agent] = []
         for role in roles:
@@ -338,6 +340,7 @@ class WorkerHost:
         self._control = await self.bus.subscribe(Subjects.CONTROL, self._on_control)
         for agent in self.agents:
             await agent.start()
+        self._presence = await answer_presence(self.bus, lambda: heartbeat_of(self.agents))
         self._tasks.append(asyncio.create_task(self._beat(), name="worker-heartbeats"))
         log.info(
             "worker started",
@@ -384,9 +387,10 @@ class WorkerHost:
             task.cancel()
         for agent in self.agents:
             await agent.stop()
-        if self._control is not None:
-            with contextlib.suppress(Exception):
-                await self._control.unsubscribe()
+        for sub in (self._control, self._presence):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         await self.cache.stop()
         log.info("worker stopped", agents=[a.agent_id for a in self.agents])
 

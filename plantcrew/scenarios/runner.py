@@ -33,6 +33,7 @@ from plantcrew.bus.base import dead_letter
 from plantcrew.crews.config import CrewConfig
 from plantcrew.crews.context import assets_of
 from plantcrew.crews.crew import Crew, CrewParts
+from plantcrew.crews.presence import answer_presence, heartbeat_of, refuse_if_crew_live
 from plantcrew.crews.remote import RemoteCrew
 from plantcrew.detect import MonitorConfig, load_signatures
 from plantcrew.errors import ScenarioError
@@ -204,7 +205,10 @@ async def run_scenario(
     start, BusError/StoreError when the bus or database cannot be reached. On a broker bus
     it raises ConfigError, before anything is written, unless ``PLANTCREW_APPROVAL_SECRET``
     is a strong secret (:func:`~plantcrew.store.tokens.require_approval_secret`): the run's
-    Coordinator issues approval tokens there and its plant checks them.
+    Coordinator issues approval tokens there and its plant checks them; with ``crew="local"``
+    also when a crew already runs on that broker
+    (:func:`~plantcrew.crews.presence.refuse_if_crew_live`; the run's own crew answers such
+    probes while it runs).
     ``stop_after_s`` stops early at that plant time; ``pace`` runs at that multiple of real
     time (plant seconds per wall second, a CSV replay by its rows' timestamps) instead of as
     fast as possible, or ``pacer`` does (a :class:`Pacer` with its own sleep and clock).
@@ -218,15 +222,16 @@ async def run_scenario(
     if crew == "remote" and bus_url.startswith("memory:"):
         raise ScenarioError("a remote crew needs a broker bus (nats:// or redis://)")
     if bus_url:
-        require_approval_secret(bus_url, "a scenario run")
+        await _may_start_on(bus_url, crew)
     settings = get_settings()
     config_dir = config_dir or settings.config_dir
     db_url = db_url or settings.db_url
     store = Store(db_url)
     if resume is not None:
         run = store.get_run(resume)
-        bus_url = bus_url or run.bus_url
-        require_approval_secret(bus_url, "a scenario run")
+        if not bus_url:  # the run's own bus
+            bus_url = run.bus_url
+            await _may_start_on(bus_url, crew)
         if run.status == "crashed":
             store.update_run(run.id, status="running", finished_at=None)
         scenario_path = run.scenario_path
@@ -309,6 +314,8 @@ async def run_scenario(
         if resume is not None:
             start_t, replayed = await _restore(store, run, tel, the_crew)
         await the_crew.start()
+        if crew == "local" and not bus_url.startswith("memory:"):  # a crew on this broker now
+            await answer_presence(bus, lambda: heartbeat_of(the_crew.agents))
         if resume is not None and the_crew.coordinator is not None:
             await the_crew.coordinator.recover()
         await loop_bus.quiesce()
@@ -346,6 +353,14 @@ async def run_scenario(
     if stop_after_s is not None and clock.t < scenario.duration_s:
         store.update_run(run.id, plant_time=clock.t)
     return _finish(store, scenario, run, clock.t, time.perf_counter() - wall0)
+
+
+async def _may_start_on(bus_url: str, crew: str) -> None:
+    """ConfigError unless a run may start on ``bus_url``: the approval secret on a broker, and
+    there a local crew must be the only crew (another one would share its subjects)."""
+    require_approval_secret(bus_url, "a scenario run")
+    if crew == "local" and not bus_url.startswith("memory:"):
+        await refuse_if_crew_live(bus_url)
 
 
 async def _restore(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import uuid
@@ -33,7 +34,7 @@ from plantcrew.plant.bus_actuator import PlantGateway
 from plantcrew.scenarios.runner import RunResult, run_scenario
 from plantcrew.scenarios.schema import load_scenario, resolve_data_path
 from plantcrew.store import Action, AuditEntry, Incident, MessageRecord, Store
-from tests.conftest import ROOT
+from tests.conftest import ROOT, bus_url_for
 from tests.distributed.conftest import FAULT_BROKERS, FULL, Crew
 
 SHORT = Path(__file__).parent / "scenarios" / "short-bearing.yaml"
@@ -202,6 +203,50 @@ async def test_the_run_command_with_a_remote_crew_leaves_every_step_to_the_crew_
     assert any(s.startswith("diagnostic-") for s in agents), sources
     crew_pids = {str(p.pid) for p in shared_crew.processes}
     assert {s.rsplit("-", 1)[1] for s in agents} <= crew_pids, (sources, crew_pids)
+
+
+async def cli_run_local(bus_url: str, db_url: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """``plantcrew run SHORT --crew local --bus BUS``: its exit code, stdout and stderr."""
+    runner = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "plantcrew.cli", "run", str(SHORT), "--json", "--crew", "local",
+        "--bus", bus_url, "--db", db_url, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, errs = await asyncio.wait_for(runner.communicate(), timeout=180)
+    assert runner.returncode is not None
+    return runner.returncode, out.decode(), errs.decode()
+
+
+@pytest.mark.parametrize("shared_crew", FAULT_BROKERS, indirect=True)
+async def test_a_local_run_refuses_a_broker_where_a_crew_runs(shared_crew: Crew) -> None:
+    """``plantcrew run`` with its own crew (``--crew local``, the default) on the shared crew's
+    broker would share its subjects and queue groups: it refuses, exit 2, one line naming
+    who answered and ``--crew remote``, and writes no run."""
+    store = Store(shared_crew.db_url)
+    try:
+        runs = {r.id for r in store.runs(limit=10_000)}
+        code, out, errs = await cli_run_local(
+            shared_crew.bus_url, shared_crew.db_url, shared_crew.env()
+        )
+        runs_after = {r.id for r in store.runs(limit=10_000)}
+    finally:
+        store.dispose()
+    assert code == 2, (out[-2000:], errs[-2000:])
+    assert runs_after == runs
+    (line,) = errs.strip().splitlines()
+    assert "a crew already runs on" in line and "--crew remote" in line, line
+    crew_pids = {str(p.pid) for p in shared_crew.processes}
+    assert any(f"-{pid} answered" in line for pid in crew_pids), (line, crew_pids)
+    assert not out
+
+
+async def test_a_local_run_on_a_broker_of_its_own_passes(tmp_path: Path) -> None:
+    """The same run on a namespace where no crew runs (the broker is idle there) passes."""
+    env = dict(os.environ, PLANTCREW_LOG_JSON="false")
+    db = f"sqlite:///{tmp_path / 'own.db'}"
+    code, out, errs = await cli_run_local(bus_url_for("nats"), db, env)
+    assert code == 0, (out[-2000:], errs[-2000:])
+    assert json.loads(out)["passed"]
 
 
 @pytest.mark.parametrize("shared_crew", FAULT_BROKERS, indirect=True)
