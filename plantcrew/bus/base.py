@@ -18,6 +18,11 @@ Every backend validates on publish (a ``Message`` is valid by construction) and 
 bytes that do not parse as a ``Message`` are quarantined to ``crew.dlq`` with the validation
 errors, never silently dropped.
 
+A malformed plain message is quarantined once by each bus (process) that receives it,
+however many of its subscriptions it reaches (``QuarantineOnce``); another process subscribed
+to the subject quarantines its own copy: a plain message has no id that would let processes
+agree on it without shared state. A durable one is quarantined by each group that reads it.
+
 Every backend refuses alike a message over ``max_message_bytes`` (its serialized bytes; a URL
 query option, default ``DEFAULT_MAX_MESSAGE_BYTES``): ``publish``, ``publish_raw`` and
 ``request`` raise ``MessageTooLarge`` naming subject, size and limit before anything is sent,
@@ -28,7 +33,10 @@ are not held to a smaller limit.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -241,6 +249,47 @@ def dead_letter(
     if original is not None:
         return original.reply(payload, source=source, subject=Subjects.DLQ, **fields)
     return Message.new(payload, source=source, subject=Subjects.DLQ, **fields)
+
+
+class QuarantineOnce:
+    """Tells the copies one publish of a malformed plain message delivers to several
+    subscriptions of a bus apart from another publish of the same bytes, so the bus
+    quarantines each publish once (see the module doc).
+
+    Plain subjects carry no message id, so a copy is recognised by subject and bytes (a
+    digest) and by who received it: a *receiver* is a subscription, or a queue group (its
+    members share one copy). A receiver that gets every publish (no queue group) and gets the
+    bytes again has a new publish; one that has not got them yet has the copy of the last
+    one. A queue group, which may have had its copy delivered in another process, is taken
+    for a copy only when a subscription without a queue group also received the bytes (that
+    one will see a new publish too). Identical malformed messages whose copies interleave may
+    be quarantined more than once (never less). Entries last ``window_s`` seconds, at most
+    ``limit`` of them.
+    """
+
+    def __init__(self, window_s: float = 10.0, limit: int = 10_000) -> None:
+        self.window_s, self.limit = window_s, limit
+        # (subject, digest) -> (expiry, receivers that got it, one of them gets every publish)
+        self._seen: OrderedDict[tuple[str, bytes], tuple[float, set[object], bool]] = (
+            OrderedDict()
+        )
+
+    def first(self, subject: str, data: bytes, receiver: object, *, every: bool) -> bool:
+        """True when ``receiver`` (``every``: it gets every publish on ``subject``) got a new
+        publish of the malformed ``data`` (quarantine it), False for a copy of one already
+        quarantined by this bus."""
+        key = (subject, hashlib.blake2b(data, digest_size=16).digest())
+        now = time.monotonic()
+        hit = self._seen.get(key)
+        if hit is not None and hit[0] > now and receiver not in hit[1] and (every or hit[2]):
+            hit[1].add(receiver)
+            self._seen[key] = (hit[0], hit[1], hit[2] or every)
+            return False
+        self._seen[key] = (now + self.window_s, {receiver}, every)
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.limit:
+            self._seen.popitem(last=False)
+        return True
 
 
 def parse_or_reason(data: bytes) -> tuple[Message | None, str | None]:

@@ -28,6 +28,7 @@ from plantcrew.bus.base import (
     HANDLER_CANCELLED,
     DurableOptions,
     Handler,
+    QuarantineOnce,
     ack_wait_reason,
     check_name,
     check_size,
@@ -151,6 +152,7 @@ class MemoryBus:
         self._background: set[asyncio.Future[Message | None]] = set()
         self._inbox_ids = itertools.count()
         self._closed = False
+        self._quarantined = QuarantineOnce()
 
     # ---- bookkeeping of outstanding work, for quiesce -------------------------------------
     def _busy(self) -> None:
@@ -337,7 +339,11 @@ class MemoryBus:
     ) -> None:
         msg, reason = parse_or_reason(data)
         if msg is None:
-            self._quarantine(subject, data, reason or "invalid")
+            # once per publish, however many subscriptions it reached (a queue group: once)
+            group = sub.queue_group
+            receiver = sub if group is None else ("queue", group)
+            if self._quarantined.first(subject, data, receiver, every=group is None):
+                self._quarantine(subject, data, reason or "invalid")
             return
         try:
             reply = await sub.handler(msg)

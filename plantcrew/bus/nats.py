@@ -79,6 +79,7 @@ from plantcrew.bus.base import (
     NATS_HEADER_RESERVE,
     DurableOptions,
     Handler,
+    QuarantineOnce,
     ack_wait_reason,
     check_name,
     check_size,
@@ -193,11 +194,14 @@ def redacted(url: str) -> str:
 class _PlainSub:
     """A core NATS subscription (``subscribe``)."""
 
-    def __init__(self, bus: NatsBus, pattern: str, handler: Handler) -> None:
+    def __init__(self, bus: NatsBus, pattern: str, handler: Handler, queue: str | None) -> None:
         self.bus, self.pattern, self.handler = bus, pattern, handler
         self.handler = tracing.instrument_handler(handler, subject=pattern)
         self.sub: Any = None
         self.active = 0
+        # who receives a copy of a publish (see QuarantineOnce): this, or its queue group
+        self.receiver: object = self if queue is None else (queue, pattern)
+        self.every = queue is None
 
     async def on_msg(self, nmsg: Msg) -> None:
         # the hot path of telemetry: keep it short (validation is pydantic-core's, in full)
@@ -206,6 +210,9 @@ class _PlainSub:
             try:
                 msg = _VALIDATE_JSON(nmsg.data)
             except ValidationError:
+                seen = self.bus._quarantined
+                if not seen.first(nmsg.subject, nmsg.data, self.receiver, every=self.every):
+                    return  # a copy of a publish this bus quarantined
                 try:
                     await self.bus._quarantine(nmsg.subject, nmsg.data, key=None)
                 except BusError as exc:  # broker unavailable: logged, as plain is at most once
@@ -344,6 +351,7 @@ class NatsBus:
         self._subjects: dict[str, tuple[str, bool]] = {}
         self._consumers: set[str] = set()
         self._checked: dict[str, float] = {}  # consumer -> when its existence was last asked
+        self._quarantined = QuarantineOnce()
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -583,7 +591,7 @@ class NatsBus:
             raise BusError(f"{subject!r} is a durable subject: use consume()")
         if queue is not None:
             check_name(queue, "queue group")
-        sub = _PlainSub(self, subject, handler)
+        sub = _PlainSub(self, subject, handler, queue)
         sub.sub = await self._nc_or_raise().subscribe(
             self.settings.prefix + subject, queue=queue or "", cb=sub.on_msg
         )

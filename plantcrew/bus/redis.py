@@ -74,6 +74,7 @@ from plantcrew.bus.base import (
     NAME,
     DurableOptions,
     Handler,
+    QuarantineOnce,
     ack_wait_reason,
     check_name,
     check_size,
@@ -279,6 +280,8 @@ class _PlainSub:
         self.wire = bus.settings.prefix + pattern
         self.glob = to_glob(self.wire) if ("*" in pattern or ">" in pattern) else None
         self.list_key = bus._queue_key(queue, pattern) if queue else None
+        # who receives a copy of a publish (see QuarantineOnce): this, or its queue group
+        self.receiver: object = self if queue is None else (queue, pattern)
         self.inbox: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
         self.active = False
         self.dropped = 0
@@ -493,6 +496,7 @@ class RedisBus:
         self._subjects: dict[str, tuple[str, bool]] = {}
         self._queues: dict[str, float] = {}  # "group pattern" -> expiry (epoch s), all buses
         self._routes: dict[str, list[str]] = {}  # subject -> queue list keys, from _queues
+        self._quarantined = QuarantineOnce()
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -910,7 +914,9 @@ class RedisBus:
         try:
             msg = _VALIDATE_JSON(data)
         except ValidationError:
-            await self._quarantine(subject, data, dedupe_id=None)
+            # once per publish, however many subscriptions it reached (a queue group: once)
+            if self._quarantined.first(subject, data, sub.receiver, every=sub.queue is None):
+                await self._quarantine(subject, data, dedupe_id=None)
             return
         try:
             reply = await sub.handler(msg)

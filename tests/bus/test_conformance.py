@@ -537,3 +537,43 @@ async def test_max_message_bytes_from_the_url_query(bus_url: str) -> None:
     for bad in ("0", "-1", "1e6", "lots"):
         with pytest.raises(BusError, match=f"max_message_bytes must be .* got {bad!r}"):
             await connect(f"{bus_url}{sep}max_message_bytes={bad}")
+
+
+PATTERNS = ("telemetry.>", "telemetry.*", "telemetry.pump1")
+
+
+async def test_a_malformed_plain_message_reaching_several_subscriptions_is_quarantined_once(
+    bus: Bus,
+) -> None:
+    # one bad publish reaches three subscriptions and a queue group of this bus: one letter
+    # (before: one per subscription); the same bytes published again are another message
+    dead: list[Message] = []
+    await collect_dlq(bus, dead)
+    good: dict[str, list[Message]] = {}
+
+    def keep(name: str):  # type: ignore[no-untyped-def]
+        async def handler(msg: Message) -> None:
+            good.setdefault(name, []).append(msg)
+
+        return handler
+
+    for pattern in PATTERNS:
+        await bus.subscribe(pattern, keep(pattern))
+    for _member in range(2):
+        await bus.subscribe("telemetry.>", keep("queue"), queue="monitor")
+    await asyncio.sleep(0.1)
+    bad = telemetry().model_dump(mode="json")
+    bad["payload"]["readings"][0]["value"] = "not-a-number"
+    import json
+
+    raw = json.dumps(bad).encode()
+    for n in (1, 2):
+        await bus.publish_raw("telemetry.pump1", raw)
+        await bus.publish(telemetry())  # behind the bad one on every subscription
+        await until(lambda n=n: all(len(good.get(k, [])) == n for k in (*PATTERNS, "queue")))
+        await until(lambda n=n: len(dead) >= n)
+    await asyncio.sleep(0.3)
+    assert len(dead) == 2, [m.payload for m in dead]
+    for letter in (m.payload for m in dead):
+        assert isinstance(letter, DeadLetter) and letter.quarantined
+        assert letter.original_subject == "telemetry.pump1" and letter.raw.encode() == raw
