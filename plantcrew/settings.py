@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -48,6 +49,23 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read settings fresh from the environment (cheap; not cached, so tests can change env)."""
     return Settings()
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (``redis://:***@host:6379/0``), for
+    messages, logs, probes and the run records; a URL without a password is returned as is.
+
+    Every place that shows or stores a bus or database URL uses this one function.
+    """
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:  # an unparsable netloc (e.g. a bad port): keep nothing after '@'
+        password = "?"
+    if not password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _node_at(node: yaml.Node | None, path: tuple[Any, ...]) -> yaml.Node | None:

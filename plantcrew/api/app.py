@@ -44,7 +44,7 @@ from plantcrew.api.schemas import CheckOut, HealthOut
 from plantcrew.api.store_metrics import StoreCollector
 from plantcrew.bus import Bus, connect
 from plantcrew.errors import PlantcrewError, StoreUnavailable
-from plantcrew.settings import get_settings
+from plantcrew.settings import get_settings, redacted_url
 from plantcrew.store import Store
 from plantcrew.store.access import AccessStore
 
@@ -153,7 +153,7 @@ async def _connect_loop(ctx: ApiContext) -> None:
             bus = await connect(ctx.bus_url)
             await ctx.attach_bus(bus)
             ctx.started = True
-            log.info("bus connected", bus=ctx.bus_url.split("?")[0])
+            log.info("bus connected", bus=redacted_url(ctx.bus_url.split("?")[0]))
             return
         except PlantcrewError as exc:
             log.warning("bus not reachable; retrying", error=str(exc), in_s=RECONNECT_S)

@@ -22,6 +22,7 @@ from plantcrew import metrics
 from plantcrew.bus import Bus, Subscription
 from plantcrew.errors import StoreError
 from plantcrew.messages import AgentHeartbeat, Message
+from plantcrew.settings import redacted_url
 from plantcrew.store import Store
 from plantcrew.store.db import unavailable_cause
 
@@ -115,7 +116,7 @@ class BusProbe:
         t0 = time.perf_counter()
         await self._bus.request(msg, timeout=2.0)
         ms = 1000 * (time.perf_counter() - t0)
-        return f"{self._bus.url.split('?')[0]} round trip {ms:.1f} ms"
+        return f"{redacted_url(self._bus.url.split('?')[0])} round trip {ms:.1f} ms"
 
 
 def router_check(router: Any) -> Check:

@@ -23,6 +23,7 @@ import structlog
 from plantcrew.bus import Bus
 from plantcrew.errors import BusError
 from plantcrew.messages import Capability, Subjects
+from plantcrew.settings import redacted_url
 
 log = structlog.get_logger("plantcrew.crews.backlog")
 
@@ -38,14 +39,14 @@ class DurableBacklog:
         self.bus = bus
         self.kind = bus.url.split(":", 1)[0]
         if self.kind not in ("nats", "tls", "redis", "rediss"):
-            raise BusError(f"no cross-process backlog on {bus.url}: use a broker bus")
+            raise BusError(f"no cross-process backlog on {redacted_url(bus.url)}: use a broker bus")
         self._client: Any = None
         self.stuck: dict[str, int] = {}
 
     async def open(self) -> None:
         settings: Any = getattr(self.bus, "settings", None)
         if settings is None:
-            raise BusError(f"bus {self.bus.url} has no broker settings")
+            raise BusError(f"bus {redacted_url(self.bus.url)} has no broker settings")
         try:
             if self.kind in ("nats", "tls"):
                 import nats
@@ -65,7 +66,8 @@ class DurableBacklog:
                 )
                 await self._client.ping()
         except Exception as exc:
-            raise BusError(f"cannot ask {self.bus.url} for its backlog: {exc!r}") from None
+            where = redacted_url(self.bus.url)
+            raise BusError(f"cannot ask {where} for its backlog: {exc!r}") from None
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -88,7 +90,8 @@ class DurableBacklog:
         except BusError:
             raise
         except Exception as exc:
-            raise BusError(f"cannot read the backlog on {self.bus.url}: {exc!r}") from None
+            where = redacted_url(self.bus.url)
+            raise BusError(f"cannot read the backlog on {where}: {exc!r}") from None
         self.stuck = {name: n for name, n in groups.items() if n}
         return sum(groups.values())
 

@@ -72,6 +72,7 @@ from plantcrew.detect.signatures import SignatureBook
 from plantcrew.errors import BusError, NotFoundError, StoreError
 from plantcrew.llm.budget import Budgets
 from plantcrew.messages import AgentHeartbeat, Capability, DeadLetter, Message, Subjects
+from plantcrew.settings import redacted_url
 from plantcrew.store import Incident, Run, Store
 
 log = structlog.get_logger("plantcrew.crews.host")
@@ -217,7 +218,7 @@ class CoordinatorHost:
             id=run_id,
             scenario="live",
             status="running",
-            bus_url=self.bus.url.split("?")[0],
+            bus_url=redacted_url(self.bus.url.split("?")[0]),
             started_at=datetime.now(UTC),
             config={"live": True},
         )

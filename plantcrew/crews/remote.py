@@ -39,6 +39,7 @@ from plantcrew.messages import AgentHeartbeat, Capability, Message, Subjects
 from plantcrew.plant.actuators import Actuator
 from plantcrew.plant.bus_actuator import PlantGateway
 from plantcrew.plant.clock import Clock
+from plantcrew.settings import redacted_url
 
 log = structlog.get_logger("plantcrew.crews.remote")
 NEEDED = tuple(Capability)
@@ -104,7 +105,7 @@ class RemoteCrew(Crew):
                     else "no coordinator answers on crew.clock"
                 )
                 raise ScenarioError(
-                    f"the remote crew on {self.bus.url} is not ready after "
+                    f"the remote crew on {redacted_url(self.bus.url)} is not ready after "
                     f"{self.ready_timeout_s:g} s: {who}; start `plantcrew up` (or "
                     "`plantcrew coordinator` and `plantcrew worker --role ROLE`) on that bus"
                 )
@@ -151,7 +152,8 @@ class RemoteCrew(Crew):
             except BusError as exc:
                 if loop.time() > deadline:
                     raise BusError(
-                        f"{what} failed for {self.outage_s:g} s on {self.bus.url}: {exc}"
+                        f"{what} failed for {self.outage_s:g} s on "
+                        f"{redacted_url(self.bus.url)}: {exc}"
                     ) from None
                 log.info(f"{what} failed; retrying", run=self.run_id, error=str(exc))
                 await asyncio.sleep(_RETRY_S)

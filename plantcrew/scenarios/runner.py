@@ -36,7 +36,7 @@ from plantcrew.crews.crew import Crew, CrewParts
 from plantcrew.crews.presence import answer_presence, heartbeat_of, refuse_if_crew_live
 from plantcrew.crews.remote import RemoteCrew
 from plantcrew.detect import MonitorConfig, load_signatures
-from plantcrew.errors import ScenarioError
+from plantcrew.errors import ConfigError, ScenarioError
 from plantcrew.llm import ModelRouter
 from plantcrew.messages import Message, Subjects, TelemetryBatch
 from plantcrew.plant.actuators import ActuatorCommand, SimulatedActuator
@@ -52,7 +52,7 @@ from plantcrew.scenarios.schema import (
     missing_file,
     resolve_data_path,
 )
-from plantcrew.settings import get_settings
+from plantcrew.settings import get_settings, redacted_url
 from plantcrew.store import Incident, Run, Store
 from plantcrew.store.tokens import check_token, require_approval_secret
 
@@ -231,6 +231,11 @@ async def run_scenario(
         run = store.get_run(resume)
         if not bus_url:  # the run's own bus
             bus_url = run.bus_url
+            if ":***@" in bus_url:
+                raise ConfigError(
+                    f"run {run.id} ran on {redacted_url(bus_url)}, whose password is not"
+                    " stored: give its bus URL again (--bus)"
+                )
             await _may_start_on(bus_url, crew)
         if run.status == "crashed":
             store.update_run(run.id, status="running", finished_at=None)
@@ -256,7 +261,7 @@ async def run_scenario(
             scenario=scenario.name,
             scenario_path=str(scenario_path),
             seed=seed,
-            bus_url=bus_url,
+            bus_url=redacted_url(bus_url),  # a password is never stored
             started_at=clock.start,
             config={
                 "scenario": scenario.model_dump(mode="json"),

@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, create_engine
 
 from plantcrew.errors import NotFoundError, StoreError, StoreUnavailable
+from plantcrew.settings import redacted_url
 from plantcrew.store import tables  # noqa: F401  (registers the tables)
 from plantcrew.store.deferred import DEFERRED, Deferred
 
@@ -130,15 +131,6 @@ def unavailable_cause(exc: SQLAlchemyError) -> str | None:
     return None
 
 
-def _redacted(url: str) -> str:
-    """``url`` without its password, for messages."""
-    head, sep, tail = url.partition("://")
-    if "@" not in tail or ":" not in tail.split("@", 1)[0]:
-        return url
-    creds, host = tail.split("@", 1)
-    return f"{head}{sep}{creds.split(':', 1)[0]}:***@{host}"
-
-
 class Database:
     """An engine plus transactions. ``with db.tx() as s:`` commits on success, rolls back on
     error, and turns driver errors into StoreError (StoreUnavailable when the database cannot
@@ -163,13 +155,13 @@ class Database:
                 upgrade_to_head(self.engine)
             except OperationalError as exc:
                 self.engine.dispose()
-                raise StoreError(f"cannot open database {_redacted(url)}: {exc.orig}") from exc
+                raise StoreError(f"cannot open database {redacted_url(url)}: {exc.orig}") from exc
             except SQLAlchemyError as exc:
                 self.engine.dispose()
-                raise StoreError(f"cannot migrate database {_redacted(url)}: {exc}") from exc
+                raise StoreError(f"cannot migrate database {redacted_url(url)}: {exc}") from exc
             except StoreError as exc:
                 self.engine.dispose()
-                raise StoreError(f"cannot open database {_redacted(url)}: {exc}") from exc
+                raise StoreError(f"cannot open database {redacted_url(url)}: {exc}") from exc
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

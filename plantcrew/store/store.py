@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from plantcrew.errors import ConflictError, NotFoundError
 from plantcrew.messages import Message, ModelCallInfo
+from plantcrew.settings import redacted_url
 from plantcrew.store import audit
 from plantcrew.store.audit import ChainBreak
 from plantcrew.store.db import Database
@@ -60,7 +61,7 @@ class Store(Database):
         with self.tx() as s:
             run = s.get(Run, run_id)
             if run is None:
-                raise NotFoundError(f"no run {run_id!r} in {self.url}")
+                raise NotFoundError(f"no run {run_id!r} in {redacted_url(self.url)}")
             return run
 
     def update_run(self, run_id: str, **fields: Any) -> None:
