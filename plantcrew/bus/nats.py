@@ -92,6 +92,7 @@ from plantcrew.bus.base import (
 )
 from plantcrew.errors import BusError, BusTimeout
 from plantcrew.messages import Message, Subjects
+from plantcrew.settings import redacted_url as redacted
 
 log = structlog.get_logger("plantcrew.bus.nats")
 
@@ -182,13 +183,22 @@ class NatsSettings:
         return f"PLANTCREW_{self.namespace}" if self.namespace else "PLANTCREW"
 
 
-def redacted(url: str) -> str:
-    """``url`` without a password, for error messages and logs."""
-    parts = urlparse(url)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunparse(parts._replace(netloc=netloc))
-    return url
+CONSUMER_NAME_CHARS = 200
+"""The longest JetStream consumer name made: nats-server refuses longer ones (seen here with
+2.9.10: a 120-character group on a 255-character subject), and a member then never got a
+message. A longer ``group__subject`` keeps its start and a hash of the whole."""
+
+
+def consumer_name(group: str, subject: str) -> str:
+    """The durable JetStream consumer shared by ``group``'s members on ``subject``:
+    ``<group>__<subject with dots as underscores>``, or, past :data:`CONSUMER_NAME_CHARS`,
+    its first characters, ``__`` and 32 hex digits of its SHA-256 (the same in every process,
+    so members still share it)."""
+    name = f"{group}__{subject.replace('.', '_')}"
+    if len(name) <= CONSUMER_NAME_CHARS:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+    return f"{name[: CONSUMER_NAME_CHARS - 34]}__{digest}"
 
 
 class _PlainSub:
@@ -613,7 +623,7 @@ class NatsBus:
             raise BusError(f"{subject!r} is not a durable subject: use subscribe()")
         check_name(group, "group name")
         options = options or DurableOptions()
-        consumer = f"{group}__{subject.replace('.', '_')}"
+        consumer = consumer_name(group, subject)
         member = _Member(self, subject, consumer, handler, options)
         member.psub = await self._bind(subject, consumer, options)
         member.start()
@@ -637,9 +647,17 @@ class NatsBus:
                 filter_subject=self.settings.prefix + subject,
                 max_ack_pending=10_000,
             )
-            # BadRequest: another member created it first; bind to theirs
-            with contextlib.suppress(nats.js.errors.BadRequestError):
+            try:
                 await js.add_consumer(stream, config)
+            except nats.js.errors.BadRequestError as exc:
+                # another member created it first (bind to theirs), or the server refused it
+                try:
+                    await js.consumer_info(stream, consumer)
+                except nats.js.errors.NotFoundError:
+                    raise BusError(
+                        f"{redacted(self.url)} refused the consumer {consumer!r} of {subject!r}:"
+                        f" {exc.description or exc!r}"
+                    ) from None
         else:
             # the consumer outlives its members: when ack_wait_s was raised since it was made,
             # raise the server's (never lower it: a member still running with the longer one

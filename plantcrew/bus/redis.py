@@ -88,6 +88,7 @@ from plantcrew.bus.base import (
 )
 from plantcrew.errors import BusError, BusTimeout
 from plantcrew.messages import Message, Subjects
+from plantcrew.settings import redacted_url as redacted
 
 log = structlog.get_logger("plantcrew.bus.redis")
 
@@ -221,16 +222,6 @@ class RedisSettings:
     def prefix(self) -> str:
         """Channel and key prefix: ``"NS."`` or ``""``."""
         return f"{self.namespace}." if self.namespace else ""
-
-
-def redacted(url: str) -> str:
-    """``url`` without a password, for error messages and logs."""
-    parts = urlparse(url)
-    if parts.password:
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunparse(parts._replace(netloc=netloc))
-    return url
 
 
 def to_glob(pattern: str) -> str:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from plantcrew.bus import Bus, Subscription, connect
 from plantcrew.errors import BusTimeout, ConfigError
 from plantcrew.messages import AgentHeartbeat, Message
+from plantcrew.settings import redacted_url
 
 if TYPE_CHECKING:
     from plantcrew.agents import Agent
@@ -83,7 +84,6 @@ async def refuse_if_crew_live(bus_url: str, *, timeout_s: float = PROBE_TIMEOUT_
     """Raise ConfigError (one line: who answered, how long ago, what to do instead) when a
     crew already runs on the broker at ``bus_url``; return when none answers. Raises BusError
     when the broker cannot be reached. Not for ``memory://`` (one process: nobody to ask)."""
-    from plantcrew.bus.nats import redacted  # URL-only; both broker buses redact alike
 
     bus = await connect(bus_url)
     try:
@@ -93,7 +93,7 @@ async def refuse_if_crew_live(bus_url: str, *, timeout_s: float = PROBE_TIMEOUT_
     finally:
         await bus.close()
     raise ConfigError(
-        f"a crew already runs on {redacted(bus_url)}: {hb.role} {hb.agent_id} answered "
+        f"a crew already runs on {redacted_url(bus_url)}: {hb.role} {hb.agent_id} answered "
         f"just now (in {rtt * 1000:.0f} ms); a local crew there would share its subjects and queue "
         "groups, so run on that crew with --crew remote, or use a broker (or ?namespace=) of "
         "its own"

@@ -577,3 +577,30 @@ async def test_a_malformed_plain_message_reaching_several_subscriptions_is_quara
     for letter in (m.payload for m in dead):
         assert isinstance(letter, DeadLetter) and letter.quarantined
         assert letter.original_subject == "telemetry.pump1" and letter.raw.encode() == raw
+
+
+async def test_a_long_group_on_a_long_durable_subject_is_delivered_to_one_member_of_it(
+    bus: Bus,
+) -> None:
+    # a group name and a subject of the longest allowed length: on nats:// they make the
+    # JetStream consumer's name, which the server caps, so a member must still get its
+    # messages (not loop on a consumer that can never be made), and two members of the group
+    # must still share one consumer (each message handled once)
+    durable = "crew.tasks." + "d" * (255 - len("crew.tasks."))
+    group = "g" * 120
+    got: list[str] = []
+
+    async def first(msg: Message) -> None:
+        got.append(str(msg.id))
+
+    async def second(msg: Message) -> None:
+        got.append(str(msg.id))
+
+    await bus.consume(durable, first, group=group, options=FAST)
+    await bus.consume(durable, second, group=group, options=FAST)
+    sent = [task(i).model_copy(update={"subject": durable}) for i in range(4)]
+    for msg in sent:
+        await bus.publish(msg)
+    await until(lambda: len(got) >= 4)
+    await asyncio.sleep(0.3)
+    assert sorted(got) == sorted(str(m.id) for m in sent)
