@@ -3,6 +3,9 @@
 ``memory://[NAME]`` (in-process, default), ``nats://host:4222`` (NATS + JetStream) and
 ``redis://host:6379`` (Redis pub/sub + Streams). A ``?namespace=NAME`` query on a broker URL
 prefixes every subject and stream, so several plants or test runs share one broker.
+``?max_message_bytes=N`` (every backend; default 1 MiB less 256 bytes for NATS headers) is
+the largest message a publish sends: larger ones raise ``MessageTooLarge`` on every backend
+alike.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from plantcrew.bus.base import (
     subject_matches,
 )
 from plantcrew.errors import BusError
+from plantcrew.settings import redacted_url
 
 
 async def connect(url: str) -> Bus:
@@ -41,7 +45,8 @@ async def connect(url: str) -> Bus:
         bus = RedisBus(url)
     else:
         raise BusError(
-            f"unknown bus URL scheme {scheme!r} in {url!r}: use memory://, nats:// or redis://"
+            f"unknown bus URL scheme {scheme!r} in {redacted_url(url)!r}: "
+            "use memory://, nats:// or redis://"
         )
     await bus.connect()
     return bus

@@ -81,3 +81,12 @@ async def test_the_readiness_probe_names_the_bus_without_its_password() -> None:
         await probe.detach()
         await bus.close()
     assert PASSWORD not in detail and detail.startswith("nats://crew:***@127.0.0.1:4222")
+
+
+async def test_an_unknown_bus_scheme_is_named_without_the_password() -> None:
+    from plantcrew.bus import connect
+    from plantcrew.errors import BusError
+
+    with pytest.raises(BusError) as caught:
+        await connect(f"amqp://crew:{PASSWORD}@127.0.0.1")
+    assert PASSWORD not in str(caught.value) and "amqp://crew:***@127.0.0.1" in str(caught.value)
