@@ -82,6 +82,7 @@ def score_nab_file(path: Path, config: MonitorConfig | None = None) -> list[floa
             "settle_min_s": base.settle_min_s * period,
             "settle_max_s": base.settle_max_s * period,
             "cooldown_s": base.cooldown_s * period,
+            "gap_s": base.gap_s * period,
             "resume_gap_s": base.resume_gap_s * period,
         }
     )

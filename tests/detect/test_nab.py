@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import csv
 import math
+from datetime import datetime, timedelta
 
 import pytest
 
 from plantcrew.detect import detect_nab
+from plantcrew.detect.nab import score_nab_file
 from plantcrew.errors import ConfigError
 
 
-def write_series(path, n=600, spike_at=450):
+def write_series(path, n=600, spike_at=450, step_s=1):
+    """A sine with a 20-row spike at ``spike_at``, one row every ``step_s`` seconds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["timestamp", "value"])
         for i in range(n):
             v = 10 + math.sin(i / 7.0) + (25 if spike_at <= i < spike_at + 20 else 0)
-            w.writerow([f"2020-01-01 {i // 60 // 60:02d}:{i // 60 % 60:02d}:{i % 60:02d}", v])
+            w.writerow([datetime(2020, 1, 1) + timedelta(seconds=i * step_s), v])
 
 
 def test_writes_nab_results_layout(tmp_path):
@@ -41,3 +44,14 @@ def test_rejects_bad_detector_and_folder(tmp_path):
         detect_nab(tmp_path, tmp_path / "r", detector="my_det")
     with pytest.raises(ConfigError):
         detect_nab(tmp_path / "missing", tmp_path / "r")
+
+
+def test_scores_do_not_depend_on_the_sampling_period(tmp_path):
+    # Every time of the monitor is scaled by the file's sampling period, including gap_s
+    # (the pause that interrupts calibration): on 5-minute data an unscaled 60 s gap made
+    # every sample spacing a pause, so an early detector fitted on the first 60 readings
+    # scored the rest of the probation period and the calibration lost them.
+    each_second, five_minutes = tmp_path / "1s.csv", tmp_path / "300s.csv"
+    write_series(each_second)
+    write_series(five_minutes, step_s=300)
+    assert score_nab_file(five_minutes) == pytest.approx(score_nab_file(each_second), abs=1e-9)
