@@ -363,7 +363,12 @@ def detect(
     out_dir: Annotated[Path, typer.Option("--out", help="NAB results folder to write")],
     fmt: Annotated[str, typer.Option("--format", help="input/output format")] = "nab",
     detector: Annotated[
-        str, typer.Option("--detector", help="detector name in the results (no underscore)")
+        str,
+        typer.Option(
+            "--detector",
+            help="name of the results: folder and file prefix (RESULTS_DIR/NAME/<category>/"
+            "NAME_<file>.csv; no underscore); the detector is always plantcrew's Monitor",
+        ),
     ] = "plantcrew",
 ) -> None:
     """Run the Monitor's detector on univariate series and write NAB's results format."""

@@ -29,7 +29,7 @@ from plantcrew.detect.metrics import (
     skab_rates,
 )
 from plantcrew.detect.monitor import DETECTOR_NAME, DeviceMonitor, MonitorState, ReadingVerdict
-from plantcrew.detect.nab import detect_nab, score_nab_file
+from plantcrew.detect.nab import check_detector_name, detect_nab, score_nab_file
 from plantcrew.detect.units import UnitGuard, UnitMismatch
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "SignatureBook",
     "UnitGuard",
     "UnitMismatch",
+    "check_detector_name",
     "confusion",
     "default_signatures_path",
     "detect_nab",

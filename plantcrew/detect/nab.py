@@ -25,8 +25,27 @@ from plantcrew.detect.monitor import DeviceMonitor
 from plantcrew.errors import ConfigError
 from plantcrew.messages import Reading, TelemetryBatch
 
-DETECTORS = ("plantcrew",)
 PROBATION = 0.15
+
+
+def check_detector_name(name: str) -> str:
+    """``name`` if it can name NAB results (``results/<name>/<category>/<name>_<file>.csv``).
+
+    Raises ConfigError when it has an underscore (NAB's scorer takes the detector's name
+    from a results file's name up to its first '_') or is not one folder name (empty,
+    ``.``, ``..``, a path separator).
+    """
+    if "_" in name:
+        raise ConfigError(
+            f"NAB detector name {name!r}: may not contain '_' (NAB's results files are "
+            "named <detector>_<file>.csv)"
+        )
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(
+            f"NAB detector name {name!r}: must be one folder name "
+            "(results/<detector>/<category>/<detector>_<file>.csv)"
+        )
+    return name
 
 
 def _read_rows(path: Path) -> list[list[str]]:
@@ -107,15 +126,14 @@ def detect_nab(
 ) -> list[Path]:
     """Score every ``<category>/<file>.csv`` under ``data_dir``; write NAB results files.
 
-    Returns the written paths (``out_dir/<detector>/<category>/<detector>_<file>.csv``).
-    Raises ConfigError for an unknown detector, a name with an underscore, a missing folder,
-    a folder with no ``<category>/<file>.csv`` (naming its ``data`` subfolder when it has one,
-    as NAB's own root does) or a file that is not NAB's.
+    ``detector`` names the results, not the detector (always the Monitor's): returns the
+    written paths (``out_dir/<detector>/<category>/<detector>_<file>.csv``).
+    Raises ConfigError, before writing anything, for a name that cannot name them
+    (:func:`check_detector_name`), a missing folder, a folder with no
+    ``<category>/<file>.csv`` (naming its ``data`` subfolder when it has one, as NAB's own
+    root does) or a file that is not NAB's.
     """
-    if detector not in DETECTORS:
-        raise ConfigError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
-    if "_" in detector:
-        raise ConfigError(f"NAB detector names may not contain '_': {detector!r}")
+    check_detector_name(detector)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
         raise ConfigError("no such folder", source=str(data_dir))

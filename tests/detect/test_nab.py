@@ -7,7 +7,9 @@ import math
 from datetime import datetime, timedelta
 
 import pytest
+from typer.testing import CliRunner
 
+from plantcrew.cli import app
 from plantcrew.detect import detect_nab
 from plantcrew.detect.nab import score_nab_file
 from plantcrew.errors import ConfigError
@@ -55,3 +57,33 @@ def test_scores_do_not_depend_on_the_sampling_period(tmp_path):
     write_series(each_second)
     write_series(five_minutes, step_s=300)
     assert score_nab_file(five_minutes) == pytest.approx(score_nab_file(each_second), abs=1e-9)
+
+
+def test_detector_names_the_results_folder_and_file_prefix(tmp_path):
+    # --detector names the results (NAB's results/<det>/<category>/<det>_<file>.csv), the
+    # detector being plantcrew's; any name but 'plantcrew' was refused as unknown.
+    write_series(tmp_path / "data" / "realTweets" / "x.csv")
+    res = CliRunner().invoke(
+        app, ["detect", str(tmp_path / "data"), "--out", str(tmp_path / "r"), "--detector", "mine"]
+    )
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert (tmp_path / "r" / "mine" / "realTweets" / "mine_x.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("my_det", "may not contain '_'"),
+        ("", "one folder name"),
+        ("a/b", "one folder name"),
+        ("..", "one folder name"),
+    ],
+)
+def test_a_detector_name_that_cannot_name_nab_results_is_refused(tmp_path, name, says):
+    write_series(tmp_path / "data" / "realTweets" / "x.csv")
+    res = CliRunner().invoke(
+        app, ["detect", str(tmp_path / "data"), "--out", str(tmp_path / "r"), "--detector", name]
+    )
+    assert res.exit_code == 2, res.stdout + res.stderr
+    assert f"NAB detector name {name!r}" in res.stderr and says in res.stderr
+    assert not (tmp_path / "r").exists()
