@@ -164,10 +164,12 @@ class Crew:
         )
         return env
 
-    def spawn(self, *args: str) -> CrewProcess:
+    def spawn(self, *args: str, bus_url: str | None = None) -> CrewProcess:
+        """Start ``plantcrew ARGS`` on the crew's bus (or ``bus_url``: the same broker reached
+        another way, e.g. through a forwarder) and database."""
         n = len(self.processes)
         proc = CrewProcess(
-            [*args, "--bus", self.bus_url, "--db", self.db_url],
+            [*args, "--bus", bus_url or self.bus_url, "--db", self.db_url],
             self.logs / f"{n}-{args[0]}.log",
             self.env(),
         )
