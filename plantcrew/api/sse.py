@@ -17,12 +17,16 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import structlog
 from sqlmodel import col, func, select
 from starlette.concurrency import run_in_threadpool
 
 from plantcrew import metrics
 from plantcrew.api.redact import redact
+from plantcrew.errors import StoreUnavailable
 from plantcrew.store import MessageRecord, Store
+
+log = structlog.get_logger("plantcrew.api")
 
 STREAM_TYPES = (
     "anomaly.detected",
@@ -89,6 +93,7 @@ async def events(
     max_s: float | None = None,
     revoked: Callable[[], Awaitable[str | None]] | None = None,
     recheck_s: float = 30.0,
+    retry_after_s: int = 5,
 ) -> AsyncIterator[str]:
     """SSE frames from ``after`` (None: only what happens from now on) until the client goes.
 
@@ -98,6 +103,10 @@ async def events(
     Every ``recheck_s`` the stream asks ``revoked`` (why the caller's token is no longer
     valid, or None) and ends with that reason as a comment when it is not: the reconnect then
     gets a 401.
+    When the database cannot serve (:class:`~plantcrew.errors.StoreUnavailable`) the stream
+    logs one line (no traceback) and ends with a comment naming the cause, after a ``retry``
+    field of ``retry_after_s`` (EventSource's reconnection delay): the reconnect then gets
+    the service's 503 with ``Retry-After`` until the database is back.
     """
     metrics.SSE_CLIENTS.inc()
     try:
@@ -148,5 +157,13 @@ async def events(
                     quiet = 0.0
                     yield ": keepalive\n\n"
             await asyncio.sleep(poll_s)
+    except StoreUnavailable as exc:
+        log.warning(
+            "event stream ended: database cannot serve", cause=exc.cause, error=str(exc)[:500]
+        )
+        yield (
+            f"retry: {retry_after_s * 1000}\n"
+            f": stream ended: database {exc.cause}; retry after {retry_after_s} s\n\n"
+        )
     finally:
         metrics.SSE_CLIENTS.dec()

@@ -9,11 +9,12 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -79,6 +80,29 @@ def on_loopback(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@contextlib.contextmanager
+def served(app: FastAPI) -> Iterator[httpx.Client]:
+    """An httpx client of ``app`` served :func:`on_loopback` (30 s read timeout: streams)."""
+    with (
+        on_loopback(app) as base,
+        httpx.Client(base_url=base, timeout=httpx.Timeout(5, read=30)) as client,
+    ):
+        yield client
+
+
+def stream_lines_after(
+    client: httpx.Client, headers: dict[str, str], action: Callable[[], object]
+) -> list[str]:
+    """Open the incident stream, check its opening, do ``action``, and read the stream to its
+    end: its lines after the opening (a read timeout if it does not end)."""
+    with client.stream("GET", "/api/v1/incidents/stream", headers=headers) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        assert next(lines).startswith("retry:")
+        action()
+        return list(lines)
 
 
 def make_tokens(store: Store) -> dict[str, str]:

@@ -99,6 +99,7 @@ async def stream_incidents(
         max_s=max_s,
         revoked=lambda: why_token_invalid(request),
         recheck_s=ctx.settings.sse_auth_recheck_s,
+        retry_after_s=ctx.settings.unavailable_retry_s,
     )
     return StreamingResponse(
         frames,
