@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from plantcrew.crews.config import ROLES
+from plantcrew.crews.config import EVENT_CONSUMERS, ROLES
 from plantcrew.store.tokens import secret_problem
 from tests.infra.support import INFRA, env_read, parse_command, provider_keys
 
@@ -169,3 +169,14 @@ def test_every_pod_gets_the_approval_secret_and_the_example_cannot_be_used_as_is
     assert secret_problem(example["PLANTCREW_APPROVAL_SECRET"]) is not None
     command = '--from-literal=PLANTCREW_APPROVAL_SECRET="$(openssl rand -hex 32)"'
     assert command in (K8S / "kustomization.yaml").read_text()
+
+
+def test_the_coordinator_takes_as_many_events_at_once_as_the_cli_default() -> None:
+    """``--concurrency`` of ``plantcrew coordinator`` is how many crew.events are in flight
+    at once, and so how many share a group commit (EVENT_CONSUMERS; the README's throughput
+    figures use it). The manifest said 4, written when the default was 1 and left behind when
+    it became 32: fewer events per transaction (8 consumers took 17 transactions per incident
+    where 32 took 11), for no saving (consumers are coroutines; database threads are capped at
+    DB_THREADS whatever the number)."""
+    _, container = _container("coordinator")
+    assert parse_command(container["args"])["concurrency"] == EVENT_CONSUMERS
