@@ -36,6 +36,14 @@ Liveness is a property of processes, so the registry judges it on the wall clock
 live while its last heartbeat is younger than ``agent_ttl_s`` wall seconds (crew.yaml), whatever
 speed a simulated run goes at.
 
+Start. A Coordinator that starts knows no agent yet, and a step routed now would find none live
+and go to a person ("no live agent can ..."), though the agents are there: after a restart the
+broker hands it at once the events its predecessor left unacknowledged, and people's votes wait
+for the first tick. So it announces itself on ``crew.control`` (workers answer with their
+heartbeats) and applies no event and no tick until it has heard an agent of every capability
+it routes, or ``warmup_s`` passed (two heartbeat intervals: every live agent has beaten by then;
+at most ``agent_ttl_s`` and half the ack wait); meanwhile what arrives waits, unacknowledged.
+
 Run one Coordinator process per plant namespace. A second one is safe (each event is handled in
 one transaction with optimistic locking; a conflict is retried through redelivery) but buys no
 throughput on one database.
@@ -111,7 +119,12 @@ class WallRegistry(CapabilityRegistry):
 
 
 class CoordinatorHost:
-    """Coordinators of every run on ``bus`` in one process (see module doc)."""
+    """Coordinators of every run on ``bus`` in one process (see module doc).
+
+    ``warmup_s``: seconds a started host waits at most to hear an agent of every capability it
+    routes before it applies events and ticks (default: two of crew.yaml's
+    ``heartbeat_interval_s``, at most its ``agent_ttl_s`` and half its ``delivery.ack_wait_s``).
+    """
 
     def __init__(
         self,
@@ -125,8 +138,20 @@ class CoordinatorHost:
         agent_id: str | None = None,
         signatures: SignatureBook | None = None,
         budgets: Budgets | None = None,
+        warmup_s: float | None = None,
     ) -> None:
         self.bus, self.store, self.config = bus, store, config
+        # how long a starting host waits to hear agents before it routes (see module doc)
+        self.warmup_s = (
+            min(
+                2 * config.heartbeat_interval_s,
+                config.coordinator.agent_ttl_s,
+                config.delivery.ack_wait_s / 2,  # an event waiting is not redelivered meanwhile
+            )
+            if warmup_s is None
+            else warmup_s
+        )
+        self._heard = asyncio.Event()
         self.budgets = budgets  # models.yaml's spend limits, sent with each reasoning step
         # the lessons a diagnose task carries: with the Diagnostic's book, only those it can use
         self.recall = LessonRecall(signatures)
@@ -205,6 +230,7 @@ class CoordinatorHost:
 
     async def _tick(self, coord: Coordinator) -> None:
         """Tick ``coord`` in the database threads and publish what it queued."""
+        await self._heard.wait()  # a vote applied now routes the actuation
         rows = await self._db(coord.apply_tick)
         if rows:
             await self.relay.publish_rows(rows)
@@ -260,7 +286,8 @@ class CoordinatorHost:
         )
         self._tasks.append(asyncio.create_task(self._beat(), name="coordinator-heartbeats"))
         self._tasks.append(asyncio.create_task(self._tick_live(), name="coordinator-live-ticks"))
-        await self.heartbeat()
+        self._tasks.append(asyncio.create_task(self._warm_up(), name="coordinator-warm-up"))
+        await self.heartbeat()  # workers answer with their heartbeats
         log.info("coordinator started", agent=self.agent_id)
 
     async def stop(self) -> None:
@@ -292,6 +319,21 @@ class CoordinatorHost:
             return None
         return AgentHeartbeat(agent_id=self.agent_id, role="coordinator", capabilities=[])
 
+    def _missing(self) -> list[Capability]:
+        """The capabilities of steps (all but ``detect``, which runs on telemetry, never as a
+        task) that no live agent has, as this process has heard."""
+        live = set(self.registry.live_capabilities())
+        return [c for c in Capability if c not in live and c is not Capability.DETECT]
+
+    async def _warm_up(self) -> None:
+        """Let events and ticks through after ``warmup_s`` even if an agent of some
+        capability is still unheard (its steps then go to a person, as they would later)."""
+        await asyncio.sleep(self.warmup_s)
+        if not self._heard.is_set():
+            missing = [c.value for c in self._missing()]
+            log.warning("taking events with capabilities unheard", missing=missing)
+            self._heard.set()
+
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval_s)
@@ -315,6 +357,9 @@ class CoordinatorHost:
         hb = msg.payload
         if isinstance(hb, AgentHeartbeat) and hb.capabilities:
             self.registry.heard(hb, 0.0)
+            if not self._heard.is_set() and not self._missing():
+                log.info("every capability heard", agent=hb.agent_id)
+                self._heard.set()
 
     async def _observe(self, msg: Message) -> Coordinator:
         coord = await self.coordinator_for(msg.run_id)
@@ -322,6 +367,7 @@ class CoordinatorHost:
         return coord
 
     async def _on_event(self, msg: Message) -> None:
+        await self._heard.wait()  # its step is routed to an agent this process has heard
         coord = await self._observe(msg)
         self.quiet.discard(coord.run_id)
         key = msg.correlation_id or coord.run_id
