@@ -7,7 +7,11 @@ consumed and the command recorded in one transaction (``begin_execution``) befor
 is sent through the actuator adapter, with the action's idempotency key, so a redelivered or
 restarted task never executes it twice: a task redelivered after its first worker died between
 the claim and recording the receipt sends the command again with the same key, and the
-actuator answers that repeat with the first receipt (or runs it, if it never arrived).
+actuator answers that repeat with the first receipt (or runs it, if it never arrived). That
+takeover is a new claim of the action: a first worker that was only cut off (a network
+partition) and comes back late records nothing and answers nothing (ConflictError from
+``finish_execution``), whatever its own outcome, so the task's answer and the action's record
+are the newest claim's.
 """
 
 from __future__ import annotations
@@ -167,9 +171,10 @@ class Operator(Agent):
                 "already_executed",
                 f"action {action_id} was recorded before ({action.status}); not sent again",
             )
-        # "executing" without a receipt: whoever claimed it died (or timed out) before the
-        # actuator's answer was recorded. Sending again is safe: the actuator runs an
-        # idempotency key at most once and answers a repeat with the first receipt.
+        # "executing" without a receipt: whoever claimed it died, hung or was cut off before
+        # the actuator's answer was recorded; this is a takeover (a new claim). Sending again
+        # is safe: the actuator runs an idempotency key at most once and answers a repeat
+        # with the first receipt.
         cmd = ActuatorCommand(
             action_id=action.id,
             device_id=action.device_id,
@@ -181,10 +186,13 @@ class Operator(Agent):
         try:
             receipt = await self.actuator.execute(cmd)
         except PlantcrewError as exc:
+            # a ConflictError here (the action was taken over meanwhile) leaves the task
+            # unanswered: the claim that took it over answers it
             await asyncio.to_thread(
                 finish_execution,
                 self.store,
                 action_id,
+                claim=action.claim,
                 status="failed",
                 receipt={"error": str(exc)},
             )
@@ -193,6 +201,7 @@ class Operator(Agent):
             finish_execution,
             self.store,
             action_id,
+            claim=action.claim,
             status="executed",
             receipt=receipt.model_dump(mode="json"),
         )

@@ -140,6 +140,9 @@ class Action(SQLModel, table=True):
     reasons: list[str] = _json_list()
     executed_at: float | None = None
     receipt: dict[str, Any] = _json()
+    # the claim that may record the outcome: 1 for the first executor, +1 each time another
+    # takes over an action left "executing" (plantcrew.store.execution)
+    claim: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Approval(SQLModel, table=True):

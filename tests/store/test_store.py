@@ -21,7 +21,7 @@ from plantcrew.store import (
     record_message,
     save_incident,
 )
-from plantcrew.store.execution import begin_execution
+from plantcrew.store.execution import begin_execution, finish_execution
 from plantcrew.store.tokens import issue_token
 from tests.store.conftest import NOW
 
@@ -147,6 +147,35 @@ def test_execution_is_claimed_once(store: Store) -> None:
     assert not send_again  # a redelivery must not send the command twice
     assert again.status == "executing"
     assert store.get_approval("apr-a1").consumed_at == 5.0
+
+
+def test_a_taken_over_claim_records_nothing(store: Store) -> None:
+    """The first claimant, cut off and back late, cannot record its outcome once another
+    executor took the action over, before or after that one recorded its own
+    (tests/distributed/test_partition.py: the same on the real crew)."""
+    token = _approved_action(store)
+    first, _ = begin_execution(
+        store, action_id="a1", approval_id="apr-a1", token=token, plant_time=5.0
+    )
+    takeover, send = begin_execution(
+        store, action_id="a1", approval_id="apr-a1", token=token, plant_time=6.0
+    )
+    assert not send and (first.claim, takeover.claim) == (1, 2)
+    unknown = {"error": "no answer from the plant: outcome unknown"}
+    with pytest.raises(ConflictError, match=r"is executing under claim 2: .* claim 1 .*failed"):
+        finish_execution(store, "a1", claim=first.claim, status="failed", receipt=unknown)
+    receipt = {"status": "duplicate", "idempotency_key": "i1:a1"}
+    finish_execution(store, "a1", claim=takeover.claim, status="executed", receipt=receipt)
+    with pytest.raises(ConflictError, match=r"is executed under claim 2: .* claim 1 .*failed"):
+        finish_execution(store, "a1", claim=first.claim, status="failed", receipt=unknown)
+    with pytest.raises(ConflictError, match="is executed under claim 2"):  # recorded once
+        finish_execution(store, "a1", claim=takeover.claim, status="failed", receipt=unknown)
+    (action,) = store.actions()
+    assert (action.status, action.receipt, action.claim) == ("executed", receipt, 2)
+    again, send = begin_execution(
+        store, action_id="a1", approval_id="apr-a1", token=token, plant_time=7.0
+    )
+    assert not send and again.claim == 2  # executed: nothing to take over
 
 
 def test_forged_token_is_refused(store: Store) -> None:
