@@ -33,6 +33,7 @@ are not held to a smaller limit.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -41,8 +42,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import structlog
+
 from plantcrew.errors import BusError, MessageTooLarge, MessageValidationError
 from plantcrew.messages import DeadLetter, Message, Subjects
+
+_log = structlog.get_logger("plantcrew.bus")
 
 Handler = Callable[[Message], Awaitable[Message | None]]
 """A subscriber: gets a validated message; may return a reply (used by ``request``)."""
@@ -217,6 +222,20 @@ def failure_reason(exc: BaseException) -> str:
 
 HANDLER_CANCELLED = "handler cancelled"
 """The dead-letter reason of a delivery whose handler was cancelled while its member went on."""
+
+
+def settle_late(task: asyncio.Future[Any], *, subject: str, msg_id: str) -> None:
+    """Done-callback of a handler that outlived its ack wait (its message was redelivered, so
+    its outcome is void): take its outcome, so that asyncio does not report an exception
+    "never retrieved" with a full traceback (it reads like a crash of the worker), and log it
+    in one line (``late handler ended``, info) with the subject, message id and outcome."""
+    if task.cancelled():
+        outcome = HANDLER_CANCELLED
+    elif (exc := task.exception()) is not None:
+        outcome = failure_reason(exc)
+    else:
+        outcome = "returned"
+    _log.info("late handler ended", subject=subject, id=msg_id, outcome=outcome)
 
 
 def ack_wait_reason(ack_wait_s: float) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from plantcrew.bus.base import (
     is_durable,
     max_message_bytes,
     parse_or_reason,
+    settle_late,
     subject_matches,
 )
 from plantcrew.errors import BusError, BusTimeout
@@ -369,6 +371,9 @@ class MemoryBus:
             self._busy()
             self._background.add(task)
             task.add_done_callback(self._late_done)
+            task.add_done_callback(
+                functools.partial(settle_late, subject=member.subject, msg_id=str(msg.id))
+            )
             reason = ack_wait_reason(options.ack_wait_s)
             self._retry(member.subject, group, entry, msg, reason, generation)
             return

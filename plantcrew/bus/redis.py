@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import socket
@@ -84,6 +85,7 @@ from plantcrew.bus.base import (
     is_durable,
     max_message_bytes,
     parse_or_reason,
+    settle_late,
     subject_matches,
 )
 from plantcrew.errors import BusError, BusTimeout
@@ -944,6 +946,9 @@ class RedisBus:
             # ack wait expired: redeliver; the late handler keeps running, its ack is void
             self._late.add(task)
             task.add_done_callback(self._late.discard)
+            task.add_done_callback(
+                functools.partial(settle_late, subject=member.subject, msg_id=str(msg.id))
+            )
             reason = ack_wait_reason(options.ack_wait_s)
         elif task.cancelled():
             if member.stopping:

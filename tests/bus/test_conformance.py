@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -604,3 +605,41 @@ async def test_a_long_group_on_a_long_durable_subject_is_delivered_to_one_member
     await until(lambda: len(got) >= 4)
     await asyncio.sleep(0.3)
     assert sorted(got) == sorted(str(m.id) for m in sent)
+
+
+async def test_a_handler_that_outlives_its_ack_wait_and_fails_is_not_an_unretrieved_error(
+    bus: Bus,
+) -> None:
+    # the message was redelivered when the ack wait expired, so the late handler's outcome is
+    # void; its exception must still be taken (asyncio reports an unretrieved one with a full
+    # traceback in the worker's log, which reads like a crash)
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    calls = 0
+    late_done = asyncio.Event()
+
+    async def slow_then_fail(msg: Message) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            try:
+                await asyncio.sleep(FAST.ack_wait_s + 0.5)
+                raise RuntimeError("the plant answered too late")
+            finally:
+                late_done.set()
+
+    try:
+        review = Subjects.tasks(Capability.REVIEW)
+        await bus.consume(review, slow_then_fail, group="g", options=FAST)
+        await bus.publish(task(1, Capability.REVIEW))
+        await asyncio.wait_for(late_done.wait(), 10)
+        await until(lambda: calls >= 2)  # redelivered and handled
+        for _ in range(5):
+            await asyncio.sleep(0.05)
+            gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    never = [c for c in reported if "never retrieved" in str(c.get("message", ""))]
+    assert never == [], never
