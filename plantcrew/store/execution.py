@@ -70,6 +70,8 @@ def begin_execution(
     idempotency key (the actuator answers a repeat from its first receipt). The caller
     records the outcome with :func:`finish_execution` and ``action.claim``.
     Raises ApprovalError for a forged, mismatched, unapproved or already-consumed approval,
+    or an action that failed at an earlier attempt (its outcome may be unknown: one
+    actuation per approval, so it is never sent again),
     NotFoundError for an unknown action.
     """
     with db.tx() as s:
@@ -83,6 +85,14 @@ def begin_execution(
             return action, False
         if action.status == "executed":
             return action, False
+        if action.status == "failed":
+            why = (action.receipt or {}).get("error") or (action.receipt or {}).get("detail")
+            raise ApprovalError(
+                f"action {action.id} failed at an earlier attempt"
+                + (f" ({why})" if why else "")
+                + f"; approval {approval_id} allows one actuation, so the command is not sent"
+                " again: a person decides"
+            )
         approval = s.execute(_APPROVAL, {"approval_id": approval_id}).first()
         if approval is None:
             raise ApprovalError(f"no approval {approval_id!r}")

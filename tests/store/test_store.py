@@ -213,3 +213,19 @@ def test_approval_for_another_action_is_refused(store: Store) -> None:
         )
     with pytest.raises(ApprovalError, match="is for action a1"):
         begin_execution(store, action_id="a2", approval_id="apr-a1", token=token, plant_time=1.0)
+
+
+def test_an_action_whose_outcome_was_lost_is_not_sent_again_and_says_why(store: Store) -> None:
+    """The plant never answered (the executor recorded 'failed: outcome unknown'); the task is
+    then delivered again. The approval allowed one actuation, so nothing is sent, and the
+    refusal says what happened to the action, not only that the approval was used."""
+    token = _approved_action(store)
+    first, send = begin_execution(
+        store, action_id="a1", approval_id="apr-a1", token=token, plant_time=5.0
+    )
+    assert send
+    unknown = {"error": "no answer from the plant within 10 s: outcome unknown"}
+    finish_execution(store, "a1", claim=first.claim, status="failed", receipt=unknown)
+    with pytest.raises(ApprovalError, match=r"action a1 failed.*outcome unknown.*one actuation"):
+        begin_execution(store, action_id="a1", approval_id="apr-a1", token=token, plant_time=9.0)
+    assert store.actions()[0].status == "failed"
