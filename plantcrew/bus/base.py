@@ -104,6 +104,10 @@ class Bus(Protocol):
 
     url: str
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest message (serialized bytes) ``publish`` takes; over it, MessageTooLarge."""
+
     async def connect(self) -> None:
         """Open connections; raises BusError when the broker cannot be reached."""
 

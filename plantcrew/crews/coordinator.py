@@ -11,11 +11,13 @@ Timeouts run on the plant clock in :meth:`tick`: a task whose agent does not ans
 reassigned (``attempt`` + 1) and, after ``max_attempts``, escalated; a pending approval past
 its deadline expires (safe default: nothing actuates); an action whose effect does not show in
 the telemetry within ``verify_timeout_s`` escalates. With no live agent for a capability the
-incident goes to a person at once.
+incident goes to a person at once, and so it does when a task is over the bus's
+``max_message_bytes``: nothing is queued, the reason names the task, its size and the limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from collections.abc import Callable
@@ -31,7 +33,9 @@ from plantcrew.crews.config import CoordinatorSettings
 from plantcrew.crews.outbox import OutboxRelay
 from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import CapabilityRegistry
+from plantcrew.crews.warmup import WarmUp
 from plantcrew.detect.memory import signature_of
+from plantcrew.errors import MessageTooLarge
 from plantcrew.llm.budget import Budgets
 from plantcrew.messages import (
     ActionProposal,
@@ -133,6 +137,9 @@ _INCIDENTS_IN_RUN = (
 _ACTIONS_OF = select(Action).where(col(Action.incident_id) == bindparam("incident_id"))
 
 
+TRACEPARENT_BYTES = len('"00-' + "0" * 32 + "-" + "0" * 16 + '-00"') - len("null")
+"""Bytes a publish adds to a message whose ``traceparent`` is null when it stamps the current
+trace context on it (``plantcrew.tracing.stamp``)."""
 FULL_TICK_S = 5.0
 """Plant seconds a Coordinator trusts its last full tick for: it skips the database work of
 ticks while nothing can be due; another process's changes to the run are seen within this."""
@@ -171,6 +178,10 @@ class Coordinator:
         self.registry = CapabilityRegistry(self.settings.agent_ttl_s)
         self.relay = OutboxRelay(store, bus)
         self.on_message = on_message
+        # set before start (the in-process crew does): no event nor tick before it has heard
+        # agents of every step it routes (:mod:`plantcrew.crews.warmup`)
+        self.warm_up: WarmUp | None = None
+        self._warming: asyncio.Task[None] | None = None
         self._subs: list[Subscription] = []
         # what the last full tick learnt (see :meth:`apply_tick`): nothing is due before
         # ``_quiet_until`` plant s, valid while no event has been applied since (``_applied``)
@@ -180,7 +191,10 @@ class Coordinator:
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        """Subscribe, then publish whatever the outbox still holds (after a crash)."""
+        """Subscribe, then publish whatever the outbox still holds (after a crash). With a
+        :attr:`warm_up`, events and ticks wait for it (its clock starts now)."""
+        if self.warm_up is not None:
+            self._warming = asyncio.create_task(self.warm_up.run(), name="coordinator-warm-up")
         self._subs.append(await self.bus.subscribe(Subjects.CONTROL, self._on_control))
         self._subs.append(
             await self.bus.consume(
@@ -212,6 +226,8 @@ class Coordinator:
         return len(rows)
 
     async def stop(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -225,6 +241,9 @@ class Coordinator:
     async def _on_control(self, msg: Message) -> None:
         if isinstance(msg.payload, AgentHeartbeat):
             self.registry.heard(msg.payload, self.clock.t)
+            if self.warm_up is not None:
+                live = [c for c in Capability if self.registry.live(c, self.clock.t)]
+                self.warm_up.heard(live, msg.payload.agent_id)
 
     async def _on_dead(self, msg: Message) -> None:
         if isinstance(msg.payload, DeadLetter) and self.store.record_dead_letter(msg):
@@ -280,6 +299,8 @@ class Coordinator:
         self._applied += 1
 
     async def _on_event(self, msg: Message) -> None:
+        if self.warm_up is not None:
+            await self.warm_up.wait()  # its step is routed to an agent heard
         if self.apply_event(msg):
             await self.relay.flush()
 
@@ -311,6 +332,20 @@ class Coordinator:
         pt: float,
         source: str = SOURCE,
     ) -> Message:
+        msg = self._message(
+            payload, subject, correlation_id=correlation_id, cause=cause, source=source
+        )
+        return self._queue(s, msg, pt)
+
+    def _message(
+        self,
+        payload: Any,
+        subject: str,
+        *,
+        correlation_id: str,
+        cause: Message | None,
+        source: str = SOURCE,
+    ) -> Message:
         fields: dict[str, Any] = {
             "run_id": self.run_id,
             "correlation_id": correlation_id,
@@ -318,11 +353,21 @@ class Coordinator:
         }
         if cause is not None:
             fields.update(causation_id=cause.id, traceparent=cause.traceparent)
-        msg = Message.new(payload, source=source, subject=subject, **fields)
+        return Message.new(payload, source=source, subject=subject, **fields)
+
+    def _queue(self, s: Session, msg: Message, pt: float) -> Message:
         add_outbox(s, msg, pt)
         if self.on_message is not None:
             self.on_message(msg)
         return msg
+
+    def _too_large(self, msg: Message) -> MessageTooLarge | None:
+        """The bus's refusal of ``msg`` (its serialized bytes, plus the ``traceparent`` a
+        publish may add to a message without one: :data:`TRACEPARENT_BYTES`) when it is over
+        the bus's ``max_message_bytes``; None when it fits."""
+        size = len(msg.to_bytes()) + (TRACEPARENT_BYTES if msg.traceparent is None else 0)
+        limit = self.bus.max_message_bytes
+        return MessageTooLarge(msg.subject, size, limit) if size > limit else None
 
     def _audit(
         self, s: Session, kind: str, inc: Incident, actor: str = SOURCE, **data: Any
@@ -384,7 +429,20 @@ class Coordinator:
             deadline_ts=deadline,
             input=data,
         )
-        msg = self._emit(s, task, Subjects.tasks(cap), correlation_id=inc.id, cause=cause, pt=pt)
+        msg = self._message(task, Subjects.tasks(cap), correlation_id=inc.id, cause=cause)
+        too_large = self._too_large(msg)
+        if too_large is not None:
+            # the relay could only dead-letter it: no agent would answer, each attempt
+            # would wait out the task timeout and say "no answer" for a reason known now
+            log.error("task too large: not sent", task=task_id, size=too_large.size)
+            inc.current_task_id = None
+            why = f"{cap.value} task {task_id} not sent: {too_large}"
+            if cap is Capability.REVIEW:
+                self._close(s, inc, pt, cause, note=f"review not done: {why}")
+            else:
+                self._escalate(s, inc, why, pt, cause)
+            return
+        self._queue(s, msg, pt)
         record = TaskRecord(
             id=task_id,
             incident_id=inc.id,
@@ -936,6 +994,8 @@ class Coordinator:
     async def tick(self) -> None:
         """Apply people's votes on this run's approvals and every timeout that is due at the
         clock's plant time, then publish what that queued (and what the outbox still holds)."""
+        if self.warm_up is not None:
+            await self.warm_up.wait()  # a vote applied now routes the actuation
         if self.quiet():
             return
         self.apply_tick()

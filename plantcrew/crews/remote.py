@@ -175,6 +175,11 @@ class PacedBus:
         self.url = bus.url
         self.dropped = 0
 
+    @property
+    def max_message_bytes(self) -> int:
+        """The wrapped bus's (bytes)."""
+        return self.bus.max_message_bytes
+
     async def connect(self) -> None:
         await self.bus.connect()
 

@@ -4,6 +4,7 @@ step whose agent stops answering, handing an incident to a person, idempotent ha
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from plantcrew.agents import Diagnostic
+from plantcrew.agents import Diagnostic, Reviewer
 from plantcrew.bus import Bus, connect
 from plantcrew.crews import Coordinator, CoordinatorSettings, Crew
 from plantcrew.detect import load_signatures
@@ -46,11 +47,15 @@ async def env(tmp_path: Path) -> AsyncIterator[tuple[Bus, Store, SimClock]]:
     await bus.close()
 
 
-def anomaly(clock: SimClock) -> Message:
+def anomaly(clock: SimClock, extra: int = 0) -> Message:
+    """An anomaly on pump1 (with ``extra`` more deviations: a bigger message)."""
     devs = [
         Deviation(sensor="vibration_1", value=0.9, baseline=0.2, z=30, direction="up"),
         Deviation(sensor="flow_rate", value=100, baseline=125, z=-12, direction="down"),
         Deviation(sensor="pressure", value=0.8, baseline=1.0, z=-8, direction="down"),
+    ] + [
+        Deviation(sensor=f"sensor_{i}", value=1.0, baseline=0.5, z=6, direction="up")
+        for i in range(extra)
     ]
     return Message.new(
         AnomalyDetected(device_id="pump1", score=0.99, ts=clock.t, deviations=devs),
@@ -166,3 +171,57 @@ async def test_second_anomaly_on_an_open_incident_joins_it(env: Any) -> None:
     await coord._on_event(anomaly(clock))
     [inc] = store.incidents("r1")
     assert inc.data["anomalies"] == 2
+
+
+async def test_a_task_too_large_for_the_bus_escalates_at_once_naming_its_size(
+    tmp_path: Path,
+) -> None:
+    # before: the Coordinator queued the diagnose task, the relay dead-lettered it (over the
+    # limit), and the incident stayed "diagnosing": 60 s per attempt, the same task 3 times,
+    # then escalated with "no answer to ... within 60 s"
+    clock = SimClock()
+    event = anomaly(clock, extra=40)
+    limit = len(event.to_bytes()) + 16  # the anomaly fits; the task that carries it does not
+    bus = await connect(f"memory://big-{tmp_path.name}?max_message_bytes={limit}")
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    dead: list[Message] = []
+
+    async def on_dead(msg: Message) -> None:
+        dead.append(msg)
+
+    await bus.consume(Subjects.DLQ, on_dead, group="watch")
+    router = ModelRouter.from_file(
+        ROOT / "config" / "models.yaml", playbooks_path=ROOT / "config" / "playbooks.yaml"
+    )
+    agents = [
+        diagnostic(Diagnostic, 1, bus, clock),
+        Reviewer("reviewer-1", bus, clock, router=router),
+    ]
+    crew = Crew(coordinator(bus, store, clock), agents, clock)
+    await crew.start()
+    await bus.quiesce()
+    await bus.publish(event)
+    await bus.quiesce()
+    [inc] = store.incidents("r1")
+    assert inc.status == "escalated" and inc.outcome == "escalated"
+    over = (
+        rf"message of (\d+) bytes for '{{}}' is over the bus's max_message_bytes of {limit} bytes"
+    )
+    m = re.fullmatch(
+        rf"diagnose task {inc.id}-diagnose-1 not sent: " + over.format("crew.tasks.diagnose"),
+        inc.escalation_reason or "",
+    )
+    assert m is not None, inc.escalation_reason
+    assert int(m[1]) > limit
+    # the review's facts carry the same deviations: it cannot be sent either
+    assert re.fullmatch(
+        rf"review not done: review task {inc.id}-review-1 not sent: "
+        + over.format("crew.tasks.review"),
+        inc.data["note"],
+    ), inc.data["note"]
+    with store.tx() as s:
+        assert s.exec(select(TaskRecord)).all() == []  # nothing queued that nobody answers
+    assert dead == [] and store.pending_outbox() == []
+    await crew.stop()
+    store.dispose()
+    await bus.close()
