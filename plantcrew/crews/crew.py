@@ -25,6 +25,7 @@ from plantcrew.bus import Bus
 from plantcrew.crews.config import CrewConfig
 from plantcrew.crews.coordinator import Coordinator
 from plantcrew.crews.recall import LessonRecall
+from plantcrew.crews.warmup import WarmUp, warmup_s
 from plantcrew.detect import MonitorConfig, SignatureBook
 from plantcrew.llm import ModelRouter
 from plantcrew.messages import Message
@@ -131,7 +132,9 @@ class Crew:
         with_coordinator: bool = True,
         on_message: Any = None,
     ) -> Crew:
-        """Assemble the crew: the Coordinator and ``workers`` agents of each role."""
+        """Assemble the crew: the Coordinator and ``workers`` agents of each role. The
+        Coordinator takes no event and no tick before it heard an agent of every capability
+        they have, or a warm-up passed (:mod:`plantcrew.crews.warmup`)."""
         coordinator = None
         if with_coordinator:
             coordinator = Coordinator(
@@ -151,6 +154,11 @@ class Crew:
             for role in (roles or tuple(config.roles))
             for i in range(config.role(role).workers)
         ]
+        if coordinator is not None:
+            # resumed on a broker, it may be handed at once an event the stopped run left
+            # unacknowledged: it routes none before it heard these agents' first heartbeats
+            needed = {c for a in agents for c in a.task_capabilities}
+            coordinator.warm_up = WarmUp(needed, warmup_s(config))
         return cls(coordinator, agents, clock, config.heartbeat_interval_s)
 
     @property

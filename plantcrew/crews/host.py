@@ -41,8 +41,8 @@ and go to a person ("no live agent can ..."), though the agents are there: after
 broker hands it at once the events its predecessor left unacknowledged, and people's votes wait
 for the first tick. So it announces itself on ``crew.control`` (workers answer with their
 heartbeats) and applies no event and no tick until it has heard an agent of every capability
-it routes, or ``warmup_s`` passed (two heartbeat intervals: every live agent has beaten by then;
-at most ``agent_ttl_s`` and half the ack wait); meanwhile what arrives waits, unacknowledged.
+it routes, or ``warmup_s`` passed (:class:`~plantcrew.crews.warmup.WarmUp`); meanwhile what
+arrives waits, unacknowledged.
 
 Run one Coordinator process per plant namespace. A second one is safe (each event is handled in
 one transaction with optimistic locking; a conflict is retried through redelivery) but buys no
@@ -76,6 +76,8 @@ from plantcrew.crews.group_commit import GroupCommit
 from plantcrew.crews.presence import answer_presence
 from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import AgentInfo, CapabilityRegistry
+from plantcrew.crews.warmup import WarmUp
+from plantcrew.crews.warmup import warmup_s as warmup_s_of
 from plantcrew.detect.signatures import SignatureBook
 from plantcrew.errors import BusError, NotFoundError, StoreError
 from plantcrew.llm.budget import Budgets
@@ -141,17 +143,8 @@ class CoordinatorHost:
         warmup_s: float | None = None,
     ) -> None:
         self.bus, self.store, self.config = bus, store, config
-        # how long a starting host waits to hear agents before it routes (see module doc)
-        self.warmup_s = (
-            min(
-                2 * config.heartbeat_interval_s,
-                config.coordinator.agent_ttl_s,
-                config.delivery.ack_wait_s / 2,  # an event waiting is not redelivered meanwhile
-            )
-            if warmup_s is None
-            else warmup_s
-        )
-        self._heard = asyncio.Event()
+        # no event nor tick before it has heard agents of every step it routes (module doc)
+        self.warm_up = WarmUp(Capability, warmup_s_of(config) if warmup_s is None else warmup_s)
         self.budgets = budgets  # models.yaml's spend limits, sent with each reasoning step
         # the lessons a diagnose task carries: with the Diagnostic's book, only those it can use
         self.recall = LessonRecall(signatures)
@@ -230,7 +223,7 @@ class CoordinatorHost:
 
     async def _tick(self, coord: Coordinator) -> None:
         """Tick ``coord`` in the database threads and publish what it queued."""
-        await self._heard.wait()  # a vote applied now routes the actuation
+        await self.warm_up.wait()  # a vote applied now routes the actuation
         rows = await self._db(coord.apply_tick)
         if rows:
             await self.relay.publish_rows(rows)
@@ -286,7 +279,7 @@ class CoordinatorHost:
         )
         self._tasks.append(asyncio.create_task(self._beat(), name="coordinator-heartbeats"))
         self._tasks.append(asyncio.create_task(self._tick_live(), name="coordinator-live-ticks"))
-        self._tasks.append(asyncio.create_task(self._warm_up(), name="coordinator-warm-up"))
+        self._tasks.append(asyncio.create_task(self.warm_up.run(), name="coordinator-warm-up"))
         await self.heartbeat()  # workers answer with their heartbeats
         log.info("coordinator started", agent=self.agent_id)
 
@@ -319,21 +312,6 @@ class CoordinatorHost:
             return None
         return AgentHeartbeat(agent_id=self.agent_id, role="coordinator", capabilities=[])
 
-    def _missing(self) -> list[Capability]:
-        """The capabilities of steps (all but ``detect``, which runs on telemetry, never as a
-        task) that no live agent has, as this process has heard."""
-        live = set(self.registry.live_capabilities())
-        return [c for c in Capability if c not in live and c is not Capability.DETECT]
-
-    async def _warm_up(self) -> None:
-        """Let events and ticks through after ``warmup_s`` even if an agent of some
-        capability is still unheard (its steps then go to a person, as they would later)."""
-        await asyncio.sleep(self.warmup_s)
-        if not self._heard.is_set():
-            missing = [c.value for c in self._missing()]
-            log.warning("taking events with capabilities unheard", missing=missing)
-            self._heard.set()
-
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval_s)
@@ -357,9 +335,7 @@ class CoordinatorHost:
         hb = msg.payload
         if isinstance(hb, AgentHeartbeat) and hb.capabilities:
             self.registry.heard(hb, 0.0)
-            if not self._heard.is_set() and not self._missing():
-                log.info("every capability heard", agent=hb.agent_id)
-                self._heard.set()
+            self.warm_up.heard(self.registry.live_capabilities(), hb.agent_id)
 
     async def _observe(self, msg: Message) -> Coordinator:
         coord = await self.coordinator_for(msg.run_id)
@@ -367,7 +343,7 @@ class CoordinatorHost:
         return coord
 
     async def _on_event(self, msg: Message) -> None:
-        await self._heard.wait()  # its step is routed to an agent this process has heard
+        await self.warm_up.wait()  # its step is routed to an agent this process has heard
         coord = await self._observe(msg)
         self.quiet.discard(coord.run_id)
         key = msg.correlation_id or coord.run_id
