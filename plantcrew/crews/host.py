@@ -54,8 +54,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
-import socket
 import threading
 import time
 from collections import OrderedDict
@@ -75,7 +73,7 @@ from plantcrew.crews.coordinator import ACTIVE, Coordinator
 from plantcrew.crews.group_commit import GroupCommit
 from plantcrew.crews.presence import answer_presence
 from plantcrew.crews.recall import LessonRecall
-from plantcrew.crews.registry import AgentInfo, CapabilityRegistry
+from plantcrew.crews.registry import AgentInfo, CapabilityRegistry, process_agent_id
 from plantcrew.crews.warmup import WarmUp
 from plantcrew.crews.warmup import warmup_s as warmup_s_of
 from plantcrew.detect.signatures import SignatureBook
@@ -150,7 +148,7 @@ class CoordinatorHost:
         self.recall = LessonRecall(signatures)
         self.concurrency, self.tick_interval_s = concurrency, tick_interval_s
         self.max_runs = max_runs
-        self.agent_id = agent_id or f"coordinator-{socket.gethostname()}-{os.getpid()}"
+        self.agent_id = agent_id or process_agent_id("coordinator")
         self.registry = WallRegistry(config.coordinator.agent_ttl_s)
         self.executor = ThreadPoolExecutor(
             max_workers=min(max(1, concurrency), DB_THREADS), thread_name_prefix="coordinator-db"

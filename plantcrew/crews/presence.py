@@ -18,13 +18,12 @@ busy that it subscribed but does not answer in time (the run then starts, as bef
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from plantcrew.bus import Bus, Subscription, connect
+from plantcrew.crews.registry import process_agent_id
 from plantcrew.errors import BusTimeout, ConfigError
 from plantcrew.messages import AgentHeartbeat, Message
 from plantcrew.settings import redacted_url
@@ -68,9 +67,7 @@ async def crew_on(bus: Bus, *, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[Agen
 
     Raises BusTimeout when nobody answers (no crew there) within ``timeout_s``, BusError when
     the broker cannot be reached."""
-    probe = AgentHeartbeat(
-        agent_id=f"probe-{socket.gethostname()}-{os.getpid()}", role="probe", capabilities=[]
-    )
+    probe = AgentHeartbeat(agent_id=process_agent_id("probe"), role="probe", capabilities=[])
     t0 = time.perf_counter()
     reply = await bus.request(
         Message.new(probe, source=probe.agent_id, subject=PRESENCE), timeout=timeout_s

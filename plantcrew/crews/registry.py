@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 from plantcrew.messages import AgentHeartbeat, Capability
 
+
+def process_agent_id(role: str) -> str:
+    """The id of this process's agent of ``role``: ``<role>-<host>-<pid>``, unique on the
+    crew's bus while the process lives (what ``plantcrew coordinator`` and ``worker`` and the
+    presence probe call themselves)."""
+    return f"{role}-{socket.gethostname()}-{os.getpid()}"
 
 @dataclass
 class AgentInfo:

@@ -37,8 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -56,6 +54,7 @@ from plantcrew.crews.config import ROLES, CrewConfig
 from plantcrew.crews.context import RunContexts
 from plantcrew.crews.crew import CrewParts, make_agent
 from plantcrew.crews.presence import answer_presence, heartbeat_of
+from plantcrew.crews.registry import process_agent_id
 from plantcrew.detect import SignatureBook, load_signatures
 from plantcrew.errors import BusError, ConfigError
 from plantcrew.llm import ModelRouter
@@ -78,7 +77,7 @@ _ANSWER_COORDINATOR_EVERY_S = 1.0
 
 def agent_name(role: str, index: int, concurrency: int) -> str:
     """``<role>-<host>-<pid>`` (``-<index>`` when the process runs several of the role)."""
-    base = f"{role}-{socket.gethostname()}-{os.getpid()}"
+    base = process_agent_id(role)
     return f"{base}-{index}" if concurrency > 1 else base
 
 
