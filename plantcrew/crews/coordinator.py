@@ -29,6 +29,7 @@ from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, func, select
 
 from plantcrew.bus import Bus, DurableOptions, Subscription
+from plantcrew.bus.base import check_size
 from plantcrew.crews.config import CoordinatorSettings
 from plantcrew.crews.outbox import OutboxRelay
 from plantcrew.crews.recall import LessonRecall
@@ -366,8 +367,11 @@ class Coordinator:
         publish may add to a message without one: :data:`TRACEPARENT_BYTES`) when it is over
         the bus's ``max_message_bytes``; None when it fits."""
         size = len(msg.to_bytes()) + (TRACEPARENT_BYTES if msg.traceparent is None else 0)
-        limit = self.bus.max_message_bytes
-        return MessageTooLarge(msg.subject, size, limit) if size > limit else None
+        try:
+            check_size(msg.subject, size, self.bus.max_message_bytes)  # the bus's own check
+        except MessageTooLarge as exc:
+            return exc
+        return None
 
     def _audit(
         self, s: Session, kind: str, inc: Incident, actor: str = SOURCE, **data: Any
