@@ -38,6 +38,7 @@ from pathlib import Path
 
 from sqlmodel import col, select
 
+from plantcrew.bus.memory import MemoryBus
 from plantcrew.crews.clocks import RunClock, as_utc
 from plantcrew.crews.config import CoordinatorSettings, CrewConfig
 from plantcrew.crews.coordinator import Coordinator
@@ -120,11 +121,13 @@ def replay(
         recall = LessonRecall(signatures)
         agents = AgentHeartbeat(agent_id="bench", role="crew", capabilities=list(Capability))
         registry.heard(agents, 0.0)
+        # nothing is published; the Coordinator asks the bus only its max_message_bytes
+        bus = MemoryBus(f"memory://coordbench-replay{os.getpid()}")
         coordinators: dict[str, Coordinator] = {}
         for run in runs:
             started = as_utc(run.started_at)
             coord = Coordinator(
-                None, store, RunClock(started), run_id=run.id, run_started=started,  # type: ignore[arg-type]
+                bus, store, RunClock(started), run_id=run.id, run_started=started,
                 settings=settings, budgets=budgets, recall=recall,  # shared, as in a host
             )  # fmt: skip
             coord.registry = registry
