@@ -10,9 +10,11 @@ possible, through a ``sleep`` the caller chooses (``asyncio.sleep``, or a simula
 A row with a bad value or timestamp, or a timestamp before the previous row's (a replay's
 time never runs backwards; equal timestamps are kept), is reported in
 :attr:`CsvReplaySource.problems` (file, line, row, column, reason) and skipped;
-:attr:`CsvReplaySource.skipped` counts them. A missing file, a mapped column absent from the
-header, or a ``timestamp_format`` that matches no row of the file raises
-:class:`CsvReplayError` (its ``field`` names the spec field at fault).
+:attr:`CsvReplaySource.skipped` counts them. These raise :class:`CsvReplayError` (its
+``field`` names the spec field at fault): a missing file; a mapped column absent from the
+header; a ``timestamp_format`` that matches no row of the file; a value grouped by a
+thousands mark the layout does not name (``1,234.5`` without ``thousands: ","``) before any
+row was replayed (after one, it is a bad row whose reason names the mark).
 
 Naive timestamps are UTC unless ``timezone`` names an IANA zone: they are then local times of
 that zone, converted to UTC. In the autumn hour that repeats, a time is taken in its first
@@ -39,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from plantcrew.errors import ConfigError
 from plantcrew.messages import Reading, TelemetryBatch
+from plantcrew.plant.csv_numbers import NotANumber, NumberFormat
 
 Speed = Literal["realtime", "max"] | float
 
@@ -63,20 +66,25 @@ class CsvLayout(BaseModel):
 
     ``sep``: the field separator; ``decimal``: the decimal mark of the values (``","`` for a
     decimal comma, e.g. German or French exports; it cannot be the separator, and a value with
-    a ``.`` in it is then a bad value, not a guess). ``timestamp_format`` is a ``strptime``
+    a ``.`` in it is then a bad value, not a guess). ``thousands``: the mark between groups of
+    three digits (``","`` in ``1,234.5``, ``"."`` in ``1.234,5``, ``" "``; default none); one
+    character, not a digit, letter or sign, not the separator nor the decimal mark. Values are
+    read strictly (:mod:`plantcrew.plant.csv_numbers`). ``timestamp_format`` is a ``strptime``
     format, ``"iso"`` (ISO 8601) or ``"epoch"`` (seconds since 1970, UTC); without
     ``timestamp_column`` rows are ``sample_period_s`` seconds apart. ``timezone``: the IANA
     zone (``"Europe/Berlin"``) of naive timestamps (see module doc; default UTC).
     ``columns`` maps CSV column names to sensors; other columns are ignored.
 
-    Raises ``pydantic.ValidationError`` for a separator used as the decimal mark, an unknown
-    time zone, or a time zone for epoch timestamps.
+    Raises ``pydantic.ValidationError`` for a separator used as the decimal mark, a thousands
+    mark that is the separator or the decimal mark, an unknown time zone, or a time zone for
+    epoch timestamps.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sep: str = Field(",", min_length=1, max_length=1)
     decimal: Literal[".", ","] = "."
+    thousands: str | None = Field(None, min_length=1, max_length=1)
     encoding: str = "utf-8-sig"
     timestamp_column: str | None = None
     timestamp_format: str = Field("iso", min_length=1)
@@ -89,6 +97,19 @@ class CsvLayout(BaseModel):
     def _not_the_separator(cls, v: str, info: ValidationInfo) -> str:
         if v == info.data.get("sep"):
             raise ValueError(f"the decimal mark {v!r} cannot also be the separator (sep)")
+        return v
+
+    @field_validator("thousands")
+    @classmethod
+    def _a_group_mark(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if v.isalnum() or v in "+-":
+            raise ValueError(f"the thousands mark {v!r} cannot be a digit, a letter or a sign")
+        if v == info.data.get("decimal"):
+            raise ValueError(f"the thousands mark {v!r} cannot also be the decimal mark (decimal)")
+        if v == info.data.get("sep"):
+            raise ValueError(f"the thousands mark {v!r} cannot also be the separator (sep)")
         return v
 
     @field_validator("timezone")
@@ -178,6 +199,7 @@ class CsvReplaySource:
         self.rows_read = 0
         self.origin: float | None = None
         self._zone = zone_of(spec.timezone) if spec.timezone else None
+        self._numbers = NumberFormat(spec.decimal, spec.thousands, spec.sep)
 
     @property
     def skipped(self) -> int:
@@ -219,6 +241,7 @@ class CsvReplaySource:
                     )
                 ts_idx = index[spec.timestamp_column]
             t0: float | None = None
+            replayed = False  # a row was: a grouped value is a bad row, no longer the layout
             last: tuple[float, str] | None = None  # the latest row's time and its text
             unparsed: tuple[int, str] | None = None  # the first bad timestamp's line, reason
             end = reader.line_num  # file lines read so far (a quoted field may span lines)
@@ -257,8 +280,9 @@ class CsvReplaySource:
                     )
                     continue
                 last = (t, stamp)
-                batches = self._row_batches(row, line, fields, cols, t - t0)
+                batches = self._row_batches(row, line, fields, cols, t - t0, replayed)
                 if batches is not None:
+                    replayed = True
                     yield from batches
             if t0 is None and unparsed is not None:
                 raise CsvReplayError(
@@ -276,14 +300,26 @@ class CsvReplaySource:
         fields: list[str],
         cols: list[tuple[int, str, ColumnMap]],
         ts: float,
+        replayed: bool,
     ) -> list[TelemetryBatch] | None:
+        """The row's batches, or None if a value is bad (recorded as a problem). Raises
+        CsvReplayError for a value grouped by a mark the layout does not name when no row
+        was ``replayed`` yet: the layout, not the row, is wrong."""
         per_device: dict[str, list[Reading]] = {}
         for i, name, m in cols:
             raw = fields[i].strip()
             try:
-                value = self._number(raw)
-            except ValueError:
-                self._problem(row, line, name, f"not a number: {raw!r}", fields)
+                value = self._numbers.parse(raw)
+            except NotANumber as exc:
+                if exc.grouped_by is not None and not replayed:
+                    raise CsvReplayError(
+                        f"column {name!r}: {exc.reason.removeprefix('not a number: ')}; "
+                        "no row before it could be replayed, so the layout is wrong, not the row",
+                        source=str(self.spec.path),
+                        line=line,
+                        field="thousands",
+                    ) from None
+                self._problem(row, line, name, exc.reason, fields)
                 return None
             if not math.isfinite(value):
                 self._problem(row, line, name, f"not finite: {raw!r}", fields)
@@ -293,22 +329,14 @@ class CsvReplaySource:
             )
         return [TelemetryBatch(device_id=d, readings=rs, row=row) for d, rs in per_device.items()]
 
-    def _number(self, raw: str) -> float:
-        """``raw`` as a float, read with the spec's decimal mark (ValueError if it is not)."""
-        if self.spec.decimal != ".":
-            if "." in raw:
-                raise ValueError(raw)
-            raw = raw.replace(self.spec.decimal, ".")
-        return float(raw)
-
     def _parse_ts(self, raw: str, after: float | None) -> float:
         """Seconds since 1970 (UTC) of timestamp ``raw``; ``after``: the previous row's."""
         fmt = self.spec.timestamp_format
         raw = raw.strip()
         if fmt == "epoch":
             try:
-                value = self._number(raw)
-            except ValueError:
+                value = self._numbers.parse(raw)
+            except NotANumber:
                 raise ValueError(f"timestamp {raw!r} is not epoch seconds") from None
             if not math.isfinite(value):
                 raise ValueError(f"bad epoch timestamp {raw!r}")

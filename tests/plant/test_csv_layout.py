@@ -1,0 +1,157 @@
+"""CSV replay of real historian exports: thousands separators, duplicate and untidy headers,
+encodings. Every test writes a real file and reads it through CsvReplaySource."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from plantcrew.plant.csv_replay import ColumnMap, CsvReplayError, CsvReplaySource, CsvSourceSpec
+
+FLOW = {"Flow": ColumnMap(device_id="pump1", sensor="flow_rate", unit="m3/h")}
+
+
+def spec_for(path, **kw):
+    base = dict(path=path, sep=";", timestamp_column="time", columns=FLOW)
+    base.update(kw)
+    return CsvSourceSpec(**base)
+
+
+def write(tmp_path, text: str, encoding: str = "utf-8"):
+    p = tmp_path / "export.csv"
+    p.write_text(text, encoding=encoding)
+    return p
+
+
+def flows(p, **kw) -> tuple[list[float], CsvReplaySource]:
+    source = CsvReplaySource(spec_for(p, **kw))
+    return [r.value for b in source for r in b.readings], source
+
+
+def rows(*values: str, sep: str = ";") -> str:
+    """A ``time``/``Flow`` export with one row per value, one second apart."""
+    lines = [f"time{sep}Flow"]
+    lines += [f"2026-01-01T00:00:{i:02d}{sep}{v}" for i, v in enumerate(values)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("layout", "values", "expected"),
+    [
+        (
+            {"decimal": ".", "thousands": ","},
+            ["1,234.5", "12.5", "-1,234,567", "999", "1234.25", "+2,000"],
+            [1234.5, 12.5, -1234567.0, 999.0, 1234.25, 2000.0],
+        ),
+        (
+            {"decimal": ",", "thousands": "."},
+            ["1.234,5", "12,5", "1.000.000", "-0,5"],
+            [1234.5, 12.5, 1e6, -0.5],
+        ),
+        ({"decimal": ",", "thousands": " "}, ["1 234,5", "12 345 678"], [1234.5, 12345678.0]),
+        ({"decimal": ",", "thousands": "\u00a0"}, ["1\u00a0234,5"], [1234.5]),
+        ({"decimal": ".", "thousands": "'"}, ["1'234.5"], [1234.5]),
+    ],
+    ids=["comma-groups", "dot-groups", "space-groups", "nbsp-groups", "swiss"],
+)
+def test_a_thousands_mark_in_the_layout_is_read(tmp_path, layout, values, expected):
+    # '1,234.5' was dead-lettered as 'not a number' and there was no way to read it
+    got, source = flows(write(tmp_path, rows(*values)), **layout)
+    assert source.problems == [] and got == expected
+
+
+def test_a_value_grouped_by_the_separator_says_it_cannot_be_read(tmp_path):
+    # the separator cannot be the thousands mark too: the reason must not advise setting it
+    p = write(tmp_path, 'time,Flow\n2026-01-01T00:00:00,7\n2026-01-01T00:00:01,"1,234.5"\n')
+    got, source = flows(p, sep=",")
+    assert got == [7.0]
+    [problem] = source.problems
+    assert (problem.line, problem.column) == (3, "Flow")
+    assert "also the separator" in problem.reason and "set thousands" not in problem.reason
+
+
+@pytest.mark.parametrize("bad", ["1,5", "12,34.5", "1,2345", "1,234,5", ",123", "1,,234"])
+def test_a_value_not_grouped_by_three_is_a_bad_value_naming_the_mark(tmp_path, bad):
+    # stripping the mark would read a decimal comma '1,5' as fifteen
+    got, source = flows(write(tmp_path, rows("1,234.5", bad, "2")), thousands=",")
+    assert got == [1234.5, 2.0]
+    [problem] = source.problems
+    assert (problem.line, problem.column) == (3, "Flow")
+    assert f"{bad!r}" in problem.reason and "groups of three digits" in problem.reason
+
+
+@pytest.mark.parametrize(
+    ("layout", "loc", "says"),
+    [
+        ({"decimal": ",", "thousands": ","}, "thousands", "cannot also be the decimal mark"),
+        ({"sep": ",", "thousands": ","}, "thousands", "cannot also be the separator"),
+        ({"thousands": "5"}, "thousands", "a digit"),
+        ({"thousands": ", "}, "thousands", "at most 1 character"),
+    ],
+)
+def test_a_thousands_mark_is_validated(tmp_path, layout, loc, says):
+    with pytest.raises(ValidationError) as err:
+        spec_for(tmp_path / "x.csv", **layout)
+    [error] = err.value.errors()
+    assert error["loc"] == (loc,) and says in error["msg"], error
+
+
+@pytest.mark.parametrize(
+    ("layout", "value", "says"),
+    [
+        ({}, "1,234.5", "set thousands: ','"),
+        ({"decimal": ","}, "1.234,5", "set thousands: '.'"),
+        ({"decimal": ","}, "1 234,5", "set thousands: ' '"),
+        ({}, "1_234.5", "set thousands: '_'"),
+        # a grouped number under another mark than the layout's
+        ({"decimal": ",", "thousands": " "}, "1.234,5", "set thousands: '.'"),
+    ],
+)
+def test_a_grouped_value_in_the_first_row_is_a_layout_error(tmp_path, layout, value, says):
+    # without thousands, the first row's '1,234.5' was dead-lettered as 'not a number', and
+    # so was every row after it, until 'no data row could be replayed'
+    p = write(tmp_path, rows(value, "2"))
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p, **layout)))
+    assert (err.value.source, err.value.line, err.value.field) == (str(p), 2, "thousands")
+    assert f"column 'Flow': {value!r}" in str(err.value) and says in str(err.value)
+
+
+def test_an_ambiguous_grouped_first_value_names_both_readings(tmp_path):
+    # '1,234' is 1.234 with a decimal comma, or 1234 grouped: the layout must say which
+    p = write(tmp_path, rows("1,234", "2"))
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p)))
+    assert "set thousands: ','" in str(err.value) and "decimal: ','" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("layout", "value", "says"),
+    [
+        ({}, "1,000.5", "thousands: ','"),
+        ({"decimal": ","}, "1.000,5", "thousands: '.'"),
+        ({"decimal": ","}, "1.5", "'.' is not the decimal mark ','"),
+    ],
+)
+def test_a_grouped_value_after_good_rows_is_a_bad_row_saying_why(tmp_path, layout, value, says):
+    # values under 1000 carry no mark: the first grouped one comes later in the file
+    got, source = flows(write(tmp_path, rows("999", value, "3")), **layout)
+    assert got == [999.0, 3.0]
+    [problem] = source.problems
+    assert (problem.line, problem.column) == (3, "Flow")
+    assert f"{value!r}" in problem.reason and says in problem.reason
+
+
+@pytest.mark.parametrize("value", ["1_234.5", "\u0661\u0662", "\uff11\uff12", " 1 2 "])
+def test_what_python_float_accepts_but_a_csv_value_is_not_is_a_bad_value(tmp_path, value):
+    # float() read '1_234.5' as 1234.5 and Arabic-Indic or full-width digits as numbers
+    got, source = flows(write(tmp_path, rows("1", value, "3")))
+    assert got == [1.0, 3.0]
+    [problem] = source.problems
+    assert problem.line == 3 and f"{value.strip()!r}" in problem.reason
+
+
+def test_non_finite_values_still_say_so(tmp_path):
+    got, source = flows(write(tmp_path, rows("1", "nan", "-inf", "4")))
+    assert got == [1.0, 4.0]
+    assert [p.reason for p in source.problems] == ["not finite: 'nan'", "not finite: '-inf'"]
