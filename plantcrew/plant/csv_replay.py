@@ -12,9 +12,12 @@ time never runs backwards; equal timestamps are kept), is reported in
 :attr:`CsvReplaySource.problems` (file, line, row, column, reason) and skipped;
 :attr:`CsvReplaySource.skipped` counts them. These raise :class:`CsvReplayError` (its
 ``field`` names the spec field at fault): a missing file; a mapped column absent from the
-header; a ``timestamp_format`` that matches no row of the file; a value grouped by a
-thousands mark the layout does not name (``1,234.5`` without ``thousands: ","``) before any
-row was replayed (after one, it is a bad row whose reason names the mark).
+header, or heading two columns or more (:mod:`plantcrew.plant.csv_header`; names match
+without surrounding whitespace or a BOM); bytes the ``encoding`` cannot decode (checked
+before the first row); a ``timestamp_format`` that matches no row of the file; a value
+grouped by a thousands mark the layout does not name (``1,234.5`` without
+``thousands: ","``) before any row was replayed (after one, it is a bad row whose reason
+names the mark).
 
 Naive timestamps are UTC unless ``timezone`` names an IANA zone: they are then local times of
 that zone, converted to UTC. In the autumn hour that repeats, a time is taken in its first
@@ -28,6 +31,7 @@ not exist (the spring gap) is a bad row.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 from collections.abc import Awaitable, Callable, Iterator
@@ -37,13 +41,16 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from plantcrew.errors import ConfigError
 from plantcrew.messages import Reading, TelemetryBatch
+from plantcrew.plant.csv_header import LayoutMismatch, check_encoding, column_index
 from plantcrew.plant.csv_numbers import NotANumber, NumberFormat
 
 Speed = Literal["realtime", "max"] | float
+log = structlog.get_logger("plantcrew.plant.csv_replay")
 
 
 class CsvReplayError(ConfigError):
@@ -97,6 +104,15 @@ class CsvLayout(BaseModel):
     def _not_the_separator(cls, v: str, info: ValidationInfo) -> str:
         if v == info.data.get("sep"):
             raise ValueError(f"the decimal mark {v!r} cannot also be the separator (sep)")
+        return v
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r} (e.g. 'utf-8-sig', 'cp1252')") from None
         return v
 
     @field_validator("thousands")
@@ -188,7 +204,8 @@ class CsvRowProblem:
 class CsvReplaySource:
     """Iterate a CSV file as telemetry; see the module docstring for pacing and errors.
 
-    After (or during) an iteration: ``problems`` (the rows skipped), ``rows_read`` and
+    After (or during) an iteration: ``problems`` (the rows skipped), ``warnings`` (about the
+    header: a column name that is not mapped and heads two columns), ``rows_read`` and
     ``origin``, the seconds since 1970 (UTC) of the first replayed row's timestamp (the
     batches' ``ts`` count from it; 0 without a timestamp column).
     """
@@ -196,6 +213,7 @@ class CsvReplaySource:
     def __init__(self, spec: CsvSourceSpec) -> None:
         self.spec = spec
         self.problems: list[CsvRowProblem] = []
+        self.warnings: list[str] = []
         self.rows_read = 0
         self.origin: float | None = None
         self._zone = zone_of(spec.timezone) if spec.timezone else None
@@ -208,38 +226,32 @@ class CsvReplaySource:
 
     def __iter__(self) -> Iterator[TelemetryBatch]:
         spec = self.spec
-        self.problems, self.rows_read, self.origin = [], 0, None
+        self.problems, self.warnings, self.rows_read, self.origin = [], [], 0, None
         src = str(spec.path)
         try:
+            check_encoding(spec.path, spec.encoding)
             fh = spec.path.open(encoding=spec.encoding, newline="")
         except OSError as exc:
             raise CsvReplayError(f"cannot open: {exc.strerror or exc}", source=src) from None
+        except LayoutMismatch as exc:
+            raise CsvReplayError(exc.reason, source=src, line=exc.line, field=exc.field) from None
         with fh:
             reader = csv.reader(fh, delimiter=spec.sep)
             header = next(reader, None)
             if header is None:
                 raise CsvReplayError("empty file (no header)", source=src, line=1)
-            header = [h.strip() for h in header]
-            index = {name: i for i, name in enumerate(header)}
-            cols = [(index[name], name, m) for name, m in spec.columns.items() if name in index]
-            missing = [name for name in spec.columns if name not in index]
-            if missing:
-                raise CsvReplayError(
-                    f"mapped column(s) not in header {header}: {missing}",
-                    source=src,
-                    line=1,
-                    field="columns",
-                )
-            ts_idx = None
+            wanted = dict.fromkeys(spec.columns, "columns")
             if spec.timestamp_column is not None:
-                if spec.timestamp_column not in index:
-                    raise CsvReplayError(
-                        f"timestamp column {spec.timestamp_column!r} not in header {header}",
-                        source=src,
-                        line=1,
-                        field="timestamp_column",
-                    )
-                ts_idx = index[spec.timestamp_column]
+                wanted[spec.timestamp_column] = "timestamp_column"
+            try:
+                index, warnings = column_index(header, wanted, spec.sep)
+            except LayoutMismatch as exc:
+                raise CsvReplayError(exc.reason, source=src, line=1, field=exc.field) from None
+            for warning in warnings:
+                self.warnings.append(f"{src}:1: {warning}")
+                log.warning("csv header", warning=warning, path=src)
+            cols = [(index[name], name, m) for name, m in spec.columns.items()]
+            ts_idx = None if spec.timestamp_column is None else index[spec.timestamp_column]
             t0: float | None = None
             replayed = False  # a row was: a grouped value is a bad row, no longer the layout
             last: tuple[float, str] | None = None  # the latest row's time and its text

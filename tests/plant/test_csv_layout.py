@@ -155,3 +155,100 @@ def test_non_finite_values_still_say_so(tmp_path):
     got, source = flows(write(tmp_path, rows("1", "nan", "-inf", "4")))
     assert got == [1.0, 4.0]
     assert [p.reason for p in source.problems] == ["not finite: 'nan'", "not finite: '-inf'"]
+
+
+def test_a_mapped_duplicate_header_is_an_error_naming_both_positions(tmp_path):
+    # the last 'Flow' was replayed, silently
+    p = write(tmp_path, "time;Flow;T;Flow\n2026-01-01T00:00:00;1;2;3\n")
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p)))
+    assert (err.value.source, err.value.line, err.value.field) == (str(p), 1, "columns")
+    assert "'Flow' is the header of columns 2 and 4" in str(err.value)
+
+
+def test_a_duplicate_timestamp_header_is_an_error(tmp_path):
+    p = write(tmp_path, "time;Flow;time\n2026-01-01T00:00:00;1;2026-01-01T00:00:00\n")
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p)))
+    assert err.value.field == "timestamp_column"
+    assert "'time' is the header of columns 1 and 3" in str(err.value)
+
+
+def test_headers_equal_but_for_surrounding_spaces_are_duplicates(tmp_path):
+    p = write(tmp_path, "time;Flow ;T; Flow\n2026-01-01T00:00:00;1;2;3\n")
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p)))
+    assert "'Flow' is the header of columns 2 and 4 ('Flow ' and ' Flow')" in str(err.value)
+
+
+def test_an_unmapped_duplicate_header_is_a_warning_and_the_replay_goes_on(tmp_path):
+    p = write(tmp_path, "time;Status;Flow;Status\n2026-01-01T00:00:00;ok;1;ok\n")
+    got, source = flows(p)
+    assert got == [1.0]
+    assert source.warnings == [
+        f"{p}:1: 'Status' is the header of columns 2 and 4 (not mapped: ignored)"
+    ]
+
+
+def test_header_and_mapping_names_match_without_surrounding_spaces(tmp_path):
+    p = write(tmp_path, " time ;  Flow\t\n2026-01-01T00:00:00;1\n")
+    columns = {" Flow ": ColumnMap(device_id="pump1", sensor="flow_rate")}
+    source = CsvReplaySource(spec_for(p, timestamp_column="time ", columns=columns))
+    [batch] = list(source)
+    assert batch.readings[0].value == 1.0
+    assert source.problems == []
+
+
+def test_a_byte_order_mark_read_as_utf8_is_not_part_of_the_first_header(tmp_path):
+    # encoding: utf-8 (not utf-8-sig) kept the BOM: "timestamp column 'time' not in header
+    # ['\ufefftime', 'Flow']"
+    p = write(tmp_path, "\ufefftime;Flow\n2026-01-01T00:00:00;1\n")
+    got, _ = flows(p, encoding="utf-8")
+    assert got == [1.0]
+
+
+def test_a_utf8_file_read_as_cp1252_is_an_encoding_error(tmp_path):
+    # the BOM read as 'ï»¿' and 'Förder' as 'FÃ¶rder': "mapped column(s) not in header"
+    p = write(tmp_path, "\ufefftime;Förder\n2026-01-01T00:00:00;1\n")
+    columns = {"Förder": ColumnMap(device_id="pump1", sensor="pressure")}
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p, encoding="cp1252", columns=columns)))
+    assert (err.value.source, err.value.line, err.value.field) == (str(p), 1, "encoding")
+    assert "UTF-8 byte order mark" in str(err.value) and "'cp1252'" in str(err.value)
+
+
+def test_a_file_not_in_its_encoding_is_an_error_naming_the_line(tmp_path):
+    # a Windows-1252 export read as UTF-8 raised UnicodeDecodeError with a traceback
+    p = tmp_path / "export.csv"
+    p.write_bytes(b"time;Flow\n2026-01-01T00:00:00;1\n2026-01-01T00:00:01;1\nF\xf6rder;2\n")
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p)))
+    assert (err.value.source, err.value.line, err.value.field) == (str(p), 4, "encoding")
+    assert "not 'utf-8-sig'" in str(err.value) and "0xf6" in str(err.value)
+
+
+def test_a_mapped_column_missing_names_it_and_lists_the_header(tmp_path):
+    p = write(tmp_path, "time;flow;Pressure\n2026-01-01T00:00:00;1;2\n")
+    columns = {**FLOW, "Pressure": ColumnMap(device_id="pump1", sensor="pressure")}
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p, columns=columns)))
+    assert (err.value.line, err.value.field) == (1, "columns")
+    msg = str(err.value)
+    assert "mapped column 'Flow' is not in the header" in msg
+    assert "the header's columns: 'time', 'flow', 'Pressure'" in msg
+    assert "(did you mean 'flow' for 'Flow'?)" in msg
+
+
+def test_an_unknown_encoding_is_refused_naming_the_field(tmp_path):
+    # open() raised LookupError: 'unknown encoding: latin-9x', with a traceback
+    with pytest.raises(ValidationError) as err:
+        spec_for(tmp_path / "x.csv", encoding="latin-9x")
+    [error] = err.value.errors()
+    assert error["loc"] == ("encoding",) and "unknown encoding 'latin-9x'" in error["msg"]
+
+
+def test_a_header_split_by_another_separator_says_so(tmp_path):
+    p = write(tmp_path, "time,Flow\n2026-01-01T00:00:00,1\n")
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p)))
+    assert "one column 'time,Flow'" in str(err.value) and "sep: ','" in str(err.value)
