@@ -67,6 +67,21 @@ class MessageTooLarge(BusError):
         )
 
 
+class ReplyTooLarge(MessageTooLarge):
+    """The reply to a ``request`` on ``subject`` was over the responder's ``max_message_bytes``
+    (``limit``; ``size`` bytes): the request was handled, but its reply was not sent. The
+    responder's bus sends a refusal instead, so the requester hears it at once, not as a
+    timeout (see ``plantcrew.bus.base``)."""
+
+    def __init__(self, subject: str, size: int, limit: int) -> None:
+        self.subject, self.size, self.limit = subject, size, limit
+        BusError.__init__(
+            self,
+            f"reply of {size} bytes to a request on {subject!r} is over the responder's "
+            f"max_message_bytes of {limit} bytes: the request was handled, its reply not sent",
+        )
+
+
 class StoreError(PlantcrewError):
     """The database failed or refused a change."""
 

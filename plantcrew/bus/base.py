@@ -29,6 +29,14 @@ query option, default ``DEFAULT_MAX_MESSAGE_BYTES``): ``publish``, ``publish_raw
 so what passes on ``memory://`` passes on the brokers. Dead letters the bus builds itself are
 bounded by construction (``dead_letter`` keeps at most 64 k characters of the original) and
 are not held to a smaller limit.
+
+A responder's reply to a ``request`` is held to the same limit, by the responder's bus, before
+it is sent: a reply over it is not sent (``reply refused``, one warning line naming subject,
+type, size and limit); the bus sends a refusal in its place (``REPLY_REFUSED``, a few bytes that
+are not a ``Message``, on the requester's private inbox), and the requester's ``request`` raises
+``ReplyTooLarge`` (a ``MessageTooLarge``) naming subject, size and the responder's limit at
+once, rather than ``BusTimeout`` when its timeout runs out. The request was handled: only its
+reply was lost.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
-from plantcrew.errors import BusError, MessageTooLarge, MessageValidationError
+from plantcrew.errors import BusError, MessageTooLarge, MessageValidationError, ReplyTooLarge
 from plantcrew.messages import DeadLetter, Message, Subjects
 
 _log = structlog.get_logger("plantcrew.bus")
@@ -138,7 +146,8 @@ class Bus(Protocol):
         """Durable consumer on a durable ``subject``; members of ``group`` share its messages."""
 
     async def request(self, msg: Message, *, timeout: float = 5.0) -> Message:
-        """Publish ``msg`` on a plain subject and wait for the first reply; BusTimeout if none."""
+        """Publish ``msg`` on a plain subject and wait for the first reply; BusTimeout if none,
+        ReplyTooLarge at once when the reply was over the responder's ``max_message_bytes``."""
 
     async def quiesce(self, timeout: float = 10.0) -> bool:
         """Wait until every message published so far has been handled (exact on memory://,
@@ -176,6 +185,39 @@ def check_size(subject: str, size: int, limit: int) -> None:
     without a namespace) are over ``limit``; the same text on every backend."""
     if size > limit:
         raise MessageTooLarge(subject, size, limit)
+
+
+REPLY_REFUSED = b"\0plantcrew.reply-refused\0"
+"""Start of what a responder's bus sends instead of a reply over its ``max_message_bytes``:
+followed by ``<size> <limit>`` (ASCII digits). A NUL never starts a ``Message`` (JSON)."""
+
+
+def reply_bytes(reply: Message, *, subject: str, limit: int) -> bytes:
+    """What a responder's bus sends back for a request on ``subject`` (as the caller named it,
+    without a namespace): ``reply``'s bytes, or, when they are over ``limit`` bytes, the
+    refusal (``REPLY_REFUSED``, size and limit), logged in one line (``reply refused``)."""
+    data = reply.wire_bytes()
+    if len(data) <= limit:
+        return data
+    _log.warning(
+        "reply refused",
+        subject=subject,
+        type=reply.type,
+        id=str(reply.id),
+        size=len(data),
+        limit=limit,
+    )
+    return REPLY_REFUSED + b"%d %d" % (len(data), limit)
+
+
+def check_reply(subject: str, data: bytes) -> None:
+    """Raise ``ReplyTooLarge`` when ``data``, the answer to a request on ``subject``, is a
+    responder's refusal (see ``reply_bytes``); return for anything else (a reply to parse)."""
+    if not data.startswith(REPLY_REFUSED):
+        return
+    size, _, limit = data[len(REPLY_REFUSED) :].partition(b" ")
+    if size.isdigit() and limit.isdigit():
+        raise ReplyTooLarge(subject, int(size), int(limit))
 
 
 def max_message_bytes(query: dict[str, str], where: str) -> int | None:

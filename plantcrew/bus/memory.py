@@ -32,6 +32,7 @@ from plantcrew.bus.base import (
     QuarantineOnce,
     ack_wait_reason,
     check_name,
+    check_reply,
     check_size,
     check_subject,
     dead_letter,
@@ -39,6 +40,7 @@ from plantcrew.bus.base import (
     is_durable,
     max_message_bytes,
     parse_or_reason,
+    reply_bytes,
     settle_late,
     subject_matches,
 )
@@ -153,6 +155,7 @@ class MemoryBus:
         self._settled.set()
         self._background: set[asyncio.Future[Message | None]] = set()
         self._inbox_ids = itertools.count()
+        self._inboxes: dict[str, asyncio.Future[bytes]] = {}  # request inbox -> its reply
         self._closed = False
         self._quarantined = QuarantineOnce()
 
@@ -318,22 +321,18 @@ class MemoryBus:
         if is_durable(check_subject(msg.subject)):
             raise BusError("request/reply runs on plain subjects only")
         inbox = f"_inbox.{id(self)}.{next(self._inbox_ids)}"
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-
-        async def on_reply(reply: Message) -> None:
-            if not fut.done():
-                fut.set_result(reply)
-
         data = msg.wire_bytes()
         check_size(msg.subject, len(data), self.max_message_bytes)
-        sub = await self.subscribe(inbox, on_reply)
+        fut = self._inboxes[inbox] = asyncio.get_running_loop().create_future()
         try:
             self._publish_bytes(msg.subject, data, msg_id=str(msg.id), reply_to=inbox)
-            return await asyncio.wait_for(fut, timeout)
+            answer = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise BusTimeout(f"no reply on {msg.subject!r} within {timeout}s") from None
         finally:
-            await sub.unsubscribe()
+            del self._inboxes[inbox]
+        check_reply(msg.subject, answer)  # the responder's refusal of a reply over its limit
+        return Message.from_bytes(answer)  # a handler's reply: through the wire format
 
     # ---- delivery ------------------------------------------------------------------------
     async def _deliver_plain(
@@ -353,7 +352,9 @@ class MemoryBus:
             log.warning("handler failed", subject=msg.subject, type=msg.type, error=repr(exc))
             return
         if reply is not None and reply_to is not None:
-            self._publish_bytes(reply_to, reply.wire_bytes(), msg_id=str(reply.id))
+            fut = self._inboxes.get(reply_to)
+            if fut is not None and not fut.done():  # else the requester gave up waiting
+                fut.set_result(reply_bytes(reply, subject=subject, limit=self.max_message_bytes))
 
     async def _deliver_durable(self, member: _Member, entry: _Entry) -> None:
         group, options = member.group, member.group.options

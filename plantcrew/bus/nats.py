@@ -83,6 +83,7 @@ from plantcrew.bus.base import (
     QuarantineOnce,
     ack_wait_reason,
     check_name,
+    check_reply,
     check_size,
     check_subject,
     dead_letter,
@@ -90,6 +91,7 @@ from plantcrew.bus.base import (
     is_durable,
     max_message_bytes,
     parse_or_reason,
+    reply_bytes,
     settle_late,
 )
 from plantcrew.errors import BusError, BusTimeout
@@ -236,7 +238,7 @@ class _PlainSub:
                 log.warning("handler failed", subject=msg.subject, type=msg.type, error=repr(exc))
                 return
             if reply is not None and nmsg.reply:
-                await self.bus._nc_or_raise().publish(nmsg.reply, reply.wire_bytes())
+                await self.bus._reply(nmsg, reply)
         finally:
             self.active -= 1
 
@@ -536,6 +538,17 @@ class NatsBus:
         except nats.errors.Error as exc:
             raise self._publish_error(wire, len(data), exc) from None
 
+    async def _reply(self, nmsg: Msg, reply: Message) -> None:
+        """Send a plain subscriber's ``reply`` to the requester of ``nmsg`` (a refusal in its
+        place when over ``max_message_bytes``: see ``plantcrew.bus.base``); a reply that cannot
+        be sent is logged (the requester times out), as plain delivery is at most once."""
+        subject = self._local(nmsg.subject)
+        data = reply_bytes(reply, subject=subject, limit=self.max_message_bytes)
+        try:
+            await self._nc_or_raise().publish(nmsg.reply, data)
+        except (BusError, nats.errors.Error) as exc:
+            log.warning("reply not sent", subject=subject, type=reply.type, error=repr(exc))
+
     def _publish_error(self, wire: str, size: int, exc: nats.errors.Error) -> BusError:
         """The BusError of a failed core NATS publish of ``size`` bytes to ``wire``."""
         if isinstance(exc, nats.errors.MaxPayloadError):
@@ -698,6 +711,7 @@ class NatsBus:
             raise self._too_big(wire, len(data)) from None
         except nats.errors.Error as exc:
             raise BusError(f"request on {wire!r} failed: {exc!r}") from None
+        check_reply(msg.subject, resp.data)
         reply, reason = parse_or_reason(resp.data)
         if reply is None:
             await self._quarantine(resp.subject, resp.data, key=None)

@@ -26,7 +26,8 @@ Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``):
   matches (cached, refreshed when a group is announced on the ``<NS>._queues`` channel and every
   few seconds). Redis hands each element to one ``BLPOP`` caller, longest waiting first.
 - ``request`` subscribes to a private inbox channel and sends the request with the inbox in a
-  frame (``\\0<reply>\\0<message>``); the responder's reply is published to the inbox.
+  frame (``\\0<reply>\\0<message>``); the responder's reply (or its refusal, see
+  ``plantcrew.bus.base``) is published to the inbox.
 
 Durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``): one stream per subject
 (Redis >= 6.2 for ``XAUTOCLAIM``; 7 recommended).
@@ -78,6 +79,7 @@ from plantcrew.bus.base import (
     QuarantineOnce,
     ack_wait_reason,
     check_name,
+    check_reply,
     check_size,
     check_subject,
     dead_letter,
@@ -85,6 +87,7 @@ from plantcrew.bus.base import (
     is_durable,
     max_message_bytes,
     parse_or_reason,
+    reply_bytes,
     settle_late,
     subject_matches,
 )
@@ -894,6 +897,7 @@ class RedisBus:
             self._confirmed.pop(inbox, None)
             with contextlib.suppress(*_TRANSIENT):
                 await pubsub.unsubscribe(inbox)
+        check_reply(msg.subject, data)
         reply, reason = parse_or_reason(data)
         if reply is None:
             await self._quarantine(msg.subject, data, dedupe_id=None)
@@ -917,8 +921,12 @@ class RedisBus:
             log.warning("handler failed", subject=msg.subject, type=msg.type, error=repr(exc))
             return
         if reply is not None and reply_to:
-            with contextlib.suppress(*_TRANSIENT):
-                await self._r_or_raise().publish(reply_to, reply.wire_bytes())
+            # over max_message_bytes: a refusal in its place (see plantcrew.bus.base)
+            data = reply_bytes(reply, subject=subject, limit=self.max_message_bytes)
+            try:
+                await self._r_or_raise().publish(reply_to, data)
+            except (BusError, *_TRANSIENT) as exc:  # at most once: the requester times out
+                log.warning("reply not sent", subject=subject, type=reply.type, error=repr(exc))
 
     async def _deliver_durable(
         self, member: _Member, entry_id: bytes, data: bytes, delivered: int

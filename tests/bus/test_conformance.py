@@ -7,10 +7,11 @@ import gc
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from structlog.testing import capture_logs
 
 from plantcrew.bus import Bus, DurableOptions, connect
 from plantcrew.bus.base import DEFAULT_MAX_MESSAGE_BYTES
-from plantcrew.errors import BusError, MessageTooLarge
+from plantcrew.errors import BusError, MessageTooLarge, ReplyTooLarge
 from plantcrew.messages import (
     AgentHeartbeat,
     Capability,
@@ -512,6 +513,54 @@ async def test_a_message_of_max_message_bytes_goes_one_byte_more_is_refused_alik
     assert got[0] == at_limit  # stored whole; nothing over the limit was sent
     await asyncio.sleep(0.2)
     assert len(got) == 1 and len(plain) == 1
+
+
+async def test_a_reply_over_max_message_bytes_is_refused_and_the_requester_told_at_once(
+    bus: Bus,
+) -> None:
+    # a responder's reply is held to the limit of a publish: refused before it is sent (on
+    # nats://, a reply over the server's max_payload is refused by the client, or closes the
+    # connection), and the requester hears it at once (ReplyTooLarge naming the subject, the
+    # size and the limit), not as a timeout; the responder logs one line. Before: the reply
+    # went through on memory:// and redis://, and nats:// timed out past the server's limit
+    limit = bus.max_message_bytes
+    sizes = [limit + 1, 2 * 1024 * 1024, limit]
+    handled: list[int] = []
+
+    def ping() -> Message:
+        hb = AgentHeartbeat(agent_id="coord", role="coordinator", capabilities=[])
+        return Message.new(hb, source="coord", subject="crew.control")
+
+    async def responder(msg: Message) -> Message:
+        size = sizes[len(handled)]
+        handled.append(size)
+        return sized(size, "crew.control")
+
+    await bus.subscribe("crew.control", responder)
+    await asyncio.sleep(0.1)
+    loop = asyncio.get_running_loop()
+    with capture_logs() as logs:
+        for size in sizes[:2]:
+            t0 = loop.time()
+            with pytest.raises(ReplyTooLarge) as info:
+                await bus.request(ping(), timeout=5.0)
+            assert loop.time() - t0 < 2.5  # told, not timed out
+            exc = info.value
+            assert isinstance(exc, MessageTooLarge)
+            assert (exc.subject, exc.size, exc.limit) == ("crew.control", size, limit)
+            assert str(exc) == (
+                f"reply of {size} bytes to a request on 'crew.control' is over the responder's "
+                f"max_message_bytes of {limit} bytes: the request was handled, its reply not sent"
+            )
+        refused = [e for e in logs if e["event"] == "reply refused"]
+    assert [(e["subject"], e["size"], e["limit"]) for e in refused] == [
+        ("crew.control", size, limit) for size in sizes[:2]
+    ]
+    assert all(e["log_level"] == "warning" for e in refused)
+    # a reply of exactly the limit still goes (and the connection outlived the refusals)
+    reply = await bus.request(ping(), timeout=5.0)
+    assert len(reply.wire_bytes()) == limit
+    assert handled == sizes
 
 
 async def test_max_message_bytes_from_the_url_query(bus_url: str) -> None:
