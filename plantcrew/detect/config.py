@@ -6,14 +6,40 @@ Loaded from the ``monitor:`` section of a scenario file or ``config/crew.yaml`` 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plantcrew.detect.yamlio import load_yaml_model
+from plantcrew.errors import ConfigError
 
 ACTUATOR_FEEDBACK = ["speed_pct", "position_pct", "*setpoint*"]
 """Sensors that echo what an actuator was told to do; never scored (see MonitorConfig)."""
+
+
+SECONDS_FIELDS = (
+    "gap_s",
+    "resume_gap_s",
+    "fast_tau_s",
+    "baseline_tau_s",
+    "thermal_tau_s",
+    "settle_min_s",
+    "settle_max_s",
+    "change_tau_s",
+    "summary_s",
+    "cooldown_s",
+)
+"""MonitorConfig's fields in plant seconds: :meth:`MonitorConfig.for_sampling_period`
+multiplies them by the period. Fields counted in readings (``*_readings``) need nothing."""
+
+PER_SECOND_FIELDS = ("thermal_drift_per_s",)
+"""MonitorConfig's fields per plant second (rates): ``for_sampling_period`` divides them."""
+
+UNSCALED_TIME_FIELDS: dict[str, str] = {}
+"""Fields named ``*_s`` or ``*_per_s`` that keep their value on any sampling period, each
+with the reason (none yet). tests/detect/test_config.py fails for a field so named that is in
+none of these three."""
 
 
 class MonitorConfig(BaseModel):
@@ -175,6 +201,21 @@ class MonitorConfig(BaseModel):
         if self.debounce_readings >= self.calibration_readings:
             raise ValueError("debounce_readings must be smaller than calibration_readings")
         return self
+
+    def for_sampling_period(self, period_s: float) -> MonitorConfig:
+        """This config for readings every ``period_s`` seconds where it was made for 1 Hz:
+        every filter, wait and rate spans the same number of readings (each of
+        :data:`SECONDS_FIELDS` multiplied by ``period_s``, each of :data:`PER_SECOND_FIELDS`
+        divided by it, nothing else changed). Raises ConfigError when ``period_s`` is not a
+        positive finite number of seconds.
+        """
+        if not (math.isfinite(period_s) and period_s > 0):
+            raise ConfigError(
+                f"sampling period {period_s!r} s: must be a positive finite number of seconds"
+            )
+        update = {name: getattr(self, name) * period_s for name in SECONDS_FIELDS}
+        update |= {name: getattr(self, name) / period_s for name in PER_SECOND_FIELDS}
+        return self.model_copy(update=update)
 
 
 def load_monitor_config(path: Path | str, *, section: str | None = "monitor") -> MonitorConfig:

@@ -7,8 +7,9 @@ reads ``results/<det>/<category>/<det>_<file>.csv`` with columns
 
 Each file gets a fresh :class:`DeviceMonitor` over one sensor ``value``. NAB lets a detector
 learn during the first 15 % of a file (its probationary period), so that is the calibration
-length; the monitor's time constants, designed in readings at 1 Hz, are scaled by the file's
-median sampling period so the filter spans the same number of readings on any file.
+length; the monitor's times and rates, designed for readings at 1 Hz, are scaled by the
+file's median sampling period (:meth:`MonitorConfig.for_sampling_period`) so every filter and
+wait spans the same number of readings on any file.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from plantcrew.detect.config import MonitorConfig
-from plantcrew.detect.monitor import DeviceMonitor
+from plantcrew.detect.monitor import DeviceMonitor, ReadingVerdict
 from plantcrew.errors import ConfigError
 from plantcrew.messages import Reading, TelemetryBatch
 
@@ -77,11 +78,13 @@ def _value(raw: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def score_nab_file(path: Path, config: MonitorConfig | None = None) -> list[float]:
-    """Anomaly scores in [0, 1], one per data row of the NAB file at ``path``.
+def replay_nab_file(path: Path, config: MonitorConfig | None = None) -> list[ReadingVerdict | None]:
+    """The Monitor's verdict on each data row of the NAB file at ``path`` (None for a row
+    with a bad timestamp or value, or one older than the last, which is not scored).
 
-    Rows with a bad timestamp or value are not scored (0). Raises ConfigError for a file
-    that is not NAB's.
+    ``config`` (default: MonitorConfig()) is for 1 Hz readings: it calibrates on the
+    file's probation period, its times and rates scaled by the file's median sampling period.
+    Raises ConfigError for a file that is not NAB's.
     """
     base = config or MonitorConfig()
     rows = _read_rows(path)
@@ -90,23 +93,14 @@ def score_nab_file(path: Path, config: MonitorConfig | None = None) -> list[floa
     steps = [b - a for a, b in itertools.pairwise(times) if b > a]
     period = statistics.median(steps) if steps else 1.0
     calibration = max(30, int(PROBATION * len(rows)))
-    config = base.model_copy(
+    config = base.for_sampling_period(period).model_copy(
         update={
             "calibration_readings": calibration,
             "debounce_readings": min(base.debounce_readings, calibration - 1),
-            "fast_tau_s": base.fast_tau_s * period,
-            "baseline_tau_s": base.baseline_tau_s * period,
-            "thermal_tau_s": base.thermal_tau_s * period,
-            "summary_s": base.summary_s * period,
-            "settle_min_s": base.settle_min_s * period,
-            "settle_max_s": base.settle_max_s * period,
-            "cooldown_s": base.cooldown_s * period,
-            "gap_s": base.gap_s * period,
-            "resume_gap_s": base.resume_gap_s * period,
         }
     )
     monitor = DeviceMonitor("nab", config)
-    scores = [0.0] * len(rows)
+    verdicts: list[ReadingVerdict | None] = [None] * len(rows)
     t0 = times[0] if times else 0.0
     last = t0
     for i, (t, v) in enumerate(parsed):
@@ -114,8 +108,17 @@ def score_nab_file(path: Path, config: MonitorConfig | None = None) -> list[floa
             continue
         last = t
         reading = Reading(device_id="nab", sensor="value", value=v, ts=t - t0)
-        scores[i] = monitor.update(TelemetryBatch(device_id="nab", readings=[reading], row=i)).score
-    return scores
+        verdicts[i] = monitor.update(TelemetryBatch(device_id="nab", readings=[reading], row=i))
+    return verdicts
+
+
+def score_nab_file(path: Path, config: MonitorConfig | None = None) -> list[float]:
+    """Anomaly scores in [0, 1], one per data row of the NAB file at ``path``
+    (:func:`replay_nab_file`'s verdicts; a row not scored gets 0).
+
+    Raises ConfigError for a file that is not NAB's.
+    """
+    return [v.score if v is not None else 0.0 for v in replay_nab_file(path, config)]
 
 
 def detect_nab(

@@ -6,12 +6,14 @@ import csv
 import math
 from datetime import datetime, timedelta
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from plantcrew.cli import app
 from plantcrew.detect import detect_nab
-from plantcrew.detect.nab import score_nab_file
+from plantcrew.detect.config import MonitorConfig
+from plantcrew.detect.nab import replay_nab_file, score_nab_file
 from plantcrew.errors import ConfigError
 
 
@@ -23,6 +25,19 @@ def write_series(path, n=600, spike_at=450, step_s=1):
         w.writerow(["timestamp", "value"])
         for i in range(n):
             v = 10 + math.sin(i / 7.0) + (25 if spike_at <= i < spike_at + 20 else 0)
+            w.writerow([datetime(2020, 1, 1) + timedelta(seconds=i * step_s), v])
+
+
+def write_step(path, step_s, n=600, step_at=450, step=2.5):
+    """Seeded white noise (sd 1) around 10 that steps up by ``step`` at row ``step_at``,
+    one row every ``step_s`` seconds."""
+    rng = np.random.default_rng(3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["timestamp", "value"])
+        for i in range(n):
+            v = 10 + rng.standard_normal() + (step if i >= step_at else 0)
             w.writerow([datetime(2020, 1, 1) + timedelta(seconds=i * step_s), v])
 
 
@@ -57,6 +72,35 @@ def test_scores_do_not_depend_on_the_sampling_period(tmp_path):
     write_series(each_second)
     write_series(five_minutes, step_s=300)
     assert score_nab_file(five_minutes) == pytest.approx(score_nab_file(each_second), abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [MonitorConfig(), MonitorConfig(thermal_sensors=["value"])],
+    ids=["fast", "thermal"],
+)
+def test_verdicts_do_not_depend_on_the_sampling_period(tmp_path, config):
+    # Not only the scores: the change alarms' flags (change_tau_s, the CUSUM reference's time
+    # constant, was left at 120 s, so on 5-minute data the reference was the last reading
+    # and a 2.5 sd step never flagged) and a thermal sensor's scores (thermal_drift_per_s, a
+    # rate, was left per second, so its wander floor was 300 times wider).
+    each_second, five_minutes = tmp_path / "1s.csv", tmp_path / "300s.csv"
+    write_step(each_second, step_s=1)
+    write_step(five_minutes, step_s=300)
+
+    def seen(path):
+        return [
+            (v.score, v.flag, v.change, v.state) if v else None
+            for v in replay_nab_file(path, config)
+        ]
+
+    fast, slow = seen(each_second), seen(five_minutes)
+    assert [v[1:] if v else None for v in slow] == [v[1:] if v else None for v in fast]
+    assert [v[0] if v else None for v in slow] == pytest.approx(
+        [v[0] if v else None for v in fast], abs=1e-9
+    )
+    if "value" not in config.thermal_sensors:  # change alarms watch fast sensors only
+        assert any(v and v[2] for v in fast), "no change alarm: the test would not see one"
 
 
 def test_detector_names_the_results_folder_and_file_prefix(tmp_path):
