@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError, ScenarioError
 
@@ -86,7 +87,7 @@ def _db(url: str | None) -> str:
 
 
 def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red bold]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[red bold]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -163,7 +164,9 @@ def run(
         print_summary(out, result)
         for e in result.expectations:
             if not e.passed:
-                err.print(f"[red]expectation {e.name} failed:[/] {e.detail}", highlight=False)
+                err.print(
+                    f"[red]expectation {e.name} failed:[/] {escape(e.detail)}", highlight=False
+                )
     raise typer.Exit(0 if result.passed else 1)
 
 
@@ -325,8 +328,6 @@ def eval_skab(
     accelerated time (a scenario per file, in-process bus, throwaway SQLite database)."""
     import time
 
-    from rich.markup import escape
-
     from plantcrew.scenarios.skab_crew import run_skab_file_crew
     from plantcrew.scenarios.skab_eval import evaluate_skab, render_report, run_skab_file
 
@@ -448,7 +449,7 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(130)
     except PlantcrewError as exc:
-        err.print(f"[red bold]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red bold]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, ConfigError) else 3)
 
 

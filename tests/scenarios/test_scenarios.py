@@ -396,6 +396,60 @@ async def test_a_scenario_replays_a_historian_export_by_its_own_mapping(tmp_path
     assert steps.batches[-1].readings[0].value == 64.25
 
 
+HISTORIAN_HEADER = (
+    "Zeitstempel;P-101 Förderdruck [bar];P-101 Durchfluss [m³/h];Status;WT-1 Vorlauf [°C]"
+)
+
+
+def grouped_export(tmp_path: Path, header: str = HISTORIAN_HEADER) -> Path:
+    """A decimal-comma export whose flows are over a thousand, grouped by '.' (1.230,5)."""
+    rows = [f"25.10.2026 01:00:0{i};4,{i};1.23{i},5;ok;60,25" for i in range(3)]
+    path = tmp_path / "export.csv"
+    path.write_text("\r\n".join([header, *rows]) + "\r\n", encoding="cp1252")
+    return path
+
+
+async def test_a_historian_export_with_thousands_marks_replays_them(tmp_path: Path) -> None:
+    # '1.230,5' was dead-lettered as 'not a number' and no layout field could read it
+    grouped_export(tmp_path)
+    scenario = tmp_path / "historian.yaml"
+    text = HISTORIAN_SCENARIO.replace('  decimal: ","\n', '  decimal: ","\n  thousands: "."\n')
+    scenario.write_text(text, encoding="utf-8")
+    steps = Steps()
+    db_url = f"sqlite:///{tmp_path / 'r.db'}"
+    result = await run_scenario(scenario, db_url=db_url, observer=steps)
+    store = Store(db_url)
+    assert store.dead_letters(result.run_id) == []
+    store.dispose()
+    flows = [r.value for b in steps.batches for r in b.readings if r.sensor == "flow_rate"]
+    assert result.passed and flows == [1230.5, 1231.5, 1232.5]
+
+
+def test_a_grouped_value_without_thousands_exits_2_naming_both_files(tmp_path: Path) -> None:
+    export = grouped_export(tmp_path)
+    scenario = tmp_path / "historian.yaml"
+    scenario.write_text(HISTORIAN_SCENARIO, encoding="utf-8")
+    proc = cli("run", str(scenario), "--json", "--db", f"sqlite:///{tmp_path / 'r.db'}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())  # the console wraps long lines
+    assert f"{scenario}:" in err and "field 'telemetry.thousands'" in err, err
+    assert f"{export}:2: column 'P-101 Durchfluss [m³/h]': '1.230,5'" in err, err
+    assert "set thousands: '.'" in err, err
+
+
+def test_a_duplicated_mapped_header_exits_2_naming_both_positions(tmp_path: Path) -> None:
+    # the second 'P-101 Durchfluss [m³/h]' (a status text) was read, the first ignored
+    header = HISTORIAN_HEADER.replace("Status", "P-101 Durchfluss [m³/h]")
+    export = grouped_export(tmp_path, header)
+    scenario = tmp_path / "historian.yaml"
+    scenario.write_text(HISTORIAN_SCENARIO, encoding="utf-8")
+    proc = cli("run", str(scenario), "--json", "--db", f"sqlite:///{tmp_path / 'r.db'}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert f"{export}:1: 'P-101 Durchfluss [m³/h]' is the header of columns 3 and 4" in err, err
+    assert "field 'telemetry.columns'" in err, err
+
+
 async def test_a_preset_takes_overrides(tmp_path: Path) -> None:
     scenario = replay_scenario(tmp_path, [0, 1, 2])
     scenario.write_text(
