@@ -154,14 +154,16 @@ class NatsSettings:
         }
         unknown = set(query) - known
         if unknown:
-            raise BusError(f"unknown query parameter(s) {sorted(unknown)} in {url!r}")
+            raise BusError(f"unknown query parameter(s) {sorted(unknown)} in {redacted(url)!r}")
         limit = max_message_bytes(query, repr(redacted(url)))
         namespace = query.get("namespace", "")
         if namespace and not NAME.fullmatch(namespace):
-            raise BusError(f"bad namespace {namespace!r} in {url!r}: use [A-Za-z0-9_-]")
+            raise BusError(f"bad namespace {namespace!r} in {redacted(url)!r}: use [A-Za-z0-9_-]")
         sync = query.get("sync", "")
         if sync not in ("", "always", "interval"):
-            raise BusError(f"sync must be 'always' or 'interval', got {sync!r} in {url!r}")
+            raise BusError(
+                f"sync must be 'always' or 'interval', got {sync!r} in {redacted(url)!r}"
+            )
         try:
             return cls(
                 server=urlunparse(parts._replace(query="", fragment="")),
@@ -174,7 +176,7 @@ class NatsSettings:
                 max_message_bytes=limit,
             )
         except ValueError as exc:
-            raise BusError(f"bad number in {url!r}: {exc}") from None
+            raise BusError(f"bad number in {redacted(url)!r}: {exc}") from None
 
     @property
     def prefix(self) -> str:

@@ -67,6 +67,16 @@ def test_url_query_is_ours_and_stripped() -> None:
         NatsSettings.from_url("nats://h:4222?sync=sometimes")
 
 
+@pytest.mark.parametrize(
+    "query", ["nmespace=x", "namespace=a.b", "sync=sometimes", "replicas=three", "ping_interval=0"]
+)
+def test_a_bad_url_query_is_refused_without_showing_the_password(query: str) -> None:
+    with pytest.raises(BusError) as refused:
+        NatsSettings.from_url(f"nats://plant:s3cret-pw@h:4222?{query}")
+    assert "s3cret-pw" not in str(refused.value)
+    assert "plant:***@h:4222" in str(refused.value), refused.value
+
+
 async def test_stream_is_file_backed_covers_namespaced_durable_subjects(bus: NatsBus) -> None:
     nc = await nats.connect(NATS_URL)
     try:
