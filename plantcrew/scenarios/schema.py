@@ -93,10 +93,11 @@ class CsvTelemetry(CsvLayout):
     """Replay a CSV export (a historian dump, a SKAB file) instead of the simulator.
 
     The layout fields are :class:`~plantcrew.plant.csv_replay.CsvLayout`'s (``sep``,
-    ``decimal``, ``encoding``, ``timestamp_column``, ``timestamp_format``, ``timezone``,
-    ``sample_period_s``, ``columns``). ``preset`` (``skab``) gives them all; a field given
-    beside it overrides the preset's (``columns`` replaces its columns), and ``device_id``
-    names the device of the preset's columns. Without a preset, ``columns`` is required.
+    ``decimal``, ``thousands``, ``encoding``, ``timestamp_column``, ``timestamp_format``,
+    ``timezone``, ``sample_period_s``, ``columns``). ``preset`` (``skab``) gives them all; a
+    field given beside it overrides the preset's (``columns`` replaces its columns), and
+    ``device_id`` names the device of the preset's columns. Without a preset, ``columns`` is
+    required.
 
     ``path`` may use ``${PLANTCREW_DATA_DIR}`` (default: ``../shared/data`` from the working
     directory); a relative path is taken from the scenario file's folder.
