@@ -1,7 +1,7 @@
 """``nats://``: the bus on NATS (plain subjects) and JetStream (durable subjects).
 
 URL: ``nats://[user:pass@]host:4222[?namespace=NS&sync=always&replicas=3&dedupe_window=120&
-max_message_bytes=N]``
+max_message_bytes=N&ping_interval=5&max_outstanding_pings=3]``
 (``tls://`` for TLS). The query is plantcrew's, never sent to the server:
 
 - ``namespace``: prefixes every subject (``NS.crew.events``), the stream and so every
@@ -18,6 +18,12 @@ max_message_bytes=N]``
   the server's ``max_payload`` with ``NATS_HEADER_RESERVE`` bytes of headers (BusError at
   connect). Unset, it is ``DEFAULT_MAX_MESSAGE_BYTES``, lowered to fit a server configured
   with a smaller ``max_payload``.
+- ``ping_interval`` (seconds, default 5) and ``max_outstanding_pings`` (default 3): the client
+  pings the server every ``ping_interval`` and, when more than ``max_outstanding_pings`` pings
+  go unanswered (a silent network partition: no error, no close), calls the connection stale,
+  drops it and reconnects (every 0.5 s, forever), so a partition is noticed within about
+  ``ping_interval * (max_outstanding_pings + 1)`` seconds (20 s by default). Lower them to
+  notice sooner, at the cost of reconnecting through a short stall.
 
 Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``) run on core NATS:
 wildcards and queue groups are NATS's own, ``request`` uses NATS request/reply with an inbox.
@@ -137,6 +143,8 @@ class NatsSettings:
     connect_timeout_s: float = 5.0
     publish_timeout_s: float = 10.0
     max_message_bytes: int | None = None  # None: the default, fitted to the server
+    ping_interval_s: float = 5.0
+    max_outstanding_pings: int = 3
 
     @classmethod
     def from_url(cls, url: str) -> NatsSettings:
@@ -151,6 +159,8 @@ class NatsSettings:
             "connect_timeout",
             "publish_timeout",
             "max_message_bytes",
+            "ping_interval",
+            "max_outstanding_pings",
         }
         unknown = set(query) - known
         if unknown:
@@ -174,6 +184,8 @@ class NatsSettings:
                 connect_timeout_s=float(query.get("connect_timeout", "5")),
                 publish_timeout_s=float(query.get("publish_timeout", "10")),
                 max_message_bytes=limit,
+                ping_interval_s=_positive(query, "ping_interval", "5", float, url),
+                max_outstanding_pings=_positive(query, "max_outstanding_pings", "3", int, url),
             )
         except ValueError as exc:
             raise BusError(f"bad number in {redacted(url)!r}: {exc}") from None
@@ -187,6 +199,15 @@ class NatsSettings:
     def stream(self) -> str:
         """Name of the namespace's JetStream stream."""
         return f"PLANTCREW_{self.namespace}" if self.namespace else "PLANTCREW"
+
+
+def _positive(query: dict[str, str], name: str, default: str, kind: Any, url: str) -> Any:
+    """``query[name]`` (or ``default``) read by ``kind`` (int or float); ValueError when it
+    does not read, BusError (the URL's password hidden) when it is not above 0."""
+    value = kind(query.get(name, default))
+    if not value > 0:
+        raise BusError(f"{name} must be above 0, got {value!r} in {redacted(url)!r}")
+    return value
 
 
 CONSUMER_NAME_CHARS = 200
@@ -394,8 +415,9 @@ class NatsBus:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,  # type: ignore[arg-type]
-                    ping_interval=5,
-                    max_outstanding_pings=3,
+                    # a silent partition is noticed after max_outstanding_pings + 1 intervals
+                    ping_interval=s.ping_interval_s,  # type: ignore[arg-type]
+                    max_outstanding_pings=s.max_outstanding_pings,
                     error_cb=on_error,
                     # subjects are checked by check_subject (stricter, once per subject)
                     skip_subject_validation=True,

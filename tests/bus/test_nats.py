@@ -77,6 +77,24 @@ def test_a_bad_url_query_is_refused_without_showing_the_password(query: str) -> 
     assert "plant:***@h:4222" in str(refused.value), refused.value
 
 
+async def test_the_ping_settings_of_the_url_reach_the_client(url: str) -> None:
+    """How soon a silent partition is noticed: nats-py's own defaults unless the URL says."""
+    s = NatsSettings.from_url(url)
+    assert (s.ping_interval_s, s.max_outstanding_pings) == (5.0, 3)
+    for bad in ("ping_interval=0", "ping_interval=-1", "max_outstanding_pings=0"):
+        with pytest.raises(BusError, match="must be above 0"):
+            NatsSettings.from_url(f"{url}&{bad}")
+    with pytest.raises(BusError, match="bad number"):
+        NatsSettings.from_url(f"{url}&max_outstanding_pings=1.5")
+    bus = await connect(f"{url}&ping_interval=0.5&max_outstanding_pings=4")
+    try:
+        assert isinstance(bus, NatsBus) and bus._nc is not None
+        options = bus._nc.options
+        assert (options["ping_interval"], options["max_outstanding_pings"]) == (0.5, 4)
+    finally:
+        await bus.close()
+
+
 async def test_stream_is_file_backed_covers_namespaced_durable_subjects(bus: NatsBus) -> None:
     nc = await nats.connect(NATS_URL)
     try:
