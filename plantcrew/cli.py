@@ -36,7 +36,7 @@ app.add_typer(eval_app, name="eval")
 
 # commands whose faces live in their own modules (one concept each)
 from plantcrew.cli_models import costs, models_app  # noqa: E402
-from plantcrew.cli_processes import coordinator, up, worker  # noqa: E402
+from plantcrew.cli_processes import agents, coordinator, up, worker  # noqa: E402
 from plantcrew.cli_replay import diff, replay, rerun  # noqa: E402
 from plantcrew.cli_serve import serve, tokens_app  # noqa: E402
 
@@ -48,6 +48,7 @@ app.add_typer(models_app, name="models")
 app.command()(coordinator)
 app.command()(worker)
 app.command()(up)
+app.command()(agents)
 app.command()(serve)
 app.add_typer(tokens_app, name="tokens")
 

@@ -1,11 +1,13 @@
-"""``plantcrew coordinator``, ``plantcrew worker`` and ``plantcrew up``: the crew as processes.
+"""``plantcrew coordinator``, ``plantcrew worker`` and ``plantcrew up``: the crew as processes;
+``plantcrew agents``: their agents as the database has them.
 
 Mounted in ``plantcrew/cli.py`` with::
 
-    from plantcrew.cli_processes import coordinator, up, worker
+    from plantcrew.cli_processes import agents, coordinator, up, worker
     app.command()(coordinator)
     app.command()(worker)
     app.command()(up)
+    app.command()(agents)
 
 Each process serves every run on its bus until SIGTERM (or Ctrl-C): then it stops taking work,
 lets what is in flight finish for ``--grace`` seconds, hands back the rest and exits 0. Each
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import signal
 import sys
@@ -33,7 +37,7 @@ import typer
 from rich.console import Console
 
 from plantcrew.crews.config import EVENT_CONSUMERS, ROLES
-from plantcrew.errors import ConfigError, PlantcrewError
+from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError
 
 if TYPE_CHECKING:
     from plantcrew.api.worker_probes import WorkerProbes
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from plantcrew.store import Store
 
 err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 BusOpt = Annotated[str | None, typer.Option("--bus", help="bus URL (default: $PLANTCREW_BUS_URL)")]
 DbOpt = Annotated[
@@ -177,6 +182,55 @@ def up(
         concurrency={r: crew.role(r).workers for r in roles}, probe=(probe_host, probe_port),
         grace_s=grace,
     )  # fmt: skip
+
+
+def agents(
+    db: DbOpt = None,
+    config_dir: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON array")] = False,
+) -> None:
+    """List the crew's agents as the database has them (read-only): role, capabilities, the
+    age of the last heartbeat a Coordinator process recorded, and whether the agent counts as
+    live by the Coordinator's rule (heard within crew.yaml's coordinator.agent_ttl_s and not
+    stopping). Exit 2 for a missing database or a bad crew.yaml."""
+    from plantcrew.crews.config import CrewConfig
+    from plantcrew.crews.roster import agent_views
+    from plantcrew.store import Store
+
+    _, db_url, cfg = _urls(None, db, config_dir)
+    try:
+        ttl_s = CrewConfig.load(cfg / "crew.yaml").coordinator.agent_ttl_s
+        store = Store(db_url, existing=True)
+    except (ConfigError, NotFoundError) as exc:
+        raise _fail(2, str(exc)) from None
+    try:
+        views = agent_views(store.agents(), ttl_s)
+    finally:
+        store.dispose()
+    if as_json:
+        print(json.dumps([
+            {**dataclasses.asdict(v), "last_seen": v.last_seen.isoformat(),
+             "age_s": round(v.age_s, 3), "state": v.state}
+            for v in views
+        ], indent=2))  # fmt: skip
+        return
+    if not views:
+        out.print(
+            "no agent recorded: a Coordinator process (plantcrew coordinator or up) on this "
+            "database writes the agents it hears"
+        )
+        return
+    from rich.table import Table
+
+    tbl = Table(caption=f"live: heard within {ttl_s:g} s (crew.yaml coordinator.agent_ttl_s)")
+    for col in ("agent", "role", "capabilities", "last heartbeat (UTC)", "age s", "state"):
+        tbl.add_column(col)
+    for v in views:
+        tbl.add_row(
+            v.agent_id, v.role, ", ".join(v.capabilities) or "-",
+            v.last_seen.isoformat(timespec="seconds"), f"{v.age_s:.1f}", v.state,
+        )  # fmt: skip
+    out.print(tbl)
 
 
 def _check_roles(roles: tuple[str, ...] | list[str]) -> None:

@@ -170,3 +170,12 @@ def pg_schema_url(pg_database: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_database, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'crew.db'}"
+    url: str = request.getfixturevalue("pg_schema_url")
+    return url

@@ -25,6 +25,7 @@ READERS = [
     ["approvals", "approve", "ap-1", "--as", "ann", "--role", "shift_supervisor", "--db", MISSING],
     ["approvals", "reject", "ap-1", "--as", "ann", "--role", "shift_supervisor", "--db", MISSING],
     ["tokens", "list", "--db", MISSING],
+    ["agents", "--db", MISSING],
     ["tokens", "revoke", "tok-1", "--db", MISSING],
     ["run", "scenario.yaml", "--resume", "run-1", "--db", MISSING],
 ]

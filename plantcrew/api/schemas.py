@@ -7,7 +7,7 @@ in live operation); ``time`` fields are UTC ISO 8601.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -245,16 +245,19 @@ class RunExport(_Out):
 
 
 class AgentOut(_Out):
-    """An agent as its heartbeats show it."""
+    """An agent as its heartbeats show it: heard by this service on the bus (``source`` bus),
+    or recorded by a Coordinator process in the database (``database``: no ``in_flight``
+    nor plant time, which the database does not keep)."""
 
     agent_id: str
     role: str
     capabilities: list[str]
-    in_flight: int
+    in_flight: int | None
     stopping: bool
     last_heartbeat_age_s: float
-    last_heartbeat_plant_time: str
+    last_heartbeat_plant_time: str | None
     live: bool
+    source: Literal["bus", "database"]
 
 
 class DeploymentOut(_Out):

@@ -34,7 +34,9 @@ the outbox only at start and after a failed publish.
 
 Liveness is a property of processes, so the registry judges it on the wall clock: an agent is
 live while its last heartbeat is younger than ``agent_ttl_s`` wall seconds (crew.yaml), whatever
-speed a simulated run goes at.
+speed a simulated run goes at. What it heard (every agent's heartbeat, other Coordinators' and
+its own) goes to the ``agent`` table once per heartbeat interval, for people and the API to
+read (:mod:`plantcrew.crews.roster`).
 
 Start. A Coordinator that starts knows no agent yet, and a step routed now would find none live
 and go to a person ("no live agent can ..."), though the agents are there: after a restart the
@@ -74,6 +76,7 @@ from plantcrew.crews.group_commit import GroupCommit
 from plantcrew.crews.presence import answer_presence
 from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import AgentInfo, CapabilityRegistry, process_agent_id
+from plantcrew.crews.roster import AgentRoster
 from plantcrew.crews.warmup import WarmUp
 from plantcrew.crews.warmup import warmup_s as warmup_s_of
 from plantcrew.detect.signatures import SignatureBook
@@ -154,6 +157,8 @@ class CoordinatorHost:
             max_workers=min(max(1, concurrency), DB_THREADS), thread_name_prefix="coordinator-db"
         )
         self.relay = BatchedOutboxRelay(store, bus, executor=self.executor)
+        # the agent table: every heartbeat heard, written once per heartbeat interval
+        self.roster = AgentRoster(store, self.executor)
         self.group = GroupCommit(
             store,
             self.relay.publish_rows,
@@ -276,6 +281,7 @@ class CoordinatorHost:
             )
         )
         self._tasks.append(asyncio.create_task(self._beat(), name="coordinator-heartbeats"))
+        self._tasks.append(asyncio.create_task(self._record_agents(), name="coordinator-agents"))
         self._tasks.append(asyncio.create_task(self._tick_live(), name="coordinator-live-ticks"))
         self._tasks.append(asyncio.create_task(self.warm_up.run(), name="coordinator-warm-up"))
         await self.heartbeat()  # workers answer with their heartbeats
@@ -292,23 +298,27 @@ class CoordinatorHost:
         self._subs.clear()
         with contextlib.suppress(Exception):
             await self.relay.close()
+        self.roster.heard(self._heartbeat())  # the agent table says this one stopped
+        await self.roster.flush()
         self.executor.shutdown(wait=True)
         with contextlib.suppress(BusError):
             await self.heartbeat()
         log.info("coordinator stopped", agent=self.agent_id)
 
-    async def heartbeat(self) -> None:
-        """Announce this Coordinator on ``crew.control`` (workers answer with theirs)."""
-        hb = AgentHeartbeat(
+    def _heartbeat(self) -> AgentHeartbeat:
+        return AgentHeartbeat(
             agent_id=self.agent_id, role="coordinator", capabilities=[], stopping=self.stopping
         )
+
+    async def heartbeat(self) -> None:
+        """Announce this Coordinator on ``crew.control`` (workers answer with theirs)."""
+        hb = self._heartbeat()
+        self.roster.heard(hb)
         await self.bus.publish(Message.new(hb, source=self.agent_id, subject=Subjects.CONTROL))
 
     def _presence(self) -> AgentHeartbeat | None:
         """This Coordinator's answer to a presence probe (none when stopping)."""
-        if self.stopping:
-            return None
-        return AgentHeartbeat(agent_id=self.agent_id, role="coordinator", capabilities=[])
+        return None if self.stopping else self._heartbeat()
 
     async def _beat(self) -> None:
         while True:
@@ -317,6 +327,12 @@ class CoordinatorHost:
                 await self.heartbeat()
             except BusError as exc:
                 log.info("heartbeat not sent", error=str(exc))
+
+    async def _record_agents(self) -> None:
+        """Write the heartbeats heard to the agent table once per heartbeat interval."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+            await self.roster.flush()
 
     async def _tick_live(self) -> None:
         while True:
@@ -331,7 +347,10 @@ class CoordinatorHost:
     # ---- inputs --------------------------------------------------------------------------
     async def _on_control(self, msg: Message) -> None:
         hb = msg.payload
-        if isinstance(hb, AgentHeartbeat) and hb.capabilities:
+        if not isinstance(hb, AgentHeartbeat):
+            return
+        self.roster.heard(hb)  # Coordinators too: the agent table lists every process
+        if hb.capabilities:
             self.registry.heard(hb, 0.0)
             self.warm_up.heard(self.registry.live_capabilities(), hb.agent_id)
 

@@ -15,6 +15,14 @@ def process_agent_id(role: str) -> str:
     presence probe call themselves)."""
     return f"{role}-{socket.gethostname()}-{os.getpid()}"
 
+
+def is_live(age_s: float, stopping: bool, ttl_s: float) -> bool:
+    """The Coordinator's liveness rule: an agent is live while its last heartbeat is
+    ``age_s`` seconds old, at most ``ttl_s``, and did not say it is stopping. Seconds of one
+    clock (the registry's plant or wall seconds; the ``agent`` table's UTC wall time)."""
+    return not stopping and age_s <= ttl_s
+
+
 @dataclass
 class AgentInfo:
     """What the Coordinator knows of one agent; ``last_seen`` in plant seconds."""
@@ -29,7 +37,7 @@ class AgentInfo:
 
 class CapabilityRegistry:
     """Agents by capability. An agent is live while its last heartbeat is younger than ``ttl_s``
-    (plant seconds) and it has not said it is stopping."""
+    (plant seconds) and it has not said it is stopping (:func:`is_live`)."""
 
     def __init__(self, ttl_s: float = 15.0) -> None:
         self.ttl_s = ttl_s
@@ -46,6 +54,6 @@ class CapabilityRegistry:
         found = [
             a
             for a in self.agents.values()
-            if capability in a.capabilities and not a.stopping and now - a.last_seen <= self.ttl_s
+            if capability in a.capabilities and is_live(now - a.last_seen, a.stopping, self.ttl_s)
         ]
         return sorted(found, key=lambda a: (a.in_flight, a.agent_id))

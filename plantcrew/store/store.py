@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from plantcrew.errors import ConflictError, NotFoundError
 from plantcrew.messages import Message, ModelCallInfo
 from plantcrew.settings import redacted_url
-from plantcrew.store import audit
+from plantcrew.store import audit, heartbeats
 from plantcrew.store.audit import ChainBreak
 from plantcrew.store.db import Database
 from plantcrew.store.deferred import MESSAGE, deferred, message_row
@@ -25,6 +25,7 @@ from plantcrew.store.rows import insert_rows, insert_stmt
 from plantcrew.store.spend import add_spend, deltas_of
 from plantcrew.store.tables import (
     Action,
+    AgentRecord,
     Approval,
     ApprovalVote,
     DeadLetterRecord,
@@ -222,6 +223,24 @@ class Store(Database):
         with self.tx() as s:
             s.add(lesson)
             return lesson
+
+    # ---- agents' last heartbeats (plantcrew.store.heartbeats) --------------------------------
+    def record_agents(
+        self, rows: Sequence[AgentRecord], *, forget_before: datetime | None = None
+    ) -> None:
+        """Upsert ``rows`` into the ``agent`` table (the newest ``last_seen`` of each agent
+        stays) and, with ``forget_before`` (aware), delete the rows of agents not heard since
+        then, in one transaction. Raises StoreError (StoreUnavailable: the database cannot
+        serve now)."""
+        with self.tx() as s:
+            heartbeats.record_agents(s, rows)
+            if forget_before is not None:
+                heartbeats.forget_agents(s, forget_before)
+
+    def agents(self) -> list[AgentRecord]:
+        """Every agent of the ``agent`` table, by role then agent id."""
+        with self.tx() as s:
+            return heartbeats.agent_rows(s)
 
     # ---- audit -------------------------------------------------------------------------------
     def audit(

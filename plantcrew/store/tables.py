@@ -263,7 +263,9 @@ class DeadLetterRecord(SQLModel, table=True):
 
 
 class AgentRecord(SQLModel, table=True):
-    """Last heartbeat of each agent (for health views; the Coordinator keeps its own copy)."""
+    """Last heartbeat of each agent, as a Coordinator process heard it (``last_seen``: UTC
+    wall time it arrived); written at most once per agent per heartbeat interval
+    (:mod:`plantcrew.crews.roster`), read by ``plantcrew agents`` and the API's ``/agents``."""
 
     __tablename__ = "agent"
     __table_args__ = (UniqueConstraint("agent_id"),)

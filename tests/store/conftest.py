@@ -1,25 +1,16 @@
-"""The store's tests run against SQLite and PostgreSQL (a fresh schema per test)."""
+"""The store's tests run against SQLite and PostgreSQL (a fresh schema per test: ``db_url``
+of tests/conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from plantcrew.store import Run, Store
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each kind: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'crew.db'}"
-    url: str = request.getfixturevalue("pg_schema_url")
-    return url
 
 
 @pytest.fixture

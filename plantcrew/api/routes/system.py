@@ -20,8 +20,10 @@ Reader = Annotated[Principal, Depends(require(Permission.AGENTS_READ))]
 
 @router.get("/agents", response_model=list[AgentOut], summary="Agents and their heartbeats")
 def list_agents(request: Request, _: Reader) -> list[AgentOut]:
-    """Every agent heard on the bus: role, capabilities, load, heartbeat age, liveness."""
-    return [AgentOut(**a) for a in context(request).agents.snapshot()]
+    """Every agent heard on the bus, or recorded by a Coordinator process in the database:
+    role, capabilities, load, heartbeat age, liveness."""
+    ctx = context(request)
+    return [AgentOut(**a) for a in ctx.agents.snapshot(ctx.store.agents())]
 
 
 def _stats(store: Store) -> dict[str, dict[str, Any]]:
