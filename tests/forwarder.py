@@ -11,6 +11,8 @@ import socket
 import threading
 from urllib.parse import urlparse, urlunparse
 
+_TAIL = 256  # bytes of the previous read kept for partition_on: its longest pattern
+
 
 class Forwarder:
     """A TCP forwarder ``127.0.0.1:<port>`` -> ``target``, one thread pair per connection.
@@ -19,8 +21,14 @@ class Forwarder:
       "connection refused" or a reset); ``start()`` listens again on the same port.
     - ``partition()`` stops forwarding both ways but keeps every socket open, as a network
       partition does: what either side sends (a close too) is held, nothing is refused, and a
-      new connection is accepted but reaches nothing. ``heal()`` delivers what was held, in
-      order, and forwards again.
+      new connection is accepted but reaches nothing. ``partition(refuse=True)`` also stops
+      listening: a new connection is refused by the operating system (ECONNREFUSED) at once.
+      ``heal()`` delivers what was held, in order, listens again on the same port if it had
+      stopped, and forwards again; ``heal(drop=True)`` closes the held connections instead.
+    - ``partition_on(pattern)`` partitions the moment ``pattern`` comes from the server (or,
+      with ``from_client``, from the client): the bytes that carry it are held with the rest
+      (the other side never sees them); ``triggered`` is set then.
+    - ``accepted`` counts the connections accepted, ``upstream`` those that reached the server.
     """
 
     def __init__(self, target: tuple[str, int]) -> None:
@@ -31,6 +39,10 @@ class Forwarder:
         self._lock = threading.Lock()
         self._flowing = threading.Event()
         self._flowing.set()
+        self._trigger: tuple[bytes, bool, bool] | None = None  # (pattern, from_client, refuse)
+        self.triggered = threading.Event()
+        self.accepted = 0
+        self.upstream = 0
 
     def start(self) -> None:
         lsock = socket.socket()
@@ -42,26 +54,52 @@ class Forwarder:
         self._flowing.set()
         threading.Thread(target=self._accept, args=(lsock,), daemon=True).start()
 
-    def stop(self) -> None:
+    def _close_listener(self) -> None:
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
+
+    def _close_conns(self) -> None:
         with self._lock:
             conns, self._conns = self._conns, set()
         for c in conns:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
             c.close()
+
+    def stop(self) -> None:
+        self._close_listener()
+        self._close_conns()
         self._flowing.set()  # threads held by a partition see their closed sockets and end
 
-    def partition(self) -> None:
-        """Hold every byte (and every close) from now on, both ways, until :meth:`heal`."""
+    def partition(self, *, refuse: bool = False) -> None:
+        """Hold every byte (and every close) from now on, both ways, until :meth:`heal`;
+        with ``refuse``, stop listening too (new connections are refused until then)."""
         self._flowing.clear()
+        if refuse:
+            self._close_listener()
 
-    def heal(self) -> None:
-        """Deliver what the partition held and forward again."""
+    def partition_on(
+        self, pattern: bytes, *, from_client: bool = False, refuse: bool = False
+    ) -> None:
+        """Arm a :meth:`partition` (``refuse`` as there) for the first bytes from the server
+        (from the client with ``from_client``) that contain ``pattern`` (also when it spans
+        two reads), which it holds. ValueError for an empty pattern or one over 256 bytes."""
+        if not 0 < len(pattern) <= _TAIL:
+            raise ValueError(f"partition_on needs a pattern of 1 to {_TAIL} bytes")
+        with self._lock:
+            self._trigger = (pattern, from_client, refuse)
+
+    def heal(self, *, drop: bool = False) -> None:
+        """Deliver what the partition held, listen again if it stopped, and forward again.
+        With ``drop``, deliver nothing: every connection open until now is closed instead
+        (what either side sent into the partition is lost, as when the network gave up)."""
+        if drop:
+            self._close_conns()
+        if self._listener is None and self.port:
+            self.start()  # the same port: start() binds self.port, with SO_REUSEADDR
         self._flowing.set()
 
     @property
@@ -79,6 +117,7 @@ class Forwarder:
     def _connect(self, client: socket.socket) -> None:
         with self._lock:
             self._conns.add(client)
+            self.accepted += 1
         self._flowing.wait()  # partitioned: the server is not reached (the client times out)
         try:
             upstream = socket.create_connection(self.target, timeout=5)
@@ -88,13 +127,30 @@ class Forwarder:
         upstream.settimeout(None)
         with self._lock:
             self._conns.add(upstream)
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            self.upstream += 1
+        for a, b, from_client in ((client, upstream, True), (upstream, client, False)):
+            threading.Thread(target=self._pipe, args=(a, b, from_client), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _check_trigger(self, seen: bytes, from_client: bool) -> None:
+        """Partition now when the armed pattern is in ``seen`` (bytes from that side)."""
+        with self._lock:
+            trigger = self._trigger
+            if trigger is None or trigger[1] != from_client or trigger[0] not in seen:
+                return
+            refuse = trigger[2]
+            self._trigger = None
+        self.partition(refuse=refuse)
+        self.triggered.set()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        tail = b""  # the end of the previous read: a pattern may span two
         try:
             while True:
                 data = src.recv(65536)
+                if self._trigger is not None and data:
+                    seen = tail + data
+                    self._check_trigger(seen, from_client)
+                    tail = seen[-_TAIL:]
                 self._flowing.wait()  # a partition holds what was read, and an end of stream
                 if not data:
                     break

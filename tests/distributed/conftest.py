@@ -8,6 +8,7 @@ wait (so a dead worker's task comes back within seconds), few deliveries before 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -21,11 +22,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import yaml
 
+from plantcrew.bus import Bus
+from plantcrew.messages import AgentHeartbeat, Message, Subjects
+from plantcrew.plant.bus_actuator import COMMANDS
 from tests.conftest import ROOT, bus_url_for, pg_url_for
 
 START_TIMEOUT_S = 180.0  # a process imports litellm and scikit-learn: slow on a busy machine
@@ -134,6 +139,54 @@ def make_test_config(dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def crew_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_test_config(tmp_path_factory.mktemp("cfg") / "config")
+
+
+SHORT_ACK_WAIT_S = 5
+"""The ack wait of :func:`short_ack_config` (the server's: 6 s)."""
+
+
+@pytest.fixture
+def short_ack_config(crew_config: Path, tmp_path: Path) -> Path:
+    """The test config with an ack wait of :data:`SHORT_ACK_WAIT_S`."""
+    dest = tmp_path / "config"
+    shutil.copytree(crew_config, dest)
+    crew = yaml.safe_load((dest / "crew.yaml").read_text())
+    crew["delivery"]["ack_wait_s"] = SHORT_ACK_WAIT_S
+    (dest / "crew.yaml").write_text(yaml.safe_dump(crew))
+    return dest
+
+
+async def watch_commands_and_heartbeats(
+    bus: Bus,
+) -> tuple[list[Message], list[tuple[float, AgentHeartbeat]]]:
+    """Subscribe ``bus`` (the test's own) to every plant command (``plant.commands.>``) and
+    every heartbeat on ``crew.control``; returns the lists they are appended to as they come:
+    the commands, and each heartbeat with the event loop's time of its arrival."""
+    loop = asyncio.get_running_loop()
+    commands: list[Message] = []
+    heartbeats: list[tuple[float, AgentHeartbeat]] = []
+
+    async def on_command(msg: Message) -> None:
+        commands.append(msg)
+
+    async def on_control(msg: Message) -> None:
+        if isinstance(msg.payload, AgentHeartbeat):
+            heartbeats.append((loop.time(), msg.payload))
+
+    await bus.subscribe(f"{COMMANDS}.>", on_command)
+    await bus.subscribe(Subjects.CONTROL, on_control)
+    return commands, heartbeats
+
+
+async def until(what: str, check: Any, timeout: float = 60.0) -> Any:
+    """Poll ``check`` (run in a thread: it may query the database or read a log) until it
+    answers truthy, and return that; AssertionError naming ``what`` after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not (found := await asyncio.to_thread(check)):
+        assert loop.time() < end, f"not within {timeout:g} s: {what}"
+        await asyncio.sleep(0.2)
+    return found
 
 
 def new_schema(database_url: str) -> str:

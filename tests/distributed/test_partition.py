@@ -15,7 +15,7 @@ The crew: ``plantcrew up`` (Coordinator, Monitor, Diagnostic, Safety, Reviewer) 
 partitions the sender's forwarder (nothing forwarded either way, every socket kept open), so
 the plant's answer is held with everything else. The other Operator's forwarder forwards all
 along. The partition holds until the other Operator has recorded the action and for
-:data:`HOLD_S` in all: past the ack wait (shortened to :data:`ACK_WAIT_S` here, so the
+:data:`HOLD_S` in all: past the ack wait (shortened to :data:`SHORT_ACK_WAIT_S` here, so the
 takeover comes well before the cut-off worker's own actuator timeout of 10 s) and past that
 timeout, so the cut-off worker's late handler has given up before the network comes back.
 Before the fix, that late handler recorded "failed: outcome unknown" over the other
@@ -30,52 +30,34 @@ resumes, its held traffic arrives, and it heartbeats again.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-import yaml
 from sqlmodel import col, select
 
 from plantcrew.bus import connect
-from plantcrew.messages import AgentHeartbeat, Message, Subjects
-from plantcrew.plant.bus_actuator import COMMANDS, PlantGateway
+from plantcrew.messages import Message
+from plantcrew.plant.bus_actuator import PlantGateway
 from plantcrew.scenarios.runner import run_scenario
 from plantcrew.store import AuditEntry, Store
 from tests.conftest import NATS_URL, bus_url_for
-from tests.distributed.conftest import OPERATOR, crew_of, new_schema
+from tests.distributed.conftest import (
+    OPERATOR,
+    crew_of,
+    new_schema,
+    until,
+    watch_commands_and_heartbeats,
+)
 from tests.distributed.test_crew import SHORT, gateway_counts, settled
 from tests.forwarder import Forwarder, through
 
 UP = ("up", "--role", "monitor", "--role", "diagnostic", "--role", "safety", "--role", "reviewer")
-ACK_WAIT_S = 5  # the server's: 6 s
 HOLD_S = 12.0
 """How long the partition holds at least: the server's ack wait (6 s) and the worker's
 actuator timeout (10 s, counted from a moment before the cut) have both passed."""
 WAIT_S = 60.0  # the longest the test waits for any one thing
-
-
-async def until(what: str, check: Any, timeout: float = WAIT_S) -> Any:
-    """Poll ``check`` (run in a thread: it may query the database) until it answers truthy."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not (found := await asyncio.to_thread(check)):
-        assert loop.time() < end, f"not within {timeout:g} s: {what}"
-        await asyncio.sleep(0.2)
-    return found
-
-
-@pytest.fixture
-def short_ack_config(crew_config: Path, tmp_path: Path) -> Path:
-    """The test config with an ack wait of :data:`ACK_WAIT_S`."""
-    dest = tmp_path / "config"
-    shutil.copytree(crew_config, dest)
-    crew = yaml.safe_load((dest / "crew.yaml").read_text())
-    crew["delivery"]["ack_wait_s"] = ACK_WAIT_S
-    (dest / "crew.yaml").write_text(yaml.safe_dump(crew))
-    return dest
 
 
 async def test_a_partitioned_operator_executes_nothing_twice_and_comes_back(
@@ -107,18 +89,7 @@ async def test_a_partitioned_operator_executes_nothing_twice_and_comes_back(
     handled = gateway_counts(monkeypatch)
 
     bus = await connect(bus_url)
-    commands: list[Message] = []  # every command that reaches the broker, late ones too
-    heartbeats: list[tuple[float, AgentHeartbeat]] = []
-
-    async def on_command(msg: Message) -> None:
-        commands.append(msg)
-
-    async def on_control(msg: Message) -> None:
-        if isinstance(msg.payload, AgentHeartbeat):
-            heartbeats.append((loop.time(), msg.payload))
-
-    await bus.subscribe(f"{COMMANDS}.>", on_command)
-    await bus.subscribe(Subjects.CONTROL, on_control)
+    commands, heartbeats = await watch_commands_and_heartbeats(bus)  # late ones too
     store: Store | None = None
     try:
         db_url = new_schema(pg_database)
