@@ -711,12 +711,19 @@ class NatsBus:
 
     async def _check_consumer(self, consumer: str) -> None:
         """Raise NotFoundError when ``consumer`` no longer exists on the server (asked at most
-        every ``_CONSUMER_CHECK_S`` per consumer, however many members share it)."""
+        every ``_CONSUMER_CHECK_S`` per consumer, however many members share it; a
+        TimeoutError after ``_FETCH_EXPIRY_S`` without an answer)."""
         now = asyncio.get_running_loop().time()
         if now < self._checked.get(consumer, 0.0) + _CONSUMER_CHECK_S:
             return
         self._checked[consumer] = now
-        await self._js_or_raise().consumer_info(self.settings.stream, consumer)
+        # no longer than a fetch: a question sent as the network went silent leaves with the
+        # connection the client then drops as stale, and its answer never comes; the member
+        # waits for it before fetching again, so the bus's request timeout (publish_timeout,
+        # 10 s) would keep it from work that waits for it for seconds after the reconnect
+        await self._js_or_raise().consumer_info(
+            self.settings.stream, consumer, timeout=_FETCH_EXPIRY_S
+        )
 
     async def request(self, msg: Message, *, timeout: float = 5.0) -> Message:
         """NATS request/reply on a plain subject; BusTimeout when nobody answers in time."""
