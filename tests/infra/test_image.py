@@ -52,7 +52,7 @@ def _stages() -> list[str]:
 
 def test_dockerfile_is_multi_stage_from_the_lock_and_not_root() -> None:
     build, runtime = _stages()
-    assert "pip install -r requirements.lock" in build
+    assert "pip install --require-hashes -r requirements.lock" in build
     assert "COPY --from=build /opt/venv /opt/venv" in runtime
     assert "pip " not in runtime and "gcc" not in runtime
     user = re.search(r"(?m)^USER (\d+):(\d+)$", runtime)
