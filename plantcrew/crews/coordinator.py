@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from plantcrew.bus import Bus, DurableOptions, Subscription
@@ -71,6 +72,7 @@ from plantcrew.store import (
     TaskRecord,
     add_outbox,
     load_incident,
+    read_incident,
     record_message,
     record_model_calls,
     save_incident,
@@ -78,7 +80,7 @@ from plantcrew.store import (
 from plantcrew.store import audit as audit_log
 from plantcrew.store.costs import budget_spend
 from plantcrew.store.deferred import OutboxRow, committed_outbox
-from plantcrew.store.rows import insert_rows
+from plantcrew.store.rows import detached, insert_rows
 from plantcrew.store.tokens import issue_token
 
 log = structlog.get_logger("plantcrew.coordinator")
@@ -122,15 +124,19 @@ def _no_looser_than_rules(p: SafetyDecision) -> SafetyDecision:
 
 
 TASK = TaskRecord.__table__  # type: ignore[attr-defined]
+INCIDENT = Incident.__table__  # type: ignore[attr-defined]
 # built once, executed with parameters (SQLAlchemy's compiled cache; see plantcrew.store.rows)
 _TASK_STATUS = (
     update(TASK).where(TASK.c.id == bindparam("task_id")).values(status=bindparam("status"))
 )
 # an active incident of a run on a device (at most one: the Coordinator opens no second one)
-_ACTIVE_ON_DEVICE = select(Incident).where(
-    col(Incident.run_id) == bindparam("run_id"),
-    col(Incident.device_id) == bindparam("device_id"),
-    col(Incident.status).in_(ACTIVE),
+_ACTIVE_ON_DEVICE = sa_select(INCIDENT).where(
+    INCIDENT.c.run_id == bindparam("run_id"),
+    INCIDENT.c.device_id == bindparam("device_id"),
+    INCIDENT.c.status.in_(ACTIVE),
+)
+_ACTIVE_IN_RUN = sa_select(INCIDENT).where(
+    INCIDENT.c.run_id == bindparam("run_id"), INCIDENT.c.status.in_(ACTIVE)
 )
 _INCIDENTS_IN_RUN = (
     select(func.count()).select_from(Incident).where(col(Incident.run_id) == bindparam("run_id"))
@@ -463,11 +469,10 @@ class Coordinator:
 
     def _current(self, s: Session, payload: Any) -> Incident | None:
         """The incident a task result belongs to, if the result answers its current task."""
-        inc = s.get(Incident, payload.incident_id)
+        inc = read_incident(s, payload.incident_id)
         if inc is None or inc.current_task_id != payload.task_id or inc.status not in ACTIVE:
             log.info("stale result ignored", task=payload.task_id, type=payload.kind)
             return None
-        s.expunge(inc)
         status = "failed" if isinstance(payload, TaskFailed) else "done"
         s.execute(_TASK_STATUS, {"task_id": payload.task_id, "status": status})
         inc.current_task_id = None
@@ -546,18 +551,21 @@ class Coordinator:
             s, inc, inc.outcome or "escalated", note or (inc.escalation_reason or ""), pt, cause
         )
 
+    @staticmethod
+    def _active_on(s: Session, run_id: str, device_id: str) -> Incident | None:
+        """The active incident of ``run_id`` on ``device_id`` (detached), if any."""
+        row = s.execute(_ACTIVE_ON_DEVICE, {"run_id": run_id, "device_id": device_id}).first()
+        return None if row is None else detached(Incident, row._mapping)
+
     # ---- the state machine ---------------------------------------------------------------
     def _anomaly(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload
         assert isinstance(p, AnomalyDetected)
         run_id = msg.run_id or self.run_id
-        active = s.exec(
-            _ACTIVE_ON_DEVICE, params={"run_id": run_id, "device_id": p.device_id}
-        ).first()
+        active = self._active_on(s, run_id, p.device_id)
         if active is not None:
             # with the version check like every change of an incident: an anomaly event is
             # keyed by run, not incident, so it can run beside a step of this incident
-            s.expunge(active)
             active.data = {**active.data, "anomalies": active.data.get("anomalies", 1) + 1}
             save_incident(s, active)
             return
@@ -588,14 +596,9 @@ class Coordinator:
     def _cleared(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload
         assert isinstance(p, AnomalyCleared)
-        found = s.exec(
-            _ACTIVE_ON_DEVICE,
-            params={"run_id": msg.run_id or self.run_id, "device_id": p.device_id},
-        ).first()
-        if found is None:
+        inc = self._active_on(s, msg.run_id or self.run_id, p.device_id)
+        if inc is None:
             return
-        s.expunge(found)
-        inc = found
         inc.data = {**inc.data, "cleared_at": p.ts}
         if inc.status == "verifying":
             self._resolve(s, inc, p.ts, pt, msg)
@@ -958,10 +961,9 @@ class Coordinator:
     def _task_failed(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload
         assert isinstance(p, TaskFailed)
-        inc = s.get(Incident, p.incident_id)
+        inc = read_incident(s, p.incident_id)
         if inc is None or inc.current_task_id != p.task_id:
             return
-        s.expunge(inc)
         self._reassign(s, inc, f"{p.agent_id} failed: {p.reason}", pt, msg)
         save_incident(s, inc)
 
@@ -1068,12 +1070,8 @@ class Coordinator:
         incident or an approval is pending (people may vote any time): then the next tick
         looks again."""
         next_due: float | None = math.inf
-        for inc in s.exec(
-            select(Incident).where(
-                col(Incident.run_id) == self.run_id, col(Incident.status).in_(ACTIVE)
-            )
-        ).all():
-            s.expunge(inc)
+        for row in s.execute(_ACTIVE_IN_RUN, {"run_id": self.run_id}).all():
+            inc = detached(Incident, row._mapping)
             changed = False
             rec = s.get(TaskRecord, inc.current_task_id) if inc.current_task_id else None
             if rec is not None and rec.deadline_at is not None and now > rec.deadline_at:

@@ -18,6 +18,7 @@ from plantcrew.store import (
     Store,
     add_outbox,
     load_incident,
+    read_incident,
     record_message,
     save_incident,
 )
@@ -48,6 +49,24 @@ def test_optimistic_locking_refuses_a_stale_write(store: Store) -> None:
         save_incident(s, second)
     assert store.get_incident("i1").status == "diagnosing"
     assert store.get_incident("i1").version == 2
+
+
+def test_an_incident_read_is_the_stored_row_and_only_save_writes_it(store: Store) -> None:
+    with store.tx() as s:
+        s.add(Incident(id="i1", run_id="r1", device_id="pump1", data={"a": 1}))
+    with store.tx() as s:
+        assert read_incident(s, "nope") is None
+        inc = read_incident(s, "i1")
+        assert inc is not None and inc not in s
+        assert (inc.status, inc.data, inc.version, inc.closed_at) == ("open", {"a": 1}, 1, None)
+        inc.status, inc.data = "diagnosing", {**inc.data, "b": 2}
+        save_incident(s, inc)
+        again = read_incident(s, "i1")  # read again in the same transaction: as saved
+        assert again is not None and again is not inc
+        assert (again.status, again.data, again.version) == ("diagnosing", {"a": 1, "b": 2}, 2)
+        again.status = "escalated"  # changed, never saved: the commit does not write it
+    stored = store.get_incident("i1")
+    assert (stored.status, stored.data, stored.version) == ("diagnosing", {"a": 1, "b": 2}, 2)
 
 
 def test_message_log_is_idempotent_and_outbox_commits_with_it(store: Store) -> None:
