@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError, ScenarioError
+from plantcrew.terminal import err, fail, out, plain, print_error
 
 app = typer.Typer(
     help="plantcrew: a crew of role agents that responds to plant anomalies.",
@@ -52,10 +53,6 @@ app.command()(agents)
 app.command()(serve)
 app.add_typer(tokens_app, name="tokens")
 
-# piped output gets a wide console so tables stay readable in logs and CI
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-
 DbOpt = Annotated[
     str | None,
     typer.Option(
@@ -85,11 +82,6 @@ def _db(url: str | None) -> str:
     from plantcrew.settings import get_settings
 
     return url or get_settings().db_url
-
-
-def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red bold]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 @app.command()
@@ -129,9 +121,9 @@ def run(
 
             spec = load_scenario(Store(_db(db), existing=True).get_run(resume).scenario_path)
     except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     except NotFoundError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     from plantcrew.render import LiveRunView, print_summary
     from plantcrew.scenarios.runner import RunResult, run_scenario
 
@@ -156,9 +148,9 @@ def run(
             with LiveRunView(out, spec.name, spec.duration_s) as view:
                 result = go(view)
     except (ConfigError, ScenarioError) as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     except PlantcrewError as exc:
-        raise _fail(3, str(exc)) from None
+        raise fail(3, str(exc)) from None
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -184,19 +176,23 @@ def approvals_list(
     try:
         store = Store(_db(db), existing=True)
     except NotFoundError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     tbl = Table()
     for col in ("id", "incident", "status", "class", "needs", "roles", "decisions"):
         tbl.add_column(col)
     for a in store.approvals(status=status):
         tbl.add_row(
-            a.id,
-            a.incident_id,
-            a.status,
+            plain(a.id),
+            plain(a.incident_id),
+            plain(a.status),
             str(a.hazard_class),
             str(a.approvers_required),
-            ", ".join(a.approver_roles),
-            "; ".join(f"{d['approver']}: {'yes' if d['approved'] else 'no'}" for d in a.decisions),
+            plain(", ".join(a.approver_roles)),
+            plain(
+                "; ".join(
+                    f"{d['approver']}: {'yes' if d['approved'] else 'no'}" for d in a.decisions
+                )
+            ),
         )
     out.print(tbl)
 
@@ -210,11 +206,11 @@ def approvals_show(approval_id: str, db: DbOpt = None) -> None:
         store = Store(_db(db), existing=True)
         a = store.get_approval(approval_id)
     except PlantcrewError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     action = next(
         (x for x in store.actions(incident_id=a.incident_id) if x.id == a.action_id), None
     )
-    out.print(f"[bold]{a.id}[/] ({a.status}) for incident {a.incident_id}")
+    out.print(Text.assemble((a.id, "bold"), f" ({a.status}) for incident {a.incident_id}"))
     if action is not None:
         out.print(
             f"action: {action.command} on {action.device_id} {action.parameters} "
@@ -223,7 +219,8 @@ def approvals_show(approval_id: str, db: DbOpt = None) -> None:
         )
     out.print(
         f"needs {a.approvers_required} approver(s) with role: "
-        f"{', '.join(a.approver_roles) or '-'}; deadline at plant {a.deadline_at}"
+        f"{', '.join(a.approver_roles) or '-'}; deadline at plant {a.deadline_at}",
+        markup=False,
     )
     for d in a.decisions:
         out.print(
@@ -243,10 +240,11 @@ def _vote(
             approval_id, approver=approver, role=role, approved=approved, reason=reason
         )
     except NotFoundError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     out.print(
         f"{'approval' if approved else 'refusal'} of {approval_id} by {approver} ({role}) "
-        "recorded; the Coordinator applies it at its next tick"
+        "recorded; the Coordinator applies it at its next tick",
+        markup=False,
     )
 
 
@@ -282,12 +280,12 @@ def audit_verify(db: DbOpt = None) -> None:
     try:
         breaks = Store(_db(db), existing=True).verify_audit()
     except NotFoundError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     if not breaks:
         out.print("[green]audit log intact[/]")
         return
     for b in breaks:
-        err.print(f"[red]entry {b.seq}:[/] {b.problem}")
+        err.print(Text.assemble((f"entry {b.seq}:", "red"), " ", b.problem))
     raise typer.Exit(1)
 
 
@@ -353,10 +351,10 @@ def eval_skab(
             ),
         )
     except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     render_report(report, out)
     if json_out is not None:
-        err.print(f"wrote {json_out}")
+        err.print(f"wrote {json_out}", markup=False)
 
 
 @app.command()
@@ -377,12 +375,12 @@ def detect(
     from plantcrew.detect import detect_nab
 
     if fmt != "nab":
-        raise _fail(2, f"--format {fmt!r}: only 'nab' is supported")
+        raise fail(2, f"--format {fmt!r}: only 'nab' is supported")
     try:
         written = detect_nab(data_dir, out_dir, detector=detector)
     except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
-    out.print(f"wrote {len(written)} result files under {out_dir}")
+        raise fail(2, str(exc)) from None
+    out.print(f"wrote {len(written)} result files under {out_dir}", markup=False)
 
 
 @app.command()
@@ -405,16 +403,16 @@ def feedback(
         inc = store.get_incident(incident_id)
         vocabulary = set(load_signatures(default_signatures_path()).signatures) | {"unknown"}
     except PlantcrewError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     if root_cause not in vocabulary:
-        raise _fail(
+        raise fail(
             2,
             f"--root-cause {root_cause!r} is not a known root cause: "
             f"{', '.join(sorted(vocabulary))}",
         )
     signature = signature_of(inc.anomaly.get("deviations", []))
     if not signature:
-        raise _fail(
+        raise fail(
             2,
             f"incident {incident_id} has no deviation signature to learn from "
             "(stuck sensors are left out: they say nothing of the process)",
@@ -437,7 +435,9 @@ def feedback(
         incident_id=inc.id,
         data={"was": inc.root_cause, "now": root_cause, "note": note},
     )
-    out.print(f"{incident_id}: {inc.root_cause} → {root_cause} remembered as feedback")
+    out.print(
+        f"{incident_id}: {inc.root_cause} → {root_cause} remembered as feedback", markup=False
+    )
 
 
 def main() -> None:
@@ -450,7 +450,7 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(130)
     except PlantcrewError as exc:
-        err.print(f"[red bold]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         sys.exit(2 if isinstance(exc, ConfigError) else 3)
 
 

@@ -13,20 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError
+from plantcrew.terminal import err, fail, out, plain
 
 models_app = typer.Typer(help="The model deployments of config/models.yaml.",
                          no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-
-
-def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red bold]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _models_path(config: Path | None) -> Path:
@@ -58,23 +53,23 @@ def models_check(
         router = ModelRouter.from_file(path, playbooks_path=path.parent / "playbooks.yaml")
         results = asyncio.run(check_deployments(router, timeout_s=timeout, groups=group))
     except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     except PlantcrewError as exc:  # an unknown --group
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     failed = [r for r in results if r.status == "failed"]
     if as_json:
         print(json.dumps([r.__dict__ for r in results], indent=2))
         raise typer.Exit(1 if failed else 0)
-    tbl = Table(title=f"model deployments ({path})")
+    tbl = Table(title=escape(f"model deployments ({path})"))
     for name in ("group", "deployment", "model", "answers", "latency ms", "tokens", "note"):
         tbl.add_column(name, justify="right" if name in ("latency ms", "tokens") else "left",
                        overflow="fold")
     mark = {"ok": "[green]yes[/]", "failed": "[red]no[/]", "skipped": "[dim]skipped[/]"}
     for r in results:
-        tbl.add_row(r.group, r.deployment, r.model, mark[r.status],
+        tbl.add_row(plain(r.group), plain(r.deployment), plain(r.model), mark[r.status],
                     "" if r.latency_ms is None else f"{r.latency_ms:.0f}",
                     str(r.prompt_tokens + r.completion_tokens) if r.status == "ok" else "",
-                    r.error or "")
+                    plain(r.error or ""))
     out.print(tbl)
     answered = sum(r.status == "ok" for r in results)
     active = answered + len(failed)
@@ -90,7 +85,7 @@ def _budgets(config: Path | None) -> Any:
     try:
         return load_models_config(_models_path(config)).budgets
     except ConfigError as exc:
-        err.print(f"[yellow]note:[/] budgets not shown: {exc}", highlight=False)
+        err.print(Text.assemble(("note:", "yellow"), f" budgets not shown: {exc}"))
         return None
 
 
@@ -104,7 +99,7 @@ def _share(spent: float, limit: float | None) -> str:
 
 def _cost_table(title: str, rows: list[Any], key: str, *, models: bool = False,
                 limit: float | None = None) -> Table:
-    tbl = Table(title=title)
+    tbl = Table(title=escape(title))
     cols = [key, *(["model"] if models else []), "calls", "ok", "failed", "fallback",
             "repaired", "degraded", "prompt tok", "completion tok", "cost USD",
             *(["budget"] if limit is not None else [])]
@@ -112,9 +107,10 @@ def _cost_table(title: str, rows: list[Any], key: str, *, models: bool = False,
         tbl.add_column(c, justify="left" if c in (key, "model", "budget") else "right",
                        overflow="fold")
     for r in rows:
-        cells = [r.key, *([r.models] if models else []), str(r.calls), str(r.ok),
-                 str(r.failed), str(r.fallback), str(r.repaired), str(r.degraded),
-                 str(r.prompt_tokens), str(r.completion_tokens), f"{r.cost_usd:.6f}"]
+        cells: list[str | Text] = [
+            plain(r.key), *([plain(r.models)] if models else []), str(r.calls), str(r.ok),
+            str(r.failed), str(r.fallback), str(r.repaired), str(r.degraded),
+            str(r.prompt_tokens), str(r.completion_tokens), f"{r.cost_usd:.6f}"]
         if limit is not None:
             cells.append(_share(r.cost_usd, limit))
         tbl.add_row(*cells)
@@ -144,9 +140,9 @@ def costs(
         with store.tx() as s:
             report = cost_report(s, run_id=run, since=since)
     except (BadDateError, NotFoundError) as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     except PlantcrewError as exc:
-        raise _fail(3, str(exc)) from None
+        raise fail(3, str(exc)) from None
     budgets = _budgets(config)
     if as_json:
         doc = report.to_json()
@@ -156,7 +152,7 @@ def costs(
     scope = (f"run {run}" if run else "every run") + (f", since {report.since}"
                                                       if report.since else "")
     if report.total.calls == 0:
-        out.print(f"no model calls recorded ({scope})", highlight=False)
+        out.print(f"no model calls recorded ({scope})", highlight=False, markup=False)
         return
     per_incident = budgets.per_incident_usd if budgets is not None else None
     per_day = budgets.per_day_usd if budgets is not None else None

@@ -34,18 +34,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from plantcrew.crews.config import EVENT_CONSUMERS, ROLES
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError
+from plantcrew.terminal import fail, out, plain
 
 if TYPE_CHECKING:
     from plantcrew.api.worker_probes import WorkerProbes
     from plantcrew.bus import Bus
     from plantcrew.store import Store
-
-err = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 160)
 
 BusOpt = Annotated[str | None, typer.Option("--bus", help="bus URL (default: $PLANTCREW_BUS_URL)")]
 DbOpt = Annotated[
@@ -71,11 +68,6 @@ GraceOpt = Annotated[
 ]
 
 
-def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red bold]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def _urls(bus: str | None, db: str | None, config_dir: Path | None) -> tuple[str, str, Path]:
     from plantcrew.settings import get_settings
 
@@ -85,7 +77,7 @@ def _urls(bus: str | None, db: str | None, config_dir: Path | None) -> tuple[str
 
 def _need_broker(bus_url: str, what: str) -> None:
     if bus_url.startswith("memory:"):
-        raise _fail(
+        raise fail(
             2,
             f"{what} needs a broker bus its peers share: --bus nats://HOST:4222 or "
             "redis://HOST:6379 (memory:// lives in one process; use `plantcrew up` there)",
@@ -98,7 +90,7 @@ def _need_secret(bus_url: str, what: str) -> None:
     try:
         require_approval_secret(bus_url, what)
     except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
 
 
 def coordinator(
@@ -176,7 +168,7 @@ def up(
     try:
         crew = CrewConfig.load(cfg / "crew.yaml")
     except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     _run_process(
         bus_url, db_url, cfg, with_coordinator=True, roles=roles,
         concurrency={r: crew.role(r).workers for r in roles}, probe=(probe_host, probe_port),
@@ -202,7 +194,7 @@ def agents(
         ttl_s = CrewConfig.load(cfg / "crew.yaml").coordinator.agent_ttl_s
         store = Store(db_url, existing=True)
     except (ConfigError, NotFoundError) as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     try:
         views = agent_views(store.agents(), ttl_s)
     finally:
@@ -227,7 +219,7 @@ def agents(
         tbl.add_column(col)
     for v in views:
         tbl.add_row(
-            v.agent_id, v.role, ", ".join(v.capabilities) or "-",
+            plain(v.agent_id), plain(v.role), plain(", ".join(v.capabilities) or "-"),
             v.last_seen.isoformat(timespec="seconds"), f"{v.age_s:.1f}", v.state,
         )  # fmt: skip
     out.print(tbl)
@@ -236,7 +228,7 @@ def agents(
 def _check_roles(roles: tuple[str, ...] | list[str]) -> None:
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
-        raise _fail(2, f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
+        raise fail(2, f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
 
 
 def _run_process(
@@ -257,11 +249,11 @@ def _run_process(
             )
         )
     except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     except PlantcrewError as exc:
-        raise _fail(3, str(exc)) from None
+        raise fail(3, str(exc)) from None
     except OSError as exc:  # e.g. the probe port is taken
-        raise _fail(3, str(exc)) from None
+        raise fail(3, str(exc)) from None
     # Stopped cleanly: the bus and the database are closed, nothing is left to flush but the
     # standard streams. Skip the interpreter's teardown of litellm's and scikit-learn's module
     # graph, which takes seconds of a container's termination grace period.

@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError, ScenarioError
+from plantcrew.terminal import err, fail, out
 
 if TYPE_CHECKING:
     from plantcrew.replay.timeline import Step, Timeline
     from plantcrew.store import Store
 
-out = Console()
-err = Console(stderr=True)
 
 DbOpt = Annotated[
     str | None,
@@ -52,13 +50,8 @@ def _db(url: str | None) -> str:
     return url or get_settings().db_url
 
 
-def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red bold]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def _bad_input(exc: Exception) -> typer.Exit:
-    return _fail(2, str(exc))
+    return fail(2, str(exc))
 
 
 def replay(
@@ -159,7 +152,7 @@ def _verify(db_url: str, run_id: str, config_dir: Path | None, record_playbook: 
     except (ConfigError, ScenarioError, NotFoundError) as exc:
         raise _bad_input(exc) from None
     except PlantcrewError as exc:
-        raise _fail(3, str(exc)) from None
+        raise fail(3, str(exc)) from None
     if as_json:
         print(json.dumps(report.to_json(), indent=1, default=str))
     else:
@@ -187,7 +180,7 @@ def _follow(store: Store, run_id: str, agent: str | None, incident: str | None,
 
     n = follow(store, run_id, emit, keep=keep)
     if not as_json:
-        out.print(f"{n} messages; run {run_id} is {store.get_run(run_id).status}")
+        out.print(f"{n} messages; run {run_id} is {store.get_run(run_id).status}", markup=False)
 
 
 def _export(timeline: Timeline, steps: list[Step], fmt: Format, path: Path | None) -> None:
@@ -203,7 +196,7 @@ def _export(timeline: Timeline, steps: list[Step], fmt: Format, path: Path | Non
     else:
         path = path or Path(f"{timeline.run.id}.html")
         path.write_text(to_html(timeline, steps), encoding="utf-8")
-    err.print(f"wrote {path}")
+    err.print(f"wrote {path}", markup=False)
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -255,7 +248,7 @@ def rerun(
         try:
             prompts[role] = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise _fail(2, f"--prompt {role}: cannot read {file}: {exc.strerror}") from None
+            raise fail(2, f"--prompt {role}: cannot read {file}: {exc.strerror}") from None
     changes = Changes(model_groups=_pairs(model_group, "GROUP"), policies=policies,
                       playbooks=playbooks, prompts=prompts)
     try:
@@ -264,7 +257,7 @@ def rerun(
     except (ConfigError, ScenarioError, NotFoundError) as exc:
         raise _bad_input(exc) from None
     except PlantcrewError as exc:
-        raise _fail(3, str(exc)) from None
+        raise fail(3, str(exc)) from None
     if as_json:
         print(json.dumps(report.to_json(), indent=1, default=str))
     else:
@@ -297,7 +290,7 @@ def diff(
     except (NotFoundError, ScenarioError) as exc:
         raise _bad_input(exc) from None
     except PlantcrewError as exc:
-        raise _fail(3, str(exc)) from None
+        raise fail(3, str(exc)) from None
     if as_json:
         print(json.dumps(result.to_json(), indent=1, default=str))
     else:

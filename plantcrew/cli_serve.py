@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError, ScenarioError
+from plantcrew.terminal import err, fail, out, plain
 
 tokens_app = typer.Typer(
     help="API tokens of the HTTP service: create, list, revoke.", no_args_is_help=True
 )
-out = Console()
-err = Console(stderr=True)
 
 DbOpt = Annotated[
     str | None,
@@ -42,11 +40,6 @@ def _db(url: str | None) -> str:
     from plantcrew.settings import get_settings
 
     return url or get_settings().db_url
-
-
-def _fail(code: int, message: str) -> typer.Exit:
-    err.print(f"[red bold]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def serve(
@@ -82,7 +75,7 @@ def serve(
         try:
             load_scenario(scenario)
         except ConfigError as exc:
-            raise _fail(2, str(exc)) from None
+            raise fail(2, str(exc)) from None
     bus_url = bus or (
         f"memory://serve-{uuid7().hex[-8:]}" if scenario is not None else get_settings().bus_url
     )
@@ -92,16 +85,16 @@ def serve(
         try:
             require_approval_secret(bus_url, "plantcrew serve --scenario")
         except ConfigError as exc:
-            raise _fail(2, str(exc)) from None
+            raise fail(2, str(exc)) from None
     try:
         asyncio.run(_serve(host, port, bus_url, _db(db), scenario, speed, seed))
     except (ConfigError, ScenarioError) as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     except PlantcrewError as exc:
-        raise _fail(3, str(exc)) from None
+        raise fail(3, str(exc)) from None
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
         if exc.code not in (0, None):
-            raise _fail(3, f"the server could not start on {host}:{port}") from None
+            raise fail(3, f"the server could not start on {host}:{port}") from None
 
 
 async def _serve(
@@ -197,7 +190,7 @@ def tokens_create(
             note=note,
         )
     except PlantcrewError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     if as_json:
         print(
             json.dumps(
@@ -217,6 +210,7 @@ def tokens_create(
         + (f", plant role {row.approver_role}" if row.approver_role else "")
         + "); it is shown once:",
         highlight=False,
+        markup=False,
     )
     print(token)
 
@@ -236,13 +230,13 @@ def tokens_list(
     try:
         store = Store(_db(db), existing=True)
     except NotFoundError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     for t in AccessStore(store).tokens(include_revoked=show_all):
         tbl.add_row(
             t.id,
-            t.name,
-            t.role,
-            t.approver_role or "",
+            plain(t.name),
+            plain(t.role),
+            plain(t.approver_role or ""),
             t.created_at.isoformat(timespec="seconds"),
             t.expires_at.isoformat(timespec="seconds") if t.expires_at else "",
             t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "",
@@ -262,8 +256,8 @@ def tokens_revoke(
     try:
         row = AccessStore(Store(_db(db), existing=True)).revoke(token_id)
     except NotFoundError as exc:
-        raise _fail(2, str(exc)) from None
-    out.print(f"token {row.id} of {row.name} revoked")
+        raise fail(2, str(exc)) from None
+    out.print(f"token {row.id} of {row.name} revoked", markup=False)
 
 
 # a stand-alone entry for development: python -m plantcrew.cli_serve ...

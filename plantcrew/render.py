@@ -1,4 +1,8 @@
-"""Terminal rendering (rich) for the CLI: the live run view, run summaries, timelines."""
+"""Terminal rendering (rich) for the CLI: the live run view, run summaries, timelines.
+
+Names from the scenario and the plant (devices, sensors, columns such as
+'P-101 Durchfluss [m³/h]', expectation details) are shown as they are, never read as markup
+(see :mod:`plantcrew.terminal`)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -76,9 +81,9 @@ class LiveRunView:
             score = self.scores.get(dev)
             style = "red bold" if score is not None and score >= 0.5 else "green"
             table.add_row(
-                dev,
+                Text(dev),
                 Text(f"{score:.2f}" if score is not None else "-", style=style),
-                "  ".join(f"{k}={v:.3g}" for k, v in list(vals.items())[:9]),
+                Text("  ".join(f"{k}={v:.3g}" for k, v in list(vals.items())[:9])),
             )
         return Group(
             head,
@@ -98,17 +103,17 @@ def _fmt_t(s: float) -> str:
 
 def print_summary(console: Console, result: RunResult) -> None:
     """Each incident (root cause, actions, approvers, times) and each expectation."""
-    console.rule(f"run {result.run_id}: {result.scenario}")
+    console.rule(escape(f"run {result.run_id}: {result.scenario}"))
     if not result.incidents:
         console.print("no incidents")
     for inc in result.incidents:
         tbl = Table(
-            title=f"incident {inc['id']} on {inc['device_id']}: {inc['status']}",
+            title=escape(f"incident {inc['id']} on {inc['device_id']}: {inc['status']}"),
             show_header=False,
             title_justify="left",
             box=None,
         )
-        tbl.add_row("root cause", f"{inc['root_cause']} ({(inc['confidence'] or 0):.2f})")
+        tbl.add_row("root cause", Text(f"{inc['root_cause']} ({(inc['confidence'] or 0):.2f})"))
         tbl.add_row("detected at", _fmt_t(inc["detected_at"]))
         tbl.add_row("resolved at", _fmt_t(inc["resolved_at"]) if inc["resolved_at"] else "-")
         if inc["escalation_reason"]:
@@ -131,7 +136,9 @@ def print_summary(console: Console, result: RunResult) -> None:
     exp.add_column("detail")
     for e in result.expectations:
         exp.add_row(
-            e.name, Text("pass", "green") if e.passed else Text("FAIL", "red bold"), Text(e.detail)
+            Text(e.name),
+            Text("pass", "green") if e.passed else Text("FAIL", "red bold"),
+            Text(e.detail),
         )
     console.print(exp)
     verdict = Text("PASSED", "green bold") if result.passed else Text("FAILED", "red bold")

@@ -1,4 +1,7 @@
-"""Rich renderables of what replay reports: timelines, verify and fork reports, run diffs."""
+"""Rich renderables of what replay reports: timelines, verify and fork reports, run diffs.
+
+What a run recorded (agent names, message types, field paths, values) is shown as it is, as
+``Text``, never read as rich markup (see :mod:`plantcrew.terminal`)."""
 
 from __future__ import annotations
 
@@ -29,8 +32,8 @@ def timeline_table(steps: Sequence[Step]) -> Table:
     for col in ("#", "plant time", "from", "to", "type", "summary"):
         tbl.add_column(col, overflow="fold")
     for s in steps:
-        tbl.add_row(str(s.seq), fmt_plant_time(s.plant_time), s.source, s.receiver, s.type,
-                    Text(s.summary))
+        tbl.add_row(str(s.seq), fmt_plant_time(s.plant_time), Text(s.source), Text(s.receiver),
+                    Text(s.type), Text(s.summary))
     return tbl
 
 
@@ -72,7 +75,7 @@ def verify_report(r: VerifyReport) -> RenderableType:
             tbl.add_column("recorded")
             tbl.add_column("re-executed")
             for f in d.differences:
-                tbl.add_row(f.path, Text(_show(f.original)), Text(_show(f.replayed)))
+                tbl.add_row(Text(f.path), Text(_show(f.original)), Text(_show(f.replayed)))
             lines.append(tbl)
         for other in r.divergences[1:]:
             lines.append(Text(f"also: {other.headline()}", "yellow"))
@@ -144,8 +147,8 @@ def diff_report(d: RunDiff, *, changes_only: bool = False) -> RenderableType:
         summary = (row.b or step).summary
         if len(summary) > SUMMARY_CHARS:
             summary = summary[:SUMMARY_CHARS - 1] + "…"
-        tl.add_row(Text(mark, style), f"{a_seq or '-'}/{b_seq or '-'}", times, step.source,
-                   step.type, Text(summary, style))
+        tl.add_row(Text(mark, style), f"{a_seq or '-'}/{b_seq or '-'}", times, Text(step.source),
+                   Text(step.type), Text(summary, style))
         if row.op == "changed":
             details.append(Text(f"~ {group} A #{a_seq} / B #{b_seq} {step.type} "
                                 f"({step.source})", "yellow"))

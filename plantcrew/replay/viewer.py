@@ -144,24 +144,24 @@ class Stepper:
         tbl = Table.grid(padding=(0, 2))
         tbl.add_column(style="dim")
         tbl.add_column()
-        tbl.add_row("id", s.id)
-        tbl.add_row("subject", s.subject)
-        tbl.add_row("time", s.time)
+        tbl.add_row("id", Text(s.id))
+        tbl.add_row("subject", Text(s.subject))
+        tbl.add_row("time", Text(s.time))
         cause = next((x for x in self.timeline.steps if x.id == s.causation_id), None)
-        tbl.add_row("caused by", f"#{cause.seq} {cause.type} from {cause.source}" if cause
-                    else (s.causation_id or "-"))
+        tbl.add_row("caused by", Text(f"#{cause.seq} {cause.type} from {cause.source}" if cause
+                                      else (s.causation_id or "-")))
         u = s.usage
         if u.calls:
             tbl.add_row("model calls", _usage_text(u))
         for a in self.timeline.actions_of(s):
-            tbl.add_row("action", f"{a.command} {a.device_id} {a.parameters} [{a.status}] "
-                        f"class {a.hazard_class}")
+            tbl.add_row("action", Text(f"{a.command} {a.device_id} {a.parameters} [{a.status}] "
+                                       f"class {a.hazard_class}"))
             if a.receipt:
-                tbl.add_row("receipt", json.dumps(a.receipt, default=str))
+                tbl.add_row("receipt", Text(json.dumps(a.receipt, default=str)))
         for ap in self.timeline.approvals_of(s):
             who = ", ".join(f"{d.get('approver')} ({'yes' if d.get('approved') else 'no'})"
                             for d in ap.decisions) or "-"
-            tbl.add_row("approval", f"{ap.id} {ap.status}; decisions: {who}")
+            tbl.add_row("approval", Text(f"{ap.id} {ap.status}; decisions: {who}"))
         return tbl
 
     def _payload(self, s: Step) -> RenderableType:

@@ -713,6 +713,7 @@ def render_report(report: EvalReport, console: Any = None) -> None:
     """Print the report as a rich table (per file, then overall) to ``console``."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = console or Console()
     title = "SKAB outlier detection (test rows 400+)" + (
@@ -734,12 +735,12 @@ def render_report(report: EvalReport, console: Any = None) -> None:
     for r in report.files:
         mark = "" if r.correct is None else (" ✓" if r.correct else " ✗")
         table.add_row(
-            r.name,
+            Text(r.name),
             *rates(r.confusion, r.labelled),
             "-" if r.delay_s is None else f"{r.delay_s:.0f} ({r.report_delay_s:.0f})",
             str(r.incidents_opened),
-            r.truth or "-",
-            (r.diagnosed or "-") + mark,
+            Text(r.truth or "-"),
+            Text((r.diagnosed or "-") + mark),
         )
     delay = (
         "-"

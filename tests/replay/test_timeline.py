@@ -125,6 +125,19 @@ def test_stepper_moves_jumps_and_shows_payload_and_model_calls(
     assert st.handle("q") is False
 
 
+def test_the_stepper_shows_an_actions_status_in_its_brackets(
+        short_run: tuple[str, str]) -> None:
+    """The summary's action row is 'stop pump1 {} [executed] class 2': rich took '[executed]'
+    for a style tag and showed 'stop pump1 {}  class 2'."""
+    db_url, run_id = short_run
+    timeline = load_timeline(Store(db_url), run_id)
+    st = Stepper(timeline)
+    executed = next(s for s in timeline.steps if s.type == "action.executed")
+    st.handle("g", str(executed.seq))
+    st.handle("t")
+    assert "stop pump1 {} [executed] class 2" in text_of(st.render())
+
+
 def test_interactive_loop_reads_keys_until_q(short_run: tuple[str, str]) -> None:
     db_url, run_id = short_run
     timeline = load_timeline(Store(db_url), run_id)
