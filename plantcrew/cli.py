@@ -233,13 +233,20 @@ def approvals_show(approval_id: str, db: DbOpt = None) -> None:
 def _vote(
     approval_id: str, approver: str, role: str, reason: str, db: str | None, approved: bool
 ) -> None:
+    from plantcrew.errors import VoteRefused
     from plantcrew.store import Store
+    from plantcrew.store.votes import submit_vote
 
     try:
-        Store(_db(db), existing=True).cast_vote(
-            approval_id, approver=approver, role=role, approved=approved, reason=reason
+        submit_vote(
+            Store(_db(db), existing=True),
+            approval_id,
+            approver=approver,
+            role=role,
+            approved=approved,
+            reason=reason,
         )
-    except NotFoundError as exc:
+    except (NotFoundError, VoteRefused) as exc:
         raise fail(2, str(exc)) from None
     out.print(
         f"{'approval' if approved else 'refusal'} of {approval_id} by {approver} ({role}) "

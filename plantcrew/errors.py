@@ -120,5 +120,18 @@ class ApprovalError(SafetyError):
     """An approval token is forged, reused, expired or names another action."""
 
 
+class VoteRefused(SafetyError):
+    """A person's vote on an approval is refused before it is stored: it could never count.
+
+    ``forbidden`` is True when the person's plant role may not decide that approval (the API
+    answers 403), False when the approval's state refuses the vote: no longer pending, past
+    its deadline, decided by that person already, or their vote still waiting (409).
+    """
+
+    def __init__(self, message: str, *, forbidden: bool = False) -> None:
+        self.forbidden = forbidden
+        super().__init__(message)
+
+
 class ScenarioError(PlantcrewError):
     """A scenario could not run (not the same as an expectation that failed)."""

@@ -15,17 +15,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from plantcrew.api.auth import Principal, context, require
 from plantcrew.api.idempotency import KEY_PATTERN, idempotent
 from plantcrew.api.problems import ApiError, problem_responses
 from plantcrew.api.schemas import ApprovalOut, VoteIn, VoteOut
-from plantcrew.crews.clocks import run_plant_time
-from plantcrew.errors import NotFoundError
-from plantcrew.store import Action, Approval, ApprovalVote, MessageRecord, Run, Store
+from plantcrew.errors import NotFoundError, VoteRefused
+from plantcrew.store import Action, Approval, Store
 from plantcrew.store.access import Permission
+from plantcrew.store.votes import check_open, check_voter
 
 router = APIRouter(tags=["approvals"], responses=problem_responses(401, 403, 422, 429))
 Reader = Annotated[Principal, Depends(require(Permission.APPROVALS_READ))]
@@ -80,19 +80,12 @@ def get_approval(request: Request, approval_id: str, _: Reader) -> ApprovalOut:
     return _get(context(request).store, approval_id)
 
 
-def plant_now(store: Store, run_id: str) -> float | None:
-    """The plant seconds run ``run_id`` has surely reached (None: no such run), by
-    :func:`plantcrew.crews.clocks.run_plant_time` with the latest plant time of its recorded
-    messages. The Coordinator's clock is never behind it, so a deadline this is past is past
-    for the Coordinator too."""
-    with store.tx() as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            return None
-        seen = s.exec(
-            select(func.max(MessageRecord.plant_time)).where(col(MessageRecord.run_id) == run_id)
-        ).one()
-        return run_plant_time(run.started_at, run.config, run.plant_time, float(seen or 0.0))
+def _refused(exc: VoteRefused) -> ApiError:
+    """A vote :mod:`plantcrew.store.votes` refused, as a problem: 403 for a role the approval
+    does not allow, else 409."""
+    if exc.forbidden:
+        return ApiError(403, "Forbidden", str(exc))
+    return ApiError(409, "Conflict", str(exc))
 
 
 def _vote(
@@ -102,17 +95,10 @@ def _vote(
         appr: Approval = store.get_approval(approval_id)
     except NotFoundError:
         raise ApiError(404, "Not found", f"no approval {approval_id!r}") from None
-    if appr.status != "pending":
-        raise ApiError(409, "Conflict", f"approval {approval_id} is {appr.status}, not pending")
-    now = plant_now(store, appr.run_id) if appr.deadline_at is not None else None
-    if now is not None and appr.deadline_at is not None and now > appr.deadline_at:
-        raise ApiError(
-            409,
-            "Conflict",
-            f"approval {approval_id} closed at its deadline, plant {appr.deadline_at:g} s; run "
-            f"{appr.run_id} is at plant {now:g} s: too late to decide (the timeout's safe "
-            "default holds: nothing actuates)",
-        )
+    try:
+        check_open(store, appr)
+    except VoteRefused as exc:
+        raise _refused(exc) from None
     role = principal.approver_role
     if role is None:
         raise ApiError(
@@ -121,25 +107,10 @@ def _vote(
             f"token {principal.token_id} has no plant role; this approval needs one of "
             f"{', '.join(appr.approver_roles)}",
         )
-    if role not in appr.approver_roles:
-        raise ApiError(
-            403,
-            "Forbidden",
-            f"plant role {role!r} may not decide class-{appr.hazard_class} approval "
-            f"{approval_id}; allowed: {', '.join(appr.approver_roles)}",
-        )
-    if any(d.get("approver") == principal.name for d in appr.decisions):
-        raise ApiError(409, "Conflict", f"{principal.name} has decided on {approval_id} already")
-    with store.tx() as s:
-        waiting = s.exec(
-            select(ApprovalVote).where(
-                col(ApprovalVote.approval_id) == approval_id,
-                col(ApprovalVote.approver) == principal.name,
-                col(ApprovalVote.processed).is_(False),
-            )
-        ).first()
-    if waiting is not None:
-        raise ApiError(409, "Conflict", f"{principal.name}'s decision on {approval_id} waits")
+    try:
+        check_voter(store, appr, principal.name, role)
+    except VoteRefused as exc:
+        raise _refused(exc) from None
     vote = store.cast_vote(
         approval_id, approver=principal.name, role=role, approved=approved, reason=reason
     )
