@@ -41,7 +41,6 @@ class Settings(BaseSettings):
         DEFAULT_CONFIG_DIR, description="folder with crew/models/policies/playbooks YAML"
     )
     heartbeat_interval_s: float = Field(5.0, gt=0, description="seconds between agent heartbeats")
-    agent_ttl_s: float = Field(15.0, gt=0, description="an agent silent this long counts as gone")
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -34,7 +34,7 @@ class AgentDirectory:
     than ``ttl_s`` wall seconds and it has not said it is stopping (the Coordinator's rule,
     :func:`~plantcrew.crews.registry.is_live`)."""
 
-    def __init__(self, ttl_s: float = 15.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
         self.ttl_s, self.clock = ttl_s, clock
         self._agents: dict[str, _Seen] = {}
 

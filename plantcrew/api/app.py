@@ -43,6 +43,7 @@ from plantcrew.api.routes import approvals, incidents, runs, system, telemetry
 from plantcrew.api.schemas import CheckOut, HealthOut
 from plantcrew.api.store_metrics import StoreCollector
 from plantcrew.bus import Bus, connect
+from plantcrew.crews.config import CrewConfig
 from plantcrew.errors import PlantcrewError, StoreUnavailable
 from plantcrew.settings import get_settings, redacted_url
 from plantcrew.store import Store
@@ -70,11 +71,14 @@ def create_app(
     connected bus owned by the caller, or ``bus_url`` (default ``$PLANTCREW_BUS_URL``) for one
     the app connects at start-up (retrying every 2 s until the broker answers) and closes at
     shutdown. ``router`` is a ``ModelRouter``; with ``load_router`` and none given, it is
-    built from ``<config_dir>/models.yaml``. Raises ConfigError for a bad models file and
-    StoreError when the database cannot be opened.
+    built from ``<config_dir>/models.yaml``. An agent is live while heard within
+    ``coordinator.agent_ttl_s`` of ``<config_dir>/crew.yaml``, the Coordinator's own setting,
+    so ``/agents`` calls live exactly the agents the Coordinator routes to. Raises ConfigError
+    for a bad models or crew file and StoreError when the database cannot be opened.
     """
     settings = settings or ApiSettings()
     base = get_settings()
+    crew = CrewConfig.load(base.config_dir / "crew.yaml")
     store = store or Store(db_url or base.db_url)
     if router is None and load_router:
         from plantcrew.llm import ModelRouter
@@ -87,6 +91,7 @@ def create_app(
         store=store,
         access=AccessStore(store),
         bus_url=bus.url if bus is not None else (bus_url or base.bus_url),
+        agent_ttl_s=crew.coordinator.agent_ttl_s,
         router=router,
     )
     store_registry = CollectorRegistry(auto_describe=False)

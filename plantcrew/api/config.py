@@ -10,7 +10,9 @@ class ApiSettings(BaseSettings):
     """What ``plantcrew serve`` needs besides the bus and database URLs.
 
     Rates are per API token: a token bucket refilled at ``rate_per_s`` requests per second
-    holding at most ``burst`` (RFC 6585 429 with ``Retry-After`` when empty).
+    holding at most ``burst`` (RFC 6585 429 with ``Retry-After`` when empty). How long an agent
+    counts as live is not set here: the service uses the Coordinator's own setting, crew.yaml's
+    ``coordinator.agent_ttl_s`` (see ``create_app``).
     """
 
     model_config = SettingsConfigDict(env_prefix="PLANTCREW_API_", extra="ignore")
@@ -27,7 +29,6 @@ class ApiSettings(BaseSettings):
     sse_auth_recheck_s: float = Field(
         30.0, gt=0, description="how often a stream checks its token is still valid"
     )
-    agent_ttl_s: float = Field(15.0, gt=0, description="an agent silent this long is not live")
     probe_timeout_s: float = Field(2.0, gt=0, description="each readiness check's limit")
     unavailable_retry_s: int = Field(
         5, ge=1, description="Retry-After (s) of a 503 while the database cannot serve"

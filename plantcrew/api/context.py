@@ -22,12 +22,15 @@ class ApiContext:
 
     ``bus`` is None until start-up connected it; ``started`` turns True when start-up is
     done (``/startupz``). ``router`` is a ``plantcrew.llm.ModelRouter`` or None.
+    ``agent_ttl_s``: an agent silent this long (wall seconds) is not live, the Coordinator's
+    ``coordinator.agent_ttl_s`` of crew.yaml.
     """
 
     settings: ApiSettings
     store: Store
     access: AccessStore
     bus_url: str
+    agent_ttl_s: float
     router: Any = None
     bus: Bus | None = None
     started: bool = False
@@ -39,7 +42,7 @@ class ApiContext:
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.settings.rate_per_s, self.settings.burst)
-        self.agents = AgentDirectory(self.settings.agent_ttl_s)
+        self.agents = AgentDirectory(self.agent_ttl_s)
 
     async def attach_bus(self, bus: Bus) -> None:
         """Use ``bus`` from now on: listen to heartbeats and answer bus probes on it."""
