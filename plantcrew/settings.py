@@ -40,7 +40,6 @@ class Settings(BaseSettings):
     config_dir: Path = Field(
         DEFAULT_CONFIG_DIR, description="folder with crew/models/policies/playbooks YAML"
     )
-    heartbeat_interval_s: float = Field(5.0, gt=0, description="seconds between agent heartbeats")
     log_level: str = "INFO"
     log_json: bool = False
 
