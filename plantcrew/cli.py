@@ -87,7 +87,12 @@ def _db(url: str | None) -> str:
 @app.command()
 def run(
     scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
-    bus: Annotated[str, typer.Option("--bus", help="bus URL")] = "memory://",
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus", help="bus URL (default: memory://; with --resume, the bus the run ran on)"
+        ),
+    ] = None,
     db: DbOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", help="override the scenario's seed")] = None,
     resume: Annotated[
@@ -131,7 +136,7 @@ def run(
         return asyncio.run(
             run_scenario(
                 scenario,
-                bus_url=bus,
+                bus_url=bus if bus is not None else ("" if resume else "memory://"),
                 db_url=_db(db),
                 seed=seed,
                 resume=resume,

@@ -90,3 +90,34 @@ async def test_an_unknown_bus_scheme_is_named_without_the_password() -> None:
     with pytest.raises(BusError) as caught:
         await connect(f"amqp://crew:{PASSWORD}@127.0.0.1")
     assert PASSWORD not in str(caught.value) and "amqp://crew:***@127.0.0.1" in str(caught.value)
+
+
+def test_the_cli_resumes_a_run_on_the_bus_it_ran_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``plantcrew run --resume RUN_ID`` without ``--bus`` continues on the run's own bus, so a
+    run on a broker whose password is not stored asks for its URL again (exit 2), and with
+    ``--bus`` it goes on there. Before, the CLI passed its ``--bus`` default, ``memory://``:
+    the run resumed on an in-process bus, away from its broker, without a word."""
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+
+    from plantcrew.cli import app
+
+    monkeypatch.setenv("PLANTCREW_APPROVAL_SECRET", "5f0c9a2e7d41b8c3" * 4)
+    bus = bus_url_for("nats").replace("nats://", f"nats://crew:{PASSWORD}@", 1)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    first = asyncio.run(run_scenario(SHORT, bus_url=bus, db_url=db, stop_after_s=5))
+
+    res = CliRunner().invoke(app, ["run", str(SHORT), "--db", db, "--resume", first.run_id])
+    assert res.exit_code == 2, res.stdout + res.stderr
+    assert "ran on nats://crew:***@" in res.stderr and "give its bus URL again" in res.stderr
+    assert PASSWORD not in res.stdout + res.stderr
+
+    args = ["run", str(SHORT), "--db", db, "--resume", first.run_id, "--bus", bus, "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout)
+    assert out["run_id"] == first.run_id and out["passed"], out
