@@ -53,8 +53,10 @@ def _plain(decimal: str, thousands: str | None) -> re.Pattern[str]:
 class NumberFormat:
     """Reads numbers written with ``decimal`` (``"."`` or ``","``) as the decimal mark and
     ``thousands`` (one character, or None) between groups of three digits; see module doc.
-    ``sep``, the file's separator, cannot be a thousands mark: a value grouped by it (quoted)
-    is refused saying so."""
+    ``sep``, the file's separator, may be the thousands mark (the file then quotes its grouped
+    values, and the CSV reader hands them over unquoted); it is used only for the reasons: a
+    value grouped by it when it is not the thousands mark says to set it, not to read it as a
+    decimal mark (a separator cannot be one)."""
 
     def __init__(self, decimal: str, thousands: str | None = None, sep: str | None = None) -> None:
         self.decimal, self.thousands, self.sep = decimal, thousands, sep
@@ -83,16 +85,13 @@ class NumberFormat:
             if not pattern.fullmatch(raw):
                 continue
             hint = f"{mark!r} seems to group its thousands: set thousands: {mark!r}"
-            if mark == self.sep:
-                hint = (
-                    f"{mark!r} seems to group its thousands, but it is also the separator, "
-                    "which cannot be the thousands mark: export the values without grouping"
-                )
-            elif self.thousands is not None:
+            if self.thousands is not None:
                 hint = f"grouped by {mark!r}, not the layout's thousands {self.thousands!r}: " + (
                     f"set thousands: {mark!r}"
                 )
-            if mark in ".," and raw.count(mark) == 1 and self.decimal not in raw:
+            if mark == self.sep:  # the value reached us whole: the file quotes it
+                hint += " (the separator too: every grouped value must be quoted, as this one is)"
+            elif mark in ".," and raw.count(mark) == 1 and self.decimal not in raw:
                 hint += f"; or, if {mark!r} is its decimal mark, decimal: {mark!r}"
             return NotANumber(f"{what} ({hint})", grouped_by=mark)
         if self.thousands is not None and self.thousands in raw:

@@ -17,7 +17,10 @@ without surrounding whitespace or a BOM); bytes the ``encoding`` cannot decode (
 before the first row); a ``timestamp_format`` that matches no row of the file; a value
 grouped by a thousands mark the layout does not name (``1,234.5`` without
 ``thousands: ","``) before any row was replayed (after one, it is a bad row whose reason
-names the mark).
+names the mark); with ``thousands`` equal to ``sep``, a row with more fields than the header
+(field ``thousands``): a grouped value not quoted splits in two (``1,234.5`` reads as ``1``
+and ``234.5``), and skipping such rows would drop every value of a thousand or more, and
+only those.
 
 Naive timestamps are UTC unless ``timezone`` names an IANA zone: they are then local times of
 that zone, converted to UTC. In the autumn hour that repeats, a time is taken in its first
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -75,16 +79,19 @@ class CsvLayout(BaseModel):
     decimal comma, e.g. German or French exports; it cannot be the separator, and a value with
     a ``.`` in it is then a bad value, not a guess). ``thousands``: the mark between groups of
     three digits (``","`` in ``1,234.5``, ``"."`` in ``1.234,5``, ``" "``; default none); one
-    character, not a digit, letter or sign, not the separator nor the decimal mark. Values are
-    read strictly (:mod:`plantcrew.plant.csv_numbers`). ``timestamp_format`` is a ``strptime``
-    format, ``"iso"`` (ISO 8601) or ``"epoch"`` (seconds since 1970, UTC); without
-    ``timestamp_column`` rows are ``sample_period_s`` seconds apart. ``timezone``: the IANA
-    zone (``"Europe/Berlin"``) of naive timestamps (see module doc; default UTC).
-    ``columns`` maps CSV column names to sensors; other columns are ignored.
+    character, not a digit, letter or sign, not the decimal mark. It may be the separator when
+    the file quotes its grouped values (``2026-01-01 00:00:00,"1,234.5",17.2``, the usual US
+    export): the CSV reader unquotes them; a row with more fields than the header is then
+    refused (see module doc). Values are read strictly (:mod:`plantcrew.plant.csv_numbers`).
+    ``timestamp_format`` is a ``strptime`` format, ``"iso"`` (ISO 8601) or ``"epoch"``
+    (seconds since 1970, UTC); without ``timestamp_column`` rows are ``sample_period_s``
+    seconds apart. ``timezone``: the IANA zone (``"Europe/Berlin"``) of naive timestamps (see
+    module doc; default UTC). ``columns`` maps CSV column names to sensors; other columns are
+    ignored.
 
     Raises ``pydantic.ValidationError`` for a separator used as the decimal mark, a thousands
-    mark that is the separator or the decimal mark, an unknown time zone, or a time zone for
-    epoch timestamps.
+    mark that is the decimal mark, a digit, a letter or a sign, an unknown time zone, or a time
+    zone for epoch timestamps.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -123,9 +130,10 @@ class CsvLayout(BaseModel):
         if v.isalnum() or v in "+-":
             raise ValueError(f"the thousands mark {v!r} cannot be a digit, a letter or a sign")
         if v == info.data.get("decimal"):
-            raise ValueError(f"the thousands mark {v!r} cannot also be the decimal mark (decimal)")
-        if v == info.data.get("sep"):
-            raise ValueError(f"the thousands mark {v!r} cannot also be the separator (sep)")
+            raise ValueError(
+                f"the thousands mark {v!r} cannot also be the decimal mark (decimal); it may be "
+                "the separator (sep) if the file quotes its grouped values"
+            )
         return v
 
     @field_validator("timezone")
@@ -187,7 +195,8 @@ class CsvSourceSpec(CsvLayout):
 @dataclass(frozen=True)
 class CsvRowProblem:
     """One skipped row: ``row`` is the 0-based data row index, ``line`` the file line,
-    ``raw`` the row's fields joined by the separator."""
+    ``raw`` the row's fields joined by the separator (a field holding the separator or a
+    quote quoted, as a CSV writer would)."""
 
     path: str
     row: int
@@ -263,6 +272,13 @@ class CsvReplaySource:
                 if not fields or all(not f.strip() for f in fields):
                     self._problem(row, line, None, "empty line", fields)
                     continue
+                if len(fields) > len(header) and spec.thousands == spec.sep:
+                    raise CsvReplayError(
+                        self._split_group(len(fields), len(header)),
+                        source=src,
+                        line=line,
+                        field="thousands",
+                    )
                 if len(fields) != len(header):
                     self._problem(
                         row, line, None, f"{len(fields)} fields, header has {len(header)}", fields
@@ -341,6 +357,16 @@ class CsvReplaySource:
             )
         return [TelemetryBatch(device_id=d, readings=rs, row=row) for d, rs in per_device.items()]
 
+    def _split_group(self, got: int, want: int) -> str:
+        """Why a row of ``got`` fields under ``want`` headers cannot be read when the thousands
+        mark is the separator."""
+        t, d = self.spec.sep, self.spec.decimal
+        return (
+            f"{got} fields, header has {want}: with thousands {t!r}, also the separator, a "
+            f'grouped value must be quoted ("1{t}234{d}5"); unquoted, it splits into more '
+            "columns. Export with grouped values quoted, or without grouping"
+        )
+
     def _parse_ts(self, raw: str, after: float | None) -> float:
         """Seconds since 1970 (UTC) of timestamp ``raw``; ``after``: the previous row's."""
         fmt = self.spec.timestamp_format
@@ -366,7 +392,9 @@ class CsvReplaySource:
     def _problem(
         self, row: int, line: int, column: str | None, reason: str, fields: list[str]
     ) -> None:
-        raw = self.spec.sep.join(fields)
+        out = io.StringIO()  # quoted as in the file: a field may hold the separator
+        csv.writer(out, delimiter=self.spec.sep, lineterminator="").writerow(fields)
+        raw = out.getvalue()
         self.problems.append(CsvRowProblem(str(self.spec.path), row, line, column, reason, raw))
 
     async def replay(

@@ -60,14 +60,82 @@ def test_a_thousands_mark_in_the_layout_is_read(tmp_path, layout, values, expect
     assert source.problems == [] and got == expected
 
 
-def test_a_value_grouped_by_the_separator_says_it_cannot_be_read(tmp_path):
-    # the separator cannot be the thousands mark too: the reason must not advise setting it
+US_EXPORT = (
+    "time,Flow,Temp\n"
+    '2026-01-01 00:00:00,"1,234.5",17.2\n'
+    '2026-01-01 00:00:01,999,"1,017.25"\n'
+    '2026-01-01 00:00:02,"-1,234,567",17.4\n'
+    "2026-01-01 00:00:03,1234.25,17.5\n"
+)
+"""The commonest US historian/Excel export: comma-separated, grouped values quoted."""
+
+TEMP = {"Temp": ColumnMap(device_id="pump1", sensor="fluid_temperature", unit="°C")}
+
+
+def test_a_comma_separated_export_with_quoted_grouped_values_is_read(tmp_path):
+    # thousands could not be the separator: such a file could only be re-exported
+    source = CsvReplaySource(
+        spec_for(write(tmp_path, US_EXPORT), sep=",", thousands=",", columns=FLOW | TEMP)
+    )
+    got = [[r.value for r in b.readings] for b in source]
+    assert source.problems == []
+    assert got == [[1234.5, 17.2], [999.0, 1017.25], [-1234567.0, 17.4], [1234.25, 17.5]]
+
+
+def test_a_quoted_value_with_thousands_the_separator_must_still_group_by_three(tmp_path):
+    text = 'time,Flow\n2026-01-01T00:00:00,"1,234"\n2026-01-01T00:00:01,"1,5"\n'
+    got, source = flows(write(tmp_path, text), sep=",", thousands=",")
+    assert got == [1234.0]
+    [problem] = source.problems
+    assert (problem.line, problem.column) == (3, "Flow")
+    assert "groups of three digits" in problem.reason
+    assert problem.raw == '2026-01-01T00:00:01,"1,5"'  # as in the file, not a third column
+
+
+@pytest.mark.parametrize("good_rows", [0, 2], ids=["first-row", "after-good-rows"])
+def test_an_unquoted_value_grouped_by_the_separator_is_an_error_naming_the_line(
+    tmp_path, good_rows
+):
+    # unquoted, '1,234.5' splits into '1' and '234.5': a row of 4 fields under 3 headers;
+    # dead-lettering such rows would drop every value over a thousand, and only those
+    lines = ["time,Flow,Temp"]
+    lines += [f"2026-01-01T00:00:0{i},{i},17.{i}" for i in range(good_rows)]
+    lines += [f"2026-01-01T00:00:0{good_rows},1,234.5,17.2", "2026-01-01T00:00:09,5,17.9"]
+    p = write(tmp_path, "\n".join(lines) + "\n")
+    source = CsvReplaySource(spec_for(p, sep=",", thousands=",", columns=FLOW | TEMP))
+    with pytest.raises(CsvReplayError) as err:
+        list(source)
+    line = good_rows + 2
+    assert (err.value.source, err.value.line, err.value.field) == (str(p), line, "thousands")
+    msg = str(err.value)
+    assert "4 fields, header has 3" in msg and 'quoted ("1,234.5")' in msg, msg
+
+
+def test_a_short_row_with_thousands_the_separator_is_still_a_bad_row(tmp_path):
+    # fewer fields than the header is not a split grouped value
+    text = "time,Flow\n2026-01-01T00:00:00,1\n2026-01-01T00:00:01\n2026-01-01T00:00:02,3\n"
+    got, source = flows(write(tmp_path, text), sep=",", thousands=",")
+    assert got == [1.0, 3.0]
+    [problem] = source.problems
+    assert problem.line == 3 and problem.reason == "1 fields, header has 2"
+
+
+def test_a_quoted_value_grouped_by_the_separator_says_to_set_thousands(tmp_path):
+    # it said the separator could not be the thousands mark: export without grouping
     p = write(tmp_path, 'time,Flow\n2026-01-01T00:00:00,7\n2026-01-01T00:00:01,"1,234.5"\n')
     got, source = flows(p, sep=",")
     assert got == [7.0]
     [problem] = source.problems
     assert (problem.line, problem.column) == (3, "Flow")
-    assert "also the separator" in problem.reason and "set thousands" not in problem.reason
+    assert "set thousands: ','" in problem.reason and "quoted" in problem.reason, problem.reason
+
+
+def test_a_quoted_value_grouped_by_the_separator_in_the_first_row_is_a_layout_error(tmp_path):
+    p = write(tmp_path, 'time,Flow\n2026-01-01T00:00:00,"1,234.5"\n2026-01-01T00:00:01,7\n')
+    with pytest.raises(CsvReplayError) as err:
+        list(CsvReplaySource(spec_for(p, sep=",")))
+    assert (err.value.line, err.value.field) == (2, "thousands")
+    assert "set thousands: ','" in str(err.value)
 
 
 @pytest.mark.parametrize("bad", ["1,5", "12,34.5", "1,2345", "1,234,5", ",123", "1,,234"])
@@ -84,7 +152,7 @@ def test_a_value_not_grouped_by_three_is_a_bad_value_naming_the_mark(tmp_path, b
     ("layout", "loc", "says"),
     [
         ({"decimal": ",", "thousands": ","}, "thousands", "cannot also be the decimal mark"),
-        ({"sep": ",", "thousands": ","}, "thousands", "cannot also be the separator"),
+        ({"sep": ",", "decimal": ".", "thousands": "."}, "thousands", "the decimal mark"),
         ({"thousands": "5"}, "thousands", "a digit"),
         ({"thousands": ", "}, "thousands", "at most 1 character"),
     ],

@@ -409,20 +409,27 @@ def grouped_export(tmp_path: Path, header: str = HISTORIAN_HEADER) -> Path:
     return path
 
 
+async def replayed_flows(scenario: Path) -> tuple[bool, list[float]]:
+    """Run the CSV replay ``scenario`` (its database beside it): whether it passed, and the
+    ``flow_rate`` values it published. Asserts that no row was dead-lettered."""
+    steps = Steps()
+    db_url = f"sqlite:///{scenario.parent / 'r.db'}"
+    result = await run_scenario(scenario, db_url=db_url, observer=steps)
+    store = Store(db_url)
+    letters = store.dead_letters(result.run_id)
+    store.dispose()
+    assert letters == []
+    flows = [r.value for b in steps.batches for r in b.readings if r.sensor == "flow_rate"]
+    return result.passed, flows
+
+
 async def test_a_historian_export_with_thousands_marks_replays_them(tmp_path: Path) -> None:
     # '1.230,5' was dead-lettered as 'not a number' and no layout field could read it
     grouped_export(tmp_path)
     scenario = tmp_path / "historian.yaml"
     text = HISTORIAN_SCENARIO.replace('  decimal: ","\n', '  decimal: ","\n  thousands: "."\n')
     scenario.write_text(text, encoding="utf-8")
-    steps = Steps()
-    db_url = f"sqlite:///{tmp_path / 'r.db'}"
-    result = await run_scenario(scenario, db_url=db_url, observer=steps)
-    store = Store(db_url)
-    assert store.dead_letters(result.run_id) == []
-    store.dispose()
-    flows = [r.value for b in steps.batches for r in b.readings if r.sensor == "flow_rate"]
-    assert result.passed and flows == [1230.5, 1231.5, 1232.5]
+    assert await replayed_flows(scenario) == (True, [1230.5, 1231.5, 1232.5])
 
 
 def test_a_grouped_value_without_thousands_exits_2_naming_both_files(tmp_path: Path) -> None:
@@ -435,6 +442,51 @@ def test_a_grouped_value_without_thousands_exits_2_naming_both_files(tmp_path: P
     assert f"{scenario}:" in err and "field 'telemetry.thousands'" in err, err
     assert f"{export}:2: column 'P-101 Durchfluss [m³/h]': '1.230,5'" in err, err
     assert "set thousands: '.'" in err, err
+
+
+US_SCENARIO = """name: us-export
+duration_s: 100
+telemetry:
+  source: csv
+  path: export.csv
+  thousands: ","
+  timestamp_column: Timestamp
+  timestamp_format: "%Y-%m-%d %H:%M:%S"
+  columns:
+    "P-101 Flow [gpm]": {device_id: p101, sensor: flow_rate, unit: gpm}
+    "TT-1 [°F]": {device_id: p101, sensor: fluid_temperature, unit: °F}
+expect:
+  incidents: 0
+"""
+
+
+async def test_a_comma_separated_export_with_quoted_grouped_values_replays(
+    tmp_path: Path,
+) -> None:
+    # thousands could not be the separator (default ','): this export had to be redone
+    rows = ['2026-01-01 00:00:00,"1,234.5",17.2', "2026-01-01 00:00:01,999,17.3"]
+    rows += ['2026-01-01 00:00:02,"1,001",17.4']
+    (tmp_path / "export.csv").write_text(
+        "\r\n".join(["Timestamp,P-101 Flow [gpm],TT-1 [°F]", *rows]) + "\r\n"
+    )
+    scenario = tmp_path / "us.yaml"
+    scenario.write_text(US_SCENARIO, encoding="utf-8")
+    assert await replayed_flows(scenario) == (True, [1234.5, 999.0, 1001.0])
+
+
+def test_an_unquoted_value_grouped_by_the_separator_exits_2_naming_the_line(
+    tmp_path: Path,
+) -> None:
+    rows = ["2026-01-01 00:00:00,999,17.2", "2026-01-01 00:00:01,1,234.5,17.3"]
+    export = tmp_path / "export.csv"
+    export.write_text("\n".join(["Timestamp,P-101 Flow [gpm],TT-1 [°F]", *rows]) + "\n")
+    scenario = tmp_path / "us.yaml"
+    scenario.write_text(US_SCENARIO, encoding="utf-8")
+    proc = cli("run", str(scenario), "--json", "--db", f"sqlite:///{tmp_path / 'r.db'}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert f"{scenario}:" in err and "field 'telemetry.thousands'" in err, err
+    assert f"{export}:3: 4 fields, header has 3" in err, err
 
 
 def test_a_duplicated_mapped_header_exits_2_naming_both_positions(tmp_path: Path) -> None:
