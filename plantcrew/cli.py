@@ -131,6 +131,12 @@ def run(
         raise fail(2, str(exc)) from None
     from plantcrew.render import LiveRunView, print_summary
     from plantcrew.scenarios.runner import RunResult, run_scenario
+    from plantcrew.store import Run
+
+    def named(run: Run, resumed: bool) -> None:
+        # first, so that a run killed before its summary can still be resumed by its id
+        again = "resumed" if resumed else f"after a stop, continue it with --resume {run.id}"
+        err.print(f"run {run.id} ({run.scenario}): {again}", markup=False, highlight=False)
 
     def go(observer: LiveRunView | None) -> RunResult:
         return asyncio.run(
@@ -143,6 +149,7 @@ def run(
                 pace=speed,
                 observer=observer,
                 crew=crew.value,
+                on_run=named,
             )
         )
 

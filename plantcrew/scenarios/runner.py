@@ -198,6 +198,7 @@ async def run_scenario(
     crew: str = "local",
     people: Callable[[float], None] | None = None,
     pacer: Pacer | None = None,
+    on_run: Callable[[Run, bool], None] | None = None,
 ) -> RunResult:
     """Run (or, with ``resume=RUN_ID``, continue) a scenario and check its expectations.
 
@@ -216,6 +217,9 @@ async def run_scenario(
     ``local`` (the crew in this process) or ``remote`` (in other processes; see module doc).
     ``people`` is called with the plant time before the scripted human and the crew's tick of
     each step (a re-execution casts the votes people cast in the recorded run there).
+    ``on_run`` is called once with the run's record and whether it is resumed, as soon as the
+    run is in the database, before the crew starts (so a run killed later can be resumed by
+    the id it was told).
     """
     if crew not in ("local", "remote"):
         raise ScenarioError(f"crew must be 'local' or 'remote', got {crew!r}")
@@ -281,6 +285,8 @@ async def run_scenario(
                 "config_dir": str(config_dir),
             },
         )
+    if on_run is not None:
+        on_run(run, resume is not None)
     parts = CrewParts(
         router=router,
         policies=policies,
