@@ -27,8 +27,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -37,6 +35,7 @@ import typer
 
 from plantcrew.crews.config import EVENT_CONSUMERS, ROLES
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError
+from plantcrew.stopping import exit_stopped, stop_on_signals
 from plantcrew.terminal import fail, out, plain
 
 if TYPE_CHECKING:
@@ -254,12 +253,7 @@ def _run_process(
         raise fail(3, str(exc)) from None
     except OSError as exc:  # e.g. the probe port is taken
         raise fail(3, str(exc)) from None
-    # Stopped cleanly: the bus and the database are closed, nothing is left to flush but the
-    # standard streams. Skip the interpreter's teardown of litellm's and scikit-learn's module
-    # graph, which takes seconds of a container's termination grace period.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_stopped()  # stopped cleanly: the bus and the database are closed
 
 
 async def _serve(
@@ -283,10 +277,7 @@ async def _serve(
     from plantcrew.store import Store
 
     log = structlog.get_logger("plantcrew.process")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     store = Store(db_url)
     bus = await connect(bus_url)
     host: CoordinatorHost | None = None
