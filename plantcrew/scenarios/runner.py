@@ -17,8 +17,10 @@ workers elsewhere judge by the same ones.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,6 +201,7 @@ async def run_scenario(
     people: Callable[[float], None] | None = None,
     pacer: Pacer | None = None,
     on_run: Callable[[Run, bool], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunResult:
     """Run (or, with ``resume=RUN_ID``, continue) a scenario and check its expectations.
 
@@ -220,6 +223,10 @@ async def run_scenario(
     ``on_run`` is called once with the run's record and whether it is resumed, as soon as the
     run is in the database, before the crew starts (so a run killed later can be resumed by
     the id it was told).
+    ``stop``, when set, ends the run at the end of the step under way (a ``pace`` wait is cut
+    short), as a crew process stops on SIGTERM: no new telemetry, what is in flight finishes,
+    the crew stops; the run is recorded ``interrupted`` at that plant time (``resume``
+    continues it).
     """
     if crew not in ("local", "remote"):
         raise ScenarioError(f"crew must be 'local' or 'remote', got {crew!r}")
@@ -331,7 +338,7 @@ async def run_scenario(
             await the_crew.coordinator.recover()
         await loop_bus.quiesce()
         human = ScriptedHuman(store, run.id, scenario.human)
-        await _loop(
+        stopped = await _loop(
             scenario,
             run,
             tel,
@@ -345,8 +352,9 @@ async def run_scenario(
             replayed,
             stop_after_s,
             on_checkpoint,
-            pacer or (Pacer(pace) if pace else None),
+            pacer or (Pacer(pace, sleep=_until_set(stop)) if pace else None),
             people,
+            stop,
         )
     except Exception as exc:
         # not left "running": the run ended here (``--resume`` can still continue it)
@@ -363,7 +371,19 @@ async def run_scenario(
         await bus.close()
     if stop_after_s is not None and clock.t < scenario.duration_s:
         store.update_run(run.id, plant_time=clock.t)
-    return _finish(store, scenario, run, clock.t, time.perf_counter() - wall0)
+    return _finish(store, scenario, run, clock.t, time.perf_counter() - wall0, stopped=stopped)
+
+
+def _until_set(stop: asyncio.Event | None) -> Callable[[float], Awaitable[None]]:
+    """``asyncio.sleep``, cut short when ``stop`` is set (a pacer's sleep while stopping)."""
+    if stop is None:
+        return asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    return sleep
 
 
 async def _may_start_on(bus_url: str, crew: str) -> None:
@@ -431,10 +451,15 @@ async def _loop(
     on_checkpoint: Callable[[float], None] | None,
     pacer: Pacer | None,
     people: Callable[[float], None] | None = None,
-) -> None:
+    stop: asyncio.Event | None = None,
+) -> bool:
+    """Step the run until its end; True when ``stop`` ended it first."""
     last_checkpoint = start_t
     end = scenario.duration_s if stop_after_s is None else min(stop_after_s, scenario.duration_s)
     while tel.t < end - 1e-9:
+        if stop is not None and stop.is_set():
+            log.info("run stopped", run=run.id, plant_time=clock.t)
+            return True
         batches = tel.step()
         if batches is None:
             await _dead_letter_rows(tel, bus, run.id, clock.now())  # bad rows at the file's end
@@ -471,6 +496,7 @@ async def _loop(
             last_checkpoint = clock.t
             if on_checkpoint is not None:
                 on_checkpoint(clock.t)
+    return False
 
 
 async def _dead_letter_rows(tel: _Telemetry, bus: Bus, run_id: str, now: datetime) -> None:
@@ -510,7 +536,9 @@ def _incident_json(i: Incident) -> dict[str, Any]:
     }
 
 
-def _finish(store: Store, scenario: Scenario, run: Run, t: float, wall: float) -> RunResult:
+def _finish(
+    store: Store, scenario: Scenario, run: Run, t: float, wall: float, *, stopped: bool = False
+) -> RunResult:
     incidents = store.incidents(run.id)
     actions = store.actions(run_id=run.id)
     approvals = store.approvals(run_id=run.id)
@@ -539,7 +567,7 @@ def _finish(store: Store, scenario: Scenario, run: Run, t: float, wall: float) -
                 }
             )
         out.append(j)
-    complete = t >= scenario.duration_s - 1e-9 or scenario.telemetry is not None
+    complete = not stopped and (t >= scenario.duration_s - 1e-9 or scenario.telemetry is not None)
     status = ("passed" if passed else "failed") if complete else "interrupted"
     store.update_run(
         run.id,
