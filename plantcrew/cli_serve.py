@@ -7,6 +7,13 @@ Mounted in ``plantcrew/cli.py`` with::
 
 Exit codes: 0 stopped normally, 2 bad input (options, scenario, config), 3 runtime failure
 (database or bus unreachable, port taken).
+
+On SIGTERM (or Ctrl-C) ``serve`` stops as the crew processes do (:mod:`plantcrew.stopping`):
+it closes its listener, ends its event streams with a closing comment, lets requests in
+flight finish within the grace period (``--grace``, default ``PLANTCREW_API_SHUTDOWN_GRACE_S``,
+20 s) and cuts the rest; with ``--scenario`` it then ends the run at the end of its step
+(recorded ``interrupted``, resumable) and stops its crew, in what is left of the grace; then
+it closes the bus and the database and exits 0.
 """
 
 from __future__ import annotations
@@ -16,13 +23,19 @@ import json
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError, ScenarioError
+from plantcrew.stopping import exit_stopped, stop_on_signals
 from plantcrew.terminal import err, fail, out, plain
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from plantcrew.api.context import ApiContext
 
 tokens_app = typer.Typer(
     help="API tokens of the HTTP service: create, list, revoke.", no_args_is_help=True
@@ -61,10 +74,20 @@ def serve(
         typer.Option("--speed", min=0.1, help="with --scenario: plant seconds per wall second"),
     ] = 1.0,
     seed: Annotated[int | None, typer.Option("--seed", help="with --scenario: its seed")] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            "--grace",
+            min=0,
+            help="on SIGTERM, seconds requests in flight (and the run's step) may take to "
+            "finish (default: $PLANTCREW_API_SHUTDOWN_GRACE_S or 20)",
+        ),
+    ] = None,
 ) -> None:
     """Serve the API (/api/v1, OpenAPI at /api/v1/docs), the web console (/console/),
     probes (/healthz, /readyz, /startupz) and /metrics. With --scenario, host a crew running
-    that scenario at --speed, so people can watch and approve in the console."""
+    that scenario at --speed, so people can watch and approve in the console. SIGTERM stops
+    it gracefully within --grace seconds (module doc) and it exits 0."""
     from uuid6 import uuid7
 
     from plantcrew.settings import get_settings
@@ -87,7 +110,7 @@ def serve(
         except ConfigError as exc:
             raise fail(2, str(exc)) from None
     try:
-        asyncio.run(_serve(host, port, bus_url, _db(db), scenario, speed, seed))
+        asyncio.run(_serve(host, port, bus_url, _db(db), scenario, speed, seed, grace))
     except (ConfigError, ScenarioError) as exc:
         raise fail(2, str(exc)) from None
     except PlantcrewError as exc:
@@ -95,6 +118,7 @@ def serve(
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
         if exc.code not in (0, None):
             raise fail(3, f"the server could not start on {host}:{port}") from None
+    exit_stopped()  # stopped cleanly: the bus and the database are closed
 
 
 async def _serve(
@@ -105,56 +129,115 @@ async def _serve(
     scenario: Path | None,
     speed: float,
     seed: int | None,
+    grace_s: float | None,
 ) -> None:
     import structlog
-    import uvicorn
 
     from plantcrew.api.app import create_app
-    from plantcrew.api.context import ApiContext
-    from plantcrew.api.server import server_config
+    from plantcrew.api.config import ApiSettings
+    from plantcrew.api.server import EmbeddedServer, server_config
     from plantcrew.bus import connect
     from plantcrew.store import Store
 
     log = structlog.get_logger("plantcrew.serve")
+    stop = stop_on_signals()
+    settings = ApiSettings()
+    grace = settings.shutdown_grace_s if grace_s is None else grace_s
     store = Store(db_url)
     bus = await connect(bus_url)
-    app = create_app(store=store, bus=bus)
+    app = create_app(settings, store=store, bus=bus)
     ctx: ApiContext = app.state.ctx
-    server = uvicorn.Server(server_config(app, host, port))
+    server = EmbeddedServer(server_config(app, host, port, grace_s=grace))
     serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    run_stop = asyncio.Event()
+    runner: asyncio.Task[None] | None = None
     try:
         if scenario is not None:
-            while not server.started and not serving.done():
+            while not server.started and not serving.done() and not stop.is_set():
                 await asyncio.sleep(0.05)
-            runner = asyncio.create_task(_run_scenario(scenario, bus_url, db_url, speed, seed))
-            done, _ = await asyncio.wait({serving, runner}, return_when=asyncio.FIRST_COMPLETED)
-            if runner in done and not serving.done():
-                exc = runner.exception()
-                if exc is not None:
-                    log.error("scenario failed", error=str(exc))
-                # the run closed the in-process bus: carry on serving on a fresh one
-                fresh = await connect(bus_url)
-                await ctx.attach_bus(fresh)
-            elif not runner.done():
-                runner.cancel()
+            if server.started:
+                runner = asyncio.create_task(
+                    _run_scenario(scenario, bus_url, db_url, speed, seed, run_stop)
+                )
+        waiting: set[asyncio.Task[None] | asyncio.Task[bool]] = {serving, stopping}
+        if runner is not None:
+            waiting.add(runner)
+        while not serving.done() and not stopping.done():
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if runner is not None and runner in done:
+                waiting.discard(runner)
+                _report(runner)
+                if not serving.done():  # the run closed the in-process bus: serve on a fresh one
+                    await ctx.attach_bus(await connect(bus_url))
+        if stopping.done():
+            await _stop_serving(server, serving, runner, run_stop, ctx, grace)
         await serving
     finally:
+        stopping.cancel()
+        if serving.done() and not serving.cancelled():
+            serving.exception()  # retrieved: serve() reports uvicorn's SystemExit at start-up
+        if runner is not None and not runner.done():
+            runner.cancel()
+            await asyncio.wait({runner})
+            _report(runner)
         await ctx.detach_bus()
         await bus.close()
         store.dispose()
+    log.info("stopped")
+
+
+async def _stop_serving(
+    server: uvicorn.Server,
+    serving: asyncio.Task[None],
+    runner: asyncio.Task[None] | None,
+    run_stop: asyncio.Event,
+    ctx: ApiContext,
+    grace_s: float,
+) -> None:
+    """SIGTERM: stop taking requests, end the event streams, let requests in flight finish
+    (uvicorn cuts them after ``grace_s``); then end the run and its crew in what is left."""
+    import structlog
+
+    log = structlog.get_logger("plantcrew.serve")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    log.info("stopping", grace_s=grace_s)
+    ctx.stopping.set()
+    server.should_exit = True
+    await asyncio.wait({serving})
+    if runner is None or runner.done():
+        return
+    run_stop.set()
+    await asyncio.wait({runner}, timeout=max(0.0, deadline - loop.time()))
+    if runner.done():
+        _report(runner)
+    else:  # cancelled by the caller; the run stays "running" and --resume continues it
+        log.warning("the run did not end its step within the grace period", grace_s=grace_s)
+
+
+def _report(runner: asyncio.Task[None]) -> None:
+    """Log how the scenario's task ``runner`` (done) failed, if it did."""
+    import structlog
+
+    exc = None if runner.cancelled() else runner.exception()
+    if exc is not None:
+        structlog.get_logger("plantcrew.serve").error("scenario failed", error=str(exc))
 
 
 async def _run_scenario(
-    path: Path, bus_url: str, db_url: str, speed: float, seed: int | None
+    path: Path, bus_url: str, db_url: str, speed: float, seed: int | None, stop: asyncio.Event
 ) -> None:
     import structlog
 
     from plantcrew.scenarios.runner import run_scenario
 
     log = structlog.get_logger("plantcrew.serve")
-    result = await run_scenario(path, bus_url=bus_url, db_url=db_url, seed=seed, pace=speed)
+    result = await run_scenario(
+        path, bus_url=bus_url, db_url=db_url, seed=seed, pace=speed, stop=stop
+    )
     log.info(
-        "scenario finished",
+        "scenario stopped" if stop.is_set() else "scenario finished",
         run_id=result.run_id,
         scenario=result.scenario,
         passed=result.passed,

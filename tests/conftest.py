@@ -25,6 +25,13 @@ REDIS_URL = os.environ.get("PLANTCREW_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 PG_URL = os.environ.get("PLANTCREW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 just now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):

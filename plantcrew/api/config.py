@@ -12,7 +12,8 @@ class ApiSettings(BaseSettings):
     Rates are per API token: a token bucket refilled at ``rate_per_s`` requests per second
     holding at most ``burst`` (RFC 6585 429 with ``Retry-After`` when empty). How long an agent
     counts as live is not set here: the service uses the Coordinator's own setting, crew.yaml's
-    ``coordinator.agent_ttl_s`` (see ``create_app``).
+    ``coordinator.agent_ttl_s`` (see ``create_app``). On SIGTERM ``plantcrew serve`` stops
+    within ``shutdown_grace_s`` (``PLANTCREW_API_SHUTDOWN_GRACE_S``, or ``serve --grace``).
     """
 
     model_config = SettingsConfigDict(env_prefix="PLANTCREW_API_", extra="ignore")
@@ -32,6 +33,13 @@ class ApiSettings(BaseSettings):
     probe_timeout_s: float = Field(2.0, gt=0, description="each readiness check's limit")
     unavailable_retry_s: int = Field(
         5, ge=1, description="Retry-After (s) of a 503 while the database cannot serve"
+    )
+    shutdown_grace_s: float = Field(
+        20.0,
+        ge=0,
+        description="on SIGTERM, seconds requests in flight (and with --scenario the run's "
+        "step) may take to finish before they are cut; below Kubernetes' 30 s "
+        "terminationGracePeriodSeconds (infra/k8s/api.yaml)",
     )
     console: bool = Field(True, description="serve the web console at /")
     service_name: str = "plantcrew-api"

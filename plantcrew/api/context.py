@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,8 @@ class ApiContext:
     ``bus`` is None until start-up connected it; ``started`` turns True when start-up is
     done (``/startupz``). ``router`` is a ``plantcrew.llm.ModelRouter`` or None.
     ``agent_ttl_s``: an agent silent this long (wall seconds) is not live, the Coordinator's
-    ``coordinator.agent_ttl_s`` of crew.yaml.
+    ``coordinator.agent_ttl_s`` of crew.yaml. ``stopping`` is set when the service begins to
+    stop (SIGTERM): its event streams then end at once, so they do not hold the shutdown.
     """
 
     settings: ApiSettings
@@ -38,6 +40,7 @@ class ApiContext:
     limiter: RateLimiter = field(init=False)
     agents: AgentDirectory = field(init=False)
     probe: BusProbe = field(default_factory=BusProbe)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _subs: list[Subscription] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -13,10 +13,14 @@ A pure ASGI middleware (it does not buffer bodies, so event streams flow through
 - ``plantcrew_http_requests_total`` and ``plantcrew_http_request_duration_seconds``.
 - an unhandled error becomes a 500 problem answer carrying the request id (logged with its
   traceback), never a bare connection reset.
+- a request the server cuts when it stops (still running when its grace period is over, see
+  ``plantcrew serve --grace``) is logged in one line and, when nothing was answered yet,
+  gets a 503 problem saying so (retry it; a POST with its ``Idempotency-Key`` is safe to retry).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -100,8 +104,18 @@ class RequestContextMiddleware:
                 except Exception:
                     log.exception("unhandled error", method=method, path=path)
                     if not status["started"]:
-                        await _send_500(send_with_id, rid)
+                        await _send_problem(send_with_id, rid, 500, FAILED)
                     status["code"] = 500
+                except asyncio.CancelledError:
+                    # only the server cancels a request, when it stops and the grace is over:
+                    # the request ends here, answered if it can be (no traceback from uvicorn)
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    log.warning("request cut: the service stopped", method=method, path=path)
+                    if not status["started"]:
+                        await _send_problem(send_with_id, rid, 503, STOPPED)
+                    status["code"] = 503
                 finally:
                     route = _route_of(scope)
                     code = int(status["code"])
@@ -137,20 +151,28 @@ def _route_of(scope: Scope) -> str:
     return "static" if scope.get("path", "").startswith("/console") else "unmatched"
 
 
-async def _send_500(send: Send, rid: str) -> None:
+FAILED = ("Internal server error", "the service failed on this request; its log has the details")
+STOPPED = (
+    "Service unavailable",
+    "the service stopped before this request finished; retry it (a POST with its "
+    "Idempotency-Key is safe to retry)",
+)
+
+
+async def _send_problem(send: Send, rid: str, status: int, what: tuple[str, str]) -> None:
     body = json.dumps(
         {
             "type": "about:blank",
-            "title": "Internal server error",
-            "status": 500,
-            "detail": "the service failed on this request; its log has the details",
+            "title": what[0],
+            "status": status,
+            "detail": what[1],
             "request_id": rid,
         }
     ).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),

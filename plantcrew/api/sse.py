@@ -12,6 +12,7 @@ On PostgreSQL a sequence value can commit after a larger one; so each poll looks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -94,6 +95,7 @@ async def events(
     revoked: Callable[[], Awaitable[str | None]] | None = None,
     recheck_s: float = 30.0,
     retry_after_s: int = 5,
+    stopping: asyncio.Event | None = None,
 ) -> AsyncIterator[str]:
     """SSE frames from ``after`` (None: only what happens from now on) until the client goes.
 
@@ -107,6 +109,9 @@ async def events(
     logs one line (no traceback) and ends with a comment naming the cause, after a ``retry``
     field of ``retry_after_s`` (EventSource's reconnection delay): the reconnect then gets
     the service's 503 with ``Retry-After`` until the database is back.
+    When ``stopping`` is set (the service stops) the stream ends at once with the comment
+    ``stream ended: server stopping``, a complete body: EventSource reconnects after its
+    ``retry`` delay with its ``Last-Event-ID`` (to another replica, or this one restarted).
     """
     metrics.SSE_CLIENTS.inc()
     try:
@@ -125,6 +130,9 @@ async def events(
         recheck = loop.time() + recheck_s
         while True:
             if await disconnected() or (end is not None and loop.time() >= end):
+                return
+            if stopping is not None and stopping.is_set():
+                yield ": stream ended: server stopping\n\n"
                 return
             if revoked is not None and loop.time() >= recheck:
                 recheck = loop.time() + recheck_s
@@ -156,7 +164,7 @@ async def events(
                 if quiet >= keepalive_s:
                     quiet = 0.0
                     yield ": keepalive\n\n"
-            await asyncio.sleep(poll_s)
+            await _pause(poll_s, stopping)
     except StoreUnavailable as exc:
         log.warning(
             "event stream ended: database cannot serve", cause=exc.cause, error=str(exc)[:500]
@@ -167,3 +175,12 @@ async def events(
         )
     finally:
         metrics.SSE_CLIENTS.dec()
+
+
+async def _pause(seconds: float, stopping: asyncio.Event | None) -> None:
+    """Sleep ``seconds``, or less when ``stopping`` is set meanwhile."""
+    if stopping is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)

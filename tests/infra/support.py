@@ -31,6 +31,17 @@ def parse_command(args: list[str]) -> dict[str, Any]:
     return params
 
 
+def drain_s(args: list[str], env: dict[str, str]) -> float | None:
+    """The longest ``plantcrew ARGS`` lets work in flight finish on SIGTERM (seconds) with
+    ``env`` as its environment: its ``--grace``; for ``serve`` without one,
+    ``PLANTCREW_API_SHUTDOWN_GRACE_S`` or its default. None for a process without a drain."""
+    grace = parse_command(args).get("grace")
+    if grace is None and args[0] == "serve":
+        field = ApiSettings.model_fields["shutdown_grace_s"]
+        return float(env.get("PLANTCREW_API_SHUTDOWN_GRACE_S", field.default))
+    return None if grace is None else float(grace)
+
+
 def env_read() -> set[str]:
     """Every ``PLANTCREW_*`` variable plantcrew reads: the fields of its two pydantic-settings
     classes and the names the package looks up with ``os.environ`` directly."""

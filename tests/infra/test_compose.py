@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from plantcrew.crews.config import ROLES
-from tests.infra.support import INFRA, env_read, parse_command
+from tests.infra.support import INFRA, drain_s, env_read, parse_command
 
 COMPOSE = INFRA / "compose.yaml"
 
@@ -25,8 +25,9 @@ def test_commands_parse_and_every_role_runs() -> None:
     for name, svc in crew_services().items():
         params = parse_command(svc["command"])  # raises naming what the CLI does not accept
         roles += params.get("role") or []
-        if "grace" in params:  # the drain ends before compose's SIGKILL
-            assert params["grace"] < int(svc["stop_grace_period"].removesuffix("s")), name
+        drain = drain_s(svc["command"], svc["environment"])
+        if drain is not None:  # the drain ends before compose's SIGKILL
+            assert drain < int(svc["stop_grace_period"].removesuffix("s")), name
     assert sorted(roles) == sorted(ROLES)
     commands = [s["command"][0] for s in crew_services().values()]
     assert commands.count("coordinator") == 1

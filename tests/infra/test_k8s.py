@@ -12,7 +12,7 @@ import yaml
 
 from plantcrew.crews.config import EVENT_CONSUMERS, ROLES
 from plantcrew.store.tokens import secret_problem
-from tests.infra.support import INFRA, env_read, parse_command, provider_keys
+from tests.infra.support import INFRA, drain_s, env_read, parse_command, provider_keys
 
 K8S = INFRA / "k8s"
 TASK_ROLES = ("diagnostic", "operator", "safety", "reviewer")
@@ -45,6 +45,14 @@ def _container(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return spec, container
 
 
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment from the ConfigMap plantcrew-env and its own ``env``."""
+    (config,) = [d for d in documents() if d["kind"] == "ConfigMap"]
+    env = {k: str(v) for k, v in config["data"].items()}
+    env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
+    return env
+
+
 def _probes_on(container: dict[str, Any], port: int) -> None:
     """The container serves its probes on ``port`` (named ``probes``), the paths plantcrew's
     processes answer (plantcrew/api/worker_probes.py, plantcrew/api/app.py)."""
@@ -68,8 +76,9 @@ def test_deployment_probes_config_and_command(name: str) -> None:
     assert params["probe_host"] == "0.0.0.0"
     _probes_on(container, params["probe_port"])
     assert spec["securityContext"]["runAsNonRoot"] is True
-    if "grace" in params:  # the drain ends before the kubelet's SIGKILL
-        assert params["grace"] < spec["terminationGracePeriodSeconds"]
+    drain = drain_s(args, _env(container))
+    if drain is not None:  # the drain ends before the kubelet's SIGKILL
+        assert drain < spec["terminationGracePeriodSeconds"]
 
 
 def test_the_api_service_is_deployed_and_reachable() -> None:
@@ -84,6 +93,9 @@ def test_the_api_service_is_deployed_and_reachable() -> None:
     assert params["scenario"] is None  # the crew on the bus, not one in-process scenario
     _probes_on(container, params["port"])
     assert spec["securityContext"]["runAsNonRoot"] is True
+    # on SIGTERM it drains (requests in flight, event streams) before the kubelet's SIGKILL
+    drain = drain_s(container["args"], _env(container))
+    assert drain is not None and drain < spec["terminationGracePeriodSeconds"]
     annotations = deployments()["api"]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(params["port"])
     (service,) = [d for d in documents() if d["kind"] == "Service"]

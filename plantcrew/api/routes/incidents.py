@@ -83,7 +83,8 @@ async def stream_incidents(
 ) -> StreamingResponse:
     """Incident state changes, approval requests and decisions, actions, reviews, as they are
     recorded. Reconnect with ``Last-Event-ID`` (sent by EventSource) to miss nothing. The
-    stream ends when its token is revoked or expires (checked every ``sse_auth_recheck_s``)."""
+    stream ends when its token is revoked or expires (checked every ``sse_auth_recheck_s``),
+    and when the service stops (SIGTERM), with a comment saying so."""
     after = since
     if last_event_id:
         after = int(last_event_id.strip())
@@ -100,6 +101,7 @@ async def stream_incidents(
         revoked=lambda: why_token_invalid(request),
         recheck_s=ctx.settings.sse_auth_recheck_s,
         retry_after_s=ctx.settings.unavailable_retry_s,
+        stopping=ctx.stopping,
     )
     return StreamingResponse(
         frames,
