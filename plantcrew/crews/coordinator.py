@@ -80,7 +80,7 @@ from plantcrew.store import (
 from plantcrew.store import audit as audit_log
 from plantcrew.store.costs import budget_spend
 from plantcrew.store.deferred import OutboxRow, committed_outbox
-from plantcrew.store.rows import detached, insert_rows
+from plantcrew.store.rows import detached, insert_rows, new_row
 from plantcrew.store.tokens import issue_token
 
 log = structlog.get_logger("plantcrew.coordinator")
@@ -453,7 +453,8 @@ class Coordinator:
                 self._escalate(s, inc, why, pt, cause)
             return
         self._queue(s, msg, pt)
-        record = TaskRecord(
+        record = new_row(
+            TaskRecord,
             id=task_id,
             incident_id=inc.id,
             capability=cap.value,
@@ -570,7 +571,8 @@ class Coordinator:
             save_incident(s, active)
             return
         n = s.exec(_INCIDENTS_IN_RUN, params={"run_id": run_id}).one()
-        inc = Incident(
+        inc = new_row(
+            Incident,
             id=f"inc-{run_id[-8:]}-{n + 1}",
             run_id=run_id,
             device_id=p.device_id,
@@ -640,7 +642,8 @@ class Coordinator:
             return
         record_model_calls(s, p.model_calls, msg=msg, agent=p.agent_id, task_id=p.task_id)
         self._note_degraded(inc, p)
-        action = Action(
+        action = new_row(
+            Action,
             id=p.action_id,
             run_id=inc.run_id,
             incident_id=inc.id,
@@ -719,7 +722,8 @@ class Coordinator:
                 s, inc, f"a person must act: {inc.root_cause} on {inc.device_id}", pt, msg
             )
         elif p.verdict is SafetyVerdict.APPROVED:
-            approval = Approval(
+            approval = new_row(
+                Approval,
                 id=f"apr-{action.id}",
                 run_id=inc.run_id,
                 incident_id=inc.id,
@@ -741,7 +745,8 @@ class Coordinator:
             self._grant(s, inc, action, approval, pt, msg)
         else:
             deadline = pt + (p.approval_timeout_s or 300.0)
-            approval = Approval(
+            approval = new_row(
+                Approval,
                 id=f"apr-{action.id}",
                 run_id=inc.run_id,
                 incident_id=inc.id,
@@ -946,7 +951,8 @@ class Coordinator:
             and inc.root_cause != "unknown"
             and signature
         ):
-            lesson = Lesson(
+            lesson = new_row(
+                Lesson,
                 incident_id=inc.id,
                 run_id=inc.run_id,
                 root_cause=inc.root_cause,

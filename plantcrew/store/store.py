@@ -22,7 +22,7 @@ from plantcrew.store import audit, heartbeats
 from plantcrew.store.audit import ChainBreak
 from plantcrew.store.db import Database
 from plantcrew.store.deferred import MESSAGE, deferred, message_row
-from plantcrew.store.rows import detached, insert_rows, insert_stmt
+from plantcrew.store.rows import detached, insert_rows, insert_stmt, new_row
 from plantcrew.store.spend import add_spend, deltas_of
 from plantcrew.store.tables import (
     Action,
@@ -322,7 +322,8 @@ def record_model_calls(
     """Store the model calls behind an agent's answer."""
     day = msg.time.date().isoformat()
     rows = [
-        ModelCall(
+        new_row(
+            ModelCall,
             run_id=msg.run_id,
             incident_id=msg.correlation_id,
             task_id=task_id,
