@@ -80,7 +80,7 @@ from plantcrew.store import (
 from plantcrew.store import audit as audit_log
 from plantcrew.store.costs import budget_spend
 from plantcrew.store.deferred import OutboxRow, committed_outbox
-from plantcrew.store.rows import detached, insert_rows, new_row
+from plantcrew.store.rows import detached, insert_rows, new_row, read_row, update_row
 from plantcrew.store.tokens import issue_token
 
 log = structlog.get_logger("plantcrew.coordinator")
@@ -141,7 +141,21 @@ _ACTIVE_IN_RUN = sa_select(INCIDENT).where(
 _INCIDENTS_IN_RUN = (
     select(func.count()).select_from(Incident).where(col(Incident.run_id) == bindparam("run_id"))
 )
-_ACTIONS_OF = select(Action).where(col(Action.incident_id) == bindparam("incident_id"))
+ACTION = Action.__table__  # type: ignore[attr-defined]
+# what a review task says of an incident's actions
+VOTE = ApprovalVote.__table__  # type: ignore[attr-defined]
+APPROVAL = Approval.__table__  # type: ignore[attr-defined]
+# people's votes on a run's approvals not applied yet, oldest first
+_VOTES_TO_APPLY = (
+    sa_select(VOTE)
+    .join(APPROVAL, APPROVAL.c.id == VOTE.c.approval_id)
+    .where(VOTE.c.processed.is_(False), APPROVAL.c.run_id == bindparam("run_id"))
+    .order_by(VOTE.c.seq)
+)
+_VOTE_APPLIED = update(VOTE).where(VOTE.c.seq == bindparam("vote_seq")).values(processed=True)
+_ACTIONS_OF = sa_select(
+    ACTION.c.device_id, ACTION.c.command, ACTION.c.parameters, ACTION.c.status
+).where(ACTION.c.incident_id == bindparam("incident_id"))
 
 
 TRACEPARENT_BYTES = len('"00-' + "0" * 32 + "-" + "0" * 16 + '-00"') - len("null")
@@ -497,16 +511,17 @@ class Coordinator:
         action_id = inc.data.get("action_id")
         if not action_id:
             return
-        s.flush()  # this transaction's changes first: the rows are read again, locked
-        action = s.get(Action, action_id, with_for_update=True, populate_existing=True)
-        approval = s.get(Approval, f"apr-{action_id}", with_for_update=True, populate_existing=True)
+        action = read_row(s, Action, action_id, lock=True)
+        approval = read_row(s, Approval, f"apr-{action_id}", lock=True)
         if action is None or approval is None:
             return
         if approval.status != "approved" or approval.consumed_at is not None:
             return
         approval.status = "expired"
+        update_row(s, approval, "status")
         if action.status == "approved":
             action.status = "expired"
+            update_row(s, action, "status")
         self._audit(s, "approval.revoked", inc, approval_id=approval.id, action_id=action.id)
 
     def _resolve(
@@ -518,7 +533,7 @@ class Coordinator:
         self._review_or_close(s, inc, pt, cause)
 
     def _review_or_close(self, s: Session, inc: Incident, pt: float, cause: Message | None) -> None:
-        actions = s.exec(_ACTIONS_OF, params={"incident_id": inc.id}).all()
+        actions = s.execute(_ACTIONS_OF, {"incident_id": inc.id}).all()
         facts = {
             "incident_id": inc.id,
             "device_id": inc.device_id,
@@ -682,7 +697,7 @@ class Coordinator:
         if inc is None:
             return
         record_model_calls(s, p.model_calls, msg=msg, agent=p.agent_id, task_id=p.task_id)
-        action = s.get(Action, p.action_id)
+        action = read_row(s, Action, p.action_id)
         if action is None or p.action_id != inc.data.get("action_id"):
             # the verdict must be on the action this incident proposed, never on another one
             why = "unknown action" if action is None else "an action this incident did not propose:"
@@ -704,9 +719,10 @@ class Coordinator:
             reasons=p.reasons,
             review=p.review.model_dump(mode="json") if p.review else None,
         )
+        judged = ("hazard_class", "rule_ids", "reasons")
         if p.verdict is SafetyVerdict.REJECTED:
             action.status = "rejected"
-            s.add(action)
+            update_row(s, action, *judged, "status")
             self._escalate(
                 s,
                 inc,
@@ -717,7 +733,7 @@ class Coordinator:
             )
         elif action.command == "notify":
             action.status = "advisory"
-            s.add(action)
+            update_row(s, action, *judged, "status")
             self._escalate(
                 s, inc, f"a person must act: {inc.root_cause} on {inc.device_id}", pt, msg
             )
@@ -742,7 +758,7 @@ class Coordinator:
                 requested_at=pt,
                 decided_at=pt,
             )
-            self._grant(s, inc, action, approval, pt, msg)
+            self._grant(s, inc, action, approval, pt, msg, new=True, action_fields=judged)
         else:
             deadline = pt + (p.approval_timeout_s or 300.0)
             approval = new_row(
@@ -758,9 +774,9 @@ class Coordinator:
                 requested_at=pt,
                 deadline_at=deadline,
             )
-            s.add(approval)
+            insert_rows(s, [approval])
             action.status = "pending_approval"
-            s.add(action)
+            update_row(s, action, *judged, "status")
             self._audit(
                 s,
                 "approval.requested",
@@ -802,14 +818,23 @@ class Coordinator:
         approval: Approval,
         pt: float,
         cause: Message | None,
+        *,
+        new: bool = False,
+        action_fields: tuple[str, ...] = (),
     ) -> None:
+        """Approve ``action`` by ``approval`` and route its actuation. ``new``: the approval is
+        not stored yet (else it is written with its ``decisions``, to which a vote added);
+        ``action_fields``: other fields of ``action`` the caller changed, written with it."""
         approval.token = issue_token(
             approval.id, action.id, action.device_id, action.command, action.parameters
         )
         approval.status, approval.decided_at = "approved", pt
         action.status, action.approval_id = "approved", approval.id
-        s.add(approval)
-        s.add(action)
+        if new:
+            insert_rows(s, [approval])
+        else:
+            update_row(s, approval, "decisions", "token", "status", "decided_at")
+        update_row(s, action, *action_fields, "status", "approval_id")
         self._audit(
             s,
             "approval.granted",
@@ -836,11 +861,11 @@ class Coordinator:
     def _apply_vote(
         self, s: Session, p: ApprovalDecision, role: str, pt: float, cause: Message | None
     ) -> None:
-        approval = s.get(Approval, p.approval_id)
+        approval = read_row(s, Approval, p.approval_id)
         if approval is None or approval.status != "pending":
             return
         inc = load_incident(s, approval.incident_id)
-        action = s.get(Action, approval.action_id)
+        action = read_row(s, Action, approval.action_id)
         assert action is not None
         refusal, about = None, {"role": role}
         if approval.deadline_at is not None and pt > approval.deadline_at:
@@ -885,8 +910,8 @@ class Coordinator:
         if not p.approved:
             approval.status, approval.decided_at = "rejected", pt
             action.status = "rejected"
-            s.add(approval)
-            s.add(action)
+            update_row(s, approval, "decisions", "status", "decided_at")
+            update_row(s, action, "status")
             self._escalate(
                 s,
                 inc,
@@ -897,7 +922,7 @@ class Coordinator:
         elif sum(1 for d in approval.decisions if d["approved"]) >= approval.approvers_required:
             self._grant(s, inc, action, approval, pt, cause)
         else:
-            s.add(approval)
+            update_row(s, approval, "decisions")
         save_incident(s, inc)
 
     def _executed(self, s: Session, msg: Message, pt: float) -> None:
@@ -976,11 +1001,12 @@ class Coordinator:
     def _reassign(
         self, s: Session, inc: Incident, why: str, pt: float, cause: Message | None
     ) -> None:
-        rec = s.get(TaskRecord, inc.current_task_id) if inc.current_task_id else None
+        rec = read_row(s, TaskRecord, inc.current_task_id) if inc.current_task_id else None
         if rec is None:
             return
-        rec.status = "superseded" if rec.status == "assigned" else rec.status
-        s.add(rec)
+        if rec.status == "assigned":
+            rec.status = "superseded"
+            update_row(s, rec, "status")
         cap = Capability(rec.capability)
         if rec.attempt >= self.settings.max_attempts:
             inc.current_task_id = None
@@ -1033,16 +1059,10 @@ class Coordinator:
             return []
         now, applied = self.clock.t, self._applied
         with self.store.tx() as s:
-            votes = s.exec(
-                select(ApprovalVote)
-                .join(Approval, col(Approval.id) == col(ApprovalVote.approval_id))
-                .where(col(ApprovalVote.processed).is_(False), col(Approval.run_id) == self.run_id)
-                .order_by(col(ApprovalVote.seq))
-            ).all()
+            votes = s.execute(_VOTES_TO_APPLY, {"run_id": self.run_id}).all()
             for vote in votes:
-                vote.processed = True
-                s.add(vote)
-                approval = s.get(Approval, vote.approval_id)
+                s.execute(_VOTE_APPLIED, {"vote_seq": vote.seq})
+                approval = read_row(s, Approval, vote.approval_id)
                 decision = ApprovalDecision(
                     approval_id=vote.approval_id,
                     approved=vote.approved,
@@ -1079,7 +1099,7 @@ class Coordinator:
         for row in s.execute(_ACTIVE_IN_RUN, {"run_id": self.run_id}).all():
             inc = detached(Incident, row._mapping)
             changed = False
-            rec = s.get(TaskRecord, inc.current_task_id) if inc.current_task_id else None
+            rec = read_row(s, TaskRecord, inc.current_task_id) if inc.current_task_id else None
             if rec is not None and rec.deadline_at is not None and now > rec.deadline_at:
                 self._reassign(
                     s,
@@ -1090,7 +1110,7 @@ class Coordinator:
                 )
                 changed = True
             elif inc.status == "awaiting_approval":
-                approval = s.get(Approval, f"apr-{inc.data.get('action_id')}")
+                approval = read_row(s, Approval, f"apr-{inc.data.get('action_id')}")
                 if (
                     approval
                     and approval.status == "pending"
@@ -1098,11 +1118,11 @@ class Coordinator:
                     and now > approval.deadline_at
                 ):
                     approval.status, approval.decided_at = "expired", now
-                    s.add(approval)
-                    action = s.get(Action, approval.action_id)
+                    update_row(s, approval, "status", "decided_at")
+                    action = read_row(s, Action, approval.action_id)
                     if action is not None:
                         action.status = "expired"
-                        s.add(action)
+                        update_row(s, action, "status")
                     self._escalate(
                         s,
                         inc,
