@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, update
+from sqlalchemy import and_, bindparam, case, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
@@ -138,8 +138,10 @@ _ACTIVE_ON_DEVICE = sa_select(INCIDENT).where(
 _ACTIVE_IN_RUN = sa_select(INCIDENT).where(
     INCIDENT.c.run_id == bindparam("run_id"), INCIDENT.c.status.in_(ACTIVE)
 )
-_INCIDENTS_IN_RUN = (
-    select(func.count()).select_from(Incident).where(col(Incident.run_id) == bindparam("run_id"))
+# a run's incidents, and the id of its active one on a device (at most one), in one read
+_ACTIVE_HERE = and_(INCIDENT.c.device_id == bindparam("device_id"), INCIDENT.c.status.in_(ACTIVE))
+_OPENED_IN_RUN = sa_select(func.count(), func.max(case((_ACTIVE_HERE, INCIDENT.c.id)))).where(
+    INCIDENT.c.run_id == bindparam("run_id")
 )
 ACTION = Action.__table__  # type: ignore[attr-defined]
 # what a review task says of an incident's actions
@@ -578,14 +580,15 @@ class Coordinator:
         p = msg.payload
         assert isinstance(p, AnomalyDetected)
         run_id = msg.run_id or self.run_id
-        active = self._active_on(s, run_id, p.device_id)
-        if active is not None:
+        n, active_id = s.execute(_OPENED_IN_RUN, {"run_id": run_id, "device_id": p.device_id}).one()
+        if active_id is not None:
             # with the version check like every change of an incident: an anomaly event is
             # keyed by run, not incident, so it can run beside a step of this incident
+            active = load_incident(s, active_id)
             active.data = {**active.data, "anomalies": active.data.get("anomalies", 1) + 1}
             save_incident(s, active)
             return
-        n = s.exec(_INCIDENTS_IN_RUN, params={"run_id": run_id}).one()
+        anomaly = p.model_dump(mode="json")
         inc = new_row(
             Incident,
             id=f"inc-{run_id[-8:]}-{n + 1}",
@@ -594,21 +597,18 @@ class Coordinator:
             status="open",
             detected_at=p.ts,
             opened_at=pt,
-            anomaly=p.model_dump(mode="json"),
+            anomaly=anomaly,
             data={"anomalies": 1},
         )
-        insert_rows(s, [inc])
         self._audit(s, "incident.opened", inc, device_id=p.device_id, score=p.score)
         lessons = self.recall.lessons(s, self.settings.max_lessons, p.deviations)
         self._dispatch(
-            s,
-            inc,
-            Capability.DIAGNOSE,
-            {"anomaly": p.model_dump(mode="json"), "lessons": lessons},
-            pt,
-            msg,
+            s, inc, Capability.DIAGNOSE, {"anomaly": anomaly, "lessons": lessons}, pt, msg
         )
-        save_incident(s, inc)
+        # written once, as it is now (nothing read it meanwhile): the row an insert at the
+        # start and a save here made, version 2 included, in one statement instead of two
+        inc.version += 1
+        insert_rows(s, [inc])
 
     def _cleared(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload

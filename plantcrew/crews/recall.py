@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, union_all
 from sqlalchemy import select as sa_select
 from sqlmodel import Session
 
@@ -38,12 +38,22 @@ from plantcrew.messages import Deviation
 from plantcrew.store import Lesson
 
 LESSON = Lesson.__table__  # type: ignore[attr-defined]
-_NEWEST = (
-    sa_select(LESSON.c.id, LESSON.c.weight)
-    .where(LESSON.c.source == bindparam("source"))
-    .order_by(LESSON.c.id.desc())
-    .limit(bindparam("limit"))
-)
+SOURCES = ("confirmed", "feedback")
+"""The sources of lessons a task carries: incidents confirmed by their review, corrections."""
+
+
+def _newest(source: str) -> Any:
+    return (
+        sa_select(LESSON.c.id, LESSON.c.weight)
+        .where(LESSON.c.source == source)
+        .order_by(LESSON.c.id.desc())
+        .limit(bindparam("limit"))
+        .subquery()
+    )
+
+
+# the ids and weights of the ``limit`` newest lessons of each source, in one read
+_NEWEST = union_all(*(sa_select(q.c.id, q.c.weight) for q in map(_newest, SOURCES)))
 _ROWS = sa_select(LESSON.c.id, LESSON.c.root_cause, LESSON.c.signature, LESSON.c.source).where(
     LESSON.c.id.in_(bindparam("ids", expanding=True))
 )
@@ -77,13 +87,7 @@ class LessonRecall:
     ) -> list[dict[str, Any]]:
         """Lessons as dicts (``root_cause``, ``signature``, ``weight``, ``source``,
         ``count``), oldest first; with ``deviations`` and a book, only the recallable ones."""
-        newest: list[tuple[int, float]] = []
-        for source in ("confirmed", "feedback"):
-            newest.extend(
-                (int(i), float(w))
-                for i, w in s.execute(_NEWEST, {"source": source, "limit": limit})
-            )
-        newest.sort()
+        newest = sorted((int(i), float(w)) for i, w in s.execute(_NEWEST, {"limit": limit}))
         rows = self._rows
         missing = [i for i, _ in newest if i not in rows]
         for start in range(0, len(missing), _READ_BATCH):
