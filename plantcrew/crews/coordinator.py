@@ -32,12 +32,13 @@ from sqlmodel import Session, col, func, select
 from plantcrew.bus import Bus, DurableOptions, Subscription
 from plantcrew.bus.base import check_size
 from plantcrew.crews.config import CoordinatorSettings
+from plantcrew.crews.known import KnownIncidents, StaleIncident
 from plantcrew.crews.outbox import OutboxRelay
 from plantcrew.crews.recall import LessonRecall
 from plantcrew.crews.registry import CapabilityRegistry
 from plantcrew.crews.warmup import WarmUp
 from plantcrew.detect.memory import signature_of
-from plantcrew.errors import MessageTooLarge
+from plantcrew.errors import ConflictError, MessageTooLarge
 from plantcrew.llm.budget import Budgets
 from plantcrew.messages import (
     ActionProposal,
@@ -201,6 +202,9 @@ class Coordinator:
         self.registry = CapabilityRegistry(self.settings.agent_ttl_s)
         self.relay = OutboxRelay(store, bus)
         self.on_message = on_message
+        # the active incidents as this object last wrote them: a task result is checked
+        # against them without reading its incident (see plantcrew.crews.known)
+        self.known = KnownIncidents(ACTIVE)
         # set before start (the in-process crew does): no event nor tick before it has heard
         # agents of every step it routes (:mod:`plantcrew.crews.warmup`)
         self.warm_up: WarmUp | None = None
@@ -289,6 +293,13 @@ class Coordinator:
         """:meth:`apply_event`, returning the outbox rows the transaction committed (for the
         caller to publish: :meth:`BatchedOutboxRelay.publish_rows`), or None when the message
         was processed before."""
+        try:
+            return self._apply(msg)
+        except StaleIncident as exc:  # forgotten: the incident is read this time
+            log.info("incident changed elsewhere: event applied again", error=str(exc))
+            return self._apply(msg)
+
+    def _apply(self, msg: Message) -> list[OutboxRow] | None:
         with self.store.tx() as s:
             if not self.apply_in(s, msg):
                 return None  # processed before: acknowledge and skip
@@ -485,15 +496,40 @@ class Coordinator:
         self._set_status(s, inc, STATUS_FOR[cap], f"{cap.value} (attempt {attempt})", pt, cause)
 
     def _current(self, s: Session, payload: Any) -> Incident | None:
-        """The incident a task result belongs to, if the result answers its current task."""
-        inc = read_incident(s, payload.incident_id)
-        if inc is None or inc.current_task_id != payload.task_id or inc.status not in ACTIVE:
-            log.info("stale result ignored", task=payload.task_id, type=payload.kind)
-            return None
+        """The incident a task result belongs to, if the result answers its current task.
+        Every caller saves the incident it gets (:meth:`_save`): the incident this object
+        knows is used unread, and that save's version check says whether it was stale."""
+
+        def answered(inc: Incident | None) -> bool:
+            return (
+                inc is not None and inc.current_task_id == payload.task_id and inc.status in ACTIVE
+            )
+
+        inc = self.known.get(s, payload.incident_id)
+        if answered(inc):
+            self.known.use(s, payload.incident_id)
+        else:  # the database says whether the result is stale
+            inc = read_incident(s, payload.incident_id)
+            if not answered(inc):
+                log.info("stale result ignored", task=payload.task_id, type=payload.kind)
+                return None
+        assert inc is not None
         status = "failed" if isinstance(payload, TaskFailed) else "done"
         s.execute(_TASK_STATUS, {"task_id": payload.task_id, "status": status})
         inc.current_task_id = None
         return inc
+
+    def _save(self, s: Session, inc: Incident) -> None:
+        """``save_incident``, and know the incident as saved. Raises StaleIncident when it was
+        a known copy that someone changed since (forgotten: applied again, it is read)."""
+        try:
+            save_incident(s, inc)
+        except ConflictError as exc:
+            if not self.known.used(s, inc.id):
+                raise
+            self.known.forget(inc.id)
+            raise StaleIncident(f"{exc}: another process or transaction wrote it") from exc
+        self.known.wrote(s, inc)
 
     def _escalate(
         self, s: Session, inc: Incident, reason: str, pt: float, cause: Message | None
@@ -586,7 +622,7 @@ class Coordinator:
             # keyed by run, not incident, so it can run beside a step of this incident
             active = load_incident(s, active_id)
             active.data = {**active.data, "anomalies": active.data.get("anomalies", 1) + 1}
-            save_incident(s, active)
+            self._save(s, active)
             return
         anomaly = p.model_dump(mode="json")
         inc = new_row(
@@ -609,6 +645,7 @@ class Coordinator:
         # start and a save here made, version 2 included, in one statement instead of two
         inc.version += 1
         insert_rows(s, [inc])
+        self.known.wrote(s, inc)
 
     def _cleared(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload
@@ -619,7 +656,7 @@ class Coordinator:
         inc.data = {**inc.data, "cleared_at": p.ts}
         if inc.status == "verifying":
             self._resolve(s, inc, p.ts, pt, msg)
-        save_incident(s, inc)
+        self._save(s, inc)
 
     def _diagnosis(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload
@@ -647,7 +684,7 @@ class Coordinator:
             pt,
             msg,
         )
-        save_incident(s, inc)
+        self._save(s, inc)
 
     def _proposal(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload
@@ -688,7 +725,7 @@ class Coordinator:
             pt,
             msg,
         )
-        save_incident(s, inc)
+        self._save(s, inc)
 
     def _safety(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload
@@ -702,7 +739,7 @@ class Coordinator:
             # the verdict must be on the action this incident proposed, never on another one
             why = "unknown action" if action is None else "an action this incident did not propose:"
             self._escalate(s, inc, f"safety decision names {why} {p.action_id}", pt, msg)
-            save_incident(s, inc)
+            self._save(s, inc)
             return
         p = _no_looser_than_rules(p)
         action.hazard_class, action.rule_ids, action.reasons = p.hazard_class, p.rule_ids, p.reasons
@@ -808,7 +845,7 @@ class Coordinator:
                 pt=pt,
             )
             self._set_status(s, inc, "awaiting_approval", ", ".join(p.reasons), pt, msg)
-        save_incident(s, inc)
+        self._save(s, inc)
 
     def _grant(
         self,
@@ -923,7 +960,7 @@ class Coordinator:
             self._grant(s, inc, action, approval, pt, cause)
         else:
             update_row(s, approval, "decisions")
-        save_incident(s, inc)
+        self._save(s, inc)
 
     def _executed(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload
@@ -949,7 +986,7 @@ class Coordinator:
             self._set_status(s, inc, "verifying", p.detail, pt, msg)
         else:
             self._escalate(s, inc, f"action {p.action_id} {p.status}: {p.detail}", pt, msg)
-        save_incident(s, inc)
+        self._save(s, inc)
 
     def _review(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload
@@ -987,7 +1024,7 @@ class Coordinator:
             )
             insert_rows(s, [lesson])
         self._close(s, inc, pt, msg)
-        save_incident(s, inc)
+        self._save(s, inc)
 
     def _task_failed(self, s: Session, msg: Message, pt: float) -> None:
         p = msg.payload
@@ -996,7 +1033,7 @@ class Coordinator:
         if inc is None or inc.current_task_id != p.task_id:
             return
         self._reassign(s, inc, f"{p.agent_id} failed: {p.reason}", pt, msg)
-        save_incident(s, inc)
+        self._save(s, inc)
 
     def _reassign(
         self, s: Session, inc: Incident, why: str, pt: float, cause: Message | None
@@ -1144,7 +1181,7 @@ class Coordinator:
                 )
                 changed = True
             if changed:
-                save_incident(s, inc)
+                self._save(s, inc)
                 next_due = None
             elif next_due is not None:
                 if inc.status == "awaiting_approval":

@@ -18,13 +18,14 @@ at once (one commits while the next fills). After the commit it publishes the ou
 the batch queued, in order, through the host's relay, and only then answers each caller,
 which then acknowledges its event (ack after commit, as DESIGN.md's delivery rules say).
 
-A failing event does not take the others with it: if any event of a batch raises, the batch
-is rolled back and each of its events is applied again in a transaction of its own
-(:meth:`~plantcrew.crews.coordinator.Coordinator.apply`), so the others commit and only the
-failing one raises, to its own caller (whose message is then redelivered, and in the end
-dead-lettered). An event is thus applied at most twice in this process, and committed once;
-the Coordinator's ``on_message`` hook (set only by in-process crews, never by a host) would
-see it twice.
+A failing event does not take the others with it: if any event of a batch raises (e.g. a
+:class:`~plantcrew.crews.known.StaleIncident`: another process changed an incident this one
+knew), the batch is rolled back and each of its events is applied again in a transaction of
+its own (:meth:`~plantcrew.crews.coordinator.Coordinator.apply`, which applies it once more
+after a StaleIncident), so the others commit and only the failing one raises, to its own
+caller (whose message is then redelivered, and in the end dead-lettered). An event is thus
+applied at most three times in this process, and committed once; the Coordinator's
+``on_message`` hook (set only by in-process crews, never by a host) would see it each time.
 
 The caller keeps one event of an incident in flight at a time (the host's per-incident
 lock), so two open batches never hold the same incident's rows.
@@ -41,6 +42,7 @@ from typing import Any
 import structlog
 
 from plantcrew.crews.coordinator import Coordinator
+from plantcrew.crews.known import StaleIncident
 from plantcrew.messages import Message
 from plantcrew.store import Store, record_messages
 from plantcrew.store.deferred import OutboxRow, committed_outbox
@@ -146,7 +148,9 @@ class GroupCommit:
                             e.coordinator.handle_in(s, e.message)
                     rows = committed_outbox(s)
             except Exception as exc:
-                log.warning(
+                # an incident changed by another process: expected with several of them
+                say = log.info if isinstance(exc, StaleIncident) else log.warning
+                say(
                     "group commit failed; applying its events one by one",
                     events=len(batch),
                     error=repr(exc),

@@ -47,8 +47,9 @@ it routes, or ``warmup_s`` passed (:class:`~plantcrew.crews.warmup.WarmUp`); mea
 arrives waits, unacknowledged.
 
 Run one Coordinator process per plant namespace. A second one is safe (each event is handled in
-one transaction with optimistic locking; a conflict is retried through redelivery) but buys no
-throughput on one database.
+one transaction with optimistic locking; a conflict is retried through redelivery, and an
+incident a process knew as it wrote it but the other changed since is read, the event applied
+again at once: :mod:`plantcrew.crews.known`) but buys no throughput on one database.
 """
 
 from __future__ import annotations

@@ -166,13 +166,16 @@ class Database:
     @contextmanager
     def tx(self) -> Iterator[Session]:
         """One transaction (BEGIN IMMEDIATE on SQLite). Writes deferred to its end
-        (:mod:`plantcrew.store.deferred`) are made just before it commits."""
+        (:mod:`plantcrew.store.deferred`) are made just before it commits, and what waits
+        for the commit (``Deferred.committed``) runs right after it."""
         session = Session(self.engine, expire_on_commit=False)
         work = session.info[DEFERRED] = Deferred()
         try:
             with session.begin():
                 yield session
                 work.before_commit(session)
+            for done in work.committed:
+                done()
         except SQLAlchemyError as exc:
             cause = unavailable_cause(exc)
             if cause is not None:

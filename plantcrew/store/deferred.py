@@ -18,10 +18,14 @@ A transaction opened by :meth:`~plantcrew.store.db.Database.tx` carries a :class
 
 Nothing changes for readers: every row commits in the same transaction as the state change
 that caused it, or not at all.
+
+:attr:`Deferred.committed` holds what a caller wants done once the transaction has committed,
+and only then (e.g. remember what it wrote): ``Database.tx`` calls each, in order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +80,9 @@ class Deferred:
     audit: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     spend: Deltas = field(default_factory=dict)
+    committed: list[Callable[[], None]] = field(default_factory=list)
+    """Called in order once the transaction has committed (never after a rollback); each
+    must not raise (the transaction is done: its caller would take it for failed)."""
 
     def write_messages(self, s: Session) -> None:
         """Insert the queued outbox messages now (conversation log and outbox)."""
