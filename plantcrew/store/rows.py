@@ -26,7 +26,7 @@ autoflush before each statement) cost more than the statements themselves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic_core import PydanticUndefined
@@ -73,12 +73,33 @@ def upsert(dialect: str, table: Any) -> Any:
     return sqlite_insert(table)
 
 
+def values_of(obj: SQLModel, names: Iterable[str]) -> dict[str, Any]:
+    """The values of fields ``names`` of table object ``obj``, as they are: each read from
+    the object's ``__dict__``, where the ORM keeps them, without its attribute machinery (an
+    attribute not loaded there is read through it)."""
+    held = obj.__dict__
+    return {name: held[name] if name in held else getattr(obj, name) for name in names}
+
+
+_COLUMNS: dict[type, tuple[list[str], list[str]]] = {}  # class -> (columns, key columns)
+
+
 def row_of(obj: SQLModel) -> dict[str, Any]:
     """The column values of table object ``obj`` (an unset autoincrement key left out), as
     they are (``model_dump`` would deep-copy every JSON value)."""
-    table = type(obj).__table__  # type: ignore[attr-defined]
-    values = {c.name: (getattr(obj, c.name), c.primary_key) for c in table.columns}
-    return {k: v for k, (v, key) in values.items() if not (v is None and key)}
+    columns = _COLUMNS.get(type(obj))
+    if columns is None:
+        table = type(obj).__table__  # type: ignore[attr-defined]
+        names = [c.name for c in table.columns]
+        columns = _COLUMNS[type(obj)] = (names, [c.name for c in table.columns if c.primary_key])
+    row = values_of(obj, columns[0])
+    for key in columns[1]:
+        if row[key] is None:
+            del row[key]
+    return row
+
+
+_MANAGERS: dict[type, Any] = {}  # class -> its SQLAlchemy class manager
 
 
 def detached(cls: type[T], values: Mapping[Any, Any]) -> T:
@@ -87,10 +108,13 @@ def detached(cls: type[T], values: Mapping[Any, Any]) -> T:
     ORM's loader makes the objects it reads; changes to it are written only by the caller
     (e.g. :func:`~plantcrew.store.store.save_incident`): never ``session.add`` it, which would
     take it for a new row."""
-    mapper = inspect(cls)
-    if not mapper.configured:  # its attributes work once the mappers are configured
-        configure_mappers()
-    obj: T = mapper.class_manager.new_instance()
+    manager = _MANAGERS.get(cls)
+    if manager is None:
+        mapper = inspect(cls)
+        if not mapper.configured:  # its attributes work once the mappers are configured
+            configure_mappers()
+        manager = _MANAGERS[cls] = mapper.class_manager
+    obj: T = manager.new_instance()
     obj.__dict__.update(values)
     return obj
 
@@ -147,8 +171,7 @@ def update_row(s: Session, obj: SQLModel, *fields: str) -> None:
             .values({name: bindparam(name) for name in fields})
         )
         _UPDATES[(table.name, fields)] = stmt
-    values = {f: getattr(obj, f) for f in fields}
-    s.execute(stmt, {"row_id": obj.id, **values})  # type: ignore[attr-defined]
+    s.execute(stmt, {"row_id": obj.id, **values_of(obj, fields)})  # type: ignore[attr-defined]
 
 
 def insert_rows(s: Session, objs: Sequence[SQLModel], *, if_new: bool = False) -> None:
@@ -172,4 +195,5 @@ __all__ = [
     "row_of",
     "update_row",
     "upsert",
+    "values_of",
 ]

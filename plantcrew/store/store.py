@@ -21,7 +21,7 @@ from plantcrew.store import audit, heartbeats
 from plantcrew.store.audit import ChainBreak
 from plantcrew.store.db import Database
 from plantcrew.store.deferred import MESSAGE, deferred, message_row
-from plantcrew.store.rows import insert_rows, insert_stmt, new_row, read_row
+from plantcrew.store.rows import insert_rows, insert_stmt, new_row, read_row, values_of
 from plantcrew.store.spend import add_spend, deltas_of
 from plantcrew.store.tables import (
     Action,
@@ -369,7 +369,7 @@ def save_incident(s: Session, inc: Incident) -> None:
 
     Raises ConflictError when the stored version differs from ``inc.version``.
     """
-    values = {name: getattr(inc, name) for name in _INCIDENT_FIELDS}  # no deep copy of data
+    values = values_of(inc, _INCIDENT_FIELDS)  # no deep copy of data
     values.update(old_id=inc.id, old_version=inc.version, version=inc.version + 1)
     res = s.execute(_SAVE_INCIDENT, values)
     if res.rowcount != 1:  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import SQLModel
 
 from plantcrew.store import Action, Approval, Incident, Lesson, ModelCall, Store, TaskRecord
-from plantcrew.store.rows import insert_rows, new_row, row_of
+from plantcrew.store.rows import insert_rows, new_row, row_of, values_of
 
 # each table the Coordinator writes rows of, with its fields that have no default
 REQUIRED: list[tuple[type[SQLModel], dict[str, Any]]] = [
@@ -74,3 +74,20 @@ with store.tx() as s:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["open"]
+
+
+def test_values_are_read_as_the_orm_has_them_loaded_or_not(db_url: str) -> None:
+    store = Store(db_url)
+    try:
+        with store.tx() as s:
+            insert_rows(s, [new_row(Incident, **REQUIRED[0][1], status="diagnosing")])
+        with store.tx() as s:
+            inc = s.get(Incident, "i1")
+            assert inc is not None
+            s.expire(inc, ["status"])  # not in the object: read through the ORM, loaded
+            assert values_of(inc, ["status", "device_id"]) == {
+                "status": "diagnosing", "device_id": "pump1"
+            }  # fmt: skip
+            assert row_of(inc)["status"] == "diagnosing"
+    finally:
+        store.dispose()
