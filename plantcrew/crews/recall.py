@@ -18,7 +18,9 @@ in the conversation log and the outbox.
 Lesson rows are written once and never changed, so each row's cause, source, signature, merge
 key and compressed pattern are kept by id. A call reads the ids and weights of the newest rows,
 and the full rows only of those it has not seen: a Coordinator used to read and decode every
-signature (up to ``2 * limit`` of them) for each new incident.
+signature (up to ``2 * limit`` of them) for each new incident. The similarity is computed once
+per distinct signature of a call (lessons of a recurring fault share theirs): it was most of a
+call's CPU, 3.7 ms for 900 lessons of one signature.
 """
 
 from __future__ import annotations
@@ -97,14 +99,16 @@ class LessonRecall:
         book = self.signatures
         u = anomaly_pattern(deviations, book.noise_z) if book and deviations is not None else None
         merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+        recalled: dict[str, bool] = {}  # signature (its JSON) -> would recall use it?
         for i, weight in newest:
             row = rows[i]
-            if (
-                u is not None
-                and book is not None
-                and (not u or similarity(u, row.pattern or {}) < book.min_similarity)
-            ):
-                continue  # recall would skip it (see plantcrew.detect.diagnosis.recall)
+            if u is not None and book is not None:
+                near = recalled.get(row.key[2])
+                if near is None:  # once per signature: lessons of one fault repeat theirs
+                    near = bool(u) and similarity(u, row.pattern or {}) >= book.min_similarity
+                    recalled[row.key[2]] = near
+                if not near:
+                    continue  # recall would skip it (see plantcrew.detect.diagnosis.recall)
             hit = merged.get(row.key)
             if hit is not None:
                 hit["weight"] += weight

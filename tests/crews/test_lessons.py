@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from plantcrew.crews import recall as recall_module
 from plantcrew.crews.recall import LessonRecall
 from plantcrew.detect import default_signatures_path, load_signatures
-from plantcrew.detect.diagnosis import rank_root_causes
+from plantcrew.detect.diagnosis import rank_root_causes, similarity
 from plantcrew.detect.memory import signature_of
 from plantcrew.detect.signatures import Lesson as MemoryLesson
 from plantcrew.store import Lesson, Store
@@ -118,3 +121,36 @@ def test_lessons_learnt_after_a_call_are_read_by_the_next(tmp_path: Path) -> Non
         ("inlet_valve_closure", 2.0, 1),
         ("cavitation", 1.0, 1),
     ]
+
+
+def test_a_signature_is_compared_once_however_many_lessons_share_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lessons of a recurring fault share their signature: one comparison decides for all of
+    # them (it was most of the Coordinator's CPU for a new incident with many lessons)
+    book = load_signatures(default_signatures_path())
+    seen = devs(flow_rate=pct("flow_rate", -3), motor_temperature=-1.0)
+    near = signature_of(devs(flow_rate=pct("flow_rate", -3.1), motor_temperature=-1.0))
+    far = signature_of(devs(vibration_1=pct("vibration_1", 5)))
+    store = store_with(tmp_path, [
+        *[Lesson(root_cause=cause, signature=sig, source=source)
+          for cause in ("outlet_valve_closure", "cavitation")
+          for source in ("confirmed", "feedback")
+          for sig in (near, far)
+          for _ in range(100)],
+    ])  # fmt: skip
+    compared: list[dict[str, float]] = []
+
+    def counted(a: dict[str, float], b: dict[str, float]) -> float:
+        compared.append(b)
+        return similarity(a, b)
+
+    monkeypatch.setattr(recall_module, "similarity", counted)
+    with store.tx() as s:
+        kept = LessonRecall(book).lessons(s, 1000, seen)
+    assert len(compared) == 2  # near and far, once each
+    assert sorted((x["root_cause"], x["source"], x["count"]) for x in kept) == [
+        ("cavitation", "confirmed", 100), ("cavitation", "feedback", 100),
+        ("outlet_valve_closure", "confirmed", 100), ("outlet_valve_closure", "feedback", 100),
+    ]  # fmt: skip
+    assert all(x["signature"] == near for x in kept)
