@@ -1,34 +1,46 @@
 """The ``plantcrew`` command (typer). Exit codes: 0 success (a scenario's expectations held),
 1 an expectation failed, 2 bad input (scenario file, options, config), 3 a runtime failure
-(bus or database unreachable)."""
+(bus or database unreachable), 130 / 143 interrupted by SIGINT (Ctrl-C) / SIGTERM (a run is
+then recorded ``interrupted`` at the end of its step and ``--resume`` continues it; see
+:mod:`plantcrew.stopping`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.markup import escape
 from rich.text import Text
 
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError, ScenarioError
-from plantcrew.terminal import err, fail, out, plain, print_error
+from plantcrew.stopping import (
+    exit_stopped,
+    signal_exit_code,
+    sigterm_as_ctrl_c,
+    stop_on_signals,
+)
+from plantcrew.terminal import command_group, err, fail, out, plain, print_error
 
-app = typer.Typer(
+if TYPE_CHECKING:
+    from plantcrew.scenarios.runner import RunResult
+
+app = command_group(
     help="plantcrew: a crew of role agents that responds to plant anomalies.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-approvals_app = typer.Typer(
+approvals_app = command_group(
     help="Pending and past approvals; approve or reject as a person.", no_args_is_help=True
 )
-audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
-eval_app = typer.Typer(
+audit_app = command_group(help="The hash-chained audit log.", no_args_is_help=True)
+eval_app = command_group(
     help="Score detection and diagnosis on benchmark data.", no_args_is_help=True
 )
 app.add_typer(approvals_app, name="approvals")
@@ -130,7 +142,7 @@ def run(
     except NotFoundError as exc:
         raise fail(2, str(exc)) from None
     from plantcrew.render import LiveRunView, print_summary
-    from plantcrew.scenarios.runner import RunResult, run_scenario
+    from plantcrew.scenarios.runner import run_scenario
     from plantcrew.store import Run
 
     def named(run: Run, resumed: bool) -> None:
@@ -138,9 +150,13 @@ def run(
         again = "resumed" if resumed else f"after a stop, continue it with --resume {run.id}"
         err.print(f"run {run.id} ({run.scenario}): {again}", markup=False, highlight=False)
 
-    def go(observer: LiveRunView | None) -> RunResult:
-        return asyncio.run(
-            run_scenario(
+    signalled: list[int] = []
+
+    async def until_stopped(observer: LiveRunView | None) -> RunResult:
+        # SIGTERM or Ctrl-C: the run ends at the end of its step, recorded interrupted
+        stop = stop_on_signals()
+        try:
+            return await run_scenario(
                 scenario,
                 bus_url=bus if bus is not None else ("" if resume else "memory://"),
                 db_url=_db(db),
@@ -150,8 +166,14 @@ def run(
                 observer=observer,
                 crew=crew.value,
                 on_run=named,
+                stop=stop,
             )
-        )
+        finally:
+            if stop.signal is not None:
+                signalled.append(stop.signal)
+
+    def go(observer: LiveRunView | None) -> RunResult:
+        return asyncio.run(until_stopped(observer))
 
     try:
         if as_json:
@@ -163,6 +185,8 @@ def run(
         raise fail(2, str(exc)) from None
     except PlantcrewError as exc:
         raise fail(3, str(exc)) from None
+    if result.status == "interrupted" and signalled:
+        _interrupted(result, scenario, db, spec.duration_s, signalled[0], as_json)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -173,6 +197,28 @@ def run(
                     f"[red]expectation {e.name} failed:[/] {escape(e.detail)}", highlight=False
                 )
     raise typer.Exit(0 if result.passed else 1)
+
+
+def _interrupted(
+    result: RunResult, scenario: Path, db: str | None, duration_s: float, sig: int, as_json: bool
+) -> NoReturn:
+    """A run a signal ended before its last step: say how to resume it, exit 128 + signal."""
+    from plantcrew.settings import redacted_url
+
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    again = f"plantcrew run {scenario} --resume {result.run_id}"
+    if db is not None:
+        again += f" --db {redacted_url(db)}"
+    err.print(
+        f"run {result.run_id} interrupted by {signal.Signals(sig).name} at plant time "
+        f"{result.plant_seconds:g} s of {duration_s:g} s, {len(result.incidents)} incident(s) "
+        f"so far; continue it with: {again}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    exit_stopped(signal_exit_code(sig))
 
 
 @approvals_app.command("list")
@@ -356,19 +402,20 @@ def eval_skab(
         err.print(escape(f"[{i + 1}/{n}] {name} done ({took:.0f} s)"), highlight=False)
 
     try:
-        report = evaluate_skab(
-            paths,
-            memory_from=memory_from or (),
-            truth=truth,
-            json_out=json_out,
-            progress=progress,
-            leave_one_out=leave_one_out,
-            pipeline=run_skab_file if monitor_only else run_skab_file_crew,
-            jobs=jobs,
-            warn=lambda text: err.print(
-                f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True
-            ),
-        )
+        with sigterm_as_ctrl_c():  # workers terminated, temporary files removed; exit 143
+            report = evaluate_skab(
+                paths,
+                memory_from=memory_from or (),
+                truth=truth,
+                json_out=json_out,
+                progress=progress,
+                leave_one_out=leave_one_out,
+                pipeline=run_skab_file if monitor_only else run_skab_file_crew,
+                jobs=jobs,
+                warn=lambda text: err.print(
+                    f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True
+                ),
+            )
     except ConfigError as exc:
         raise fail(2, str(exc)) from None
     render_report(report, out)
@@ -410,8 +457,9 @@ def feedback(
     note: Annotated[str, typer.Option("--note")] = "",
     db: DbOpt = None,
 ) -> None:
-    """Correct an incident's root cause; the correction is remembered and changes later
-    diagnoses of similar deviations."""
+    """Correct an incident's root cause; remembered, it changes later diagnoses.
+
+    Later diagnoses of similar deviations recall the correction as feedback."""
     from datetime import UTC, datetime
 
     from plantcrew.detect import default_signatures_path, load_signatures, signature_of

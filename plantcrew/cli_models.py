@@ -18,10 +18,11 @@ from rich.table import Table
 from rich.text import Text
 
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError
-from plantcrew.terminal import err, fail, out, plain
+from plantcrew.terminal import command_group, err, fail, out, plain
 
-models_app = typer.Typer(help="The model deployments of config/models.yaml.",
-                         no_args_is_help=True)
+models_app = command_group(
+    help="The model deployments of config/models.yaml.", no_args_is_help=True
+)
 
 
 def _models_path(config: Path | None) -> Path:

@@ -36,7 +36,7 @@ import typer
 from plantcrew.crews.config import EVENT_CONSUMERS, ROLES
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError
 from plantcrew.stopping import exit_stopped, stop_on_signals
-from plantcrew.terminal import fail, out, plain
+from plantcrew.terminal import command_group, fail, out, plain
 
 if TYPE_CHECKING:
     from plantcrew.api.worker_probes import WorkerProbes
@@ -180,10 +180,11 @@ def agents(
     config_dir: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON array")] = False,
 ) -> None:
-    """List the crew's agents as the database has them (read-only): role, capabilities, the
-    age of the last heartbeat a Coordinator process recorded, and whether the agent counts as
-    live by the Coordinator's rule (heard within crew.yaml's coordinator.agent_ttl_s and not
-    stopping). Exit 2 for a missing database or a bad crew.yaml."""
+    """List the crew's agents as the database has them (read-only).
+
+    Role, capabilities, the age of the last heartbeat a Coordinator process recorded, and
+    whether the agent counts as live by the Coordinator's rule (heard within crew.yaml's
+    coordinator.agent_ttl_s and not stopping). Exit 2 for a missing database or a bad crew.yaml."""
     from plantcrew.crews.config import CrewConfig
     from plantcrew.crews.roster import agent_views
     from plantcrew.store import Store
@@ -335,7 +336,7 @@ async def _start_probes(bus: Bus, store: Store, probe: tuple[str, int]) -> Worke
 
 
 # a stand-alone entry for development: python -m plantcrew.cli_processes worker --role ...
-_dev = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+_dev = command_group(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 _dev.command()(coordinator)
 _dev.command()(worker)
 _dev.command()(up)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError, ScenarioError
-from plantcrew.terminal import err, fail, out
+from plantcrew.terminal import command_group, err, fail, out
 
 if TYPE_CHECKING:
     from plantcrew.replay.timeline import Step, Timeline
@@ -276,8 +276,10 @@ def diff(
         bool, typer.Option("--changes-only", help="leave out what is the same")
     ] = False,
 ) -> None:
-    """Two runs' timelines aligned, with decisions, root causes, actions, approvals, timings,
-    tokens and cost compared. Exits 1 when they differ (like diff(1))."""
+    """Compare two runs' timelines; exit 1 when they differ (like diff(1)).
+
+    The timelines are aligned, with decisions, root causes, actions, approvals, timings,
+    tokens and cost compared."""
     from plantcrew.replay.console import diff_report
     from plantcrew.replay.diff import diff_runs
     from plantcrew.replay.timeline import load_timeline
@@ -298,7 +300,7 @@ def diff(
     raise typer.Exit(0 if result.same else 1)
 
 
-app = typer.Typer(
+app = command_group(
     help="plantcrew replay, rerun and diff.", no_args_is_help=True, add_completion=False,
     pretty_exceptions_enable=False,
 )

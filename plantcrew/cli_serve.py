@@ -30,14 +30,14 @@ from rich.table import Table
 
 from plantcrew.errors import ConfigError, NotFoundError, PlantcrewError, ScenarioError
 from plantcrew.stopping import exit_stopped, stop_on_signals
-from plantcrew.terminal import err, fail, out, plain
+from plantcrew.terminal import command_group, err, fail, out, plain
 
 if TYPE_CHECKING:
     import uvicorn
 
     from plantcrew.api.context import ApiContext
 
-tokens_app = typer.Typer(
+tokens_app = command_group(
     help="API tokens of the HTTP service: create, list, revoke.", no_args_is_help=True
 )
 
@@ -84,8 +84,10 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve the API (/api/v1, OpenAPI at /api/v1/docs), the web console (/console/),
-    probes (/healthz, /readyz, /startupz) and /metrics. With --scenario, host a crew running
+    """Serve the API, the web console, probes and metrics.
+
+    The API is under /api/v1 (OpenAPI at /api/v1/docs), the console at /console/, the probes
+    at /healthz, /readyz and /startupz, metrics at /metrics. With --scenario, host a crew running
     that scenario at --speed, so people can watch and approve in the console. SIGTERM stops
     it gracefully within --grace seconds (module doc) and it exits 0."""
     from uuid6 import uuid7
@@ -344,7 +346,7 @@ def tokens_revoke(
 
 
 # a stand-alone entry for development: python -m plantcrew.cli_serve ...
-_dev = typer.Typer(no_args_is_help=True, add_completion=False)
+_dev = command_group(no_args_is_help=True, add_completion=False)
 _dev.command()(serve)
 _dev.add_typer(tokens_app, name="tokens")
 

@@ -13,6 +13,7 @@ and lines through :func:`plain` or ``Text.assemble``.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -21,6 +22,17 @@ from rich.text import Text
 # piped output gets wide consoles so tables and lines stay readable in logs and CI
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def command_group(**kwargs: Any) -> typer.Typer:
+    """A ``typer.Typer`` for a group of ``plantcrew`` commands (``kwargs`` as typer's).
+
+    Help is rendered by click, as plain text: paragraphs reflowed to the terminal's width,
+    every character of a help string shown. typer's rich rendering kept a docstring's line
+    breaks (help came out in ragged lines) and read ``[word]`` as a style tag; its Markdown
+    rendering dropped ``<category>`` and the like (``tests/test_cli_help.py``)."""
+    kwargs.setdefault("rich_markup_mode", None)
+    return typer.Typer(**kwargs)
 
 
 def plain(text: object) -> Text:

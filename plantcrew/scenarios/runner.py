@@ -74,7 +74,10 @@ class RunObserver(Protocol):
 
 @dataclass
 class RunResult:
-    """The outcome of one run: its incidents and expectations (plant seconds throughout)."""
+    """The outcome of one run: its incidents and expectations (plant seconds throughout).
+
+    ``status`` is the run's recorded status: ``passed``, ``failed`` or ``interrupted`` (ended
+    before its last step by ``stop`` or ``stop_after_s``; ``resume`` continues it)."""
 
     run_id: str
     scenario: str
@@ -84,12 +87,14 @@ class RunResult:
     plant_seconds: float
     wall_seconds: float
     actions: list[dict[str, Any]] = field(default_factory=list)
+    status: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The ``plantcrew run --json`` object."""
         return {
             "run_id": self.run_id,
             "scenario": self.scenario,
+            "status": self.status,
             "passed": self.passed,
             "incidents": self.incidents,
             "expectations": [
@@ -576,7 +581,7 @@ def _finish(
         finished_at=datetime.now(UTC),
         summary={"passed": passed, "incidents": len(incidents)},
     )
-    return RunResult(run.id, scenario.name, passed, out, results, t, wall)
+    return RunResult(run.id, scenario.name, passed, out, results, t, wall, status=status)
 
 
 __all__ = ["RunObserver", "RunResult", "assets_of", "load_scenario", "run_scenario"]

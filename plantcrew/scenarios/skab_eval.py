@@ -30,7 +30,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +57,7 @@ from plantcrew.detect.yamlio import read_yaml
 from plantcrew.errors import ConfigError
 from plantcrew.messages import AnomalyCleared, AnomalyDetected, Deviation
 from plantcrew.plant.csv_replay import SKAB_COLUMNS, CsvReplaySource, skab_preset
+from plantcrew.scenarios.workers import worker_pool
 
 TEST_START_ROW = 400
 """SKAB's protocol: rows 0-399 of each file may calibrate, the rest is the test set."""
@@ -698,7 +699,7 @@ def _map(
             done(i, i)
         return out
     order = sorted(range(n), key=lambda i: -paths[i].stat().st_size)
-    with ProcessPoolExecutor(max_workers=min(jobs, n)) as pool:
+    with worker_pool(min(jobs, n)) as pool:
         futures = {pool.submit(pipeline, paths[i], **calls[i]): i for i in order}
         for k, future in enumerate(as_completed(futures)):
             future.result()  # a failed file stops the run here
