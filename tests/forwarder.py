@@ -14,6 +14,16 @@ from urllib.parse import urlparse, urlunparse
 _TAIL = 256  # bytes of the previous read kept for partition_on: its longest pattern
 
 
+class _Link:
+    """One forwarded connection: its server side once connected, and whether the path it
+    took is gone (``heal(half_open=True)``)."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self.client = client
+        self.upstream: socket.socket | None = None
+        self.gone = False
+
+
 class Forwarder:
     """A TCP forwarder ``127.0.0.1:<port>`` -> ``target``, one thread pair per connection.
 
@@ -24,7 +34,11 @@ class Forwarder:
       new connection is accepted but reaches nothing. ``partition(refuse=True)`` also stops
       listening: a new connection is refused by the operating system (ECONNREFUSED) at once.
       ``heal()`` delivers what was held, in order, listens again on the same port if it had
-      stopped, and forwards again; ``heal(drop=True)`` closes the held connections instead.
+      stopped, and forwards again; ``heal(drop=True)`` closes the held connections instead;
+      ``heal(half_open=True)`` leaves them half-open: the server's side is closed (the server
+      forgets them) and the client's is kept open and silent, with no FIN or RST, until
+      ``stop()`` (what the client sends on it is read and dropped), as when a NAT or
+      connection-tracking entry expired during the partition; new connections go through.
     - ``partition_on(pattern)`` partitions the moment ``pattern`` comes from the server (or,
       with ``from_client``, from the client): the bytes that carry it are held with the rest
       (the other side never sees them); ``triggered`` is set then.
@@ -36,6 +50,7 @@ class Forwarder:
         self.port = 0
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
+        self._links: list[_Link] = []
         self._lock = threading.Lock()
         self._flowing = threading.Event()
         self._flowing.set()
@@ -92,12 +107,23 @@ class Forwarder:
         with self._lock:
             self._trigger = (pattern, from_client, refuse)
 
-    def heal(self, *, drop: bool = False) -> None:
+    def heal(self, *, drop: bool = False, half_open: bool = False) -> None:
         """Deliver what the partition held, listen again if it stopped, and forward again.
         With ``drop``, deliver nothing: every connection open until now is closed instead
-        (what either side sent into the partition is lost, as when the network gave up)."""
+        (what either side sent into the partition is lost, as when the network gave up).
+        With ``half_open``, deliver nothing either: every connection open until now loses its
+        server side and stays open, silent, on the client's (see the class doc)."""
         if drop:
             self._close_conns()
+        if half_open:
+            with self._lock:
+                links, self._links = self._links, []
+                for link in links:
+                    link.gone = True
+            for link in links:
+                if link.upstream is not None:
+                    with contextlib.suppress(OSError):
+                        link.upstream.shutdown(socket.SHUT_RDWR)
         if self._listener is None and self.port:
             self.start()  # the same port: start() binds self.port, with SO_REUSEADDR
         self._flowing.set()
@@ -115,10 +141,15 @@ class Forwarder:
             threading.Thread(target=self._connect, args=(client,), daemon=True).start()
 
     def _connect(self, client: socket.socket) -> None:
+        link = _Link(client)
         with self._lock:
             self._conns.add(client)
+            self._links.append(link)
             self.accepted += 1
         self._flowing.wait()  # partitioned: the server is not reached (the client times out)
+        if link.gone:
+            self._drain(client)
+            return
         try:
             upstream = socket.create_connection(self.target, timeout=5)
         except OSError:
@@ -127,9 +158,10 @@ class Forwarder:
         upstream.settimeout(None)
         with self._lock:
             self._conns.add(upstream)
+            link.upstream = upstream
             self.upstream += 1
         for a, b, from_client in ((client, upstream, True), (upstream, client, False)):
-            threading.Thread(target=self._pipe, args=(a, b, from_client), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(a, b, from_client, link), daemon=True).start()
 
     def _check_trigger(self, seen: bytes, from_client: bool) -> None:
         """Partition now when the armed pattern is in ``seen`` (bytes from that side)."""
@@ -142,7 +174,14 @@ class Forwarder:
         self.partition(refuse=refuse)
         self.triggered.set()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+    @staticmethod
+    def _drain(client: socket.socket) -> None:
+        """Read and drop what the client of a half-open connection sends, until it closes."""
+        with contextlib.suppress(OSError):
+            while client.recv(65536):
+                pass
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool, link: _Link) -> None:
         tail = b""  # the end of the previous read: a pattern may span two
         try:
             while True:
@@ -152,15 +191,20 @@ class Forwarder:
                     self._check_trigger(seen, from_client)
                     tail = seen[-_TAIL:]
                 self._flowing.wait()  # a partition holds what was read, and an end of stream
+                if link.gone:  # half-open: the client hears nothing more, not even a close
+                    if from_client and data:
+                        self._drain(src)
+                    return
                 if not data:
                     break
                 dst.sendall(data)
         except OSError:
             pass
         finally:
-            for s in (src, dst):
+            for s in (src, dst) if not link.gone else (link.upstream,):
                 with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+                    if s is not None:
+                        s.shutdown(socket.SHUT_RDWR)
 
 
 def through(url: str, port: int) -> str:

@@ -29,6 +29,12 @@ Plain subjects (``telemetry.*``, ``crew.control``, ``crew.approvals``):
   frame (``\\0<reply>\\0<message>``); the responder's reply (or its refusal, see
   ``plantcrew.bus.base``) is published to the inbox.
 
+A half-open connection (open, but reaching nothing after a partition) is noticed: a command
+whose reply does not come within ``_SOCKET_TIMEOUT_S`` fails (redis-py drops its connection;
+it is retried on a new one), and the pub/sub reader pings a connection silent for
+``_PUBSUB_PING_S`` and drops it when no pong comes ``_PUBSUB_PONG_WAIT_S`` later; the next read
+reconnects and resubscribes.
+
 Durable subjects (``crew.events``, ``crew.tasks.*``, ``crew.dlq``): one stream per subject
 (Redis >= 6.2 for ``XAUTOCLAIM``; 7 recommended).
 ``publish`` runs a Lua script that sets a dedupe key (``SET NX PX``, the dedupe window) and
@@ -37,7 +43,9 @@ lost reply) is dropped; it then trims (``MINID ~``) to about ``maxlen``, never p
 entry a group has not acknowledged. ``consume`` creates the group at ``0`` (deliver-all,
 ``MKSTREAM``); each member is a consumer that reads one entry at a time with ``XREADGROUP``,
 ``XACK``s after the handler returns, and on failure "naks" by resetting the entry's idle time
-(``XCLAIM ... IDLE ... JUSTID``) so that it becomes claimable after the backoff delay. Entries
+(``XCLAIM ... IDLE ... JUSTID``, in a script that does it only while the member still holds
+the entry: a late nak leaves an entry another member took over with that member) so that it
+becomes claimable after the backoff delay. Entries
 idle for longer than ``ack_wait_s`` plus a grace second (failed, overrun, or held by a member
 that died) are taken over with ``XAUTOCLAIM``; the delivery count comes from ``XPENDING``.
 After ``max_deliver`` deliveries a ``DeadLetter`` goes to the ``crew.dlq`` stream before the
@@ -107,6 +115,9 @@ _QUEUE_RENEW_S = 10.0
 _QUEUE_REFRESH_S = 5.0
 _POLL_S = 1.0
 _RETRY_PAUSE_S = 0.25
+_SOCKET_TIMEOUT_S = 5.0  # a command's reply (a blocking read asks for at most _POLL_S)
+_PUBSUB_PING_S = 5.0  # a pub/sub connection silent this long is pinged
+_PUBSUB_PONG_WAIT_S = 5.0  # and dropped when its pong does not come this much later
 _ACK_WAIT_GRACE_S = 1.0
 _HANDBACK = "_handback"
 _HANDBACK_IDLE_MS = 10 * 24 * 3600 * 1000
@@ -169,6 +180,20 @@ local function trim()
 end
 pcall(trim)  -- the entry is stored: a failed trim must not fail the publish
 return id
+"""
+
+
+# KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] entry id, ARGV[4] idle ms.
+# Sets the entry's idle time only while the consumer still holds it: a nak that comes late,
+# after another member took the entry over (XAUTOCLAIM), must not take it back from that
+# member and make it claimable by a third. Returns 1 when it did, else 0.
+_NAK_LUA = """
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #held == 0 then
+  return 0
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')
+return 1
 """
 
 
@@ -422,11 +447,11 @@ class _Member:
         return None
 
     async def nak(self, entry_id: bytes, delay_s: float) -> None:
-        """Make ``entry_id`` claimable by any member after ``delay_s`` seconds."""
+        """Make ``entry_id`` claimable by any member after ``delay_s`` seconds, if this member
+        still holds it (else nothing: another member took it over and is handling it)."""
         idle = max(0, self.claim_idle_ms - int(delay_s * 1000))
-        await self.bus._r_or_raise().xclaim(
-            self.key, self.group, self.name, 0, [entry_id], idle=idle, justid=True
-        )
+        keys = [self.key]
+        await self.bus._nak_script(keys=keys, args=[self.group, self.name, entry_id, idle])
         loop = asyncio.get_running_loop()
         self.next_claim = min(self.next_claim, loop.time() + delay_s + 0.005)
 
@@ -481,6 +506,7 @@ class RedisBus:
         self._reader: asyncio.Task[None] | None = None
         self._registrar: asyncio.Task[None] | None = None
         self._store_script: Any = None
+        self._nak_script: Any = None
         self._plain: list[_PlainSub] = []
         self._by_channel: dict[str, list[_PlainSub]] = {}
         self._by_glob: dict[str, list[_PlainSub]] = {}
@@ -502,6 +528,7 @@ class RedisBus:
             s.server,
             protocol=2,
             socket_connect_timeout=s.connect_timeout_s,
+            socket_timeout=_SOCKET_TIMEOUT_S,  # a half-open socket fails a command, not hangs
             socket_keepalive=True,
             health_check_interval=10,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
@@ -522,6 +549,7 @@ class RedisBus:
             raise
         self._r = r
         self._store_script = r.register_script(_STORE_LUA)
+        self._nak_script = r.register_script(_NAK_LUA)
         self._pubsub = r.pubsub()
         await self._subscribe_channel(self._control_channel)
         self._reader = asyncio.create_task(self._read_pubsub(), name="redis-pubsub-reader")
@@ -734,11 +762,28 @@ class RedisBus:
                 await asyncio.wait_for(event.wait(), timeout)
 
     async def _read_pubsub(self) -> None:
+        """Read the pub/sub connection and dispatch what comes. A connection silent for
+        ``_PUBSUB_PING_S`` is pinged; one that still says nothing ``_PUBSUB_PONG_WAIT_S``
+        later is dropped (a half-open socket never fails a read: it only stays empty), and
+        the next read reconnects and resubscribes."""
         pubsub = self._pubsub
         assert pubsub is not None
+        loop = asyncio.get_running_loop()
+        heard: float = loop.time()  # when an item last came
+        pinged: float | None = None  # when the connection was pinged since
         while True:
             try:
                 item = await pubsub.get_message(timeout=_POLL_S)
+                if item is None:
+                    # counted from the ping, and only after a read that found nothing: an
+                    # event loop kept busy elsewhere does not make a connection look dead
+                    now = loop.time()
+                    if pinged is None and now - heard > _PUBSUB_PING_S:
+                        await pubsub.ping()  # its pong comes back as an item
+                        pinged = now
+                    elif pinged is not None and now - pinged > _PUBSUB_PONG_WAIT_S:
+                        raise RedisTimeoutError(f"no pong in {now - pinged:.1f}s on pub/sub")
+                    continue
             except (*_TRANSIENT, RuntimeError) as exc:
                 log.info("pub/sub read failed; reconnecting", error=repr(exc))
                 # drop the socket: the next read reconnects and resubscribes (redis-py's
@@ -747,9 +792,9 @@ class RedisBus:
                     with contextlib.suppress(*_TRANSIENT, RedisError):
                         await pubsub.connection.disconnect()
                 await asyncio.sleep(_RETRY_PAUSE_S)
+                heard, pinged = loop.time(), None  # the new connection's own time
                 continue
-            if item is None:
-                continue
+            heard, pinged = loop.time(), None
             try:
                 await self._dispatch(item)
             except Exception:  # one bad item must not stop every plain subscription

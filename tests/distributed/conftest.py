@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -33,7 +34,7 @@ from plantcrew.messages import AgentHeartbeat, Message, Subjects
 from plantcrew.plant.bus_actuator import COMMANDS
 from tests.conftest import ROOT, bus_url_for, pg_url_for
 
-START_TIMEOUT_S = 180.0  # a process imports litellm and scikit-learn: slow on a busy machine
+START_TIMEOUT_S = 300.0  # a process imports litellm and scikit-learn: slow on a busy machine
 TEST_APPROVAL_SECRET = "tests-distributed-" + "5f0c9e2a41d7b836" * 3
 """The approval secret of every crew process the tests start on a broker bus (they refuse to
 start without one), and of the test process, whose runner checks the tokens the Coordinator
@@ -154,6 +155,21 @@ def short_ack_config(crew_config: Path, tmp_path: Path) -> Path:
     crew["delivery"]["ack_wait_s"] = SHORT_ACK_WAIT_S
     (dest / "crew.yaml").write_text(yaml.safe_dump(crew))
     return dest
+
+
+@pytest.fixture
+def cut_off(
+    short_ack_config: Path, pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """``cut_off(bus_url, server_url, label=..., query=...)``:
+    :func:`tests.distributed.cut_off.cut_off_operator` with this test's config (the short ack
+    wait), database, ``tmp_path`` and ``monkeypatch``."""
+    from tests.distributed.cut_off import cut_off_operator  # it imports this module
+
+    return functools.partial(
+        cut_off_operator, config_dir=short_ack_config, pg_database=pg_database,
+        tmp_path=tmp_path, monkeypatch=monkeypatch,
+    )  # fmt: skip
 
 
 async def watch_commands_and_heartbeats(

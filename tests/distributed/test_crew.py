@@ -189,7 +189,7 @@ async def test_the_run_command_with_a_remote_crew_leaves_every_step_to_the_crew_
         cwd=ROOT, env=shared_crew.env(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, errs = await asyncio.wait_for(runner.communicate(), timeout=180)
+    out, errs = await asyncio.wait_for(runner.communicate(), timeout=300)
     assert runner.returncode == 0, errs.decode()[-2000:]
     result = json.loads(out)
     assert result["passed"] and result["incidents"]
@@ -212,7 +212,7 @@ async def cli_run_local(bus_url: str, db_url: str, env: dict[str, str]) -> tuple
         "--bus", bus_url, "--db", db_url, cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, errs = await asyncio.wait_for(runner.communicate(), timeout=180)
+    out, errs = await asyncio.wait_for(runner.communicate(), timeout=300)
     assert runner.returncode is not None
     return runner.returncode, out.decode(), errs.decode()
 
