@@ -79,6 +79,8 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse, urlunparse
 
+import nats_count  # bench/, next to this script
+
 from plantcrew.agents import Policies
 from plantcrew.bus import Bus, connect
 from plantcrew.crews.config import EVENT_CONSUMERS, CrewConfig
@@ -256,9 +258,16 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+OWN_SERVERS: dict[str, list[int]] = {}
+"""Servers the bench started for itself (``--own-nats``): counted instead of every process
+of that name on the machine."""
+
+
 def _servers() -> dict[str, list[int]]:
     """Pids of the database and broker servers on this machine, by name."""
     out: dict[str, list[int]] = {name: [] for name in SERVERS}
+    for name, pids in OWN_SERVERS.items():
+        out[name] = list(pids)
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -266,7 +275,7 @@ def _servers() -> dict[str, list[int]]:
                     comm = f.read().strip()
             except OSError:
                 continue
-            if comm in out:
+            if comm in out and comm not in OWN_SERVERS:
                 out[comm].append(int(entry))
     return out
 
@@ -298,6 +307,75 @@ def cpu_used(parts: dict[str, list[int]], before: dict[int, float]) -> dict[str,
     return {
         name: sum(max(0.0, _cpu_s(p) - before.get(p, 0.0)) for p in pids)
         for name, pids in now.items()
+    }
+
+
+IDLE_S = 10.0  # seconds of the crew idle, with --count-nats
+
+
+async def idle_traffic(count_dir: str, parts: dict[str, list[int]]) -> dict[str, float]:
+    """What the crew asks of nats-server per second while no incident is open: messages
+    per second of each class (``nats_count``), over ``IDLE_S`` seconds, and the CPU
+    milliseconds per second the nats-server processes used meanwhile (``nats-server_ms``);
+    with ``--own-nats``, the server's counters too (``server.*``, see ``server_counts``)."""
+    before, cpu = nats_count.read(count_dir), cpu_snapshot(parts)
+    before.update({f"server.{k}": v for k, v in server_counts().items()})
+    await asyncio.sleep(IDLE_S)
+    after = nats_count.read(count_dir)
+    after.update({f"server.{k}": v for k, v in server_counts().items()})
+    after.subtract(before)
+    rates = {k: v / IDLE_S for k, v in sorted(after.items()) if v}
+    rates["nats-server_ms"] = 1000 * cpu_used(parts, cpu)["nats-server"] / IDLE_S
+    return rates
+
+
+@contextlib.contextmanager
+def own_nats_server() -> Iterator[str]:
+    """A nats-server of this bench's own (``--own-nats``), started as the machine's is (JetStream,
+    file storage in a fresh directory on the same disk) on a free port, with monitoring on
+    another: nothing else uses it, so its CPU and counters are the bench's alone. Yields its
+    URL; its pid is in ``OWN_SERVERS`` meanwhile."""
+    port, monitor = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-nats-", dir="/var/tmp") as store:
+        argv = ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store]
+        proc = subprocess.Popen([*argv, "-m", str(monitor)], stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("nats-server did not start") from None
+                    time.sleep(0.1)
+            OWN_SERVERS["nats-server"] = [proc.pid]
+            NATS_MONITOR.append(f"http://127.0.0.1:{monitor}")
+            yield f"nats://127.0.0.1:{port}"
+        finally:
+            OWN_SERVERS.pop("nats-server", None)
+            NATS_MONITOR.clear()
+            proc.terminate()
+            proc.wait(10)
+
+
+NATS_MONITOR: list[str] = []  # the --own-nats server's monitoring URL
+
+
+def server_counts() -> dict[str, int]:
+    """The ``--own-nats`` server's own counters: messages in and out (every client's,
+    ``/varz``) and JetStream API requests (``/jsz``: consumer info, stream and consumer
+    management; not pulls, acks or stored publishes). Empty without ``--own-nats``."""
+    if not NATS_MONITOR:
+        return {}
+    with urllib.request.urlopen(f"{NATS_MONITOR[0]}/varz", timeout=5) as r:
+        varz = json.load(r)
+    with urllib.request.urlopen(f"{NATS_MONITOR[0]}/jsz", timeout=5) as r:
+        jsz = json.load(r)
+    return {
+        "in_msgs": int(varz["in_msgs"]),
+        "out_msgs": int(varz["out_msgs"]),
+        "js_api": int(jsz.get("api", {}).get("total", 0)),
     }
 
 
@@ -369,6 +447,7 @@ class ProcessCrew:
     db_url: str
     workers: int
     config: Path  # the config dir (see config_dir)
+    count_dir: str | None = None  # count each process's NATS traffic there (nats_count.py)
     procs: list[tuple[subprocess.Popen[bytes], int]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -385,6 +464,8 @@ class ProcessCrew:
         for args in commands:
             port = free_port()
             argv = [sys.executable, "-m", "plantcrew.cli_processes", *args]
+            if self.count_dir is not None:
+                argv[1:1] = [str(ROOT / "bench" / "nats_count.py"), self.count_dir]
             argv += ["--bus", self.bus_url, "--db", self.db_url, "--probe-port", str(port)]
             argv += ["--probe-host", "127.0.0.1", "--config-dir", str(self.config)]
             proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
@@ -522,10 +603,12 @@ async def bench_one(
     warmup: int,
     config: Path,
     stub: Any = None,
+    count_dir: str | None = None,
 ) -> dict[str, Any]:
     """One configuration's figures. ``config`` is the crew's config dir; ``stub`` the
     loopback model server when the models have a latency (RuntimeError when a model call
-    went elsewhere)."""
+    went elsewhere); ``count_dir``: count every process's NATS traffic there (this process
+    already counts into it, see ``nats_count``)."""
     tag = uuid.uuid4().hex[:10]
     bus_url = (
         f"memory://bench{tag}" if backend == "memory" else f"{BROKERS[backend]}?namespace=b{tag}"
@@ -550,7 +633,7 @@ async def bench_one(
                 await work.start()
                 hosts = [work, coord]
             else:
-                crew = ProcessCrew(bus_url, db_url, workers, config)
+                crew = ProcessCrew(bus_url, db_url, workers, config, count_dir)
                 await asyncio.to_thread(crew.start)
             driver = Driver(bus, store)
             await driver.start()
@@ -560,11 +643,20 @@ async def bench_one(
             me = "driver" if crew is not None else "driver+crew"
             parts = {me: [os.getpid()], **(crew.parts() if crew else {}), **_servers()}
             await asyncio.sleep(1.5)  # the warm-up's counts reach pg_stat_database
+            idle = await idle_traffic(count_dir, parts) if count_dir else None
+            sent_before = nats_count.read(count_dir) if count_dir else None
+            if sent_before is not None:
+                sent_before.update({f"server.{k}": v for k, v in server_counts().items()})
             tx_before = db_transactions(db_url)
             before = cpu_snapshot(parts)
             requests_before = len(stub.requests) if stub is not None else 0
             wall = await driver.drive(runs, inflight)
             used = cpu_used(parts, before)
+            await asyncio.sleep(0.5)  # the processes' last counts reach their files
+            traffic = nats_count.read(count_dir) if count_dir else None
+            if traffic is not None and sent_before is not None:
+                traffic.update({f"server.{k}": v for k, v in server_counts().items()})
+                traffic.subtract(sent_before)
             requests = len(stub.requests) - requests_before if stub is not None else None
             await asyncio.sleep(1.5)
             calls = model_calls(store, runs)
@@ -595,6 +687,10 @@ async def bench_one(
                 "db_transactions": None if tx is None else tx / n,
                 "model_calls": sum(calls.values()) / n,
                 "stub_requests": None if requests is None else requests / n,
+                "nats_per_incident": None
+                if traffic is None
+                else {k: v / n for k, v in sorted(traffic.items()) if v},
+                "nats_idle": idle,
             }
         finally:
             for h in hosts:
@@ -641,6 +737,17 @@ async def main() -> None:
         "goes over HTTP to a loopback OpenAI-compatible server answering the playbook's "
         "answer after L ms (the model-bound regime)",
     )  # fmt: skip
+    ap.add_argument(
+        "--count-nats", action="store_true",
+        help="count, on the client side, the messages every process sends to and receives "
+        "from nats-server (JetStream publishes, pull requests, consumer info, acks, core "
+        "messages; bench/nats_count.py), per incident and per second while the crew is idle",
+    )  # fmt: skip
+    ap.add_argument(
+        "--own-nats", action="store_true",
+        help="run nats:// on a nats-server of the bench's own (free port, fresh store, "
+        "monitoring on): its CPU alone is counted, and with --count-nats its counters shown",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.model_latency_ms < 0:
         ap.error("--model-latency-ms must be >= 0")
@@ -658,11 +765,18 @@ async def main() -> None:
             stack.callback(shutil.rmtree, config.parent, ignore_errors=True)
         label = model_label(args.model_latency_ms, stub)
         print(f"{label}; {AGENTS_PER_WORKER} agent(s) per role per worker process", flush=True)
+        count_dir = None
+        if args.own_nats:
+            BROKERS["nats"] = stack.enter_context(own_nats_server())
+        if args.count_nats:
+            count_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="nats-count-"))
+            nats_count.install(count_dir)
         for backend in args.backends.split(","):
             for workers in (int(w) for w in args.workers.split(",")):
                 row = await bench_one(
-                    backend, workers, args.n, args.inflight, args.db, args.warmup, config, stub
-                )
+                    backend, workers, args.n, args.inflight, args.db, args.warmup, config, stub,
+                    count_dir if backend == "nats" else None,
+                )  # fmt: skip
                 print_row(row)
     db = "SQLite" if args.db == "sqlite" else "PostgreSQL"
     print(
@@ -699,6 +813,10 @@ def print_row(row: dict[str, Any]) -> None:
             " (PostgreSQL commits, every process)",
             flush=True,
         )
+    for label, key in (("per incident", "nats_per_incident"), ("per idle second", "nats_idle")):
+        if row.get(key) is not None:
+            counts = "  ".join(f"{k} {v:.1f}" for k, v in row[key].items())
+            print(f"        NATS messages {label}: {counts}", flush=True)
 
 
 if __name__ == "__main__":

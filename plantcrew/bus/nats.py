@@ -39,7 +39,8 @@ as on the other backends; ``publish_raw`` uses a fresh id per call) and waits fo
 retrying through a reconnect until ``publish_timeout`` (10 s): the client buffers each attempt
 made while disconnected and sends them all on reconnect, so the id is what stores it once.
 ``consume`` binds a durable pull consumer named after the group and subject (recreated,
-deliver-all, when the server no longer has it); each member fetches one message at a time,
+deliver-all, when the server no longer has it); each member takes one message at a time from
+the pull requests it shares with the group's other members in the process (``nats_pull``),
 acknowledges after the handler returns, and naks with the backoff delay when it raises or
 overruns ``ack_wait_s`` (the server's own ack wait is set a little longer, and
 raised when a member joins with a longer one, so it only fires for a member that died). The
@@ -100,6 +101,7 @@ from plantcrew.bus.base import (
     reply_bytes,
     settle_late,
 )
+from plantcrew.bus.nats_pull import PullFeed
 from plantcrew.errors import BusError, BusTimeout
 from plantcrew.messages import Message, Subjects
 from plantcrew.settings import redacted_url as redacted
@@ -279,8 +281,8 @@ class _PlainSub:
 
 
 class _Member:
-    """One member of a durable consumer group (``consume``): a loop fetching one message at a
-    time from the group's pull consumer."""
+    """One member of a durable consumer group (``consume``): a loop taking one message at a
+    time from the pull feed it shares with the group's other members in this process."""
 
     def __init__(
         self,
@@ -289,11 +291,11 @@ class _Member:
         consumer: str,
         handler: Handler,
         options: DurableOptions,
+        feed: PullFeed,
     ) -> None:
         self.bus, self.subject, self.consumer = bus, subject, consumer
-        self.handler, self.options = handler, options
+        self.handler, self.options, self.feed = handler, options, feed
         self.handler = tracing.instrument_handler(handler, subject=subject, group=consumer)
-        self.psub: JetStreamContext.PullSubscription | None = None
         self.current: Msg | None = None
         self.handling: asyncio.Future[Message | None] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -304,42 +306,17 @@ class _Member:
 
     async def _run(self) -> None:
         while not self.stopping:
+            nmsg = await self.feed.take()
+            self.current = nmsg
             try:
-                if self.psub is None:
-                    self.psub = await self.bus._bind(self.subject, self.consumer, self.options)
-                try:
-                    msgs = await self.psub.fetch(1, timeout=_FETCH_EXPIRY_S)
-                except nats.errors.TimeoutError:
-                    # nothing to do yet, a reconnect, or no consumer: a pull from a consumer
-                    # deleted on the server (alone or with its stream) also just times out
-                    await self.bus._check_consumer(self.consumer)
-                    continue
-            except nats.js.errors.NotFoundError:
-                log.warning("consumer gone; recreating", consumer=self.consumer)
-                await self._drop_psub()
-                await asyncio.sleep(_RETRY_PAUSE_S)
-                continue
-            except (*_TRANSIENT, nats.js.errors.APIError, nats.errors.Error) as exc:
-                log.info("fetch failed; retrying", consumer=self.consumer, error=repr(exc))
-                await asyncio.sleep(_RETRY_PAUSE_S)
-                continue
-            for nmsg in msgs:
-                self.current = nmsg
-                try:
-                    await self.bus._deliver_durable(self, nmsg)
-                except (*_TRANSIENT, BusError, nats.errors.Error) as exc:
-                    # ack/nak or dead-letter publish failed: the server redelivers after ack wait
-                    log.info("settling failed", consumer=self.consumer, error=repr(exc))
-                except Exception:  # a bug must not silently stop the member
-                    log.exception("delivery failed", consumer=self.consumer)
-                finally:
-                    self.current = None
-
-    async def _drop_psub(self) -> None:
-        psub, self.psub = self.psub, None
-        if psub is not None:
-            with contextlib.suppress(nats.errors.Error, ValueError):
-                await psub.unsubscribe()
+                await self.bus._deliver_durable(self, nmsg)
+            except (*_TRANSIENT, BusError, nats.errors.Error) as exc:
+                # ack/nak or dead-letter publish failed: the server redelivers after ack wait
+                log.info("settling failed", consumer=self.consumer, error=repr(exc))
+            except Exception:  # a bug must not silently stop the member
+                log.exception("delivery failed", consumer=self.consumer)
+            finally:
+                self.current = None
 
     async def unsubscribe(self) -> None:
         """Stop; hand what this member holds back to the group (nak, no delay)."""
@@ -352,19 +329,12 @@ class _Member:
         if handling is not None and not handling.done():
             handling.cancel()
         held: list[Msg] = [in_flight] if in_flight is not None else []
-        psub = self.psub
-        await self._drop_psub()
-        if psub is not None:  # fetched but not yet handled
-            queue = psub._sub._pending_queue
-            while not queue.empty():
-                nmsg = queue.get_nowait()
-                if not JetStreamContext.is_status_msg(nmsg) and nmsg.reply:
-                    held.append(nmsg)
+        if self in self.bus._members:
+            self.bus._members.remove(self)
+            held += await self.bus._leave(self.feed)  # the last member: delivered, not taken
         for nmsg in held:
             with contextlib.suppress(*_TRANSIENT, nats.errors.Error):
                 await nmsg.nak()
-        if self in self.bus._members:
-            self.bus._members.remove(self)
 
 
 class NatsBus:
@@ -387,6 +357,8 @@ class NatsBus:
         self._late: set[asyncio.Future[Message | None]] = set()
         self._subjects: dict[str, tuple[str, bool]] = {}
         self._consumers: set[str] = set()
+        self._feeds: dict[str, PullFeed] = {}  # consumer -> the pulls of its members here
+        self._feed_options: dict[str, DurableOptions] = {}  # the longest ack wait asked
         self._checked: dict[str, float] = {}  # consumer -> when its existence was last asked
         self._quarantined = QuarantineOnce()
 
@@ -405,6 +377,8 @@ class NatsBus:
 
         async def on_reconnect() -> None:
             log.info("nats reconnected", url=redacted(self.url))
+            for feed in self._feeds.values():
+                feed.reconnected()
 
         try:
             await asyncio.wait_for(
@@ -663,15 +637,41 @@ class NatsBus:
         check_name(group, "group name")
         options = options or DurableOptions()
         consumer = consumer_name(group, subject)
-        member = _Member(self, subject, consumer, handler, options)
-        member.psub = await self._bind(subject, consumer, options)
+        feed, known = self._feeds.get(consumer), self._feed_options.get(consumer)
+        if feed is None or known is None or options.ack_wait_s > known.ack_wait_s:
+            await self._bind(subject, consumer, options)
+            self._feed_options[consumer] = options
+        if feed is None:
+            feed = self._feeds[consumer] = PullFeed(
+                lambda: self._nc,
+                stream=self.settings.stream,
+                consumer=consumer,
+                api_prefix=self._js_or_raise()._prefix,
+                ensure=lambda: self._bind(subject, consumer, self._feed_options[consumer]),
+                check=lambda: self._check_consumer(consumer),
+                expiry_s=_FETCH_EXPIRY_S,
+                transient=_TRANSIENT,
+            )
+            await feed.start()
+        feed.members += 1
+        member = _Member(self, subject, consumer, handler, options, feed)
         member.start()
         self._members.append(member)
         return member
 
-    async def _bind(
-        self, subject: str, consumer: str, options: DurableOptions
-    ) -> JetStreamContext.PullSubscription:
+    async def _leave(self, feed: PullFeed) -> list[Msg]:
+        """A member of ``feed`` stopped (see ``PullFeed.left``); with the last, the feed
+        closes. Returns the messages delivered to it that no member took (to hand back)."""
+        feed.members -= 1
+        if feed.members > 0:
+            return await feed.left()
+        if self._feeds.get(feed.consumer) is feed:
+            del self._feeds[feed.consumer]
+        return await feed.close()
+
+    async def _bind(self, subject: str, consumer: str, options: DurableOptions) -> None:
+        """Make ``consumer`` (deliver-all) when the server lacks it; raise its ack wait to
+        ``options``' when that is longer."""
         js, stream = self._js_or_raise(), self.settings.stream
         ack_wait = options.ack_wait_s + _ACK_WAIT_GRACE_S
         try:
@@ -707,7 +707,6 @@ class NatsBus:
                 except nats.js.errors.APIError as exc:
                     log.warning("cannot raise ack wait", consumer=consumer, error=repr(exc))
         self._consumers.add(consumer)
-        return await js.pull_subscribe_bind(durable=consumer, stream=stream)
 
     async def _check_consumer(self, consumer: str) -> None:
         """Raise NotFoundError when ``consumer`` no longer exists on the server (asked at most
@@ -851,6 +850,7 @@ class NatsBus:
                 await asyncio.sleep(0.01)
                 settled = not any(sub.busy() for sub in self._plain)
                 settled = settled and not any(m.current is not None for m in self._members)
+                settled = settled and not any(f.ready for f in self._feeds.values())
                 for consumer in sorted(self._consumers) if settled else ():
                     info = await js.consumer_info(self.settings.stream, consumer)
                     if info.num_pending or info.num_ack_pending:

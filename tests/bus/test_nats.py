@@ -328,3 +328,81 @@ async def test_max_message_bytes_must_fit_the_servers_max_payload(url: str) -> N
     assert isinstance(default, NatsBus)
     assert default.max_message_bytes == min(DEFAULT_MAX_MESSAGE_BYTES, fits)
     await default.close()
+
+
+async def test_the_members_of_a_group_in_one_process_share_their_pull_requests(
+    bus: NatsBus,
+) -> None:
+    """Each member pulled for itself (a pull request per member, again every 2 s while idle,
+    and one per message): the 32 event consumers of a Coordinator kept nats-server busy doing
+    nothing. The members of a process now ask together, for as many as wait."""
+    pulls: list[bytes] = []
+    nc = bus._nc
+    assert nc is not None
+    publish = nc.publish
+
+    async def counted(subject: str, payload: bytes = b"", reply: str = "", headers=None):  # type: ignore[no-untyped-def]
+        if ".CONSUMER.MSG.NEXT." in subject:
+            pulls.append(payload)
+        await publish(subject, payload, reply, headers)
+
+    nc.publish = counted  # type: ignore[method-assign]
+    got: list[Message] = []
+
+    async def handler(msg: Message) -> None:
+        got.append(msg)
+
+    members = 8
+    for _ in range(members):
+        await bus.consume(Subjects.tasks(Capability.DIAGNOSE), handler, group="g", options=FAST)
+    await until(lambda: len(pulls) > 0)
+    await asyncio.sleep(0.5)  # within the first requests' expiry (2 s)
+    assert 0 < len(pulls) < members, pulls
+    sent = [task(n) for n in range(40)]
+    before = len(pulls)
+    for msg in sent:
+        await bus.publish(msg)
+    await until(lambda: len(got) == len(sent))
+    await asyncio.sleep(0.3)
+    assert sorted(str(m.id) for m in got) == sorted(str(m.id) for m in sent)  # each once
+    assert len(pulls) - before < len(sent), pulls[before:]
+
+
+async def test_a_stopped_member_leaves_no_request_that_holds_work_from_the_others(
+    url: str,
+) -> None:
+    """Two members in one process, one busy and one waiting; the waiting one stops. What
+    was asked for it must not bring the next message to this process, where it would wait
+    for the busy member while a member elsewhere is free (a stopping worker's case)."""
+    slow = DurableOptions(max_deliver=3, ack_wait_s=60.0, backoff_s=(0.05,))
+    here, there = await connect(url), await connect(url)
+    release = asyncio.Event()
+    got_here: list[Message] = []
+    got_there: list[Message] = []
+
+    async def busy(msg: Message) -> None:
+        got_here.append(msg)
+        await release.wait()
+
+    async def elsewhere(msg: Message) -> None:
+        got_there.append(msg)
+
+    subject = Subjects.tasks(Capability.REVIEW)
+    try:
+        first = await here.consume(subject, busy, group="g", options=slow)
+        idle = await here.consume(subject, busy, group="g", options=slow)
+        await here.publish(task(1, Capability.REVIEW))
+        await until(lambda: len(got_here) == 1)
+        await idle.unsubscribe()
+        await there.consume(subject, elsewhere, group="g", options=slow)
+        await asyncio.sleep(0.3)  # the member elsewhere has asked too
+        second = task(2, Capability.REVIEW)
+        await here.publish(second)
+        await until(lambda: got_there == [second], timeout=15)
+        assert len(got_here) == 1
+        release.set()
+        await first.unsubscribe()
+    finally:
+        release.set()
+        await here.close()
+        await there.close()
