@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sqlmodel import col, select
@@ -59,9 +61,11 @@ sys.modules["bench_incidents"] = incidents
 _spec.loader.exec_module(incidents)
 
 
-async def record(n: int, inflight: int, config: Path) -> tuple[list[Run], list[Message]]:
+@contextlib.asynccontextmanager
+async def crew_run(n: int, inflight: int, config: Path) -> AsyncIterator[tuple[Store, list[str]]]:
     """Run ``n`` incidents through the in-process crew configured by ``config`` (a config
-    dir); the runs and the events applied."""
+    dir) on ``memory://`` and a fresh SQLite database; yields that database's store and the
+    runs (every incident resolved; RuntimeError otherwise) until the context ends."""
     with incidents.fresh_database("sqlite") as db_url:
         store = Store(db_url)
         bus = await incidents.connect(f"memory://coordbench{os.getpid()}")
@@ -87,6 +91,16 @@ async def record(n: int, inflight: int, config: Path) -> tuple[list[Run], list[M
             await work.stop()
             await coord.stop()
             await bus.close()
+        try:
+            yield store, runs
+        finally:
+            store.dispose()
+
+
+async def record(n: int, inflight: int, config: Path) -> tuple[list[Run], list[Message]]:
+    """Run ``n`` incidents through the in-process crew configured by ``config`` (a config
+    dir); the runs and the events applied."""
+    async with crew_run(n, inflight, config) as (store, runs):
         with store.tx() as s:
             rows = s.exec(
                 select(MessageRecord)
@@ -97,7 +111,6 @@ async def record(n: int, inflight: int, config: Path) -> tuple[list[Run], list[M
             events = [Message.from_bytes(r.body.encode()) for r in rows]
             stored = s.exec(select(Run).where(col(Run.id).in_(runs))).all()
             run_rows = [Run.model_validate(r.model_dump()) for r in stored]
-        store.dispose()
     return run_rows, events
 
 

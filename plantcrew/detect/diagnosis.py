@@ -124,8 +124,9 @@ def rank_root_causes(
     facts = [describe(d) for d in significant[:4]]
     scores: dict[str, float] = {}
     evidence: dict[str, list[str]] = {}
+    scale = signatures.scale  # built once per call, not once per rules signature
     for cause, sig in signatures.signatures.items():
-        score, why = _physics(sig, signatures, u, observed)
+        score, why = _physics(sig, signatures, scale, u, observed)
         scores[cause] = score
         evidence[cause] = [*why, *facts] if score > 0 else list(why)
     recall(u, lessons or [], signatures, scores, evidence)
@@ -140,10 +141,14 @@ def rank_root_causes(
 
 
 def _physics(
-    sig: Signature, book: SignatureBook, u: dict[str, float], observed: Mapping[str, Deviation]
+    sig: Signature,
+    book: SignatureBook,
+    scale: Scale,
+    u: dict[str, float],
+    observed: Mapping[str, Deviation],
 ) -> tuple[float, list[str]]:
     if sig.kind == "rules":
-        return _rules(sig, book.scale, observed)
+        return _rules(sig, scale, observed)
     if sig.kind == "flatline":
         stuck = [d.sensor for d in observed.values() if d.direction == "flat"]
         if stuck:

@@ -20,6 +20,7 @@ A condition on a sensor the anomaly does not report has no degree (None): it is 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,7 +65,12 @@ class Condition:
 
     @classmethod
     def parse(cls, text: str) -> Condition:
-        """Parse ``text``; raises ValueError naming the expected form."""
+        """Parse ``text``; raises ValueError naming the expected form. A text is parsed once:
+        the diagnosis asks for every rule's condition on every anomaly."""
+        return _parse_condition(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Condition:
         m = _COND.match(text)
         if m is None:
             raise ValueError(
@@ -76,6 +82,11 @@ class Condition:
             amount = Amount.parse(m["amount"] + (m["pct"] or ""))
         z = float(m["z"]) if m["z"] is not None else None
         return cls(text.strip(), m["sensor"], m["dir"], amount, z)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_condition(text: str) -> Condition:
+    return Condition._parse(text)  # frozen: one parsed condition serves every caller
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ the rules in ``playbooks.yaml`` (:mod:`plantcrew.llm.playbook_rules`). The reque
 user message with a ``<<<DATA ... DATA>>>`` block (:mod:`plantcrew.llm.protocol`) is the
 input; when ``response_format`` carries a JSON schema the answer is fitted to it
 (:mod:`plantcrew.llm.schema_fit`). The answer is one JSON object as the message content,
-``finish_reason="stop"``. Token counts are estimates (characters / 4, rounded up); cost is 0.
+``finish_reason="stop"``. Token counts are estimates (characters / 4, rounded up); cost is 0,
+and the response says so (``_hidden_params["response_cost"] = 0.0``, which litellm takes as the
+call's cost instead of running its cost calculation: a lookup of a model its price list does
+not have, a tenth of a Router call). The Router, its callbacks and the record are as before.
 
 ``api_base`` of a playbook deployment may name the rules file (a path or ``file://`` URL);
 without it the provider reads ``<settings.config_dir>/playbooks.yaml``. Rules files are
@@ -113,6 +116,7 @@ class PlaybookLLM(CustomLLM):
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                       total_tokens=prompt_tokens + completion_tokens)
         setattr(model_response, "usage", usage)  # noqa: B010  (not declared on the class)
+        model_response._hidden_params["response_cost"] = 0.0  # litellm skips its cost lookup
         return model_response
 
     def completion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,

@@ -34,11 +34,18 @@ def render_data_block(data: dict[str, Any]) -> str:
     """The data block for ``data``: one line of JSON with sorted keys between the delimiters.
 
     Non-finite floats (NaN, inf: a sensor that gave no number) become ``null``; values JSON
-    cannot encode are written as their ``str``.
+    cannot encode are written as their ``str``. The data is walked for non-finite floats
+    only when the encoder refuses one (most data has none).
     """
-    body = json.dumps(_finite(data), ensure_ascii=False, allow_nan=False, sort_keys=True,
-                      default=str)
+    try:
+        body = _dumps(data)
+    except ValueError:  # a non-finite float somewhere (allow_nan=False)
+        body = _dumps(_finite(data))
     return f"{DATA_OPEN}\n{body}\n{DATA_CLOSE}"
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, sort_keys=True, default=str)
 
 
 def _finite(value: Any) -> Any:

@@ -57,6 +57,7 @@ from plantcrew.errors import ModelError
 from plantcrew.llm.config import CHAIN_SEP, Deployment, ModelsConfig, load_models_config
 from plantcrew.llm.direct import DirectPlaybook
 from plantcrew.llm.playbook import register_playbook_provider
+from plantcrew.llm.usage import UsageRouter
 from plantcrew.messages import ModelCallInfo
 from plantcrew.settings import get_settings
 
@@ -140,7 +141,9 @@ def _failure_log() -> _FailureLog:
     with _failures_lock:
         if _failures is None:
             _failures = _FailureLog()
-            litellm.callbacks.append(_failures)
+            # registered for the failure events it reads alone: in litellm.callbacks it was
+            # also run (doing nothing) in every call's input and success logging
+            litellm.logging_callback_manager.add_litellm_async_failure_callback(_failures)
         return _failures
 
 
@@ -200,7 +203,7 @@ class ModelRouter:
         }
         r = config.router
         compiled = {g for g in config.groups if self.borrowed(g)}
-        self.router = litellm.Router(
+        self.router = UsageRouter(
             model_list=model_list,
             num_retries=r.num_retries,
             retry_after=r.retry_after_s,

@@ -23,7 +23,9 @@ async def test_the_circuit_opens_after_repeated_failures_and_closes_after_recove
     stub.script("steady", Reply.json({"from": "steady"}))
     router = stub_router(
         stub,
-        stub_deployment(stub, "flaky", "primary", allowed_fails=1, cooldown_s=0.5),
+        # 3 s: the checks of the open circuit below must run before it ends, on a loaded
+        # machine too (0.5 s failed there: the cooldown had ended by the first check)
+        stub_deployment(stub, "flaky", "primary", allowed_fails=1, cooldown_s=3.0),
         stub_deployment(stub, "steady", "secondary"),
     )
     # closed: each call tries the primary first; the second failure (> allowed_fails) opens it
@@ -40,7 +42,7 @@ async def test_the_circuit_opens_after_repeated_failures_and_closes_after_recove
     assert stub.count("flaky") == 2
     # the primary recovers; once the cooldown ends the router tries it again and it serves
     stub.script("flaky", Reply.json({"from": "primary"}))
-    for _ in range(200):  # at most 10 s; the cooldown is 0.5 s
+    for _ in range(400):  # at most 20 s; the cooldown is 3 s
         if not router.cooling_down():
             break
         await asyncio.sleep(0.05)
