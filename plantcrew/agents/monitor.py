@@ -4,7 +4,8 @@ It subscribes to ``telemetry.>`` in the ``monitor`` queue group and runs one
 ``plantcrew.detect.DeviceMonitor`` per device (calibrated on the first readings of the
 stream). When an episode opens it publishes ``anomaly.detected`` on ``crew.events``; when the
 device is back to normal (or its readings resume after more than ``resume_gap_s``: a
-restart, logged once per gap, see ``DeviceMonitor``), ``anomaly.cleared``. Detector state is
+restart, logged once per gap, see ``DeviceMonitor``), ``anomaly.cleared``. A shorter pause,
+of more than ``gap_s``, keeps the calibration and is logged once too. Detector state is
 rebuilt from the stream after a restart (``warm``), so nothing a restart would lose is held
 only here. A reading in another unit than its sensor was calibrated in is not scored: the
 batch's such readings go to ``crew.dlq`` in one dead letter naming device, sensor, the unit
@@ -22,7 +23,7 @@ from plantcrew import metrics
 from plantcrew.agents.base import Agent
 from plantcrew.bus import Bus, Subscription
 from plantcrew.bus.base import dead_letter
-from plantcrew.detect import DeviceMonitor, MonitorConfig, UnitMismatch
+from plantcrew.detect import DeviceMonitor, MonitorConfig, MonitorState, UnitMismatch
 from plantcrew.messages import Capability, Message, Subjects, TelemetryBatch
 from plantcrew.plant.clock import Clock
 
@@ -79,7 +80,8 @@ class Monitor(Agent):
         if not isinstance(batch, TelemetryBatch):
             return
         mon = self._device(batch.device_id)
-        known, calibrated, restarts = len(mon.unmonitored), mon.calibrated, mon.restarts
+        known, calibrated = len(mon.unmonitored), mon.calibrated
+        restarts, pauses = mon.restarts, mon.pauses
         verdict = mon.update(batch)
         if mon.restarts != restarts:
             log.warning(
@@ -87,7 +89,19 @@ class Monitor(Agent):
                 device=batch.device_id,
                 gap_s=mon.last_gap_s,
                 resume_gap_s=mon.config.resume_gap_s,
+                action="recalibrate",
                 episode_ended=verdict.event is not None,
+            )
+        if mon.pauses != pauses:
+            log.warning(
+                "readings resumed after a pause: calibration kept, smoothing restarted, "
+                "thermal sensors settle",
+                device=batch.device_id,
+                pause_s=mon.last_pause_s,
+                gap_s=mon.config.gap_s,
+                resume_gap_s=mon.config.resume_gap_s,
+                action="keep_calibration",
+                episode_open=verdict.state is MonitorState.ANOMALOUS,
             )
         if mon.calibrated and not calibrated and mon.constant:
             log.warning(

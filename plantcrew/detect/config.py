@@ -77,7 +77,9 @@ class MonitorConfig(BaseModel):
     receded to ``recover_fraction`` of its peak and no sensor lies more than
     ``recover_offset_sd`` noise sd off (the plant settled a little off its old point, which
     becomes the new baseline). Only fast (non-thermal) sensors count when a fast sensor is a
-    member. No new episode opens for ``cooldown_s`` after one closes or the device restarts.
+    member; otherwise a thermal member settling unscored (after a pause or a speed step)
+    shows no recovery, so no reading counts until it is scored again. No new episode opens
+    for ``cooldown_s`` after one closes or the device restarts.
 
     Change alarms (``change_alarms``, :mod:`plantcrew.detect.change`): a two-sided CUSUM per
     fast (non-thermal) sensor flags a step within seconds, while the episode detector above
@@ -98,8 +100,15 @@ class MonitorConfig(BaseModel):
     after it, the old calibration scoring them meanwhile as an interruption's early detector.
     Its default, 30 minutes, is six ``baseline_tau_s`` (the baselines would have followed the
     plant's drift to within 0.25 % of where it went; now nobody saw where it went) and the
-    longest thermal time constant the settling rule assumes (a stopped machine has cooled);
-    a shorter pause keeps the calibration. SKAB's longest pause after calibration is 76 s.
+    longest thermal time constant the settling rule assumes (a stopped machine has cooled).
+    A shorter pause of more than ``gap_s`` keeps the calibration, the baselines and an open
+    episode, but the plant may have stopped meanwhile: the smoothed deviations restart from
+    the baselines (the first reading after it counts as one ordinary interval, not as the
+    whole smoothed score), a debouncing episode starts over, the fast baselines learn
+    nothing from the unseen time, and the thermal sensors settle as after a stop
+    (``settle_min_s``, ``settle_z``). No cooldown follows: a fault
+    present when the readings resume is found as it would be without the pause. SKAB's
+    longest pause after calibration is 76 s.
 
     The defaults were chosen on the simulator (no false alarm in fault-free hours, every
     simulated fault found and diagnosed) and the shared SKAB files (``bench/skab.py``).

@@ -20,7 +20,9 @@ One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-a
    down, the plant stopped) are a restart: an open episode ends (AnomalyCleared on the first
    reading after the gap) and the device calibrates again on the readings after it, the old
    calibration, restarted as after a stop, being the early detector meanwhile
-   (:meth:`DeviceMonitor._resume`).
+   (:meth:`DeviceMonitor._resume`). A shorter pause, of more than ``gap_s``, keeps the
+   calibration, but the smoothed deviations restart and the thermal sensors settle as after
+   a stop (:meth:`DeviceMonitor._pause`).
 3. Score: z-scores in noise units, EWMA-smoothed (``fast_tau_s``); the ``excess`` is the
    larger of the squared Mahalanobis distance over its threshold and the largest single
    sensor's squared strength over its own (:meth:`Subspace.excess`), and
@@ -42,7 +44,11 @@ One reading (a :class:`~plantcrew.messages.TelemetryBatch`) at a time, no look-a
    ``recover_fraction`` of its peak with nothing more than ``recover_offset_sd`` noise sd
    off (the level it settled at becomes the baseline), for ``clear_readings`` readings. When
    a fast (non-thermal) sensor is a member only fast sensors count: a thermal sensor still
-   relaxing to a new operating point does not hold the episode open. ``flag`` is True for
+   relaxing to a new operating point does not hold the episode open. When only thermal
+   sensors are members, one of them settling (not scored, after a pause or a speed step)
+   shows no recovery: no reading counts towards the end until it is scored again (the
+   other sensors, calm, would otherwise clear an episode whose fault goes on, and it would
+   open again as a second incident once the sensor is scored). ``flag`` is True for
    the readings of an open episode.
 6. Change alarms (:mod:`plantcrew.detect.change`, ``change_alarms``): a per-sensor CUSUM
    flags a fast sensor's step away from its normal level within seconds; it sets ``flag``
@@ -132,8 +138,9 @@ class DeviceMonitor:
     reading more than ``gap_s`` older than the last is a clock reset: the cooldown, an
     episode's report and thermal settling keep the time they had left. Once calibrated, a
     reading more than ``resume_gap_s`` newer than the last is a restart (``restarts``,
-    ``last_gap_s``): the device recalibrates (see the module docstring). A reading in another
-    unit than the one its sensor's first reading named is not scored (see
+    ``last_gap_s``): the device recalibrates (see the module docstring); one more than
+    ``gap_s`` newer is a pause (``pauses``, ``last_pause_s``): the calibration is kept. A
+    reading in another unit than the one its sensor's first reading named is not scored (see
     :mod:`plantcrew.detect.units`; the verdict's ``rejected``); a batch left with no reading
     changes nothing (its verdict repeats the last one's score, flag and state).
     """
@@ -145,9 +152,15 @@ class DeviceMonitor:
         """How many times a pause of more than ``resume_gap_s`` restarted the device."""
         self.last_gap_s: float | None = None
         """The last such pause, plant seconds (None before the first)."""
+        self.pauses = 0
+        """How many times, once calibrated, the readings resumed after more than ``gap_s``
+        but at most ``resume_gap_s`` (a pause: the calibration is kept)."""
+        self.last_pause_s: float | None = None
+        """The last such pause, plant seconds (None before the first)."""
         self._sensors: list[str] = []
         self._known: set[str] = set()  # monitored, excluded or unmonitored: seen and placed
         self._fixed = False  # the sensor set was fixed before (kept over a restart)
+        self._pause_restarts = True  # a pause restarts the smoothing (not in an early detector)
         self.unmonitored: list[str] = []
         """Sensors first seen after the sensor set was fixed (at the first calibration
         reading), in order of arrival: they are not monitored (see the Monitor agent's
@@ -177,6 +190,7 @@ class DeviceMonitor:
         self._prev_raw: FloatArray | None = None
         self._settling = ThermalSettling(np.zeros(p, dtype=bool), self.config)
         self._prev_ts: float | None = None
+        self._period = 0.0  # the last interval between readings that was no pause
         self._regime_speed: float | None = None
         self._over = 0
         self._pending: Episode | None = None
@@ -358,6 +372,8 @@ class DeviceMonitor:
                     update={"calibration_readings": n, "resume_gap_s": math.inf}
                 )
                 self._early = DeviceMonitor(self.device_id, early_cfg)
+                # it tests the readings right after this pause against those before it
+                self._early._pause_restarts = False
                 for b in self._cal_batches:
                     self._early.update(b)
             else:
@@ -423,13 +439,18 @@ class DeviceMonitor:
         if self._prev_ts is not None and ts < self._prev_ts - cfg.gap_s:
             self._clock_reset(ts - self._prev_ts)
         dt = 0.0 if self._prev_ts is None else max(ts - self._prev_ts, 0.0)
+        seen = dt  # plant seconds watched since the last reading
+        if dt > cfg.gap_s and self._pause_restarts:
+            seen = self._pause(ts, dt)
+        elif dt > 0:
+            self._period = dt
         with np.errstate(over="ignore"):
             z = np.clip((x - self._base * self._gain) / cal.scale, -Z_LIMIT, Z_LIMIT)
         if self._prev_ts is None:
             self._smooth = np.where(cal.thermal, 0.0, z)
         else:
             step = np.where(self._present, z - self._smooth, 0.0)  # absent: nothing new
-            self._smooth += ewma_weight(dt, cfg.fast_tau_s) * step
+            self._smooth += ewma_weight(seen, cfg.fast_tau_s) * step
         self._prev_ts = ts
         stuck = self._update_stuck()
         strength = np.abs(self._smooth) / cal.spread
@@ -440,9 +461,29 @@ class DeviceMonitor:
         if stuck.any():
             score = max(score, STUCK_SCORE)
         event = self._advance(ts, score, strength, active, stuck)
-        change = self._changed(dt, x, stuck)
-        self._track(dt, x, active, excess)
+        change = self._changed(dt, x, stuck)  # its reference follows only while normal
+        self._track(dt, seen, x, active, excess)
         return self._verdict(ts, row, score, event=event, change=change)
+
+    def _pause(self, ts: float, gap: float) -> float:
+        """The readings resumed at ``ts`` after ``gap`` plant seconds (more than ``gap_s``,
+        at most ``resume_gap_s``) without one: the plant may have stopped meanwhile. The
+        smoothed deviations restart from the baselines (0; they had forgotten what came
+        before, and one reading is no smoothed score), a debouncing episode starts over, and
+        the thermal sensors settle as after a stop (a stopped machine has cooled). The
+        calibration, an open episode and the cooldown are kept; the fast baselines learn
+        nothing from the unseen gap (whether the first reading after it looks normal is not
+        known from a restarted smoothing; a change alarm's reference, which its own sum
+        gates, follows as before). Returns the plant seconds this reading counts for: one
+        ordinary interval between readings."""
+        self.pauses += 1
+        self.last_pause_s = gap
+        self._smooth = np.zeros_like(self._smooth)
+        self._over, self._pending = 0, None
+        if self.state is MonitorState.PENDING:
+            self.state = MonitorState.NORMAL
+        self._settling.start(ts)
+        return self._period
 
     def _clock_reset(self, shift: float) -> None:
         """The clock jumped back by ``-shift`` s (more than ``gap_s``: a reset, not a late
@@ -488,10 +529,13 @@ class DeviceMonitor:
         assert cal is not None
         return np.asarray((self._run >= cal.stuck_limit) & ~cal.constant)
 
-    def _track(self, dt: float, x: FloatArray, active: BoolArray, excess: float) -> None:
-        """Baselines follow the readings: thermal ones always; the others slowly, and only
-        while what they are scored with looks normal (a baseline never learns an anomaly):
-        all of them while no episode is open, those outside the open episode otherwise."""
+    def _track(
+        self, dt: float, seen: float, x: FloatArray, active: BoolArray, excess: float
+    ) -> None:
+        """Baselines follow the readings over ``dt`` plant seconds: thermal ones always; the
+        others slowly, over the ``seen`` seconds (not a pause's), and only while what they
+        are scored with looks normal (a baseline never learns an anomaly): all of them while
+        no episode is open, those outside the open episode otherwise."""
         cal = self.calibration
         assert cal is not None
         cfg = self.config
@@ -508,7 +552,7 @@ class DeviceMonitor:
             follow &= ~ep.members
             excess = self._excess(active & follow)
         if cfg.baseline_tau_s > 0 and excess < cfg.clear_ratio:
-            w = ewma_weight(dt, cfg.baseline_tau_s)
+            w = ewma_weight(seen, cfg.baseline_tau_s)
             step = np.where(follow, w * (rated - self._base), step)
         self._base += np.where(self._present, step, 0.0)
 
@@ -567,9 +611,14 @@ class DeviceMonitor:
             self._observe(ep, score, strength, active, stuck)
             return self._report_if_due(ts)
         fast = ~cal.thermal
-        scope = active & fast if (ep.members & fast).any() else active.copy()
+        by_fast = bool((ep.members & fast).any())
+        scope = active & fast if by_fast else active.copy()
         calm = ep.recovered(self._smooth, scope, self._excess(scope), cfg)
-        ep.calm_readings = ep.calm_readings + 1 if calm and not (stuck & ep.members).any() else 0
+        # a stuck member shows no recovery; nor, when thermal ones alone carry the episode,
+        # does one settling unscored (the calm other sensors are no sign its fault is gone)
+        unseen = stuck | (self._settling.mask if not by_fast else False)
+        unseen &= ep.members
+        ep.calm_readings = ep.calm_readings + 1 if calm and not unseen.any() else 0
         if ep.calm_readings < cfg.clear_readings:
             return None
         anchor = scope & fast

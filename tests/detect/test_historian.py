@@ -252,6 +252,26 @@ def test_the_monitor_agent_logs_each_gap_once_and_publishes_the_episode_end():
     ]
 
 
+def test_the_monitor_agent_logs_each_pause_once_and_what_it_did():
+    """A pause of more than ``gap_s`` up to ``resume_gap_s`` keeps the calibration: the
+    Monitor agent logs it once (device, its length, the action: calibration kept, and
+    whether an episode is open across it), as it logs a gap (action: recalibrate); before,
+    it logged nothing for a pause."""
+    rng = np.random.default_rng(19)
+    times = [float(i) for i in range(1100)]
+    times += [1400.0 + i for i in range(100)]  # a 301 s pause, the fault still there
+    times += [1500.0 + HOURS + i for i in range(10)]
+    readings = [values(rng, FAULT if 1000 <= i < 1200 else None) for i in range(len(times))]
+    out = agent_run([batch(t, v) for t, v in zip(times, readings, strict=True)])
+    warned = [e for e in out.logs if e["log_level"] == "warning"]
+    assert [(e["device"], e.get("pause_s", e.get("gap_s")), e["action"]) for e in warned] == [
+        ("pump1", 301.0, "keep_calibration"),
+        ("pump1", HOURS + 1, "recalibrate"),
+    ]
+    assert warned[0]["episode_open"] is True
+    assert out.monitor.devices["pump1"].pauses == 1
+
+
 UNITS = {"flow_rate": "m3/h", "pressure": "bar"}
 
 
