@@ -103,6 +103,20 @@ class CutOff:
         self.phase(f"partitioned on {pattern!r}")
         return run, loop.time()
 
+    async def run_ends(self, run: asyncio.Task[RunResult], wait_s: float) -> RunResult:
+        """The result of ``run`` once it ends; AssertionError after ``wait_s`` seconds, with
+        the last lines of every crew process's log (what the crew was doing meanwhile)."""
+        try:
+            result = await asyncio.wait_for(run, wait_s)
+        except TimeoutError:
+            tails = "\n".join(
+                f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+                for log in sorted(self.crew.logs.glob("*.log"))
+            )
+            raise AssertionError(f"the run did not end in {wait_s:g} s\n{tails}") from None
+        self.phase("run ended")
+        return result
+
     def check_held(self) -> None:
         """Nothing reached the broker through the partition since the cut: new connections
         were refused (``refuse``), or accepted (at least twice: the worker tried again) and

@@ -85,8 +85,7 @@ async def test_a_worker_whose_connections_went_half_open_finishes_its_task_once(
             timeout=WAIT_S,
         )
         c.phase("the worker heartbeats again")
-        result = await asyncio.wait_for(run, WAIT_S * 3)
-        c.phase("run ended")
+        result = await c.run_ends(run, WAIT_S * 3)
         await settled(bus_url, timeout=WAIT_S)  # every durable message acknowledged
         await asyncio.sleep(0.5)  # anything still in flight on a plain subject lands
         last = c.heartbeats_since(healed_at)[-1]
