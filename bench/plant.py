@@ -17,9 +17,11 @@ import time
 from plantcrew.plant import FaultSpec, SimulatedPlant, default_plant
 
 FAULTS = [FaultSpec(type="cavitation", device="pump1", at=600)]
-COMMANDS = [(900.0, "pump1", "set_speed", {"speed_pct": 80}),
-            (1800.0, "outlet_valve", "set_position", {"position_pct": 70}),
-            (2700.0, "pump1", "stop", {})]
+COMMANDS = [
+    (900.0, "pump1", "set_speed", {"speed_pct": 80}),
+    (1800.0, "outlet_valve", "set_position", {"position_pct": 70}),
+    (2700.0, "pump1", "stop", {}),
+]
 
 
 def _stepping(seconds: float) -> tuple[float, int]:
@@ -51,13 +53,16 @@ def main() -> None:
     step_s = min(r[0] for r in runs)
     readings = runs[0][1]
     replay_s = min(_replay(seconds) for _ in range(args.repeat))
-    print(f"command: {sys.executable} bench/plant.py --hours {args.hours:g} "
-          f"--repeat {args.repeat}")
+    print(f"command: {sys.executable} bench/plant.py --hours {args.hours:g} --repeat {args.repeat}")
     print(f"plant time: {seconds:.0f} s at dt=1 s, {readings} readings")
-    print(f"step() with telemetry batches: {step_s:.3f} s wall "
-          f"({seconds / step_s:.0f}x real time, {readings / step_s:.0f} readings/s)")
-    print(f"replay_to (no batches):        {replay_s:.3f} s wall "
-          f"({seconds / replay_s:.0f}x real time)")
+    print(
+        f"step() with telemetry batches: {step_s:.3f} s wall "
+        f"({seconds / step_s:.0f}x real time, {readings / step_s:.0f} readings/s)"
+    )
+    print(
+        f"replay_to (no batches):        {replay_s:.3f} s wall "
+        f"({seconds / replay_s:.0f}x real time)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,12 +33,16 @@ def _models_path(config: Path | None) -> Path:
 
 @models_app.command("check")
 def models_check(
-    config: Annotated[Path | None, typer.Option(
-        "--config", help="models.yaml (default: <config dir>/models.yaml)")] = None,
-    timeout: Annotated[float, typer.Option(
-        "--timeout", min=0.1, help="seconds each deployment has to answer")] = 15.0,
-    group: Annotated[list[str] | None, typer.Option(
-        "--group", help="only this group (repeatable)")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="models.yaml (default: <config dir>/models.yaml)"),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="seconds each deployment has to answer")
+    ] = 15.0,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="only this group (repeatable)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON array")] = False,
 ) -> None:
     """Send each deployment one small request: does it answer, how fast, what error.
@@ -63,19 +67,28 @@ def models_check(
         raise typer.Exit(1 if failed else 0)
     tbl = Table(title=escape(f"model deployments ({path})"))
     for name in ("group", "deployment", "model", "answers", "latency ms", "tokens", "note"):
-        tbl.add_column(name, justify="right" if name in ("latency ms", "tokens") else "left",
-                       overflow="fold")
+        tbl.add_column(
+            name, justify="right" if name in ("latency ms", "tokens") else "left", overflow="fold"
+        )
     mark = {"ok": "[green]yes[/]", "failed": "[red]no[/]", "skipped": "[dim]skipped[/]"}
     for r in results:
-        tbl.add_row(plain(r.group), plain(r.deployment), plain(r.model), mark[r.status],
-                    "" if r.latency_ms is None else f"{r.latency_ms:.0f}",
-                    str(r.prompt_tokens + r.completion_tokens) if r.status == "ok" else "",
-                    plain(r.error or ""))
+        tbl.add_row(
+            plain(r.group),
+            plain(r.deployment),
+            plain(r.model),
+            mark[r.status],
+            "" if r.latency_ms is None else f"{r.latency_ms:.0f}",
+            str(r.prompt_tokens + r.completion_tokens) if r.status == "ok" else "",
+            plain(r.error or ""),
+        )
     out.print(tbl)
     answered = sum(r.status == "ok" for r in results)
     active = answered + len(failed)
-    out.print(f"{answered} of {active} active deployments answer"
-              + (f"; [red]{len(failed)} do not[/]" if failed else ""), highlight=False)
+    out.print(
+        f"{answered} of {active} active deployments answer"
+        + (f"; [red]{len(failed)} do not[/]" if failed else ""),
+        highlight=False,
+    )
     raise typer.Exit(1 if failed else 0)
 
 
@@ -98,20 +111,42 @@ def _share(spent: float, limit: float | None) -> str:
     return f"{100 * spent / limit:.0f}% of ${limit:g}"
 
 
-def _cost_table(title: str, rows: list[Any], key: str, *, models: bool = False,
-                limit: float | None = None) -> Table:
+def _cost_table(
+    title: str, rows: list[Any], key: str, *, models: bool = False, limit: float | None = None
+) -> Table:
     tbl = Table(title=escape(title))
-    cols = [key, *(["model"] if models else []), "calls", "ok", "failed", "fallback",
-            "repaired", "degraded", "prompt tok", "completion tok", "cost USD",
-            *(["budget"] if limit is not None else [])]
+    cols = [
+        key,
+        *(["model"] if models else []),
+        "calls",
+        "ok",
+        "failed",
+        "fallback",
+        "repaired",
+        "degraded",
+        "prompt tok",
+        "completion tok",
+        "cost USD",
+        *(["budget"] if limit is not None else []),
+    ]
     for c in cols:
-        tbl.add_column(c, justify="left" if c in (key, "model", "budget") else "right",
-                       overflow="fold")
+        tbl.add_column(
+            c, justify="left" if c in (key, "model", "budget") else "right", overflow="fold"
+        )
     for r in rows:
         cells: list[str | Text] = [
-            plain(r.key), *([plain(r.models)] if models else []), str(r.calls), str(r.ok),
-            str(r.failed), str(r.fallback), str(r.repaired), str(r.degraded),
-            str(r.prompt_tokens), str(r.completion_tokens), f"{r.cost_usd:.6f}"]
+            plain(r.key),
+            *([plain(r.models)] if models else []),
+            str(r.calls),
+            str(r.ok),
+            str(r.failed),
+            str(r.fallback),
+            str(r.repaired),
+            str(r.degraded),
+            str(r.prompt_tokens),
+            str(r.completion_tokens),
+            f"{r.cost_usd:.6f}",
+        ]
         if limit is not None:
             cells.append(_share(r.cost_usd, limit))
         tbl.add_row(*cells)
@@ -120,13 +155,18 @@ def _cost_table(title: str, rows: list[Any], key: str, *, models: bool = False,
 
 def costs(
     run: Annotated[str | None, typer.Option("--run", help="only this run")] = None,
-    since: Annotated[str | None, typer.Option(
-        "--since", help="only calls from this day on (YYYY-MM-DD)")] = None,
-    db: Annotated[str | None, typer.Option(
-        "--db", help="database URL (default: $PLANTCREW_DB_URL or sqlite:///plantcrew.db)")
+    since: Annotated[
+        str | None, typer.Option("--since", help="only calls from this day on (YYYY-MM-DD)")
     ] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", help="models.yaml whose budgets to compare with")] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", help="database URL (default: $PLANTCREW_DB_URL or sqlite:///plantcrew.db)"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="models.yaml whose budgets to compare with")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Tokens and cost of model calls: per deployment, per incident, per agent, per day."""
@@ -150,22 +190,29 @@ def costs(
         doc["budgets"] = budgets.model_dump() if budgets is not None else None
         print(json.dumps(doc, indent=2))
         return
-    scope = (f"run {run}" if run else "every run") + (f", since {report.since}"
-                                                      if report.since else "")
+    scope = (f"run {run}" if run else "every run") + (
+        f", since {report.since}" if report.since else ""
+    )
     if report.total.calls == 0:
         out.print(f"no model calls recorded ({scope})", highlight=False, markup=False)
         return
     per_incident = budgets.per_incident_usd if budgets is not None else None
     per_day = budgets.per_day_usd if budgets is not None else None
-    out.print(_cost_table(f"model calls by deployment ({scope})", report.by_deployment,
-                          "deployment", models=True))
+    out.print(
+        _cost_table(
+            f"model calls by deployment ({scope})", report.by_deployment, "deployment", models=True
+        )
+    )
     out.print(_cost_table("by incident", report.by_incident, "incident", limit=per_incident))
     out.print(_cost_table("by agent", report.by_agent, "agent"))
     out.print(_cost_table("by day", report.by_day, "day", limit=per_day))
     t = report.total
-    out.print(f"total: {t.calls} calls, {t.prompt_tokens} prompt + {t.completion_tokens} "
-              f"completion tokens, ${t.cost_usd:.6f}; {t.fallback} fallback, {t.repaired} "
-              f"repaired, {t.degraded} degraded, {t.failed} failed", highlight=False)
+    out.print(
+        f"total: {t.calls} calls, {t.prompt_tokens} prompt + {t.completion_tokens} "
+        f"completion tokens, ${t.cost_usd:.6f}; {t.fallback} fallback, {t.repaired} "
+        f"repaired, {t.degraded} degraded, {t.failed} failed",
+        highlight=False,
+    )
 
 
 __all__ = ["costs", "models_app", "models_check"]

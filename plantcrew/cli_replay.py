@@ -33,8 +33,11 @@ DbOpt = Annotated[
 ]
 ConfigDirOpt = Annotated[
     Path | None,
-    typer.Option("--config-dir", help="config folder to re-execute with (default: the one "
-                 "the run used, if it still exists, else the current one)"),
+    typer.Option(
+        "--config-dir",
+        help="config folder to re-execute with (default: the one "
+        "the run used, if it still exists, else the current one)",
+    ),
 ]
 
 
@@ -65,38 +68,51 @@ def replay(
     ] = None,
     types: Annotated[
         list[str] | None,
-        typer.Option("--type", help="only this message type (repeatable; 'task.*' matches "
-                     "a prefix)"),
+        typer.Option(
+            "--type", help="only this message type (repeatable; 'task.*' matches a prefix)"
+        ),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="messages as a JSON array (with --follow: one "
-                           "JSON object per line; with --verify: the report)")
+        bool,
+        typer.Option(
+            "--json",
+            help="messages as a JSON array (with --follow: one "
+            "JSON object per line; with --verify: the report)",
+        ),
     ] = False,
     follow: Annotated[
         bool, typer.Option("--follow", help="print messages as a live run logs them")
     ] = False,
     verify: Annotated[
         bool,
-        typer.Option("--verify", help="re-execute the run with the recorded model answers "
-                     "and check every agent sends the same messages"),
+        typer.Option(
+            "--verify",
+            help="re-execute the run with the recorded model answers "
+            "and check every agent sends the same messages",
+        ),
     ] = False,
     record_playbook: Annotated[
         bool,
-        typer.Option("--record-playbook", help="with --verify: serve the playbook model's "
-                     "answers from the record too (default: it runs, as code under test)"),
+        typer.Option(
+            "--record-playbook",
+            help="with --verify: serve the playbook model's "
+            "answers from the record too (default: it runs, as code under test)",
+        ),
     ] = False,
     config_dir: ConfigDirOpt = None,
     fmt: Annotated[
-        Format | None, typer.Option("--format", help="export: jsonl or a self-contained html "
-                                    "report")
+        Format | None,
+        typer.Option("--format", help="export: jsonl or a self-contained html report"),
     ] = None,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="file to write an export to")
     ] = None,
     interactive: Annotated[
         bool | None,
-        typer.Option("--interactive/--no-interactive", help="step through the messages "
-                     "(default: when stdin and stdout are a terminal)"),
+        typer.Option(
+            "--interactive/--no-interactive",
+            help="step through the messages (default: when stdin and stdout are a terminal)",
+        ),
     ] = None,
 ) -> None:
     """A run read back: timeline, step-through viewer, live follow, export, exact replay."""
@@ -127,8 +143,11 @@ def replay(
     if as_json:
         print(json.dumps([{**s.body, "plant_time": s.plant_time} for s in steps], indent=1))
         return
-    use_tty = interactive if interactive is not None else (
-        sys.stdin.isatty() and sys.stdout.isatty() and fmt is None)
+    use_tty = (
+        interactive
+        if interactive is not None
+        else (sys.stdin.isatty() and sys.stdout.isatty() and fmt is None)
+    )
     if use_tty:
         from plantcrew.replay.viewer import Stepper
         from plantcrew.replay.viewer import interactive as run_viewer
@@ -141,14 +160,14 @@ def replay(
     out.print(f"{len(steps)} messages")
 
 
-def _verify(db_url: str, run_id: str, config_dir: Path | None, record_playbook: bool,
-            as_json: bool) -> None:
+def _verify(
+    db_url: str, run_id: str, config_dir: Path | None, record_playbook: bool, as_json: bool
+) -> None:
     from plantcrew.replay.console import verify_report
     from plantcrew.replay.verify import verify_run
 
     try:
-        report = verify_run(db_url, run_id, config_dir=config_dir,
-                            record_playbook=record_playbook)
+        report = verify_run(db_url, run_id, config_dir=config_dir, record_playbook=record_playbook)
     except (ConfigError, ScenarioError, NotFoundError) as exc:
         raise _bad_input(exc) from None
     except PlantcrewError as exc:
@@ -160,17 +179,30 @@ def _verify(db_url: str, run_id: str, config_dir: Path | None, record_playbook: 
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _follow(store: Store, run_id: str, agent: str | None, incident: str | None,
-            types: list[str], as_json: bool) -> None:
+def _follow(
+    store: Store,
+    run_id: str,
+    agent: str | None,
+    incident: str | None,
+    types: list[str],
+    as_json: bool,
+) -> None:
     from plantcrew.replay.console import step_line
     from plantcrew.replay.viewer import follow
 
     def keep(s: Step) -> bool:
-        return ((not agent or s.source == agent)
-                and (not incident or (s.incident_id or "").endswith(incident)
-                     or s.incident_id == incident)
-                and (not types or any(s.type.startswith(t[:-1]) if t.endswith("*")
-                                      else s.type == t for t in types)))
+        return (
+            (not agent or s.source == agent)
+            and (
+                not incident
+                or (s.incident_id or "").endswith(incident)
+                or s.incident_id == incident
+            )
+            and (
+                not types
+                or any(s.type.startswith(t[:-1]) if t.endswith("*") else s.type == t for t in types)
+            )
+        )
 
     def emit(s: Step) -> None:
         if as_json:
@@ -212,26 +244,34 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
 def rerun(
     run_id: Annotated[str, typer.Argument(help="the run to fork")],
     from_message: Annotated[
-        str, typer.Option("--from", help="fork at this message: its id, a unique id prefix "
-                          "(8+ characters) or #SEQ")
+        str,
+        typer.Option(
+            "--from",
+            help="fork at this message: its id, a unique id prefix (8+ characters) or #SEQ",
+        ),
     ],
     model_group: Annotated[
         list[str] | None,
-        typer.Option("--model-group", help="ROLE=GROUP: the role reasons with another model "
-                     "group (repeatable)"),
+        typer.Option(
+            "--model-group",
+            help="ROLE=GROUP: the role reasons with another model group (repeatable)",
+        ),
     ] = None,
     policies: Annotated[
-        Path | None, typer.Option("--policies", help="another policies file", exists=True,
-                                  dir_okay=False)
+        Path | None,
+        typer.Option("--policies", help="another policies file", exists=True, dir_okay=False),
     ] = None,
     playbooks: Annotated[
-        Path | None, typer.Option("--playbooks", help="another playbooks file", exists=True,
-                                  dir_okay=False)
+        Path | None,
+        typer.Option("--playbooks", help="another playbooks file", exists=True, dir_okay=False),
     ] = None,
     prompt: Annotated[
         list[str] | None,
-        typer.Option("--prompt", help="ROLE=FILE: the role's system prompt, from FILE, for "
-                     "its model calls after the fork (repeatable)"),
+        typer.Option(
+            "--prompt",
+            help="ROLE=FILE: the role's system prompt, from FILE, for "
+            "its model calls after the fork (repeatable)",
+        ),
     ] = None,
     db: DbOpt = None,
     config_dir: ConfigDirOpt = None,
@@ -249,8 +289,12 @@ def rerun(
             prompts[role] = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
             raise fail(2, f"--prompt {role}: cannot read {file}: {exc.strerror}") from None
-    changes = Changes(model_groups=_pairs(model_group, "GROUP"), policies=policies,
-                      playbooks=playbooks, prompts=prompts)
+    changes = Changes(
+        model_groups=_pairs(model_group, "GROUP"),
+        policies=policies,
+        playbooks=playbooks,
+        prompts=prompts,
+    )
     try:
         require_existing(_db(db))
         report = do_rerun(_db(db), run_id, from_message, changes, config_dir=config_dir)
@@ -301,7 +345,9 @@ def diff(
 
 
 app = command_group(
-    help="plantcrew replay, rerun and diff.", no_args_is_help=True, add_completion=False,
+    help="plantcrew replay, rerun and diff.",
+    no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
 )
 app.command()(replay)

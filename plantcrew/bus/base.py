@@ -335,9 +335,7 @@ class QuarantineOnce:
     def __init__(self, window_s: float = 10.0, limit: int = 10_000) -> None:
         self.window_s, self.limit = window_s, limit
         # (subject, digest) -> (expiry, receivers that got it, one of them gets every publish)
-        self._seen: OrderedDict[tuple[str, bytes], tuple[float, set[object], bool]] = (
-            OrderedDict()
-        )
+        self._seen: OrderedDict[tuple[str, bytes], tuple[float, set[object], bool]] = OrderedDict()
 
     def first(self, subject: str, data: bytes, receiver: object, *, every: bool) -> bool:
         """True when ``receiver`` (``every``: it gets every publish on ``subject``) got a new

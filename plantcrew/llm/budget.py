@@ -77,8 +77,11 @@ class Budgets(BaseModel):
     @property
     def any(self) -> bool:
         """True when at least one limit is set."""
-        return (self.per_incident_usd is not None or self.per_day_usd is not None
-                or bool(self.per_agent_day_usd))
+        return (
+            self.per_incident_usd is not None
+            or self.per_day_usd is not None
+            or bool(self.per_agent_day_usd)
+        )
 
     def status(self, spend: Mapping[str, float], *, agent: str | None = None) -> BudgetStatus:
         """The status of ``spend`` against these limits.
@@ -89,16 +92,32 @@ class Budgets(BaseModel):
         """
         scopes: list[ScopeSpend] = []
         if self.per_incident_usd is not None:
-            scopes.append(ScopeSpend(scope="incident", spent_usd=spend.get("incident", 0.0),
-                                     limit_usd=self.per_incident_usd, warn_at=self.warn_at))
+            scopes.append(
+                ScopeSpend(
+                    scope="incident",
+                    spent_usd=spend.get("incident", 0.0),
+                    limit_usd=self.per_incident_usd,
+                    warn_at=self.warn_at,
+                )
+            )
         if self.per_day_usd is not None:
-            scopes.append(ScopeSpend(scope="day", spent_usd=spend.get("day", 0.0),
-                                     limit_usd=self.per_day_usd, warn_at=self.warn_at))
+            scopes.append(
+                ScopeSpend(
+                    scope="day",
+                    spent_usd=spend.get("day", 0.0),
+                    limit_usd=self.per_day_usd,
+                    warn_at=self.warn_at,
+                )
+            )
         if agent is not None and agent in self.per_agent_day_usd:
-            scopes.append(ScopeSpend(scope=f"agent {agent} today",
-                                     spent_usd=spend.get("agent", 0.0),
-                                     limit_usd=self.per_agent_day_usd[agent],
-                                     warn_at=self.warn_at))
+            scopes.append(
+                ScopeSpend(
+                    scope=f"agent {agent} today",
+                    spent_usd=spend.get("agent", 0.0),
+                    limit_usd=self.per_agent_day_usd[agent],
+                    warn_at=self.warn_at,
+                )
+            )
         return BudgetStatus(scopes=scopes)
 
 
@@ -174,8 +193,13 @@ class BudgetStatus(BaseModel):
         """This status with ``cost_usd`` more spent in every scope (a step's own calls)."""
         if cost_usd <= 0:
             return self
-        return self.model_copy(update={"scopes": [
-            s.model_copy(update={"spent_usd": s.spent_usd + cost_usd}) for s in self.scopes]})
+        return self.model_copy(
+            update={
+                "scopes": [
+                    s.model_copy(update={"spent_usd": s.spent_usd + cost_usd}) for s in self.scopes
+                ]
+            }
+        )
 
 
 def budget_of(task_input: Mapping[str, Any]) -> BudgetStatus | None:
@@ -190,8 +214,9 @@ def budget_of(task_input: Mapping[str, Any]) -> BudgetStatus | None:
     try:
         return BudgetStatus.model_validate(raw)
     except ValidationError as exc:
-        return BudgetStatus(error=f"unreadable budget in the task input ({exc.error_count()} "
-                                  "error(s))")
+        return BudgetStatus(
+            error=f"unreadable budget in the task input ({exc.error_count()} error(s))"
+        )
 
 
 __all__ = ["BudgetStatus", "Budgets", "Level", "ScopeSpend", "budget_of", "usd"]

@@ -23,8 +23,13 @@ from plantcrew.llm.router import ModelRouter
 
 import litellm  # isort: skip
 
-PROBE = [{"role": "user", "content": "Health check: answer with one short JSON object.\n\n"
-          + render_data_block({"task": "diagnose", "candidates": []})}]
+PROBE = [
+    {
+        "role": "user",
+        "content": "Health check: answer with one short JSON object.\n\n"
+        + render_data_block({"task": "diagnose", "candidates": []}),
+    }
+]
 _ROUTER_ONLY = ("order", "weight", "rpm", "tpm")
 
 
@@ -44,8 +49,9 @@ class DeploymentCheck:
     error: str | None = None
 
 
-async def _probe(router: ModelRouter, group: str, dep: Deployment, timeout_s: float,
-                 max_tokens: int) -> DeploymentCheck:
+async def _probe(
+    router: ModelRouter, group: str, dep: Deployment, timeout_s: float, max_tokens: int
+) -> DeploymentCheck:
     assert dep.name is not None
     params = router.litellm_params(dep.name)
     for key in _ROUTER_ONLY:
@@ -57,29 +63,51 @@ async def _probe(router: ModelRouter, group: str, dep: Deployment, timeout_s: fl
     start = time.perf_counter()
     try:
         response = await asyncio.wait_for(
-            litellm.acompletion(messages=list(PROBE), **params), timeout=limit + 1.0)
+            litellm.acompletion(messages=list(PROBE), **params), timeout=limit + 1.0
+        )
     except TimeoutError:
-        return DeploymentCheck(group, dep.name, dep.model, "failed",
-                               round((time.perf_counter() - start) * 1000, 1),
-                               error=f"Timeout (no answer within {limit:g} s)")
+        return DeploymentCheck(
+            group,
+            dep.name,
+            dep.model,
+            "failed",
+            round((time.perf_counter() - start) * 1000, 1),
+            error=f"Timeout (no answer within {limit:g} s)",
+        )
     except Exception as exc:  # any provider error is a failed check
         name = type(exc).__name__
-        text = (f"{name} (no answer within {limit:g} s)" if name == "Timeout"
-                else f"{name}: {exc}")
-        return DeploymentCheck(group, dep.name, dep.model, "failed",
-                               round((time.perf_counter() - start) * 1000, 1),
-                               error=router.scrub(text))
+        text = f"{name} (no answer within {limit:g} s)" if name == "Timeout" else f"{name}: {exc}"
+        return DeploymentCheck(
+            group,
+            dep.name,
+            dep.model,
+            "failed",
+            round((time.perf_counter() - start) * 1000, 1),
+            error=router.scrub(text),
+        )
     latency = round((time.perf_counter() - start) * 1000, 1)
     usage = getattr(response, "usage", None)
     prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
     completion = int(getattr(usage, "completion_tokens", 0) or 0)
-    return DeploymentCheck(group, dep.name, dep.model, "ok", latency, prompt, completion,
-                           router.cost_of_tokens(dep.name, dep.model, prompt, completion))
+    return DeploymentCheck(
+        group,
+        dep.name,
+        dep.model,
+        "ok",
+        latency,
+        prompt,
+        completion,
+        router.cost_of_tokens(dep.name, dep.model, prompt, completion),
+    )
 
 
-async def check_deployments(router: ModelRouter, *, timeout_s: float = 15.0,
-                            groups: Sequence[str] | None = None,
-                            max_tokens: int = 16) -> list[DeploymentCheck]:
+async def check_deployments(
+    router: ModelRouter,
+    *,
+    timeout_s: float = 15.0,
+    groups: Sequence[str] | None = None,
+    max_tokens: int = 16,
+) -> list[DeploymentCheck]:
     """Probe every deployment of ``groups`` (default: all) at once.
 
     Results per group: the skipped deployments first, then the active ones in failover order.
@@ -94,20 +122,25 @@ async def check_deployments(router: ModelRouter, *, timeout_s: float = 15.0,
     for group in names:
         skipped = dict(router.config.skipped(group))
         active = {d.name: d for d in router.deployments(group)}
-        listed = [dep.name or f"{group}-{i}"
-                  for i, dep in enumerate(router.config.groups[group].deployments)]
+        listed = [
+            dep.name or f"{group}-{i}"
+            for i, dep in enumerate(router.config.groups[group].deployments)
+        ]
         for i, name in enumerate(listed):
             if name in active:
                 continue
             model = router.config.groups[group].deployments[i].model
-            slots.append(DeploymentCheck(group, name, model, "skipped",
-                                         error=skipped.get(name, "not active")))
+            slots.append(
+                DeploymentCheck(
+                    group, name, model, "skipped", error=skipped.get(name, "not active")
+                )
+            )
         for dep in active.values():  # in order, the playbook last resort included
-            slots.append(asyncio.ensure_future(
-                _probe(router, group, dep, timeout_s, max_tokens)))
+            slots.append(asyncio.ensure_future(_probe(router, group, dep, timeout_s, max_tokens)))
     futures = [s for s in slots if isinstance(s, asyncio.Future)]
     if futures:
         await asyncio.gather(*futures)
     return [s.result() if isinstance(s, asyncio.Future) else s for s in slots]
+
 
 __all__ = ["PROBE", "DeploymentCheck", "check_deployments"]

@@ -52,8 +52,14 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
     ``create_args`` are OpenAI parameters sent with every call (e.g. ``temperature``).
     """
 
-    def __init__(self, router: ModelRouter, group: str, *, model_info: ModelInfo | None = None,
-                 create_args: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        router: ModelRouter,
+        group: str,
+        *,
+        model_info: ModelInfo | None = None,
+        create_args: Mapping[str, Any] | None = None,
+    ) -> None:
         router.check_group(group)
         self._router = router
         self._group = group
@@ -86,18 +92,22 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
 
     def _record(self, info: ModelCallInfo) -> None:
         self._calls.append(info)
-        usage = RequestUsage(prompt_tokens=info.prompt_tokens,
-                             completion_tokens=info.completion_tokens)
+        usage = RequestUsage(
+            prompt_tokens=info.prompt_tokens, completion_tokens=info.completion_tokens
+        )
         self._actual = usage
         self._total = RequestUsage(
             prompt_tokens=self._total.prompt_tokens + usage.prompt_tokens,
             completion_tokens=self._total.completion_tokens + usage.completion_tokens,
         )
 
-    def _kwargs(self, tools: Sequence[Tool | ToolSchema],
-                tool_choice: Tool | Literal["auto", "required", "none"],
-                json_output: bool | type[BaseModel] | None,
-                extra_create_args: Mapping[str, Any]) -> dict[str, Any]:
+    def _kwargs(
+        self,
+        tools: Sequence[Tool | ToolSchema],
+        tool_choice: Tool | Literal["auto", "required", "none"],
+        json_output: bool | type[BaseModel] | None,
+        extra_create_args: Mapping[str, Any],
+    ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {**self._create_args, **extra_create_args}
         if tools:
             kwargs["tools"] = to_openai_tools(tools)
@@ -128,14 +138,19 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
         try:
             routed = await future
         except asyncio.CancelledError:
-            self._record(self._router.failure_info(
-                self._group, oai, _Cancelled("cancelled"), time.perf_counter() - start
-            ).model_copy(update={"error": "cancelled"}))
+            self._record(
+                self._router.failure_info(
+                    self._group, oai, _Cancelled("cancelled"), time.perf_counter() - start
+                ).model_copy(update={"error": "cancelled"})
+            )
             raise
         except Exception as exc:
             info = getattr(exc, "plantcrew_call", None)
-            self._record(info if isinstance(info, ModelCallInfo) else self._router.failure_info(
-                self._group, oai, exc, time.perf_counter() - start))
+            self._record(
+                info
+                if isinstance(info, ModelCallInfo)
+                else self._router.failure_info(self._group, oai, exc, time.perf_counter() - start)
+            )
             raise
         self._record(routed.info)
         choice = routed.response.choices[0]
@@ -144,8 +159,11 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
         tool_calls = getattr(choice.message, "tool_calls", None)
         if tool_calls:
             content = [
-                FunctionCall(id=tc.id or "", name=tc.function.name or "",
-                             arguments=tc.function.arguments or "{}")
+                FunctionCall(
+                    id=tc.id or "",
+                    name=tc.function.name or "",
+                    arguments=tc.function.arguments or "{}",
+                )
                 for tc in tool_calls
             ]
             thought = choice.message.content or thought
@@ -156,8 +174,10 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
         return CreateResult(
             finish_reason=reason,
             content=content,
-            usage=RequestUsage(prompt_tokens=routed.info.prompt_tokens,
-                               completion_tokens=routed.info.completion_tokens),
+            usage=RequestUsage(
+                prompt_tokens=routed.info.prompt_tokens,
+                completion_tokens=routed.info.completion_tokens,
+            ),
             cached=False,
             thought=thought,
         )
@@ -206,30 +226,42 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
                         slot["name"] += tc.function.name or ""
                         slot["arguments"] += tc.function.arguments or ""
         except asyncio.CancelledError:
-            self._record(self._router.failure_info(
-                self._group, oai, _Cancelled("cancelled"), time.perf_counter() - start
-            ).model_copy(update={"error": "cancelled"}))
+            self._record(
+                self._router.failure_info(
+                    self._group, oai, _Cancelled("cancelled"), time.perf_counter() - start
+                ).model_copy(update={"error": "cancelled"})
+            )
             raise
         except Exception as exc:
             info = getattr(exc, "plantcrew_call", None)
-            self._record(info if isinstance(info, ModelCallInfo) else self._router.failure_info(
-                self._group, oai, exc, time.perf_counter() - start))
+            self._record(
+                info
+                if isinstance(info, ModelCallInfo)
+                else self._router.failure_info(self._group, oai, exc, time.perf_counter() - start)
+            )
             raise
         body = "".join(text)
         content: str | list[FunctionCall] = body
         if calls:
-            content = [FunctionCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
-                       for _, c in sorted(calls.items())]
+            content = [
+                FunctionCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
+                for _, c in sorted(calls.items())
+            ]
         name, model, fallback = self._router.served_by(stream)
         fallback = fallback or self._router.failed_before(name, attempts)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         info = ModelCallInfo(
-            model_group=self._group, deployment=name, model=model,
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            model_group=self._group,
+            deployment=name,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             latency_ms=round((time.perf_counter() - start) * 1000, 3),
             cost_usd=self._router.cost_of_tokens(name, model, prompt_tokens, completion_tokens),
-            fallback=fallback, ok=True, error=self._router.attempts_text(attempts),
+            fallback=fallback,
+            ok=True,
+            error=self._router.attempts_text(attempts),
             degraded_reason=self._router.degraded_reason(self._group, name, attempts),
             prompt=[dict(m) for m in oai],
             response=body if not calls else json.dumps(list(calls.values())),
@@ -238,8 +270,9 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
         yield CreateResult(
             finish_reason="function_calls" if calls else finish_reason(reason_raw),
             content=content,
-            usage=RequestUsage(prompt_tokens=info.prompt_tokens,
-                               completion_tokens=info.completion_tokens),
+            usage=RequestUsage(
+                prompt_tokens=info.prompt_tokens, completion_tokens=info.completion_tokens
+            ),
             cached=False,
             thought=body if calls and body else None,
         )
@@ -255,20 +288,23 @@ class LiteLLMChatCompletionClient(ChatCompletionClient):
         """Usage summed over every call of this client."""
         return self._total
 
-    def count_tokens(self, messages: Sequence[LLMMessage], *,
-                     tools: Sequence[Tool | ToolSchema] = []) -> int:
+    def count_tokens(
+        self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []
+    ) -> int:
         """Prompt tokens of ``messages`` (and ``tools``) by litellm's local tokenizer."""
         import litellm
 
         oai = to_openai_messages(messages)
         count = litellm.token_counter(model=self._count_model, messages=oai)
         if tools:
-            count += litellm.token_counter(model=self._count_model,
-                                           text=json.dumps(to_openai_tools(tools)))
+            count += litellm.token_counter(
+                model=self._count_model, text=json.dumps(to_openai_tools(tools))
+            )
         return int(count)
 
-    def remaining_tokens(self, messages: Sequence[LLMMessage], *,
-                         tools: Sequence[Tool | ToolSchema] = []) -> int:
+    def remaining_tokens(
+        self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []
+    ) -> int:
         """The primary deployment's context window minus :meth:`count_tokens`."""
         return self._context_window - self.count_tokens(messages, tools=tools)
 

@@ -121,8 +121,9 @@ class Deployment(_Strict):
         secret_keys = {"api_key", "key", "token", "secret", "password"}
         leaked = secret_keys.intersection(k.lower() for k in self.extra)
         if leaked:
-            raise ValueError(f"extra must not hold secrets ({', '.join(sorted(leaked))}); "
-                             "use api_key_env")
+            raise ValueError(
+                f"extra must not hold secrets ({', '.join(sorted(leaked))}); use api_key_env"
+            )
         return self
 
 
@@ -156,8 +157,9 @@ class RouterSettings(_Strict):
     cooldown_time_s: float = Field(30.0, ge=0)
     timeout_s: float = Field(60.0, gt=0)
     max_fallbacks: int = Field(5, ge=0)
-    routing_strategy: Literal["simple-shuffle", "least-busy", "latency-based-routing",
-                              "usage-based-routing-v2"] = "simple-shuffle"
+    routing_strategy: Literal[
+        "simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2"
+    ] = "simple-shuffle"
     fallbacks: dict[str, list[str]] = {}
     context_window_fallbacks: dict[str, list[str]] = {}
     content_policy_fallbacks: dict[str, list[str]] = {}
@@ -258,15 +260,22 @@ def _check_refs(cfg: ModelsConfig, lines: dict[Loc, int], source: str) -> None:
     names: dict[str, Loc] = {}
     for gname, group in cfg.groups.items():
         if not gname or not set(gname) <= _NAME_CHARS:
-            raise ConfigError("group names may use only letters, digits and _ . : -",
-                              source=source, line=line_of(lines, ("groups", gname)),
-                              field=f"groups.{gname}")
+            raise ConfigError(
+                "group names may use only letters, digits and _ . : -",
+                source=source,
+                line=line_of(lines, ("groups", gname)),
+                field=f"groups.{gname}",
+            )
         for i, dep in enumerate(group.deployments):
             name = dep.name or f"{gname}-{i}"
             loc: Loc = ("groups", gname, "deployments", i)
             if name in names:
-                raise ConfigError(f"deployment name {name!r} is used twice", source=source,
-                                  line=line_of(lines, loc), field=".".join(map(str, loc)))
+                raise ConfigError(
+                    f"deployment name {name!r} is used twice",
+                    source=source,
+                    line=line_of(lines, loc),
+                    field=".".join(map(str, loc)),
+                )
             names[name] = loc
     for key in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
         table: dict[str, list[str]] = getattr(cfg.router, key)
@@ -274,8 +283,12 @@ def _check_refs(cfg: ModelsConfig, lines: dict[Loc, int], source: str) -> None:
             for j, target in enumerate([src, *targets]):
                 if target not in cfg.groups:
                     loc = ("router", key, src) if j == 0 else ("router", key, src, j - 1)
-                    raise ConfigError(f"unknown group {target!r}", source=source,
-                                      line=line_of(lines, loc), field=".".join(map(str, loc)))
+                    raise ConfigError(
+                        f"unknown group {target!r}",
+                        source=source,
+                        line=line_of(lines, loc),
+                        field=".".join(map(str, loc)),
+                    )
 
 
 def load_models_config(path: Path | str | None = None) -> ModelsConfig:

@@ -48,15 +48,20 @@ def to_openai_messages(messages: Sequence[LLMMessage]) -> list[dict[str, Any]]:
             if isinstance(msg.content, str):
                 out.append({"role": "assistant", "content": msg.content})
             else:
-                out.append({
-                    "role": "assistant",
-                    "content": msg.thought,
-                    "tool_calls": [
-                        {"id": fc.id, "type": "function",
-                         "function": {"name": fc.name, "arguments": fc.arguments}}
-                        for fc in msg.content
-                    ],
-                })
+                out.append(
+                    {
+                        "role": "assistant",
+                        "content": msg.thought,
+                        "tool_calls": [
+                            {
+                                "id": fc.id,
+                                "type": "function",
+                                "function": {"name": fc.name, "arguments": fc.arguments},
+                            }
+                            for fc in msg.content
+                        ],
+                    }
+                )
         elif isinstance(msg, FunctionExecutionResultMessage):
             out.extend(
                 {"role": "tool", "tool_call_id": r.call_id, "content": r.content}
@@ -120,8 +125,11 @@ def response_format_for(json_output: bool | type[BaseModel] | None) -> dict[str,
     if isinstance(json_output, type) and issubclass(json_output, BaseModel):
         return {
             "type": "json_schema",
-            "json_schema": {"name": json_output.__name__,
-                            "schema": json.loads(_schema_json(json_output)), "strict": False},
+            "json_schema": {
+                "name": json_output.__name__,
+                "schema": json.loads(_schema_json(json_output)),
+                "strict": False,
+            },
         }
     raise TypeError(f"json_output must be a bool or a pydantic model class, got {json_output!r}")
 

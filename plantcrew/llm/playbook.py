@@ -89,8 +89,12 @@ class PlaybookLLM(CustomLLM):
             self._cache[path] = (mtime, rules)
         return rules
 
-    def answer_text(self, messages: list[dict[str, Any]], optional_params: dict[str, Any],
-                    api_base: str | None = None) -> str:
+    def answer_text(
+        self,
+        messages: list[dict[str, Any]],
+        optional_params: dict[str, Any],
+        api_base: str | None = None,
+    ) -> str:
         """The answer content for a request; raises CustomLLMError(400) for a bad request."""
         try:
             data = data_from_messages(messages)
@@ -101,8 +105,14 @@ class PlaybookLLM(CustomLLM):
             raise CustomLLMError(status_code=500, message=f"playbook rules: {exc}") from None
         return json.dumps(fit(answer, _schema_of(optional_params)), ensure_ascii=False)
 
-    def respond(self, model: str, messages: list[dict[str, Any]], model_response: ModelResponse,
-                optional_params: dict[str, Any], api_base: str | None) -> ModelResponse:
+    def respond(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        model_response: ModelResponse,
+        optional_params: dict[str, Any],
+        api_base: str | None,
+    ) -> ModelResponse:
         """Fill ``model_response`` with the answer to a request for ``playbook/<model>``
         (content, ``finish_reason="stop"``, estimated usage); raises CustomLLMError(400) for a
         bad request. ``optional_params`` are the request's OpenAI parameters."""
@@ -113,26 +123,46 @@ class PlaybookLLM(CustomLLM):
         model_response.choices[0].finish_reason = "stop"
         model_response.model = f"{PROVIDER}/{model}"
         model_response.created = int(time.time())
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                      total_tokens=prompt_tokens + completion_tokens)
+        usage = Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
         setattr(model_response, "usage", usage)  # noqa: B010  (not declared on the class)
         model_response._hidden_params["response_cost"] = 0.0  # litellm skips its cost lookup
         return model_response
 
-    def completion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-                   model_response: ModelResponse, *args: Any, **kwargs: Any) -> ModelResponse:
-        return self.respond(model, messages, model_response,
-                             kwargs.get("optional_params") or {}, api_base)
+    def completion(
+        self,
+        model: str,
+        messages: list,
+        api_base: str,
+        custom_prompt_dict: dict,
+        model_response: ModelResponse,
+        *args: Any,
+        **kwargs: Any,
+    ) -> ModelResponse:
+        return self.respond(
+            model, messages, model_response, kwargs.get("optional_params") or {}, api_base
+        )
 
     async def acompletion(
-        self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-        model_response: ModelResponse, *args: Any, **kwargs: Any,
+        self,
+        model: str,
+        messages: list,
+        api_base: str,
+        custom_prompt_dict: dict,
+        model_response: ModelResponse,
+        *args: Any,
+        **kwargs: Any,
     ) -> ModelResponse:
-        return self.respond(model, messages, model_response,
-                             kwargs.get("optional_params") or {}, api_base)
+        return self.respond(
+            model, messages, model_response, kwargs.get("optional_params") or {}, api_base
+        )
 
-    def _chunks(self, messages: list[dict[str, Any]], optional_params: dict[str, Any],
-                api_base: str | None) -> list[GenericStreamingChunk]:
+    def _chunks(
+        self, messages: list[dict[str, Any]], optional_params: dict[str, Any], api_base: str | None
+    ) -> list[GenericStreamingChunk]:
         text = self.answer_text(messages, optional_params, api_base)
         pieces = [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)]
         prompt_tokens = estimate_tokens(json.dumps(messages, default=str))
@@ -140,22 +170,45 @@ class PlaybookLLM(CustomLLM):
         out: list[GenericStreamingChunk] = []
         for i, piece in enumerate(pieces or [""]):
             last = i == len(pieces or [""]) - 1
-            out.append(GenericStreamingChunk(
-                text=piece, is_finished=last, finish_reason="stop" if last else "",
-                index=0, tool_use=None,
-                usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                       "total_tokens": prompt_tokens + completion_tokens} if last else None,
-            ))
+            out.append(
+                GenericStreamingChunk(
+                    text=piece,
+                    is_finished=last,
+                    finish_reason="stop" if last else "",
+                    index=0,
+                    tool_use=None,
+                    usage={
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    }
+                    if last
+                    else None,
+                )
+            )
         return out
 
-    def streaming(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-                  model_response: ModelResponse, *args: Any,
-                  **kwargs: Any) -> Iterator[GenericStreamingChunk]:
+    def streaming(
+        self,
+        model: str,
+        messages: list,
+        api_base: str,
+        custom_prompt_dict: dict,
+        model_response: ModelResponse,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Iterator[GenericStreamingChunk]:
         yield from self._chunks(messages, kwargs.get("optional_params") or {}, api_base)
 
     async def astreaming(  # type: ignore[override]
-        self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-        model_response: ModelResponse, *args: Any, **kwargs: Any,
+        self,
+        model: str,
+        messages: list,
+        api_base: str,
+        custom_prompt_dict: dict,
+        model_response: ModelResponse,
+        *args: Any,
+        **kwargs: Any,
     ) -> AsyncIterator[GenericStreamingChunk]:
         for chunk in self._chunks(messages, kwargs.get("optional_params") or {}, api_base):
             yield chunk

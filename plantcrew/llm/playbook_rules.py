@@ -153,23 +153,42 @@ class PlaybookRules:
         candidates = [c for c in _as_list(data.get("candidates")) if _valid_candidate(c)]
         candidates.sort(key=lambda c: -float(c["score"]))  # stable: ties keep the given rank
         if not candidates:
-            return {"root_cause": UNKNOWN, "confidence": 0.0, "evidence": [],
-                    "summary": "No valid root cause candidate was given; a person must inspect."}
+            return {
+                "root_cause": UNKNOWN,
+                "confidence": 0.0,
+                "evidence": [],
+                "summary": "No valid root cause candidate was given; a person must inspect.",
+            }
         top = candidates[0]
         score = min(max(float(top["score"]), 0.0), 1.0)
         evidence = _evidence(top.get("evidence"))
         threshold = self.config.diagnose.min_confidence
         if score >= threshold:
-            runner = (f"; next {candidates[1]['root_cause']} ({float(candidates[1]['score']):.2f})"
-                      if len(candidates) > 1 else "")
-            summary = (f"Root cause {top['root_cause']} with confidence {score:.2f} from "
-                       f"{len(evidence)} pieces of evidence{runner}.")
-            return {"root_cause": top["root_cause"], "confidence": score, "evidence": evidence,
-                    "summary": summary}
-        summary = (f"Best candidate {top['root_cause']} scores {score:.2f}, below the "
-                   f"{threshold:.2f} needed; root cause unknown, a person must inspect.")
-        return {"root_cause": UNKNOWN, "confidence": score, "evidence": evidence,
-                "summary": summary}
+            runner = (
+                f"; next {candidates[1]['root_cause']} ({float(candidates[1]['score']):.2f})"
+                if len(candidates) > 1
+                else ""
+            )
+            summary = (
+                f"Root cause {top['root_cause']} with confidence {score:.2f} from "
+                f"{len(evidence)} pieces of evidence{runner}."
+            )
+            return {
+                "root_cause": top["root_cause"],
+                "confidence": score,
+                "evidence": evidence,
+                "summary": summary,
+            }
+        summary = (
+            f"Best candidate {top['root_cause']} scores {score:.2f}, below the "
+            f"{threshold:.2f} needed; root cause unknown, a person must inspect."
+        )
+        return {
+            "root_cause": UNKNOWN,
+            "confidence": score,
+            "evidence": evidence,
+            "summary": summary,
+        }
 
     # ---- propose_action -----------------------------------------------------------------
 
@@ -203,30 +222,42 @@ class PlaybookRules:
                     return self._notify(device_id, root_cause, f"cannot compute {key}: {exc}")
             else:
                 params[key] = value
-        return {"device_id": target, "command": rule.command, "parameters": params,
-                "hazard_class": rule.hazard_class,
-                "rationale": f"{rule.rationale} (playbook rule '{root_cause}')".strip()}
+        return {
+            "device_id": target,
+            "command": rule.command,
+            "parameters": params,
+            "hazard_class": rule.hazard_class,
+            "rationale": f"{rule.rationale} (playbook rule '{root_cause}')".strip(),
+        }
 
-    def _target(self, rule: ActionRule, device_id: str, topology: dict[str, Any],
-                assets: dict[str, Any]) -> str | None:
+    def _target(
+        self, rule: ActionRule, device_id: str, topology: dict[str, Any], assets: dict[str, Any]
+    ) -> str | None:
         if rule.target == "self":
             return device_id
         if isinstance(rule.target, FixedTarget):
             return rule.target.device
         related = topology.get(device_id, {}).get(rule.target.related)
         if related is None and rule.target.asset_role:
-            found = [name for name, a in assets.items()
-                     if isinstance(a, dict) and a.get("role") == rule.target.asset_role]
+            found = [
+                name
+                for name, a in assets.items()
+                if isinstance(a, dict) and a.get("role") == rule.target.asset_role
+            ]
             related = found[0] if len(found) == 1 else None
         return related if isinstance(related, str) and DEVICE_RE.fullmatch(related) else None
 
     def _notify(self, device_id: str, root_cause: str, why: str) -> dict[str, Any]:
         rule = self.config.actions[UNKNOWN]
-        return {"device_id": device_id, "command": "notify",
-                "parameters": {"message": f"{root_cause}: no automatic action ({why}); "
-                                          "a person must inspect."},
-                "hazard_class": 0,
-                "rationale": f"{rule.rationale} Fell back to notify because {why}."}
+        return {
+            "device_id": device_id,
+            "command": "notify",
+            "parameters": {
+                "message": f"{root_cause}: no automatic action ({why}); a person must inspect."
+            },
+            "hazard_class": 0,
+            "rationale": f"{rule.rationale} Fell back to notify because {why}.",
+        }
 
     # ---- review -------------------------------------------------------------------------
 
@@ -253,13 +284,16 @@ class PlaybookRules:
         parts.append(f"Outcome: {outcome}.")
         detected, resolved = data.get("detected_at"), data.get("resolved_at")
         if is_finite_number(detected) and is_finite_number(resolved):
-            parts.append(f"Resolved {float(resolved) - float(detected):.1f} s after "  # type: ignore[arg-type]
-                         "detection.")
+            parts.append(
+                f"Resolved {float(resolved) - float(detected):.1f} s after "  # type: ignore[arg-type]
+                "detection."
+            )
         timeline = [e for e in _as_list(data.get("timeline")) if isinstance(e, dict)]
         times = [float(e["ts"]) for e in timeline if is_finite_number(e.get("ts"))]
         if times:
-            parts.append(f"{len(timeline)} timeline events from t={min(times):.1f}s "
-                         f"to t={max(times):.1f}s.")
+            parts.append(
+                f"{len(timeline)} timeline events from t={min(times):.1f}s to t={max(times):.1f}s."
+            )
         confirmed = cause != UNKNOWN and "executed" in statuses and outcome == "resolved"
         rules = self.config.review
         lessons = list(rules.lessons.get(cause, rules.lessons.get(UNKNOWN, [])))
@@ -267,9 +301,7 @@ class PlaybookRules:
             lessons += rules.escalated
         elif outcome != "resolved":
             lessons += rules.not_resolved
-        return {"summary": " ".join(parts), "root_cause_confirmed": confirmed,
-                "lessons": lessons}
-
+        return {"summary": " ".join(parts), "root_cause_confirmed": confirmed, "lessons": lessons}
 
     # ---- safety_review ------------------------------------------------------------------
 
@@ -281,18 +313,22 @@ class PlaybookRules:
         device = _ident(proposal.get("device_id"), DEVICE_RE, UNKNOWN)
         verdict = decision.get("verdict")
         if verdict not in SAFETY_VERDICTS:
-            return {"review": f"{command} on {device}: the decision's verdict is not valid; "
-                              "a person must decide.",
-                    "concerns": ["invalid verdict in the decision"],
-                    "recommended_verdict": "needs_human"}
+            return {
+                "review": f"{command} on {device}: the decision's verdict is not valid; "
+                "a person must decide.",
+                "concerns": ["invalid verdict in the decision"],
+                "recommended_verdict": "needs_human",
+            }
         rules = [_ident(r, DEVICE_RE, "rule") for r in _as_list(decision.get("rule_ids"))[:10]]
         reasons = _evidence(decision.get("reasons"))
         hazard = decision.get("hazard_class")
         klass = f" (hazard class {int(hazard)})" if is_finite_number(hazard) else ""  # type: ignore[arg-type]
-        text = (f"{command} on {device}{klass}: the rules decided {verdict}"
-                + (f" by {', '.join(rules)}" if rules else "")
-                + (f" because {'; '.join(reasons)}" if reasons else "")
-                + ". The playbook concurs.")
+        text = (
+            f"{command} on {device}{klass}: the rules decided {verdict}"
+            + (f" by {', '.join(rules)}" if rules else "")
+            + (f" because {'; '.join(reasons)}" if reasons else "")
+            + ". The playbook concurs."
+        )
         return {"review": text, "concerns": [], "recommended_verdict": verdict}
 
 
@@ -301,8 +337,12 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _valid_candidate(c: Any) -> bool:
-    return (isinstance(c, dict) and isinstance(c.get("root_cause"), str)
-            and bool(ROOT_CAUSE_RE.fullmatch(c["root_cause"])) and is_finite_number(c.get("score")))
+    return (
+        isinstance(c, dict)
+        and isinstance(c.get("root_cause"), str)
+        and bool(ROOT_CAUSE_RE.fullmatch(c["root_cause"]))
+        and is_finite_number(c.get("score"))
+    )
 
 
 def _evidence(value: Any) -> list[str]:

@@ -81,8 +81,10 @@ class _NoAnswer(Exception):
 
 def _validation_text(exc: ValidationError | _NoAnswer) -> str:
     if isinstance(exc, ValidationError):
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-                 for e in exc.errors()[:10]]
+        parts = [
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors()[:10]
+        ]
         text = "; ".join(parts)
     else:
         text = str(exc)
@@ -98,8 +100,7 @@ def _reject_last(calls: list[ModelCallInfo], error: str) -> list[ModelCallInfo]:
     out = list(calls)
     for i in range(len(out) - 1, -1, -1):
         if out[i].ok:
-            out[i] = out[i].model_copy(update={"ok": False,
-                                               "error": f"invalid output: {error}"})
+            out[i] = out[i].model_copy(update={"ok": False, "error": f"invalid output: {error}"})
             break
     return out
 
@@ -148,11 +149,19 @@ async def reason(
     calls: list[ModelCallInfo] = []
     reason_text: str
     if budget is not None and budget.level == "exhausted":
-        return await _playbook(router, group, system_text, user_text, output_type, calls,
-                               budget.reason or "budget: spent")
+        return await _playbook(
+            router,
+            group,
+            system_text,
+            user_text,
+            output_type,
+            calls,
+            budget.reason or "budget: spent",
+        )
     if budget is not None and budget.level == "warn":
-        log.warning("model budget nearly spent", group=group, agent=agent_name,
-                    budget=budget.reason)
+        log.warning(
+            "model budget nearly spent", group=group, agent=agent_name, budget=budget.reason
+        )
     try:
         answer = await _run(agent, user_text, output_type)
         return answer, calls + client.drain_calls()
@@ -162,16 +171,26 @@ async def reason(
     except Exception as exc:  # every deployment failed: the playbook answers below
         calls += client.drain_calls()
         reason_text = f"model call failed: {type(exc).__name__}"
-        return await _playbook(router, group, system_text, user_text, output_type, calls,
-                               reason_text)
+        return await _playbook(
+            router, group, system_text, user_text, output_type, calls, reason_text
+        )
 
     if budget is not None:
         left = budget.after(sum(c.cost_usd for c in calls))
         if left.level == "exhausted":
-            return await _playbook(router, group, system_text, user_text, output_type, calls,
-                                   f"{left.reason} (no repair attempt)")
-    repair = (f"Your previous answer was rejected: {error}\nAnswer again with only one JSON "
-              "object valid for the schema in the system message.")
+            return await _playbook(
+                router,
+                group,
+                system_text,
+                user_text,
+                output_type,
+                calls,
+                f"{left.reason} (no repair attempt)",
+            )
+    repair = (
+        f"Your previous answer was rejected: {error}\nAnswer again with only one JSON "
+        "object valid for the schema in the system message."
+    )
     try:
         answer = await _run(agent, repair, output_type)
         return answer, calls + _mark(client.drain_calls(), repaired=True)
@@ -182,23 +201,27 @@ async def reason(
     except Exception as exc:
         calls += _mark(client.drain_calls(), repaired=True)
         reason_text = f"repair call failed: {type(exc).__name__}"
-    return await _playbook(router, group, system_text, user_text, output_type, calls,
-                           reason_text)
+    return await _playbook(router, group, system_text, user_text, output_type, calls, reason_text)
 
 
-async def _playbook(router: ModelRouter, group: str, system_text: str, user_text: str,
-                    output_type: type[T], calls: list[ModelCallInfo],
-                    degraded_reason: str) -> tuple[T, list[ModelCallInfo]]:
-    messages = [{"role": "system", "content": system_text},
-                {"role": "user", "content": user_text}]
+async def _playbook(
+    router: ModelRouter,
+    group: str,
+    system_text: str,
+    user_text: str,
+    output_type: type[T],
+    calls: list[ModelCallInfo],
+    degraded_reason: str,
+) -> tuple[T, list[ModelCallInfo]]:
+    messages = [{"role": "system", "content": system_text}, {"role": "user", "content": user_text}]
     try:
-        routed = await router.aplaybook(group, messages,
-                                        response_format=response_format_for(output_type))
+        routed = await router.aplaybook(
+            group, messages, response_format=response_format_for(output_type)
+        )
     except Exception as exc:
         raise ModelError(f"the playbook could not answer ({type(exc).__name__}: {exc})") from exc
     info = routed.info.model_copy(update={"fallback": True, "degraded_reason": degraded_reason})
-    log.warning("reasoning step degraded to the playbook", group=group,
-                reason=degraded_reason)
+    log.warning("reasoning step degraded to the playbook", group=group, reason=degraded_reason)
     try:
         answer = output_type.model_validate_json(info.response)
     except ValidationError as exc:

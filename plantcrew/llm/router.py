@@ -105,8 +105,9 @@ class _FailureLog(CustomLogger):
                 counts.append(1)
         return [(d, e if n == 1 else f"{e} x{n}") for (d, e), n in zip(out, counts, strict=True)]
 
-    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any,
-                                      end_time: Any) -> None:
+    async def async_log_failure_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
         params = kwargs.get("litellm_params") or {}
         tag = (params.get("metadata") or {}).get(self.TAG)
         if not tag:
@@ -167,9 +168,7 @@ class ModelRouter:
         self._failures = _failure_log()
         litellm.suppress_debug_info = True
         self.config = config
-        self.playbooks_path = str(
-            playbooks_path or get_settings().config_dir / "playbooks.yaml"
-        )
+        self.playbooks_path = str(playbooks_path or get_settings().config_dir / "playbooks.yaml")
         self._deployments: dict[str, Deployment] = {}
         self._group_of: dict[str, str] = {}
         self._names: dict[str, str] = {}  # litellm deployment id -> deployment name
@@ -190,8 +189,11 @@ class ModelRouter:
             levels = max(levels, len({level for _, level in chain}))
             for dep, level in chain:
                 assert dep.name is not None
-                lid = dep.name if self._group_of[dep.name] == group else (
-                    f"{group}{CHAIN_SEP}{dep.name}")
+                lid = (
+                    dep.name
+                    if self._group_of[dep.name] == group
+                    else (f"{group}{CHAIN_SEP}{dep.name}")
+                )
                 self._names[lid] = dep.name
                 self._chains.setdefault(group, []).append(lid)
                 model_list.append(self._entry(group, dep, level=level, lid=lid))
@@ -220,16 +222,21 @@ class ModelRouter:
         )
 
     @classmethod
-    def from_file(cls, path: Path | str | None = None, *,
-                  playbooks_path: Path | str | None = None) -> ModelRouter:
+    def from_file(
+        cls, path: Path | str | None = None, *, playbooks_path: Path | str | None = None
+    ) -> ModelRouter:
         """Build from ``models.yaml`` (default ``<config_dir>/models.yaml``); ConfigError if bad."""
         return cls(load_models_config(path), playbooks_path=playbooks_path)
 
-    def _entry(self, group: str, dep: Deployment, *, level: int | None = None,
-               lid: str | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {**dep.extra, "model": dep.model,
-                                  "order": level if level is not None else dep.order,
-                                  "weight": dep.weight}
+    def _entry(
+        self, group: str, dep: Deployment, *, level: int | None = None, lid: str | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            **dep.extra,
+            "model": dep.model,
+            "order": level if level is not None else dep.order,
+            "weight": dep.weight,
+        }
         if dep.is_playbook:
             params["api_base"] = dep.api_base or self.playbooks_path
         elif dep.api_base:
@@ -239,8 +246,12 @@ class ModelRouter:
             params["api_key"] = key
             if len(key) >= 4:
                 self._secrets.append(key)
-        for attr, name in (("rpm", "rpm"), ("tpm", "tpm"), ("timeout_s", "timeout"),
-                           ("max_retries", "max_retries")):
+        for attr, name in (
+            ("rpm", "rpm"),
+            ("tpm", "tpm"),
+            ("timeout_s", "timeout"),
+            ("max_retries", "max_retries"),
+        ):
             value = getattr(dep, attr)
             if value is not None:
                 params[name] = value
@@ -250,8 +261,11 @@ class ModelRouter:
         # failure rate over a minute (1000 calls at 100 % failure), which never trips here.
         info: dict[str, Any] = {
             "id": lid or dep.name,
-            "allowed_fails": (dep.allowed_fails if dep.allowed_fails is not None
-                              else self.config.router.allowed_fails),
+            "allowed_fails": (
+                dep.allowed_fails
+                if dep.allowed_fails is not None
+                else self.config.router.allowed_fails
+            ),
         }
         if dep.is_playbook:
             info["cooldown_time"] = 0  # the last resort is never skipped
@@ -287,8 +301,11 @@ class ModelRouter:
         """Names of the deployments of other groups that ``group``'s chain takes in (tried
         after its own, before its playbook), in order."""
         self.check_group(group)
-        return [self._names[lid] for lid in self._chains.get(group, [])
-                if self._group_of[self._names[lid]] != group]
+        return [
+            self._names[lid]
+            for lid in self._chains.get(group, [])
+            if self._group_of[self._names[lid]] != group
+        ]
 
     def name_of(self, model_id: str) -> str:
         """The deployment name of a litellm deployment id (``<group>><name>`` for a
@@ -317,8 +334,9 @@ class ModelRouter:
 
     # ---- calls ----------------------------------------------------------------------------
 
-    async def acompletion(self, group: str, messages: Sequence[dict[str, Any]],
-                          **kwargs: Any) -> RoutedCall:
+    async def acompletion(
+        self, group: str, messages: Sequence[dict[str, Any]], **kwargs: Any
+    ) -> RoutedCall:
         """One routed chat completion (not streamed) for ``group``, with its accounting.
 
         ``kwargs`` are OpenAI chat parameters (``tools``, ``response_format``...). Raises
@@ -342,22 +360,25 @@ class ModelRouter:
         start = time.perf_counter()
         try:
             response: Any = await self.router.acompletion(
-                model=group, messages=list(messages),  # type: ignore[arg-type]
-                metadata=metadata, **kwargs,
+                model=group,
+                messages=list(messages),  # type: ignore[arg-type]
+                metadata=metadata,
+                **kwargs,
             )
         except BaseException as exc:
             await asyncio.sleep(0)
             attempts = self.named(self._failures.end(tag))
             if isinstance(exc, Exception):
-                info = self.failure_info(group, messages, exc, time.perf_counter() - start,
-                                         attempts)
+                info = self.failure_info(
+                    group, messages, exc, time.perf_counter() - start, attempts
+                )
                 exc.plantcrew_call = info  # type: ignore[attr-defined]
-                log.warning("model call failed on every deployment", group=group,
-                            error=info.error)
+                log.warning("model call failed on every deployment", group=group, error=info.error)
             raise
         latency = time.perf_counter() - start
-        attempts = self.with_cooldowns(group, self.named(self._failures.end(tag)),
-                                       served=self.served_by(response)[0])
+        attempts = self.with_cooldowns(
+            group, self.named(self._failures.end(tag)), served=self.served_by(response)[0]
+        )
         choice = response.choices[0]
         text = choice.message.content or ""
         tool_calls = getattr(choice.message, "tool_calls", None)
@@ -365,15 +386,24 @@ class ModelRouter:
             text = text or json.dumps([tc.model_dump() for tc in tool_calls], default=str)
         info = self.success_info(group, messages, response, latency, text, attempts)
         if info.degraded_reason:
-            log.warning("model call degraded to the playbook", group=group,
-                        deployment=info.deployment, reason=info.degraded_reason)
+            log.warning(
+                "model call degraded to the playbook",
+                group=group,
+                deployment=info.deployment,
+                reason=info.degraded_reason,
+            )
         elif info.fallback:
-            log.warning("model call served by a fallback", group=group,
-                        deployment=info.deployment, failed=info.error)
+            log.warning(
+                "model call served by a fallback",
+                group=group,
+                deployment=info.deployment,
+                failed=info.error,
+            )
         return RoutedCall(response, info)
 
-    async def astream(self, group: str, messages: Sequence[dict[str, Any]],
-                      **kwargs: Any) -> tuple[Any, list[tuple[str, str]]]:
+    async def astream(
+        self, group: str, messages: Sequence[dict[str, Any]], **kwargs: Any
+    ) -> tuple[Any, list[tuple[str, str]]]:
         """Start a streamed completion: ``(litellm's async chunk iterator, failed attempts)``.
 
         Failures that happen once the stream has started are not retried by litellm. When
@@ -387,38 +417,56 @@ class ModelRouter:
         start = time.perf_counter()
         try:
             stream = await router.acompletion(
-                model=group, messages=list(messages), stream=True,
-                stream_options={"include_usage": True}, metadata=metadata, **kwargs,
+                model=group,
+                messages=list(messages),
+                stream=True,
+                stream_options={"include_usage": True},
+                metadata=metadata,
+                **kwargs,
             )
         except Exception as exc:
             await asyncio.sleep(0)
             exc.plantcrew_call = self.failure_info(  # type: ignore[attr-defined]
-                group, messages, exc, time.perf_counter() - start,
-                self.named(self._failures.end(tag)))
+                group,
+                messages,
+                exc,
+                time.perf_counter() - start,
+                self.named(self._failures.end(tag)),
+            )
             raise
         finally:
             attempts = self.named(self._failures.end(tag))  # empty after the except clause
         return stream, self.with_cooldowns(group, attempts, served=self.served_by(stream)[0])
 
-    async def aplaybook(self, group: str, messages: Sequence[dict[str, Any]],
-                        **kwargs: Any) -> RoutedCall:
+    async def aplaybook(
+        self, group: str, messages: Sequence[dict[str, Any]], **kwargs: Any
+    ) -> RoutedCall:
         """Call the group's playbook deployment directly (no router, no fallback)."""
         dep = self.playbook_deployment(group)
         start = time.perf_counter()
         response = await litellm.acompletion(
-            model=dep.model, messages=list(messages),
-            api_base=dep.api_base or self.playbooks_path, **kwargs,
+            model=dep.model,
+            messages=list(messages),
+            api_base=dep.api_base or self.playbooks_path,
+            **kwargs,
         )
-        info = self.success_info(group, messages, response, time.perf_counter() - start,
-                                 response.choices[0].message.content or "")
-        return RoutedCall(response, info.model_copy(update={"deployment": dep.name,
-                                                            "model": dep.model}))
+        info = self.success_info(
+            group,
+            messages,
+            response,
+            time.perf_counter() - start,
+            response.choices[0].message.content or "",
+        )
+        return RoutedCall(
+            response, info.model_copy(update={"deployment": dep.name, "model": dep.model})
+        )
 
     # ---- circuit breaker ------------------------------------------------------------------
 
     def _cooling_ids(self) -> list[str]:
-        active = self.router.cooldown_cache.get_active_cooldowns(model_ids=list(self._names),
-                                                                 parent_otel_span=None)
+        active = self.router.cooldown_cache.get_active_cooldowns(
+            model_ids=list(self._names), parent_otel_span=None
+        )
         return [str(item[0]) for item in active or [] if isinstance(item, tuple)]
 
     def cooling_down(self) -> list[str]:
@@ -426,19 +474,28 @@ class ModelRouter:
         any group's chain."""
         return list(dict.fromkeys(self.name_of(lid) for lid in self._cooling_ids()))
 
-    def with_cooldowns(self, group: str, attempts: Sequence[tuple[str, str]],
-                       served: str | None = None) -> list[tuple[str, str]]:
+    def with_cooldowns(
+        self, group: str, attempts: Sequence[tuple[str, str]], served: str | None = None
+    ) -> list[tuple[str, str]]:
         """``attempts`` plus ``(name, "cooling down")`` for the deployments of the group's
         chain the router skipped: its own, and the other groups' ones it takes in unless
         ``served`` (a deployment name) is one of its own models (the call never got there)."""
-        own_model = served is not None and self._group_of.get(served) == group and not (
-            self._deployments[served].is_playbook)
+        own_model = (
+            served is not None
+            and self._group_of.get(served) == group
+            and not (self._deployments[served].is_playbook)
+        )
         tried = {name for name, _ in attempts}
         cooling = set(self._cooling_ids())
         skipped = [self._names[lid] for lid in self._chains.get(group, []) if lid in cooling]
-        return [*attempts, *((name, COOLING) for name in dict.fromkeys(skipped)
-                             if name not in tried
-                             and (not own_model or self._group_of[name] == group))]
+        return [
+            *attempts,
+            *(
+                (name, COOLING)
+                for name in dict.fromkeys(skipped)
+                if name not in tried and (not own_model or self._group_of[name] == group)
+            ),
+        ]
 
     def named(self, attempts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """``attempts`` as ``(deployment name, error)``: litellm ids mapped to names."""
@@ -459,14 +516,22 @@ class ModelRouter:
             group = self._group_of[name]
             first = min((d.order or 1) for d in self.deployments(group))
             requested = headers.get("x-litellm-model-group")
-            fallback = fallback or (dep.order or 1) > first or (
-                isinstance(requested, str) and requested != group
+            fallback = (
+                fallback
+                or (dep.order or 1) > first
+                or (isinstance(requested, str) and requested != group)
             )
         return name, model, fallback
 
-    def success_info(self, group: str, messages: Sequence[dict[str, Any]], response: Any,
-                     latency_s: float, text: str,
-                     attempts: Sequence[tuple[str, str]] = ()) -> ModelCallInfo:
+    def success_info(
+        self,
+        group: str,
+        messages: Sequence[dict[str, Any]],
+        response: Any,
+        latency_s: float,
+        text: str,
+        attempts: Sequence[tuple[str, str]] = (),
+    ) -> ModelCallInfo:
         """The accounting record of a successful call (``attempts``: failed before it)."""
         name, model, fallback = self.served_by(response)
         fallback = fallback or self.failed_before(name, attempts)
@@ -493,8 +558,9 @@ class ModelRouter:
         circuit breaker skipped counts only through its order: see :meth:`served_by`)."""
         return any(dep != served and error != COOLING for dep, error in attempts)
 
-    def degraded_reason(self, group: str, served: str,
-                        attempts: Sequence[tuple[str, str]]) -> str | None:
+    def degraded_reason(
+        self, group: str, served: str, attempts: Sequence[tuple[str, str]]
+    ) -> str | None:
         """Why the playbook served a call of ``group`` that has model deployments, else None.
 
         A group configured with the playbook only is not degraded: the playbook is its model.
@@ -520,9 +586,14 @@ class ModelRouter:
             parts.append(f"{name}: {error}")
         return self.scrub("; ".join(parts)) or None
 
-    def failure_info(self, group: str, messages: Sequence[dict[str, Any]], exc: BaseException,
-                     latency_s: float,
-                     attempts: Sequence[tuple[str, str]] = ()) -> ModelCallInfo:
+    def failure_info(
+        self,
+        group: str,
+        messages: Sequence[dict[str, Any]],
+        exc: BaseException,
+        latency_s: float,
+        attempts: Sequence[tuple[str, str]] = (),
+    ) -> ModelCallInfo:
         """The accounting record of a call that failed on every deployment."""
         tried = self.attempts_text(attempts)
         return ModelCallInfo(
@@ -531,24 +602,29 @@ class ModelRouter:
             model="none",
             latency_ms=round(latency_s * 1000, 3),
             ok=False,
-            error=self.scrub(f"{type(exc).__name__}: {exc}" + (f" [tried {tried}]" if tried
-                                                                   else "")),
+            error=self.scrub(
+                f"{type(exc).__name__}: {exc}" + (f" [tried {tried}]" if tried else "")
+            ),
             prompt=[dict(m) for m in messages],
         )
 
-    def cost_of_tokens(self, deployment: str, model: str, prompt_tokens: int,
-                       completion_tokens: int) -> float:
+    def cost_of_tokens(
+        self, deployment: str, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> float:
         """USD for the tokens of a call served by ``deployment``: its configured ``price``,
         else litellm's price of ``model``; 0.0 for the playbook or an unknown price."""
         dep = self._deployments.get(deployment)
         if model.startswith("playbook/") or (dep is not None and dep.is_playbook):
             return 0.0
         if dep is not None and dep.price is not None:
-            return (prompt_tokens * dep.price.input_per_mtok
-                    + completion_tokens * dep.price.output_per_mtok) / 1e6
+            return (
+                prompt_tokens * dep.price.input_per_mtok
+                + completion_tokens * dep.price.output_per_mtok
+            ) / 1e6
         try:
             prompt_cost, completion_cost = litellm.cost_per_token(
-                model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+            )
         except Exception:  # litellm raises for a model it has no price for
             return 0.0
         return float(prompt_cost + completion_cost)
@@ -561,9 +637,12 @@ class ModelRouter:
         dep = self._deployments.get(deployment or "")
         if dep is not None and dep.price is not None:
             usage = getattr(response, "usage", None)
-            return self.cost_of_tokens(dep.name or "", model,
-                                       int(getattr(usage, "prompt_tokens", 0) or 0),
-                                       int(getattr(usage, "completion_tokens", 0) or 0))
+            return self.cost_of_tokens(
+                dep.name or "",
+                model,
+                int(getattr(usage, "prompt_tokens", 0) or 0),
+                int(getattr(usage, "completion_tokens", 0) or 0),
+            )
         hidden = getattr(response, "_hidden_params", None) or {}
         cost = hidden.get("response_cost")
         if cost is None:

@@ -106,8 +106,9 @@ def _fit(value: Any, schema: dict[str, Any], root: dict[str, Any], depth: int) -
         return _fit_object(value, schema, root, depth)
     if "array" in types and isinstance(value, list):
         items = schema.get("items")
-        return [_fit(v, items, root, depth + 1) for v in value] if isinstance(items, dict) \
-            else value
+        return (
+            [_fit(v, items, root, depth + 1) for v in value] if isinstance(items, dict) else value
+        )
     if ("number" in types or "integer" in types) and _matches(value, ["number"]):
         lo, hi = schema.get("minimum"), schema.get("maximum")
         if isinstance(lo, int | float):
@@ -124,8 +125,9 @@ def _fit(value: Any, schema: dict[str, Any], root: dict[str, Any], depth: int) -
     return value
 
 
-def _fit_object(value: dict[str, Any], schema: dict[str, Any], root: dict[str, Any],
-                depth: int) -> dict[str, Any]:
+def _fit_object(
+    value: dict[str, Any], schema: dict[str, Any], root: dict[str, Any], depth: int
+) -> dict[str, Any]:
     raw_props = schema.get("properties")
     props: dict[str, Any] = raw_props if isinstance(raw_props, dict) else {}
     extra_ok = schema.get("additionalProperties", True) is not False

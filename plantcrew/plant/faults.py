@@ -67,8 +67,19 @@ class Signature:
     relief: str
 
 
-_PROCESS = frozenset({"flow_rate", "pressure", "vibration_1", "vibration_2", "current",
-                      "voltage", "motor_temperature", "fluid_temperature", "speed_pct"})
+_PROCESS = frozenset(
+    {
+        "flow_rate",
+        "pressure",
+        "vibration_1",
+        "vibration_2",
+        "current",
+        "voltage",
+        "motor_temperature",
+        "fluid_temperature",
+        "speed_pct",
+    }
+)
 
 
 def _sig(up: set[str], down: set[str], free: set[str], relief: str) -> Signature:
@@ -78,25 +89,33 @@ def _sig(up: set[str], down: set[str], free: set[str], relief: str) -> Signature
 
 SIGNATURES: dict[FaultType, Signature] = {
     FaultType.CAVITATION: _sig(
-        {"vibration_1", "vibration_2"}, {"flow_rate", "pressure", "current"},
+        {"vibration_1", "vibration_2"},
+        {"flow_rate", "pressure", "current"},
         {"motor_temperature", "fluid_temperature"},
         "reduce speed to <= 85 % (set_speed) or stop the pump",
     ),
     FaultType.INLET_VALVE_CLOSURE: _sig(
-        set(), {"flow_rate", "pressure", "current", "motor_temperature"},
+        set(),
+        {"flow_rate", "pressure", "current", "motor_temperature"},
         {"fluid_temperature"},
         "set_position 100 on the pump's inlet valve",
     ),
     FaultType.OUTLET_VALVE_CLOSURE: _sig(
-        {"pressure"}, {"flow_rate", "current"}, {"motor_temperature", "fluid_temperature"},
+        {"pressure"},
+        {"flow_rate", "current"},
+        {"motor_temperature", "fluid_temperature"},
         "set_position 100 on the pump's outlet valve",
     ),
     FaultType.ROTOR_IMBALANCE: _sig(
-        {"vibration_1", "vibration_2"}, set(), set(),
+        {"vibration_1", "vibration_2"},
+        set(),
+        set(),
         "reduce speed (vibration ~ n²) or stop the pump; opening valves does not help",
     ),
     FaultType.BEARING_OVERHEATING: _sig(
-        {"motor_temperature", "vibration_2", "current"}, set(), set(),
+        {"motor_temperature", "vibration_2", "current"},
+        set(),
+        set(),
         "stop the pump or reduce speed to <= 50 %",
     ),
     FaultType.SENSOR_STUCK: _sig(

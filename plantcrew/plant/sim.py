@@ -85,8 +85,7 @@ _EXTRA_DRAWS = 4  # per pump per step: cavitation noise on flow, pressure, vibra
 _UNITS = {kind: {s.name: s.unit for s in sensors} for kind, sensors in SENSORS.items()}
 _NOISE = {kind: {s.name: s.noise_sd for s in sensors} for kind, sensors in SENSORS.items()}
 _PERCENT = {"speed_pct", "position_pct", "level_pct"}
-_UNBOUNDED = {"motor_temperature", "fluid_temperature", "inlet_temperature",
-              "outlet_temperature"}
+_UNBOUNDED = {"motor_temperature", "fluid_temperature", "inlet_temperature", "outlet_temperature"}
 
 
 class PlantError(PlantcrewError):
@@ -151,8 +150,9 @@ class _Hydraulics(NamedTuple):
     shaft: float  # shaft power, fraction of rated
 
 
-def _hydraulics(p: PumpSpec, n: float, inlet_pct: float, outlet_pct: float,
-                cavitation: float, bearing: float) -> _Hydraulics:
+def _hydraulics(
+    p: PumpSpec, n: float, inlet_pct: float, outlet_pct: float, cavitation: float, bearing: float
+) -> _Hydraulics:
     if n <= 0:
         return _Hydraulics(0.0, 0.0, 0.0, 0.0)
     b = p.rated_pressure_bar / p.rated_flow_lpm**2
@@ -247,9 +247,7 @@ class SimulatedPlant:
             out.extend(self.step())
         return out
 
-    def replay_to(
-        self, t: float, commands: Iterable[Sequence[Any]] = ()
-    ) -> SimulatedPlant:
+    def replay_to(self, t: float, commands: Iterable[Sequence[Any]] = ()) -> SimulatedPlant:
         """Advance to plant time ``t``, applying each recorded command at its time.
 
         ``commands`` are ``(t_i, device_id, command, parameters)`` records in time order, as
@@ -264,8 +262,9 @@ class SimulatedPlant:
                 t_i, device_id, command, parameters = rec
                 t_i = float(t_i)
             except (TypeError, ValueError):
-                raise PlantError(f"commands[{i}]: expected (t, device_id, command, "
-                                 f"parameters), got {rec!r}") from None
+                raise PlantError(
+                    f"commands[{i}]: expected (t, device_id, command, parameters), got {rec!r}"
+                ) from None
             if t_i > t + 1e-9:
                 raise PlantError(f"commands[{i}]: at t={t_i}, after the replay target t={t}")
             self._run_to(t_i, f"commands[{i}]")
@@ -293,16 +292,19 @@ class SimulatedPlant:
         the unknown device, unknown command, or missing/extra/out-of-range parameter.
         """
         if not isinstance(parameters, dict):
-            raise ActuatorError(f"{command} on {device_id!r}: parameters must be a mapping, "
-                                f"got {type(parameters).__name__}")
+            raise ActuatorError(
+                f"{command} on {device_id!r}: parameters must be a mapping, "
+                f"got {type(parameters).__name__}"
+            )
         if device_id in self._pumps:
             detail = self._apply_pump(self._pumps[device_id], command, parameters)
         elif device_id in self._valves:
             detail = self._apply_valve(self._valves[device_id], command, parameters)
         elif device_id in self.device_ids:
             kind = self.spec.device(device_id).type
-            raise ActuatorError(f"device {device_id!r} ({kind}) accepts no commands, "
-                                f"got {command!r}")
+            raise ActuatorError(
+                f"device {device_id!r} ({kind}) accepts no commands, got {command!r}"
+            )
         else:
             raise ActuatorError(f"unknown device {device_id!r} (devices: {self.device_ids})")
         self._commands.append(AppliedCommand(self.t, device_id, command, dict(parameters)))
@@ -320,14 +322,16 @@ class SimulatedPlant:
             was, pump.running = pump.running, command == "start"
             state = "running" if pump.running else "stopped"
             return f"{pid} {state}" + ("" if was != pump.running else " (already)")
-        raise ActuatorError(f"unknown command {command!r} for pump {pid!r} "
-                            f"(commands: set_speed, stop, start)")
+        raise ActuatorError(
+            f"unknown command {command!r} for pump {pid!r} (commands: set_speed, stop, start)"
+        )
 
     def _apply_valve(self, valve: _Valve, command: str, params: dict[str, Any]) -> str:
         vid = valve.spec.id
         if command != "set_position":
-            raise ActuatorError(f"unknown command {command!r} for valve {vid!r} "
-                                f"(commands: set_position)")
+            raise ActuatorError(
+                f"unknown command {command!r} for valve {vid!r} (commands: set_position)"
+            )
         pos = _number(vid, command, params, "position_pct", 0.0, 100.0)
         for f in self._faults:
             if f.valve_id == vid and f.relieved_at is None and f.spec.at <= self.t:
@@ -347,8 +351,11 @@ class SimulatedPlant:
         """
         if device_id in self._pumps:
             pump = self._pumps[device_id]
-            return {**pump.values, "speed_setpoint_pct": pump.setpoint,
-                    "running": 1.0 if pump.running else 0.0}
+            return {
+                **pump.values,
+                "speed_setpoint_pct": pump.setpoint,
+                "running": 1.0 if pump.running else 0.0,
+            }
         if device_id in self._valves:
             v = self._valves[device_id]
             return {"position_pct": v.effective, "setpoint_pct": v.setpoint}
@@ -372,8 +379,13 @@ class SimulatedPlant:
             "time": self.clock.now().isoformat(),
             "devices": {d: self.state(d) for d in self.device_ids},
             "faults": [
-                {"type": f.spec.type.value, "device": f.spec.device, "sensor": f.spec.sensor,
-                 "strength": fx.activation(f.spec, self.t), "relieved_at": f.relieved_at}
+                {
+                    "type": f.spec.type.value,
+                    "device": f.spec.device,
+                    "sensor": f.spec.sensor,
+                    "strength": fx.activation(f.spec, self.t),
+                    "relieved_at": f.relieved_at,
+                }
                 for f in self._faults
             ],
             "commands": [list(c) for c in self._commands],
@@ -382,14 +394,24 @@ class SimulatedPlant:
     # ---- the model -----------------------------------------------------------------------
 
     def _strength(self, pump_id: str, kind: FaultType, t: float) -> float:
-        return max((fx.activation(f.spec, t) for f in self._faults
-                    if f.pump_id == pump_id and f.spec.type is kind), default=0.0)
+        return max(
+            (
+                fx.activation(f.spec, t)
+                for f in self._faults
+                if f.pump_id == pump_id and f.spec.type is kind
+            ),
+            default=0.0,
+        )
 
     def _pump_hydraulics(self, pump: _Pump, cavitation: float, bearing: float) -> _Hydraulics:
-        return _hydraulics(pump.spec, pump.speed / 100.0,
-                           self._valves[pump.spec.inlet_valve].effective,
-                           self._valves[pump.spec.outlet_valve].effective,
-                           cavitation, bearing)
+        return _hydraulics(
+            pump.spec,
+            pump.speed / 100.0,
+            self._valves[pump.spec.inlet_valve].effective,
+            self._valves[pump.spec.outlet_valve].effective,
+            cavitation,
+            bearing,
+        )
 
     def _thermal_targets(self, pump: _Pump, h: _Hydraulics) -> tuple[float, float]:
         amb = self.spec.ambient_temperature_c
@@ -402,13 +424,16 @@ class SimulatedPlant:
         winding = amb + (p.motor.temperature_c - amb) * losses
         return winding, amb + (p.fluid_temperature_c - amb) * h.shaft
 
-    def _pump_values(self, pump: _Pump, h: _Hydraulics, imbalance: float, cavitation: float,
-                     bearing: float) -> None:
+    def _pump_values(
+        self, pump: _Pump, h: _Hydraulics, imbalance: float, cavitation: float, bearing: float
+    ) -> None:
         p, t, n2 = pump.spec, self.t, (pump.speed / 100.0) ** 2
         amp_m, per_m = MOTOR_CYCLE
         amp_f, per_f = FLUID_CYCLE
-        vib = [max(VIBRATION_FLOOR_G, rated * n2 * (1 + fx.IMBALANCE_GAIN * imbalance))
-               for rated in (p.vibration_1_g, p.vibration_2_g)]
+        vib = [
+            max(VIBRATION_FLOOR_G, rated * n2 * (1 + fx.IMBALANCE_GAIN * imbalance))
+            for rated in (p.vibration_1_g, p.vibration_2_g)
+        ]
         vib[1] += fx.BEARING_VIBRATION_2_GAIN * p.vibration_2_g * bearing
         pump.values = {
             "flow_rate": h.flow,
@@ -417,7 +442,8 @@ class SimulatedPlant:
             "vibration_2": vib[1] * (1 + fx.CAVITATION_VIBRATION_GAIN * cavitation**2),
             "current": h.current,
             "voltage": p.motor.voltage_v,
-            "motor_temperature": pump.winding_c + pump.bearing_c
+            "motor_temperature": pump.winding_c
+            + pump.bearing_c
             + amp_m * math.sin(2 * math.pi * t / per_m + pump.phases[0]),
             "fluid_temperature": pump.fluid_c
             + amp_f * math.sin(2 * math.pi * t / per_f + pump.phases[1]),
@@ -441,14 +467,24 @@ class SimulatedPlant:
             valve.effective = valve.position
         for f in self._faults:
             a = fx.activation(f.spec, t)
-            if f.spec.type in (FaultType.INLET_VALVE_CLOSURE, FaultType.OUTLET_VALVE_CLOSURE) \
-                    and f.valve_id is not None and f.relieved_at is None and a > 0:
+            if (
+                f.spec.type in (FaultType.INLET_VALVE_CLOSURE, FaultType.OUTLET_VALVE_CLOSURE)
+                and f.valve_id is not None
+                and f.relieved_at is None
+                and a > 0
+            ):
                 valve = self._valves[f.valve_id]
                 valve.effective = min(valve.effective, 100.0 - fx.VALVE_CLOSURE_DEPTH_PCT * a)
         # The same draws every step, whatever the state: commands never shift the noise.
-        draws = {d.id: [self._rng.gauss(0.0, 1.0) for _ in range(
-            len(SENSORS[d.type]) + (_EXTRA_DRAWS if isinstance(d, PumpSpec) else 0))]
-            for d in self.spec.devices}
+        draws = {
+            d.id: [
+                self._rng.gauss(0.0, 1.0)
+                for _ in range(
+                    len(SENSORS[d.type]) + (_EXTRA_DRAWS if isinstance(d, PumpSpec) else 0)
+                )
+            ]
+            for d in self.spec.devices
+        }
         values: dict[str, dict[str, float]] = {}
         for pump in self._pumps.values():
             target = pump.setpoint if pump.running else 0.0
@@ -482,10 +518,12 @@ class SimulatedPlant:
         h = self._pump_hydraulics(pump, cavitation, bearing)
         winding, fluid = self._thermal_targets(pump, h)
         pump.winding_c += (winding - pump.winding_c) * -math.expm1(
-            -self.dt / pump.spec.motor.thermal_tau_s)
+            -self.dt / pump.spec.motor.thermal_tau_s
+        )
         pump.fluid_c += (fluid - pump.fluid_c) * -math.expm1(-self.dt / FLUID_TAU_S)
         pump.bearing_c += (fx.BEARING_EXCESS_C * bearing - pump.bearing_c) * -math.expm1(
-            -self.dt / fx.BEARING_TAU_S)
+            -self.dt / fx.BEARING_TAU_S
+        )
         self._pump_values(pump, h, imbalance, cavitation, bearing)
         n_sensors = len(SENSORS[pump.spec.type])
         out = _noisy(pump.spec.type, pump.values, draw[:n_sensors])
@@ -506,8 +544,11 @@ class SimulatedPlant:
             if spec.type not in (FaultType.SENSOR_STUCK, FaultType.SENSOR_DRIFT):
                 continue
             assert spec.sensor is not None
-            live = t >= spec.at and spec.severity > 0 and (
-                spec.duration_s is None or t < spec.at + spec.duration_s)
+            live = (
+                t >= spec.at
+                and spec.severity > 0
+                and (spec.duration_s is None or t < spec.at + spec.duration_s)
+            )
             if not live:
                 f.stuck_value = None
                 continue
@@ -519,8 +560,9 @@ class SimulatedPlant:
                 readings[spec.sensor] = f.stuck_value
             else:
                 sd = _NOISE[self.spec.device(spec.device).type][spec.sensor]
-                readings[spec.sensor] += (spec.severity * (t - spec.at)
-                                          / fx.DRIFT_SECONDS_PER_SD * sd)
+                readings[spec.sensor] += (
+                    spec.severity * (t - spec.at) / fx.DRIFT_SECONDS_PER_SD * sd
+                )
 
 
 def _noisy(kind: str, true: dict[str, float], draw: Sequence[float]) -> dict[str, float]:
@@ -535,8 +577,9 @@ def _noisy(kind: str, true: dict[str, float], draw: Sequence[float]) -> dict[str
     return out
 
 
-def _number(device_id: str, command: str, params: dict[str, Any], name: str | None,
-            lo: float, hi: float) -> float:
+def _number(
+    device_id: str, command: str, params: dict[str, Any], name: str | None, lo: float, hi: float
+) -> float:
     expected = {name} if name else set()
     extra = sorted(set(params) - expected)
     if extra:
@@ -547,11 +590,13 @@ def _number(device_id: str, command: str, params: dict[str, Any], name: str | No
         raise ActuatorError(f"{command} on {device_id!r}: missing parameter {name!r}")
     value = params[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ActuatorError(f"{command} on {device_id!r}: parameter {name!r} must be a finite "
-                            f"number, got {value!r}")
+        raise ActuatorError(
+            f"{command} on {device_id!r}: parameter {name!r} must be a finite number, got {value!r}"
+        )
     if not lo <= value <= hi:
-        raise ActuatorError(f"{command} on {device_id!r}: parameter {name!r}={value} is "
-                            f"outside {lo:g}..{hi:g}")
+        raise ActuatorError(
+            f"{command} on {device_id!r}: parameter {name!r}={value} is outside {lo:g}..{hi:g}"
+        )
     return float(value)
 
 

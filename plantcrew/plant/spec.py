@@ -173,15 +173,17 @@ class PlantSpec(_Spec):
                     if target.role != role:
                         raise ValueError(f"{where}: valve {ref!r} has role {target.role!r}")
                     if ref in piped:
-                        raise ValueError(f"{where}: valve {ref!r} is already piped to pump "
-                                         f"{piped[ref]!r}")
+                        raise ValueError(
+                            f"{where}: valve {ref!r} is already piped to pump {piped[ref]!r}"
+                        )
                     piped[ref] = dev.id
                 if dev.tank is not None and not isinstance(by_id.get(dev.tank), TankSpec):
                     raise ValueError(f"devices.{i}.tank: {dev.tank!r} is not a tank of this plant")
             elif isinstance(dev, HeatExchangerSpec):
                 if dev.pump is None and len(pumps) != 1:
-                    raise ValueError(f"devices.{i}.pump: required when the plant has "
-                                     f"{len(pumps)} pumps")
+                    raise ValueError(
+                        f"devices.{i}.pump: required when the plant has {len(pumps)} pumps"
+                    )
                 if dev.pump is not None and not isinstance(by_id.get(dev.pump), PumpSpec):
                     raise ValueError(f"devices.{i}.pump: {dev.pump!r} is not a pump of this plant")
         return devices
@@ -191,11 +193,15 @@ class PlantSpec(_Spec):
         for i, dev in enumerate(self.devices):
             if isinstance(dev, PumpSpec):
                 if dev.motor.temperature_c <= self.ambient_temperature_c:
-                    raise ValueError(f"devices.{i}.motor.temperature_c: must exceed "
-                                     f"ambient_temperature_c {self.ambient_temperature_c}")
+                    raise ValueError(
+                        f"devices.{i}.motor.temperature_c: must exceed "
+                        f"ambient_temperature_c {self.ambient_temperature_c}"
+                    )
                 if dev.fluid_temperature_c < self.ambient_temperature_c:
-                    raise ValueError(f"devices.{i}.fluid_temperature_c: must not be below "
-                                     f"ambient_temperature_c {self.ambient_temperature_c}")
+                    raise ValueError(
+                        f"devices.{i}.fluid_temperature_c: must not be below "
+                        f"ambient_temperature_c {self.ambient_temperature_c}"
+                    )
         return self
 
     def device(self, device_id: str) -> DeviceSpec:
@@ -270,8 +276,9 @@ def check_faults(plant: PlantSpec, faults: Sequence[FaultSpec], *, path: str = "
         try:
             dev = plant.device(fault.device)
         except KeyError:
-            raise ConfigError(f"no device {fault.device!r} in the plant",
-                              field=f"{where}.device") from None
+            raise ConfigError(
+                f"no device {fault.device!r} in the plant", field=f"{where}.device"
+            ) from None
         if fault.type in SENSOR_FAULTS:
             names = [s.name for s in SENSORS[dev.type]]
             if fault.sensor not in names:
@@ -280,17 +287,25 @@ def check_faults(plant: PlantSpec, faults: Sequence[FaultSpec], *, path: str = "
                     field=f"{where}.sensor",
                 )
         elif fault.type in PUMP_FAULTS and not isinstance(dev, PumpSpec):
-            raise ConfigError(f"{fault.type.value} needs a centrifugal_pump, {dev.id!r} is a "
-                              f"{dev.type}", field=f"{where}.device")
+            raise ConfigError(
+                f"{fault.type.value} needs a centrifugal_pump, {dev.id!r} is a {dev.type}",
+                field=f"{where}.device",
+            )
         elif fault.type in VALVE_FAULTS:
             role = "inlet" if fault.type is FaultType.INLET_VALVE_CLOSURE else "outlet"
             if isinstance(dev, ValveSpec):
                 if dev.role != role or not _pump_of_valve(plant, dev.id):
-                    raise ConfigError(f"{fault.type.value} needs an {role} valve piped to a "
-                                      f"pump; {dev.id!r} is not", field=f"{where}.device")
+                    raise ConfigError(
+                        f"{fault.type.value} needs an {role} valve piped to a "
+                        f"pump; {dev.id!r} is not",
+                        field=f"{where}.device",
+                    )
             elif not isinstance(dev, PumpSpec):
-                raise ConfigError(f"{fault.type.value} strikes a pump or its {role} valve, "
-                                  f"{dev.id!r} is a {dev.type}", field=f"{where}.device")
+                raise ConfigError(
+                    f"{fault.type.value} strikes a pump or its {role} valve, "
+                    f"{dev.id!r} is a {dev.type}",
+                    field=f"{where}.device",
+                )
 
 
 def _pump_of_valve(plant: PlantSpec, valve_id: str) -> PumpSpec | None:
@@ -305,8 +320,11 @@ def fault_targets(plant: PlantSpec, fault: FaultSpec) -> tuple[str | None, str |
     dev = plant.device(fault.device)
     if fault.type in VALVE_FAULTS:
         if isinstance(dev, PumpSpec):
-            valve = dev.inlet_valve if fault.type is FaultType.INLET_VALVE_CLOSURE else (
-                dev.outlet_valve)
+            valve = (
+                dev.inlet_valve
+                if fault.type is FaultType.INLET_VALVE_CLOSURE
+                else (dev.outlet_valve)
+            )
             return dev.id, valve
         pump = _pump_of_valve(plant, dev.id)
         return (pump.id if pump else None), dev.id
@@ -320,8 +338,9 @@ def default_plant() -> PlantSpec:
     ``tank1``; rated 125 L/min at 1.0 bar, 2.5 A, 230 V (close to SKAB's testbed)."""
     return PlantSpec(
         devices=[
-            PumpSpec(id="pump1", inlet_valve="inlet_valve", outlet_valve="outlet_valve",
-                     tank="tank1"),
+            PumpSpec(
+                id="pump1", inlet_valve="inlet_valve", outlet_valve="outlet_valve", tank="tank1"
+            ),
             ValveSpec(id="inlet_valve", role="inlet"),
             ValveSpec(id="outlet_valve", role="outlet"),
             TankSpec(id="tank1"),

@@ -66,8 +66,7 @@ def error_form(text: str | None) -> str | None:
     if text is None or text.startswith(_KEPT):
         return text
     if "[tried " in text:
-        return "failed [tried " + _ATTEMPT.sub(r"\g<name>: failed",
-                                               text.rsplit("[tried ", 1)[1])
+        return "failed [tried " + _ATTEMPT.sub(r"\g<name>: failed", text.rsplit("[tried ", 1)[1])
     normal = _ATTEMPT.sub(r"\g<name>: failed", text)
     if normal != text or ": " not in text or _NAMED.search(text):
         return normal
@@ -165,8 +164,9 @@ class NormalMessage:
     body: dict[str, Any]
 
 
-def normalise_log(records: Iterable[LogRecord], run_id: str, *,
-                  by_role: bool = False) -> list[NormalMessage]:
+def normalise_log(
+    records: Iterable[LogRecord], run_id: str, *, by_role: bool = False
+) -> list[NormalMessage]:
     """The canonical form of each record of one run's conversation log, in log order.
 
     ``by_role``: senders are named by their role (:func:`role_of`), in ``source`` and inside
@@ -195,8 +195,9 @@ def normalise_log(records: Iterable[LogRecord], run_id: str, *,
             "cause": refs.get(str(cause), OUTSIDE) if cause else None,
             "payload": canon.value(body.get("payload") or {}),
         }
-        out.append(NormalMessage(i, r.seq, str(r.id), source, r.type, r.plant_time, nth, form,
-                                 body))
+        out.append(
+            NormalMessage(i, r.seq, str(r.id), source, r.type, r.plant_time, nth, form, body)
+        )
     return out
 
 

@@ -55,9 +55,11 @@ class Divergence:
     def headline(self) -> str:
         """Where it is and what kind of divergence, without the fields."""
         where = f"message #{self.seq}" if self.seq is not None else f"message {self.index}"
-        head = (f"{where} at plant time {fmt_plant_time(self.plant_time)} "
-                f"({self.plant_time:g} s), {self.agent}'s message {self.position + 1} "
-                f"({self.type})")
+        head = (
+            f"{where} at plant time {fmt_plant_time(self.plant_time)} "
+            f"({self.plant_time:g} s), {self.agent}'s message {self.position + 1} "
+            f"({self.type})"
+        )
         if self.kind == "missing":
             return f"{head}: not sent by the re-execution"
         if self.kind == "extra":
@@ -92,11 +94,12 @@ class Divergence:
 def _cut(a: str, b: str) -> tuple[str, str]:
     if len(a) <= SNIPPET * 2 and len(b) <= SNIPPET * 2:
         return a, b
-    i = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a),
-                                                                                  len(b)))
+    i = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     lo = max(0, i - SNIPPET // 2)
-    return (("…" if lo else "") + a[lo:i + SNIPPET] + ("…" if i + SNIPPET < len(a) else ""),
-            ("…" if lo else "") + b[lo:i + SNIPPET] + ("…" if i + SNIPPET < len(b) else ""))
+    return (
+        ("…" if lo else "") + a[lo : i + SNIPPET] + ("…" if i + SNIPPET < len(a) else ""),
+        ("…" if lo else "") + b[lo : i + SNIPPET] + ("…" if i + SNIPPET < len(b) else ""),
+    )
 
 
 def field_diffs(a: Any, b: Any, path: str = "", limit: int = MAX_FIELD_DIFFS) -> list[FieldDiff]:
@@ -112,8 +115,11 @@ def field_diffs(a: Any, b: Any, path: str = "", limit: int = MAX_FIELD_DIFFS) ->
             return
         if isinstance(x, list) and isinstance(y, list):
             for i in range(max(len(x), len(y))):
-                walk(x[i] if i < len(x) else "<absent>", y[i] if i < len(y) else "<absent>",
-                     f"{p}[{i}]")
+                walk(
+                    x[i] if i < len(x) else "<absent>",
+                    y[i] if i < len(y) else "<absent>",
+                    f"{p}[{i}]",
+                )
             return
         if isinstance(x, str) and isinstance(y, str):
             x, y = _cut(x, y)
@@ -123,8 +129,9 @@ def field_diffs(a: Any, b: Any, path: str = "", limit: int = MAX_FIELD_DIFFS) ->
     return out
 
 
-def compare_logs(original: list[NormalMessage], replayed: list[NormalMessage],
-                 until: float | None = None) -> list[Divergence]:
+def compare_logs(
+    original: list[NormalMessage], replayed: list[NormalMessage], until: float | None = None
+) -> list[Divergence]:
     """The first divergence of each agent, earliest first (see :class:`Divergence`)."""
     if until is not None:
         original = [m for m in original if m.plant_time <= until + 1e-9]
@@ -142,14 +149,32 @@ def compare_logs(original: list[NormalMessage], replayed: list[NormalMessage],
             if a is not None and b is not None and a.form == b.form:
                 continue
             if a is not None and b is not None:
-                found.append(Divergence(agent, "changed", i, a.seq, a.index, a.plant_time,
-                                        a.type, field_diffs(a.form, b.form), a.id, b.id))
+                found.append(
+                    Divergence(
+                        agent,
+                        "changed",
+                        i,
+                        a.seq,
+                        a.index,
+                        a.plant_time,
+                        a.type,
+                        field_diffs(a.form, b.form),
+                        a.id,
+                        b.id,
+                    )
+                )
             elif a is not None:
-                found.append(Divergence(agent, "missing", i, a.seq, a.index, a.plant_time,
-                                        a.type, [], a.id, None))
+                found.append(
+                    Divergence(
+                        agent, "missing", i, a.seq, a.index, a.plant_time, a.type, [], a.id, None
+                    )
+                )
             elif b is not None:
-                found.append(Divergence(agent, "extra", i, b.seq, b.index, b.plant_time,
-                                        b.type, [], None, b.id))
+                found.append(
+                    Divergence(
+                        agent, "extra", i, b.seq, b.index, b.plant_time, b.type, [], None, b.id
+                    )
+                )
             break
     found.sort(key=lambda d: (d.plant_time, d.index))
     return found
@@ -157,16 +182,26 @@ def compare_logs(original: list[NormalMessage], replayed: list[NormalMessage],
 
 def action_form(a: Action, canon: Canon) -> dict[str, Any]:
     """An action (with its actuator receipt) in canonical form."""
-    return canon.value({
-        "id": a.id, "device_id": a.device_id, "command": a.command,
-        "parameters": a.parameters, "hazard_class": a.hazard_class, "status": a.status,
-        "rule_ids": a.rule_ids, "reasons": a.reasons, "executed_at": a.executed_at,
-        "receipt": a.receipt, "approval_id": a.approval_id,
-    })
+    return canon.value(
+        {
+            "id": a.id,
+            "device_id": a.device_id,
+            "command": a.command,
+            "parameters": a.parameters,
+            "hazard_class": a.hazard_class,
+            "status": a.status,
+            "rule_ids": a.rule_ids,
+            "reasons": a.reasons,
+            "executed_at": a.executed_at,
+            "receipt": a.receipt,
+            "approval_id": a.approval_id,
+        }
+    )
 
 
-def compare_actions(original: list[Action], original_run: str, replayed: list[Action],
-                    replayed_run: str) -> list[str]:
+def compare_actions(
+    original: list[Action], original_run: str, replayed: list[Action], replayed_run: str
+) -> list[str]:
     """Differences between two runs' actions and receipts, one line each."""
     a_canon, b_canon = Canon(original_run), Canon(replayed_run)
     old = {f["id"]: f for f in (action_form(x, a_canon) for x in original)}
@@ -178,8 +213,9 @@ def compare_actions(original: list[Action], original_run: str, replayed: list[Ac
         elif key not in old:
             out.append(f"action {key}: taken by the re-execution only")
         elif old[key] != new[key]:
-            out.append(f"action {key}: " + "; ".join(
-                d.describe() for d in field_diffs(old[key], new[key])))
+            out.append(
+                f"action {key}: " + "; ".join(d.describe() for d in field_diffs(old[key], new[key]))
+            )
     return out
 
 

@@ -22,8 +22,12 @@ if TYPE_CHECKING:
     from plantcrew.replay.verify import VerifyReport
 
 SUMMARY_CHARS = 48
-OP_STYLE = {"same": ("=", "dim"), "changed": ("~", "yellow"), "removed": ("-", "red"),
-            "added": ("+", "green")}
+OP_STYLE = {
+    "same": ("=", "dim"),
+    "changed": ("~", "yellow"),
+    "removed": ("-", "red"),
+    "added": ("+", "green"),
+}
 
 
 def timeline_table(steps: Sequence[Step]) -> Table:
@@ -32,17 +36,27 @@ def timeline_table(steps: Sequence[Step]) -> Table:
     for col in ("#", "plant time", "from", "to", "type", "summary"):
         tbl.add_column(col, overflow="fold")
     for s in steps:
-        tbl.add_row(str(s.seq), fmt_plant_time(s.plant_time), Text(s.source), Text(s.receiver),
-                    Text(s.type), Text(s.summary))
+        tbl.add_row(
+            str(s.seq),
+            fmt_plant_time(s.plant_time),
+            Text(s.source),
+            Text(s.receiver),
+            Text(s.type),
+            Text(s.summary),
+        )
     return tbl
 
 
 def step_line(s: Step) -> Text:
     """One line of a followed run: plant time, sender → receiver, type, summary."""
     return Text.assemble(
-        (f"{fmt_plant_time(s.plant_time)} ", "dim"), (f"#{s.seq:<4} ", "dim"),
-        (f"{s.source:>14}", "cyan"), " → ", (f"{s.receiver:<12} ", "magenta"),
-        (f"{s.type:<18} ", "bold"), s.summary,
+        (f"{fmt_plant_time(s.plant_time)} ", "dim"),
+        (f"#{s.seq:<4} ", "dim"),
+        (f"{s.source:>14}", "cyan"),
+        " → ",
+        (f"{s.receiver:<12} ", "magenta"),
+        (f"{s.type:<18} ", "bold"),
+        s.summary,
     )
 
 
@@ -51,21 +65,30 @@ def verify_report(r: VerifyReport) -> RenderableType:
     rx = r.reexecution
     lines: list[RenderableType] = []
     head = Text.assemble(
-        ("verify ", "bold"), r.run_id, f": {r.compared} messages of {len(r.agents)} agents "
+        ("verify ", "bold"),
+        r.run_id,
+        f": {r.compared} messages of {len(r.agents)} agents "
         f"compared with a re-execution ({r.replayed} messages",
         f", cut at plant time {fmt_plant_time(rx.stop_at)}" if rx.stop_at is not None else "",
         f") in {r.wall_s:.1f} s",
     )
     lines.append(head)
-    lines.append(Text(
-        f"model calls: {rx.served} answered from the record, {rx.refused} failed as recorded, "
-        f"{rx.live} live (the playbook runs as code and is not counted)", style="dim"))
+    lines.append(
+        Text(
+            f"model calls: {rx.served} answered from the record, {rx.refused} failed as recorded, "
+            f"{rx.live} live (the playbook runs as code and is not counted)",
+            style="dim",
+        )
+    )
     if r.ok:
         lines.append(Text("no divergence: every agent sent the same messages", "green bold"))
     elif r.first is None and not r.action_differences:
-        lines.append(Text(
-            "every agent sent the same messages, but the model calls differ from the record:",
-            "red bold"))
+        lines.append(
+            Text(
+                "every agent sent the same messages, but the model calls differ from the record:",
+                "red bold",
+            )
+        )
     if r.first is not None:
         d = r.first
         lines.append(Text("first divergence: ", "red bold") + Text(d.headline()))
@@ -96,22 +119,30 @@ def fork_report(r: ForkReport) -> RenderableType:
     """What ``rerun`` prints."""
     rx = r.reexecution
     changes = r.changes.to_json()
-    what = ", ".join(
-        f"{k}={v}" for k, v in changes.items() if v) or "nothing (a plain re-run)"
+    what = ", ".join(f"{k}={v}" for k, v in changes.items() if v) or "nothing (a plain re-run)"
     lines: list[RenderableType] = [
-        Text.assemble(("fork ", "bold"), (r.run_id, "bold cyan"), f" of {r.parent_run_id} "
-                      f"from message #{r.fork_seq} ({r.fork_from_message_id})"),
+        Text.assemble(
+            ("fork ", "bold"),
+            (r.run_id, "bold cyan"),
+            f" of {r.parent_run_id} from message #{r.fork_seq} ({r.fork_from_message_id})",
+        ),
         Text(f"changed: {what}"),
-        Text(f"model calls: {rx.served} answered from the record (before the fork), "
-             f"{rx.live} live; scenario expectations "
-             f"{'passed' if rx.passed else 'failed'}; {rx.wall_s:.1f} s", style="dim"),
+        Text(
+            f"model calls: {rx.served} answered from the record (before the fork), "
+            f"{rx.live} live; scenario expectations "
+            f"{'passed' if rx.passed else 'failed'}; {rx.wall_s:.1f} s",
+            style="dim",
+        ),
     ]
     if r.prefix is None:
-        lines.append(Text(f"the {r.prefix_messages} messages before the fork are as recorded",
-                          "green"))
+        lines.append(
+            Text(f"the {r.prefix_messages} messages before the fork are as recorded", "green")
+        )
     else:
-        lines.append(Text("before the fork the re-run already differs: ", "yellow bold")
-                     + Text(r.prefix.describe()))
+        lines.append(
+            Text("before the fork the re-run already differs: ", "yellow bold")
+            + Text(r.prefix.describe())
+        )
     lines.append(Text(f"compare: plantcrew diff {r.parent_run_id} {r.run_id}", "dim"))
     return Group(*lines)
 
@@ -120,18 +151,31 @@ def diff_report(d: RunDiff, *, changes_only: bool = False) -> RenderableType:
     """What ``diff`` prints: highlights, the aligned timelines, then each changed message's
     differing fields."""
     a, b = d.a.run.id, d.b.run.id
-    parts: list[RenderableType] = [Text.assemble(("diff ", "bold"), f"A={a}  B={b}  ",
-                                                 (d.relation, "dim"))]
+    parts: list[RenderableType] = [
+        Text.assemble(("diff ", "bold"), f"A={a}  B={b}  ", (d.relation, "dim"))
+    ]
     hl = Table("about", "what", "A", "B", title="highlights", title_justify="left")
     for h in d.highlights:
         if changes_only and (not h.differs or h.volatile):
             continue
         style = "yellow" if h.differs and not h.volatile else "dim"
-        hl.add_row(Text(h.subject, style), Text(f"{h.category}: {h.name}", style),
-                   Text(h.a, style), Text(h.b, style))
+        hl.add_row(
+            Text(h.subject, style),
+            Text(f"{h.category}: {h.name}", style),
+            Text(h.a, style),
+            Text(h.b, style),
+        )
     parts.append(hl)
-    tl = Table("", "A/B #", "plant time", "from", "type", "summary",
-               title="aligned timelines", title_justify="left")
+    tl = Table(
+        "",
+        "A/B #",
+        "plant time",
+        "from",
+        "type",
+        "summary",
+        title="aligned timelines",
+        title_justify="left",
+    )
     details: list[RenderableType] = []
     for row in d.rows:
         if changes_only and row.op == "same":
@@ -146,21 +190,31 @@ def diff_report(d: RunDiff, *, changes_only: bool = False) -> RenderableType:
         a_seq, b_seq = (str(row.a.seq) if row.a else ""), (str(row.b.seq) if row.b else "")
         summary = (row.b or step).summary
         if len(summary) > SUMMARY_CHARS:
-            summary = summary[:SUMMARY_CHARS - 1] + "…"
-        tl.add_row(Text(mark, style), f"{a_seq or '-'}/{b_seq or '-'}", times, Text(step.source),
-                   Text(step.type), Text(summary, style))
+            summary = summary[: SUMMARY_CHARS - 1] + "…"
+        tl.add_row(
+            Text(mark, style),
+            f"{a_seq or '-'}/{b_seq or '-'}",
+            times,
+            Text(step.source),
+            Text(step.type),
+            Text(summary, style),
+        )
         if row.op == "changed":
-            details.append(Text(f"~ {group} A #{a_seq} / B #{b_seq} {step.type} "
-                                f"({step.source})", "yellow"))
-            details.extend(Text(f"    {f.path}: {_show(f.original)} → {_show(f.replayed)}")
-                           for f in row.differences)
+            details.append(
+                Text(f"~ {group} A #{a_seq} / B #{b_seq} {step.type} ({step.source})", "yellow")
+            )
+            details.extend(
+                Text(f"    {f.path}: {_show(f.original)} → {_show(f.replayed)}")
+                for f in row.differences
+            )
     parts.append(tl)
     if details:
         parts.append(Text("changed messages", "bold"))
         parts.extend(details)
     counts = {op: sum(1 for r in d.rows if r.op == op) for op in OP_STYLE}
-    parts.append(Text(", ".join(f"{n} {op}" for op, n in counts.items()),
-                      "green" if d.same else "yellow"))
+    parts.append(
+        Text(", ".join(f"{n} {op}" for op, n in counts.items()), "green" if d.same else "yellow")
+    )
     return Group(*parts)
 
 

@@ -50,8 +50,7 @@ def summarize(body: dict[str, Any]) -> str:
         return f"root cause {g('root_cause')} ({conf:.2f}) {g('summary') or ''}".rstrip()
     if kind == "action.proposed":
         return (
-            f"{g('command')} {g('device_id')} {g('parameters') or {}} "
-            f"(class {g('hazard_class')})"
+            f"{g('command')} {g('device_id')} {g('parameters') or {}} (class {g('hazard_class')})"
         )
     if kind == "safety.decided":
         text = f"{g('verdict')} class {g('hazard_class')}: {'; '.join(g('reasons') or [])}"

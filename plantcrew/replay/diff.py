@@ -48,13 +48,23 @@ class AlignedRow:
         def side(s: Step | None) -> dict[str, Any] | None:
             if s is None:
                 return None
-            return {"seq": s.seq, "id": s.id, "plant_time": s.plant_time, "source": s.source,
-                    "type": s.type, "summary": s.summary}
+            return {
+                "seq": s.seq,
+                "id": s.id,
+                "plant_time": s.plant_time,
+                "source": s.source,
+                "type": s.type,
+                "summary": s.summary,
+            }
 
         return {
-            "group": self.group, "op": self.op, "a": side(self.a), "b": side(self.b),
-            "differences": [{"path": d.path, "a": d.original, "b": d.replayed}
-                            for d in self.differences],
+            "group": self.group,
+            "op": self.op,
+            "a": side(self.a),
+            "b": side(self.b),
+            "differences": [
+                {"path": d.path, "a": d.original, "b": d.replayed} for d in self.differences
+            ],
         }
 
 
@@ -77,8 +87,15 @@ class Highlight:
         return self.a != self.b
 
     def to_json(self) -> dict[str, Any]:
-        return {"category": self.category, "subject": self.subject, "name": self.name,
-                "a": self.a, "b": self.b, "differs": self.differs, "volatile": self.volatile}
+        return {
+            "category": self.category,
+            "subject": self.subject,
+            "name": self.name,
+            "a": self.a,
+            "b": self.b,
+            "differs": self.differs,
+            "volatile": self.volatile,
+        }
 
 
 @dataclass
@@ -97,7 +114,8 @@ class RunDiff:
     @property
     def same(self) -> bool:
         return not self.changed_rows and not any(
-            h.differs for h in self.highlights if not h.volatile)
+            h.differs for h in self.highlights if not h.volatile
+        )
 
     @property
     def relation(self) -> str:
@@ -117,15 +135,16 @@ class RunDiff:
             "b": self.b.run.id,
             "relation": self.relation,
             "same": self.same,
-            "counts": {op: sum(1 for r in self.rows if r.op == op)
-                       for op in ("same", "changed", "removed", "added")},
+            "counts": {
+                op: sum(1 for r in self.rows if r.op == op)
+                for op in ("same", "changed", "removed", "added")
+            },
             "highlights": [h.to_json() for h in self.highlights],
             "rows": [r.to_json() for r in self.rows],
         }
 
 
-def _groups(t: Timeline, forms: list[NormalMessage]) -> dict[str, list[tuple[Step,
-                                                                             NormalMessage]]]:
+def _groups(t: Timeline, forms: list[NormalMessage]) -> dict[str, list[tuple[Step, NormalMessage]]]:
     canon = Canon(t.run.id)
     out: dict[str, list[tuple[Step, NormalMessage]]] = {}
     for step, form in zip(t.steps, forms, strict=True):
@@ -138,8 +157,9 @@ def _compared(form: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in form.items() if k not in IGNORED}
 
 
-def _align(label: str, xs: list[tuple[Step, NormalMessage]],
-           ys: list[tuple[Step, NormalMessage]]) -> list[AlignedRow]:
+def _align(
+    label: str, xs: list[tuple[Step, NormalMessage]], ys: list[tuple[Step, NormalMessage]]
+) -> list[AlignedRow]:
     ta = [(n.source, s.type) for s, n in xs]
     tb = [(n.source, s.type) for s, n in ys]
     rows: list[AlignedRow] = []
@@ -171,12 +191,22 @@ def _fmt_time(v: float | None) -> str:
 def _usage_highlights(subject: str, ua: Usage, ub: Usage) -> list[Highlight]:
     return [
         Highlight("tokens", subject, "model calls", str(ua.calls), str(ub.calls)),
-        Highlight("tokens", subject, "tokens (prompt+completion)",
-                  f"{ua.tokens} ({ua.prompt_tokens}+{ua.completion_tokens})",
-                  f"{ub.tokens} ({ub.prompt_tokens}+{ub.completion_tokens})"),
+        Highlight(
+            "tokens",
+            subject,
+            "tokens (prompt+completion)",
+            f"{ua.tokens} ({ua.prompt_tokens}+{ua.completion_tokens})",
+            f"{ub.tokens} ({ub.prompt_tokens}+{ub.completion_tokens})",
+        ),
         Highlight("cost", subject, "cost (USD)", f"{ua.cost_usd:.6f}", f"{ub.cost_usd:.6f}"),
-        Highlight("timing", subject, "model latency (ms)", f"{ua.latency_ms:.1f}",
-                  f"{ub.latency_ms:.1f}", volatile=True),
+        Highlight(
+            "timing",
+            subject,
+            "model latency (ms)",
+            f"{ua.latency_ms:.1f}",
+            f"{ub.latency_ms:.1f}",
+            volatile=True,
+        ),
     ]
 
 
@@ -196,28 +226,51 @@ def _incident_facts(t: Timeline, incident_id: str | None) -> dict[str, tuple[str
         "opened at": ("timing", _fmt_time(inc.opened_at)),
         "resolved at": ("timing", _fmt_time(inc.resolved_at)),
         "closed at": ("timing", _fmt_time(inc.closed_at)),
-        "time to resolve": ("timing", _fmt_time(
-            None if inc.resolved_at is None else inc.resolved_at - inc.detected_at)),
+        "time to resolve": (
+            "timing",
+            _fmt_time(None if inc.resolved_at is None else inc.resolved_at - inc.detected_at),
+        ),
     }
     proposals = [s.summary for s in steps if s.type == "action.proposed"]
     verdicts = [
         f"{s.payload.get('verdict')} class {s.payload.get('hazard_class')} "
-        f"{s.payload.get('rule_ids')}" for s in steps if s.type == "safety.decided"
+        f"{s.payload.get('rule_ids')}"
+        for s in steps
+        if s.type == "safety.decided"
     ]
     facts["proposals"] = ("decision", "; ".join(proposals) or "-")
     facts["safety verdicts"] = ("decision", "; ".join(verdicts) or "-")
     actions = [a for a in t.actions if a.incident_id == incident_id]
-    facts["actions"] = ("action", "; ".join(
-        f"{a.command} {a.device_id} {a.parameters} [{a.status}]"
-        + (f" at {a.executed_at:g} s" if a.executed_at is not None else "") for a in actions)
-        or "-")
+    facts["actions"] = (
+        "action",
+        "; ".join(
+            f"{a.command} {a.device_id} {a.parameters} [{a.status}]"
+            + (f" at {a.executed_at:g} s" if a.executed_at is not None else "")
+            for a in actions
+        )
+        or "-",
+    )
     approvals = [p for p in t.approvals if p.incident_id == incident_id]
-    facts["approvals"] = ("approval", "; ".join(
-        f"{canon.text(p.id)} {p.status}" + (" by " + ", ".join(
-            d["approver"] for d in p.decisions if d.get("approved")) if any(
-            d.get("approved") for d in p.decisions) else "") for p in approvals) or "-")
-    models = sorted({f"{s.source}: {c.get('model_group')}/{c.get('deployment')}"
-                     for s in steps for c in s.model_calls})
+    facts["approvals"] = (
+        "approval",
+        "; ".join(
+            f"{canon.text(p.id)} {p.status}"
+            + (
+                " by " + ", ".join(d["approver"] for d in p.decisions if d.get("approved"))
+                if any(d.get("approved") for d in p.decisions)
+                else ""
+            )
+            for p in approvals
+        )
+        or "-",
+    )
+    models = sorted(
+        {
+            f"{s.source}: {c.get('model_group')}/{c.get('deployment')}"
+            for s in steps
+            for c in s.model_calls
+        }
+    )
     facts["models"] = ("model", "; ".join(models) or "-")
     return facts
 
@@ -238,12 +291,21 @@ def _highlights(a: Timeline, b: Timeline) -> list[Highlight]:
         subject = label.replace("inc-<run>-", "incident ")
         for name in list(fa) + [n for n in fb if n not in fa]:
             cat = (fa.get(name) or fb[name])[0]
-            out.append(Highlight(cat, subject, name, fa.get(name, (cat, "(absent)"))[1],
-                                 fb.get(name, (cat, "(absent)"))[1]))
-        ua = Usage.of(c for s in a.steps if s.incident_id == ids_a.get(label)
-                      for c in s.model_calls)
-        ub = Usage.of(c for s in b.steps if s.incident_id == ids_b.get(label)
-                      for c in s.model_calls)
+            out.append(
+                Highlight(
+                    cat,
+                    subject,
+                    name,
+                    fa.get(name, (cat, "(absent)"))[1],
+                    fb.get(name, (cat, "(absent)"))[1],
+                )
+            )
+        ua = Usage.of(
+            c for s in a.steps if s.incident_id == ids_a.get(label) for c in s.model_calls
+        )
+        ub = Usage.of(
+            c for s in b.steps if s.incident_id == ids_b.get(label) for c in s.model_calls
+        )
         out.extend(_usage_highlights(subject, ua, ub))
     return out
 

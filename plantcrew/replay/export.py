@@ -49,21 +49,46 @@ def to_jsonl(t: Timeline, steps: Sequence[Step] | None = None) -> Iterator[str]:
     chosen = list(t.steps if steps is None else steps)
     yield _dump({"record": "run", **_row(t.run)})
     for s in chosen:
-        yield _dump({"record": "message", "seq": s.seq, "plant_time": s.plant_time,
-                     "incident_id": s.incident_id, "message": s.body})
+        yield _dump(
+            {
+                "record": "message",
+                "seq": s.seq,
+                "plant_time": s.plant_time,
+                "incident_id": s.incident_id,
+                "message": s.body,
+            }
+        )
     for s in chosen:
         for c in s.model_calls:
             yield _dump({"record": "model_call", "message_id": s.id, **c})
-    for kind, rows in (("incident", t.incidents), ("action", t.actions),
-                       ("approval", t.approvals), ("audit", t.audit)):
+    for kind, rows in (
+        ("incident", t.incidents),
+        ("action", t.actions),
+        ("approval", t.approvals),
+        ("audit", t.audit),
+    ):
         for r in rows:
             yield _dump({"record": kind, **_row(r)})
 
 
 def _call_json(c: dict[str, Any]) -> dict[str, Any]:
-    keep = ("agent", "model_group", "deployment", "model", "prompt_tokens", "completion_tokens",
-            "latency_ms", "cost_usd", "fallback", "degraded_reason", "repaired", "ok", "error",
-            "prompt", "response")
+    keep = (
+        "agent",
+        "model_group",
+        "deployment",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "cost_usd",
+        "fallback",
+        "degraded_reason",
+        "repaired",
+        "ok",
+        "error",
+        "prompt",
+        "response",
+    )
     return {k: c.get(k) for k in keep}
 
 
@@ -75,38 +100,61 @@ def report_data(t: Timeline, steps: Sequence[Step] | None = None) -> dict[str, A
         if s.incident_id:
             first.setdefault(s.incident_id, s.seq)
     usage = t.usage
-    return json.loads(_dump({
-        "run": {
-            "id": t.run.id, "scenario": t.run.scenario, "seed": t.run.seed,
-            "status": t.run.status, "plant_time": t.run.plant_time,
-            "parent_run_id": t.run.parent_run_id,
-            "fork_from_message_id": t.run.fork_from_message_id,
-            "started_at": t.run.started_at, "finished_at": t.run.finished_at,
-        },
-        "usage": usage.to_json(),
-        "usage_by_agent": {k: v.to_json() for k, v in t.usage_by_agent().items()},
-        "agents": t.agents,
-        "incidents": [
-            {"id": i.id, "device_id": i.device_id, "status": i.status, "outcome": i.outcome,
-             "root_cause": i.root_cause, "confidence": i.confidence,
-             "detected_at": i.detected_at, "resolved_at": i.resolved_at,
-             "escalation_reason": i.escalation_reason, "first_seq": first.get(i.id)}
-            for i in t.incidents
-        ],
-        "steps": [
+    return json.loads(
+        _dump(
             {
-                "seq": s.seq, "id": s.id, "t": s.plant_time, "time": s.time,
-                "source": s.source, "receiver": s.receiver, "subject": s.subject,
-                "type": s.type, "incident": s.incident_id, "cause": s.causation_id,
-                "summary": s.summary,
-                "payload": {k: v for k, v in s.payload.items() if k != "model_calls"},
-                "model_calls": [_call_json(c) for c in s.model_calls],
-                "actions": [_row(a) for a in t.actions_of(s)],
-                "approvals": [_row(a) for a in t.approvals_of(s)],
+                "run": {
+                    "id": t.run.id,
+                    "scenario": t.run.scenario,
+                    "seed": t.run.seed,
+                    "status": t.run.status,
+                    "plant_time": t.run.plant_time,
+                    "parent_run_id": t.run.parent_run_id,
+                    "fork_from_message_id": t.run.fork_from_message_id,
+                    "started_at": t.run.started_at,
+                    "finished_at": t.run.finished_at,
+                },
+                "usage": usage.to_json(),
+                "usage_by_agent": {k: v.to_json() for k, v in t.usage_by_agent().items()},
+                "agents": t.agents,
+                "incidents": [
+                    {
+                        "id": i.id,
+                        "device_id": i.device_id,
+                        "status": i.status,
+                        "outcome": i.outcome,
+                        "root_cause": i.root_cause,
+                        "confidence": i.confidence,
+                        "detected_at": i.detected_at,
+                        "resolved_at": i.resolved_at,
+                        "escalation_reason": i.escalation_reason,
+                        "first_seq": first.get(i.id),
+                    }
+                    for i in t.incidents
+                ],
+                "steps": [
+                    {
+                        "seq": s.seq,
+                        "id": s.id,
+                        "t": s.plant_time,
+                        "time": s.time,
+                        "source": s.source,
+                        "receiver": s.receiver,
+                        "subject": s.subject,
+                        "type": s.type,
+                        "incident": s.incident_id,
+                        "cause": s.causation_id,
+                        "summary": s.summary,
+                        "payload": {k: v for k, v in s.payload.items() if k != "model_calls"},
+                        "model_calls": [_call_json(c) for c in s.model_calls],
+                        "actions": [_row(a) for a in t.actions_of(s)],
+                        "approvals": [_row(a) for a in t.approvals_of(s)],
+                    }
+                    for s in chosen
+                ],
             }
-            for s in chosen
-        ],
-    }))
+        )
+    )
 
 
 def to_html(t: Timeline, steps: Sequence[Step] | None = None) -> str:
@@ -119,8 +167,9 @@ def to_html(t: Timeline, steps: Sequence[Step] | None = None) -> str:
 
 
 def _escape(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;"))
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
 
 
 __all__ = ["report_data", "run_json", "to_html", "to_jsonl"]

@@ -169,7 +169,7 @@ class ReplaySession:
         """Recorded calls no new call was matched with (strict mode: a divergence)."""
         out = []
         for key, answers in self.answers.items():
-            out.extend(answers[self._cursor.get(key, 0):])
+            out.extend(answers[self._cursor.get(key, 0) :])
         return out
 
     def _take(self, tag: str | None, caller: Caller | None) -> object:
@@ -193,8 +193,9 @@ class ReplaySession:
             self._assigned[tag] = chosen
         return chosen
 
-    def decide(self, tag: str | None, deployment: str, group: str,
-               caller: Caller | None) -> RecordedAnswer | str:
+    def decide(
+        self, tag: str | None, deployment: str, group: str, caller: Caller | None
+    ) -> RecordedAnswer | str:
         """The recorded answer to give, ``"live"``, or the reason to fail this attempt."""
         chosen = self._take(tag, caller)
         if chosen is _LIVE:
@@ -211,8 +212,9 @@ class ReplaySession:
             return chosen  # fork with another model group: serve the answer here
         return f"the record says {chosen.deployment} answered"
 
-    def system_prompt(self, caller: Caller | None,
-                      messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def system_prompt(
+        self, caller: Caller | None, messages: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """``messages`` with the caller's role prompt replaced (live fork calls only)."""
         text = self.prompts.get(caller.role) if caller is not None else None
         if text is None or not messages or messages[0].get("role") != "system":
@@ -263,7 +265,8 @@ def _swap_playbook(*, install: bool) -> None:
         _saved_playbook.clear()
     rest = [i for i in entries if i["provider"] != PLAYBOOK_PROVIDER]
     litellm.custom_provider_map = rest + (
-        [{"provider": PLAYBOOK_PROVIDER, "custom_handler": handler}] if handler else [])
+        [{"provider": PLAYBOOK_PROVIDER, "custom_handler": handler}] if handler else []
+    )
 
 
 def _session_of(api_base: str | None) -> ReplaySession:
@@ -284,8 +287,13 @@ def _where(kwargs: dict[str, Any]) -> tuple[str | None, str, str]:
     return meta.get("plantcrew_call"), deployment, str(meta.get("model_group") or "")
 
 
-async def _answer(model: str, messages: list[dict[str, Any]], api_base: str | None,
-                  model_response: ModelResponse, kwargs: dict[str, Any]) -> ModelResponse:
+async def _answer(
+    model: str,
+    messages: list[dict[str, Any]],
+    api_base: str | None,
+    model_response: ModelResponse,
+    kwargs: dict[str, Any],
+) -> ModelResponse:
     """Answer one call routed to a session (see module doc)."""
     session = _session_of(api_base)
     tag, deployment, group = _where(kwargs)
@@ -298,28 +306,38 @@ async def _answer(model: str, messages: list[dict[str, Any]], api_base: str | No
         raise CustomLLMError(status_code=503, message=f"recorded: {decision}")
     session.tally.served += 1
     info = decision.info
-    model_response.choices[0].message.content = session.translate(
-        str(info.get("response") or ""))
+    model_response.choices[0].message.content = session.translate(str(info.get("response") or ""))
     model_response.choices[0].finish_reason = "stop"
     model_response.model = str(info.get("model") or model).removeprefix(RECORDED_PREFIX)
     model_response.created = int(time.time())
     prompt_tokens = int(info.get("prompt_tokens") or 0)
     completion_tokens = int(info.get("completion_tokens") or 0)
-    setattr(model_response, "usage", Usage(  # noqa: B010  (not declared on the class)
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens))
+    usage = Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )
+    setattr(model_response, "usage", usage)  # noqa: B010  (not declared on the class)
     return model_response
 
 
-async def _live(session: ReplaySession, deployment: str, caller: Caller | None,
-                messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> ModelResponse:
+async def _live(
+    session: ReplaySession,
+    deployment: str,
+    caller: Caller | None,
+    messages: list[dict[str, Any]],
+    kwargs: dict[str, Any],
+) -> ModelResponse:
     up = session.upstream.get(deployment)
     if up is None:
         session.tally.refused += 1
         raise CustomLLMError(status_code=503, message=f"recorded: {deployment} has no live model")
     session.tally.live += 1
-    optional = {k: v for k, v in (kwargs.get("optional_params") or {}).items()
-                if k not in ("stream", "stream_options", "max_retries")}
+    optional = {
+        k: v
+        for k, v in (kwargs.get("optional_params") or {}).items()
+        if k not in ("stream", "stream_options", "max_retries")
+    }
     call: dict[str, Any] = {**up.extra, **optional}
     if up.api_base:
         call["api_base"] = up.api_base
@@ -337,7 +355,11 @@ async def _stream_of(response: ModelResponse) -> AsyncIterator[GenericStreamingC
     text = response.choices[0].message.content or ""
     usage = getattr(response, "usage", None)
     yield GenericStreamingChunk(
-        text=text, is_finished=True, finish_reason="stop", index=0, tool_use=None,
+        text=text,
+        is_finished=True,
+        finish_reason="stop",
+        index=0,
+        tool_use=None,
         usage={
             "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
             "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
@@ -350,14 +372,26 @@ class RecordedLLM(CustomLLM):
     """litellm ``CustomLLM`` serving ``recorded/<model>`` from replay sessions."""
 
     async def acompletion(
-        self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-        model_response: ModelResponse, *args: Any, **kwargs: Any,
+        self,
+        model: str,
+        messages: list,
+        api_base: str,
+        custom_prompt_dict: dict,
+        model_response: ModelResponse,
+        *args: Any,
+        **kwargs: Any,
     ) -> ModelResponse:
         return await _answer(model, messages, api_base, model_response, kwargs)
 
     async def astreaming(  # type: ignore[override]
-        self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-        model_response: ModelResponse, *args: Any, **kwargs: Any,
+        self,
+        model: str,
+        messages: list,
+        api_base: str,
+        custom_prompt_dict: dict,
+        model_response: ModelResponse,
+        *args: Any,
+        **kwargs: Any,
     ) -> AsyncIterator[GenericStreamingChunk]:
         response = await _answer(model, messages, api_base, model_response, kwargs)
         async for chunk in _stream_of(response):
@@ -372,25 +406,39 @@ class RecordedPlaybookLLM(PlaybookLLM):
     playbook calls: no cost, degraded when hosted deployments failed)."""
 
     async def acompletion(
-        self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-        model_response: ModelResponse, *args: Any, **kwargs: Any,
+        self,
+        model: str,
+        messages: list,
+        api_base: str,
+        custom_prompt_dict: dict,
+        model_response: ModelResponse,
+        *args: Any,
+        **kwargs: Any,
     ) -> ModelResponse:
         if (api_base or "").startswith(SCHEME):
             return await _answer(model, messages, api_base, model_response, kwargs)
-        return await super().acompletion(model, messages, api_base, custom_prompt_dict,
-                                          model_response, *args, **kwargs)
+        return await super().acompletion(
+            model, messages, api_base, custom_prompt_dict, model_response, *args, **kwargs
+        )
 
     async def astreaming(  # type: ignore[override]
-        self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-        model_response: ModelResponse, *args: Any, **kwargs: Any,
+        self,
+        model: str,
+        messages: list,
+        api_base: str,
+        custom_prompt_dict: dict,
+        model_response: ModelResponse,
+        *args: Any,
+        **kwargs: Any,
     ) -> AsyncIterator[GenericStreamingChunk]:
         if (api_base or "").startswith(SCHEME):
             response = await _answer(model, messages, api_base, model_response, kwargs)
             async for chunk in _stream_of(response):
                 yield chunk
             return
-        async for chunk in super().astreaming(model, messages, api_base, custom_prompt_dict,
-                                              model_response, *args, **kwargs):
+        async for chunk in super().astreaming(
+            model, messages, api_base, custom_prompt_dict, model_response, *args, **kwargs
+        ):
             yield chunk
 
 
@@ -414,8 +462,9 @@ def register_recorded_provider() -> RecordedLLM:
         return _provider
 
 
-def answers_of(records: list[tuple[int, str, dict[str, Any]]],
-               run_id: str) -> dict[str, list[RecordedAnswer]]:
+def answers_of(
+    records: list[tuple[int, str, dict[str, Any]]], run_id: str
+) -> dict[str, list[RecordedAnswer]]:
     """Recorded model calls by canonical task id, from ``(seq, source, body)`` log rows.
 
     Calls are read from each result message's ``payload.model_calls`` (the store's
@@ -431,8 +480,11 @@ def answers_of(records: list[tuple[int, str, dict[str, Any]]],
         key = canon.text(task_id)
         bucket = out.setdefault(key, [])
         for c in calls:
-            bucket.append(RecordedAnswer(key, len(bucket), source, seq, str(body.get("type")),
-                                         json.loads(json.dumps(c))))
+            bucket.append(
+                RecordedAnswer(
+                    key, len(bucket), source, seq, str(body.get("type")), json.loads(json.dumps(c))
+                )
+            )
     return out
 
 

@@ -125,8 +125,9 @@ def _calls_by_message(rows: Sequence[ModelCall]) -> dict[str, list[dict[str, Any
     return out
 
 
-def step_of(index: int, r: MessageRecord, incidents: set[str],
-            calls: dict[str, list[dict[str, Any]]]) -> Step:
+def step_of(
+    index: int, r: MessageRecord, incidents: set[str], calls: dict[str, list[dict[str, Any]]]
+) -> Step:
     """A :class:`Step` of a log row (``calls``: model calls by message id)."""
     body = json.loads(r.body)
     corr = r.correlation_id
@@ -198,7 +199,8 @@ class Timeline:
         if exact:
             return exact[0]
         found = [
-            i for i in self.incidents
+            i
+            for i in self.incidents
             if i.id.startswith(incident_id) or i.id.endswith(f"-{incident_id}")
         ]
         if len(found) != 1:
@@ -256,9 +258,10 @@ class Timeline:
         """The approvals a step is about (its payload's ``approval_id`` or ``action_id``)."""
         p = step.payload
         return [
-            a for a in self.approvals
-            if a.id == p.get("approval_id") or (p.get("action_id") and a.action_id == p.get(
-                "action_id"))
+            a
+            for a in self.approvals
+            if a.id == p.get("approval_id")
+            or (p.get("action_id") and a.action_id == p.get("action_id"))
         ]
 
 
@@ -290,12 +293,16 @@ def load_timeline(store: Store, run_id: str) -> Timeline:
             )
         )
         calls = list(
-            s.exec(select(ModelCall).where(col(ModelCall.run_id) == run_id)
-                   .order_by(col(ModelCall.id)))
+            s.exec(
+                select(ModelCall).where(col(ModelCall.run_id) == run_id).order_by(col(ModelCall.id))
+            )
         )
         audit = list(
-            s.exec(select(AuditEntry).where(col(AuditEntry.run_id) == run_id)
-                   .order_by(col(AuditEntry.seq)))
+            s.exec(
+                select(AuditEntry)
+                .where(col(AuditEntry.run_id) == run_id)
+                .order_by(col(AuditEntry.seq))
+            )
         )
     incidents = store.incidents(run_id)
     ids = {i.id for i in incidents}

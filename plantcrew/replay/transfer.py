@@ -46,20 +46,36 @@ def transfer_run(source: Store, target: Store, run_id: str, **run_fields: Any) -
     with source.tx() as s:
         incidents = list(s.exec(select(Incident).where(col(Incident.run_id) == run_id)))
         inc_ids = [i.id for i in incidents]
-        messages = list(s.exec(select(MessageRecord).where(col(MessageRecord.run_id) == run_id)
-                               .order_by(col(MessageRecord.seq))))
+        messages = list(
+            s.exec(
+                select(MessageRecord)
+                .where(col(MessageRecord.run_id) == run_id)
+                .order_by(col(MessageRecord.seq))
+            )
+        )
         tasks = list(s.exec(select(TaskRecord).where(col(TaskRecord.incident_id).in_(inc_ids))))
         actions = list(s.exec(select(Action).where(col(Action.run_id) == run_id)))
         approvals = list(s.exec(select(Approval).where(col(Approval.run_id) == run_id)))
-        votes = list(s.exec(select(ApprovalVote).where(
-            col(ApprovalVote.approval_id).in_([a.id for a in approvals]))
-            .order_by(col(ApprovalVote.seq))))
-        calls = list(s.exec(select(ModelCall).where(col(ModelCall.run_id) == run_id)
-                            .order_by(col(ModelCall.id))))
-        dead = list(s.exec(select(DeadLetterRecord).where(
-            col(DeadLetterRecord.run_id) == run_id)))
-        entries = list(s.exec(select(AuditEntry).where(col(AuditEntry.run_id) == run_id)
-                              .order_by(col(AuditEntry.seq))))
+        votes = list(
+            s.exec(
+                select(ApprovalVote)
+                .where(col(ApprovalVote.approval_id).in_([a.id for a in approvals]))
+                .order_by(col(ApprovalVote.seq))
+            )
+        )
+        calls = list(
+            s.exec(
+                select(ModelCall).where(col(ModelCall.run_id) == run_id).order_by(col(ModelCall.id))
+            )
+        )
+        dead = list(s.exec(select(DeadLetterRecord).where(col(DeadLetterRecord.run_id) == run_id)))
+        entries = list(
+            s.exec(
+                select(AuditEntry)
+                .where(col(AuditEntry.run_id) == run_id)
+                .order_by(col(AuditEntry.seq))
+            )
+        )
     new_run = Run(**{**run.model_dump(), **run_fields})
     with target.tx() as t:
         t.add(new_run)
@@ -72,8 +88,15 @@ def transfer_run(source: Store, target: Store, run_id: str, **run_fields: Any) -
         add_model_calls(t, [_fresh(c, drop="id") for c in calls])
         t.flush()
         for e in entries:
-            audit_log.append(t, time=e.time, actor=e.actor, kind=e.kind, data=dict(e.data),
-                             run_id=e.run_id, incident_id=e.incident_id)
+            audit_log.append(
+                t,
+                time=e.time,
+                actor=e.actor,
+                kind=e.kind,
+                data=dict(e.data),
+                run_id=e.run_id,
+                incident_id=e.incident_id,
+            )
     return new_run
 
 

@@ -48,8 +48,11 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not self.divergences and not self.action_differences and not (
-            self.reexecution.unrecorded or self.reexecution.unused)
+        return (
+            not self.divergences
+            and not self.action_differences
+            and not (self.reexecution.unrecorded or self.reexecution.unused)
+        )
 
     def to_json(self) -> dict[str, Any]:
         r = self.reexecution
@@ -62,9 +65,13 @@ class VerifyReport:
             "messages_compared": self.compared,
             "messages_replayed": self.replayed,
             "agents": self.agents,
-            "model_calls": {"served_from_record": r.served, "live": r.live,
-                            "failed_as_recorded": r.refused, "unrecorded": r.unrecorded,
-                            "unused_records": r.unused},
+            "model_calls": {
+                "served_from_record": r.served,
+                "live": r.live,
+                "failed_as_recorded": r.refused,
+                "unrecorded": r.unrecorded,
+                "unused_records": r.unused,
+            },
             "stopped_at": r.stop_at,
             "replay_run_id": self.replay_run_id,
             "wall_seconds": round(self.wall_s, 3),
@@ -92,8 +99,9 @@ async def verify_timeline(
     with tempfile.TemporaryDirectory(prefix="plantcrew-verify-") as tmp:
         work = workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        rx = await reexecute(timeline, work, mode="verify", config_dir=config_dir,
-                             record_playbook=record_playbook)
+        rx = await reexecute(
+            timeline, work, mode="verify", config_dir=config_dir, record_playbook=record_playbook
+        )
         records, actions = _records(rx.db_url, rx.run_id)
     # a run whose agents were worker processes (on a broker) named them after their hosts;
     # the re-execution runs them in-process: compare such runs by role

@@ -31,8 +31,10 @@ from plantcrew.replay.timeline import Step, Timeline, Usage, records_after, step
 from plantcrew.store import Store
 
 View = Literal["summary", "payload", "model"]
-KEYS = ("n next  p previous  g go to #  j jump to incident  i next incident  "
-        "s payload  m model calls  t summary  q quit")
+KEYS = (
+    "n next  p previous  g go to #  j jump to incident  i next incident  "
+    "s payload  m model calls  t summary  q quit"
+)
 PROMPT_CHARS = 4000
 
 
@@ -55,8 +57,11 @@ class Stepper:
         if not self.steps:
             return
         new = min(max(self.pos + delta, 0), len(self.steps) - 1)
-        self.note = "" if new != self.pos else ("at the last message" if delta > 0
-                                                else "at the first message")
+        self.note = (
+            ""
+            if new != self.pos
+            else ("at the last message" if delta > 0 else "at the first message")
+        )
         self.pos = new
 
     def goto(self, seq: int) -> None:
@@ -128,15 +133,24 @@ class Stepper:
         prev = self.steps[self.pos - 1] if self.pos > 0 else None
         delta = s.plant_time - prev.plant_time if prev else 0.0
         head = Text.assemble(
-            ("plantcrew replay ", "bold green"), f"{run.id} ({run.scenario})  ",
+            ("plantcrew replay ", "bold green"),
+            f"{run.id} ({run.scenario})  ",
             (f"message {self.pos + 1}/{len(self.steps)}", "bold"),
             f"  #{s.seq}  plant time {fmt_plant_time(s.plant_time)} (+{delta:g} s)",
             f"  incident {s.incident_id}" if s.incident_id else "",
         )
-        line = Text.assemble((s.source, "cyan"), " → ", (s.receiver, "magenta"), "  ",
-                             (s.type, "bold"), "  ", s.summary)
-        body = {"summary": self._summary, "payload": self._payload,
-                "model": self._model}[self.view](s)
+        line = Text.assemble(
+            (s.source, "cyan"),
+            " → ",
+            (s.receiver, "magenta"),
+            "  ",
+            (s.type, "bold"),
+            "  ",
+            s.summary,
+        )
+        body = {"summary": self._summary, "payload": self._payload, "model": self._model}[
+            self.view
+        ](s)
         foot = Text(self.note or KEYS, style="yellow" if self.note else "dim")
         return Group(head, line, Panel(body, title=self.view, border_style="blue"), foot)
 
@@ -148,25 +162,41 @@ class Stepper:
         tbl.add_row("subject", Text(s.subject))
         tbl.add_row("time", Text(s.time))
         cause = next((x for x in self.timeline.steps if x.id == s.causation_id), None)
-        tbl.add_row("caused by", Text(f"#{cause.seq} {cause.type} from {cause.source}" if cause
-                                      else (s.causation_id or "-")))
+        tbl.add_row(
+            "caused by",
+            Text(
+                f"#{cause.seq} {cause.type} from {cause.source}"
+                if cause
+                else (s.causation_id or "-")
+            ),
+        )
         u = s.usage
         if u.calls:
             tbl.add_row("model calls", _usage_text(u))
         for a in self.timeline.actions_of(s):
-            tbl.add_row("action", Text(f"{a.command} {a.device_id} {a.parameters} [{a.status}] "
-                                       f"class {a.hazard_class}"))
+            tbl.add_row(
+                "action",
+                Text(
+                    f"{a.command} {a.device_id} {a.parameters} [{a.status}] class {a.hazard_class}"
+                ),
+            )
             if a.receipt:
                 tbl.add_row("receipt", Text(json.dumps(a.receipt, default=str)))
         for ap in self.timeline.approvals_of(s):
-            who = ", ".join(f"{d.get('approver')} ({'yes' if d.get('approved') else 'no'})"
-                            for d in ap.decisions) or "-"
+            who = (
+                ", ".join(
+                    f"{d.get('approver')} ({'yes' if d.get('approved') else 'no'})"
+                    for d in ap.decisions
+                )
+                or "-"
+            )
             tbl.add_row("approval", Text(f"{ap.id} {ap.status}; decisions: {who}"))
         return tbl
 
     def _payload(self, s: Step) -> RenderableType:
-        return Text(json.dumps(s.body.get("payload", {}), indent=2, ensure_ascii=False,
-                               default=str))
+        return Text(
+            json.dumps(s.body.get("payload", {}), indent=2, ensure_ascii=False, default=str)
+        )
 
     def _model(self, s: Step) -> RenderableType:
         if not s.model_calls:
@@ -178,11 +208,16 @@ class Stepper:
                 flags.append("failed")
             if c.get("degraded_reason"):
                 flags.append(f"degraded: {c['degraded_reason']}")
-            parts.append(Text.assemble(
-                (f"{n}. {c.get('model_group')} / {c.get('deployment')} ({c.get('model')})",
-                 "bold"),
-                f"  {_usage_text(Usage.of([c]))}", (f"  [{', '.join(flags)}]" if flags else "",
-                                                    "yellow")))
+            parts.append(
+                Text.assemble(
+                    (
+                        f"{n}. {c.get('model_group')} / {c.get('deployment')} ({c.get('model')})",
+                        "bold",
+                    ),
+                    f"  {_usage_text(Usage.of([c]))}",
+                    (f"  [{', '.join(flags)}]" if flags else "", "yellow"),
+                )
+            )
             if c.get("error"):
                 parts.append(Text(f"error: {c['error']}", style="red"))
             for m in c.get("prompt") or []:
@@ -196,8 +231,10 @@ class Stepper:
 
 
 def _usage_text(u: Usage) -> str:
-    return (f"{u.calls} call(s), {u.prompt_tokens}+{u.completion_tokens} tokens, "
-            f"{u.latency_ms:.1f} ms, ${u.cost_usd:.6f}")
+    return (
+        f"{u.calls} call(s), {u.prompt_tokens}+{u.completion_tokens} tokens, "
+        f"{u.latency_ms:.1f} ms, ${u.cost_usd:.6f}"
+    )
 
 
 def read_key() -> str:
@@ -218,9 +255,12 @@ def read_key() -> str:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
-def interactive(console: Console, stepper: Stepper,
-                key: Callable[[], str] = read_key,
-                ask: Callable[[str], str] | None = None) -> None:
+def interactive(
+    console: Console,
+    stepper: Stepper,
+    key: Callable[[], str] = read_key,
+    ask: Callable[[str], str] | None = None,
+) -> None:
     """Show ``stepper`` and apply key presses until ``q``."""
     asker = ask or (lambda prompt: console.input(prompt))
     while True:

@@ -118,13 +118,19 @@ def day_text(day: date | str | None) -> str | None:
 
 def agent_matches(agent: str) -> ColumnElement[bool]:
     """SQL condition: the call's agent is ``agent`` or one of its workers ``<agent>-<n>``."""
-    return or_(col(ModelCall.agent) == agent,
-               col(ModelCall.agent).startswith(f"{agent}-", autoescape=True))
+    return or_(
+        col(ModelCall.agent) == agent, col(ModelCall.agent).startswith(f"{agent}-", autoescape=True)
+    )
 
 
-def _where(*, run_id: str | None = None, incident_id: str | None = None,
-           agent: str | None = None, day: date | str | None = None,
-           since: date | str | None = None) -> list[ColumnElement[bool]]:
+def _where(
+    *,
+    run_id: str | None = None,
+    incident_id: str | None = None,
+    agent: str | None = None,
+    day: date | str | None = None,
+    since: date | str | None = None,
+) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     if run_id is not None:
         conds.append(col(ModelCall.run_id) == run_id)
@@ -159,14 +165,24 @@ def _aggregates() -> list[Any]:
 
 def _row(key: str, values: Sequence[Any], models: str = "") -> CostRow:
     calls, ok, failed, fallback, repaired, degraded, prompt, completion, cost = values
-    return CostRow(key=key, calls=int(calls), ok=int(ok), failed=int(failed),
-                   fallback=int(fallback), repaired=int(repaired), degraded=int(degraded),
-                   prompt_tokens=int(prompt), completion_tokens=int(completion),
-                   cost_usd=float(cost), models=models)
+    return CostRow(
+        key=key,
+        calls=int(calls),
+        ok=int(ok),
+        failed=int(failed),
+        fallback=int(fallback),
+        repaired=int(repaired),
+        degraded=int(degraded),
+        prompt_tokens=int(prompt),
+        completion_tokens=int(completion),
+        cost_usd=float(cost),
+        models=models,
+    )
 
 
-def cost_rows(s: Session, by: GroupBy, *, run_id: str | None = None,
-              since: date | str | None = None) -> list[CostRow]:
+def cost_rows(
+    s: Session, by: GroupBy, *, run_id: str | None = None, since: date | str | None = None
+) -> list[CostRow]:
     """Model calls summed per ``by`` (rows ordered by key; a missing key reads ``-``).
 
     Raises BadDateError for a ``since`` that is not a day.
@@ -183,13 +199,18 @@ def cost_rows(s: Session, by: GroupBy, *, run_id: str | None = None,
     return out
 
 
-def cost_total(s: Session, *, run_id: str | None = None, incident_id: str | None = None,
-               agent: str | None = None, day: date | str | None = None,
-               since: date | str | None = None) -> CostRow:
+def cost_total(
+    s: Session,
+    *,
+    run_id: str | None = None,
+    incident_id: str | None = None,
+    agent: str | None = None,
+    day: date | str | None = None,
+    since: date | str | None = None,
+) -> CostRow:
     """Every model call of the scope given by the filters, summed (key ``total``)."""
     stmt = select(*_aggregates())
-    for cond in _where(run_id=run_id, incident_id=incident_id, agent=agent, day=day,
-                       since=since):
+    for cond in _where(run_id=run_id, incident_id=incident_id, agent=agent, day=day, since=since):
         stmt = stmt.where(cond)
     return _row("total", s.exec(stmt).one())
 
@@ -200,8 +221,9 @@ def spend_usd(s: Session, **scope: Any) -> float:
     return cost_total(s, **scope).cost_usd
 
 
-def cost_report(s: Session, *, run_id: str | None = None,
-                since: date | str | None = None) -> CostReport:
+def cost_report(
+    s: Session, *, run_id: str | None = None, since: date | str | None = None
+) -> CostReport:
     """The ``plantcrew costs`` report (see :class:`CostReport`); BadDateError for a bad day."""
     since_text = day_text(since)
     return CostReport(
@@ -239,8 +261,9 @@ _BUDGET_SPEND = sa_select(
 )
 
 
-def budget_spend(s: Session, *, incident_id: str | None, day: date | str,
-                 agent: str | None = None) -> dict[str, float]:
+def budget_spend(
+    s: Session, *, incident_id: str | None, day: date | str, agent: str | None = None
+) -> dict[str, float]:
     """USD spent so far by the scopes of a step's budget.
 
     Returns ``{"incident": ..., "day": ..., "agent": ...}``: the calls of ``incident_id``

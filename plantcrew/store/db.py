@@ -94,9 +94,7 @@ def make_engine(url: str) -> Engine:
 
         return engine
     given = make_url(sa_url).query
-    connect_args: dict[str, Any] = {
-        k: v for k, v in _PG_KEEPALIVES.items() if k not in given
-    }
+    connect_args: dict[str, Any] = {k: v for k, v in _PG_KEEPALIVES.items() if k not in given}
     if "connect_timeout" not in given:
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
     return create_engine(sa_url, pool_pre_ping=True, connect_args=connect_args)

@@ -131,8 +131,7 @@ def new_row(cls: type[T], **values: Any) -> T:
     spec = _DEFAULTS.get(cls)
     if spec is None:
         spec = _DEFAULTS[cls] = [
-            (name, field.default_factory, field.default)
-            for name, field in cls.model_fields.items()
+            (name, field.default_factory, field.default) for name, field in cls.model_fields.items()
         ]
     for name, factory, default in spec:
         if name not in values:

@@ -66,15 +66,23 @@ def test_an_escalated_auto_approval_is_approved_as_the_next_class_up() -> None:
     assert configured, "policies.yaml configures approval classes"
     assert approval_class(POLICIES, 0) == POLICIES.approvals.classes[configured[0]]
     assert approval_class(POLICIES, 3).approvers >= 2  # the two-person rule holds
-    empty = POLICIES.model_copy(update={"approvals": POLICIES.approvals.model_copy(
-        update={"classes": {}})})
+    empty = POLICIES.model_copy(
+        update={"approvals": POLICIES.approvals.model_copy(update={"classes": {}})}
+    )
     assert approval_class(empty, 1) == ApprovalClass(approvers=1, roles=["shift_supervisor"])
 
 
 def decision(verdict: V, rule_verdict: V | None) -> SafetyDecision:
     return SafetyDecision(
-        task_id="t1", incident_id="i1", agent_id="safety-1", action_id="a1", verdict=verdict,
-        rule_verdict=rule_verdict, hazard_class=2, rule_ids=["interlock-x"], reasons=["r"],
+        task_id="t1",
+        incident_id="i1",
+        agent_id="safety-1",
+        action_id="a1",
+        verdict=verdict,
+        rule_verdict=rule_verdict,
+        hazard_class=2,
+        rule_ids=["interlock-x"],
+        reasons=["r"],
     )
 
 
@@ -83,8 +91,9 @@ def test_the_coordinator_applies_the_rules_verdict_when_a_decision_is_looser(
     verdict: V, rule_verdict: V
 ) -> None:
     out = _no_looser_than_rules(decision(verdict, rule_verdict))
-    expected = verdict if SAFETY_STRICTNESS[verdict] >= SAFETY_STRICTNESS[rule_verdict] \
-        else rule_verdict
+    expected = (
+        verdict if SAFETY_STRICTNESS[verdict] >= SAFETY_STRICTNESS[rule_verdict] else rule_verdict
+    )
     assert out.verdict is expected
     assert (out.reasons == ["r"]) is (expected is verdict)
 

@@ -186,8 +186,10 @@ def test_approval_given_in_the_console_lets_the_action_run(
         # the console says "approval submitted" until its next refresh drops the approval
         # from the pending list, which can come first when the crew is quick: either will do
         wait.until(
-            lambda d: "submitted" in d.find_element(By.ID, "approvals").text
-            or not d.find_elements(By.CSS_SELECTOR, "#approvals [data-approval-id]")
+            lambda d: (
+                "submitted" in d.find_element(By.ID, "approvals").text
+                or not d.find_elements(By.CSS_SELECTOR, "#approvals [data-approval-id]")
+            )
         )
         wait.until(
             ec.presence_of_element_located(

@@ -28,31 +28,54 @@ def test_identical_lessons_merge_into_one_with_their_count_and_summed_weight(
     tmp_path: Path,
 ) -> None:
     a, b = {"flow_rate": -2.0, "pressure": 1.0}, {"vibration_1": 3.0}
-    store = store_with(tmp_path, [
-        *[Lesson(root_cause="inlet_valve_closure", signature=a) for _ in range(300)],
-        Lesson(root_cause="rotor_imbalance", signature=b),
-        Lesson(root_cause="inlet_valve_closure", signature=a, source="feedback", weight=2.0),
-        Lesson(root_cause="inlet_valve_closure", signature=a, source="feedback", weight=2.0),
-    ])
+    store = store_with(
+        tmp_path,
+        [
+            *[Lesson(root_cause="inlet_valve_closure", signature=a) for _ in range(300)],
+            Lesson(root_cause="rotor_imbalance", signature=b),
+            Lesson(root_cause="inlet_valve_closure", signature=a, source="feedback", weight=2.0),
+            Lesson(root_cause="inlet_valve_closure", signature=a, source="feedback", weight=2.0),
+        ],
+    )
     with store.tx() as s:
         out = LessonRecall().lessons(s, 1000)
     assert out == [
-        {"root_cause": "inlet_valve_closure", "signature": a, "weight": 300.0,
-         "source": "confirmed", "count": 300},
-        {"root_cause": "rotor_imbalance", "signature": b, "weight": 1.0, "source": "confirmed",
-         "count": 1},
-        {"root_cause": "inlet_valve_closure", "signature": a, "weight": 4.0, "source": "feedback",
-         "count": 2},
+        {
+            "root_cause": "inlet_valve_closure",
+            "signature": a,
+            "weight": 300.0,
+            "source": "confirmed",
+            "count": 300,
+        },
+        {
+            "root_cause": "rotor_imbalance",
+            "signature": b,
+            "weight": 1.0,
+            "source": "confirmed",
+            "count": 1,
+        },
+        {
+            "root_cause": "inlet_valve_closure",
+            "signature": a,
+            "weight": 4.0,
+            "source": "feedback",
+            "count": 2,
+        },
     ]
 
 
 def test_the_newest_lessons_are_kept_and_corrections_are_not_crowded_out(
     tmp_path: Path,
 ) -> None:
-    confirmed = [Lesson(root_cause="cavitation", signature={"flow_rate": -float(i + 1)})
-                 for i in range(50)]
-    correction = Lesson(root_cause="outlet_valve_closure", signature={"pressure": 4.0},
-                        source="feedback", weight=2.0)
+    confirmed = [
+        Lesson(root_cause="cavitation", signature={"flow_rate": -float(i + 1)}) for i in range(50)
+    ]
+    correction = Lesson(
+        root_cause="outlet_valve_closure",
+        signature={"pressure": 4.0},
+        source="feedback",
+        weight=2.0,
+    )
     store = store_with(tmp_path, [correction, *confirmed])
     with store.tx() as s:
         out = LessonRecall().lessons(s, 10)

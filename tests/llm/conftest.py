@@ -69,16 +69,33 @@ def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIStub]:
 
 def stub_deployment(stub: OpenAIStub, model: str, name: str, **extra: Any) -> dict[str, Any]:
     """A models.yaml deployment entry for ``openai/<model>`` served by the stub."""
-    return {"model": f"openai/{model}", "name": name, "api_base": stub.base_url,
-            "api_key_env": STUB_KEY_ENV, "max_retries": 0, **extra}
+    return {
+        "model": f"openai/{model}",
+        "name": name,
+        "api_base": stub.base_url,
+        "api_key_env": STUB_KEY_ENV,
+        "max_retries": 0,
+        **extra,
+    }
 
 
-def stub_router(stub: OpenAIStub, *deployments: dict[str, Any], num_retries: int = 0,
-                playbook_last_resort: bool = True, **router: Any) -> ModelRouter:
+def stub_router(
+    stub: OpenAIStub,
+    *deployments: dict[str, Any],
+    num_retries: int = 0,
+    playbook_last_resort: bool = True,
+    **router: Any,
+) -> ModelRouter:
     """A router with one group ``triage`` of ``deployments`` (in order)."""
-    cfg = models_config_from_dict({
-        "groups": {"triage": {"deployments": list(deployments)}},
-        "router": {"num_retries": num_retries, "playbook_last_resort": playbook_last_resort,
-                   "cooldown_time_s": 0, **router},
-    })
+    cfg = models_config_from_dict(
+        {
+            "groups": {"triage": {"deployments": list(deployments)}},
+            "router": {
+                "num_retries": num_retries,
+                "playbook_last_resort": playbook_last_resort,
+                "cooldown_time_s": 0,
+                **router,
+            },
+        }
+    )
     return ModelRouter(cfg)

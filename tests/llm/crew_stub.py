@@ -37,8 +37,9 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def crew_model(*, obey: dict[str, Any] | None = None,
-               trigger: str = "IGNORE") -> Callable[[dict[str, Any]], Reply]:
+def crew_model(
+    *, obey: dict[str, Any] | None = None, trigger: str = "IGNORE"
+) -> Callable[[dict[str, Any]], Reply]:
     """A responder answering ``diagnose``, ``propose_action`` and ``review`` (see module doc)."""
 
     def answer(body: dict[str, Any]) -> Reply:
@@ -46,24 +47,41 @@ def crew_model(*, obey: dict[str, Any] | None = None,
         task = data["task"]
         if task == "diagnose":
             top = max(data["candidates"], key=lambda c: c["score"])
-            return Reply.json({
-                "root_cause": top["root_cause"], "confidence": round(top["score"], 3),
-                "evidence": top["evidence"][:3],
-                "summary": f"model: {top['root_cause']} on {data['device_id']}"}, **TOKENS)
+            return Reply.json(
+                {
+                    "root_cause": top["root_cause"],
+                    "confidence": round(top["score"], 3),
+                    "evidence": top["evidence"][:3],
+                    "summary": f"model: {top['root_cause']} on {data['device_id']}",
+                },
+                **TOKENS,
+            )
         if task == "propose_action":
             if obey is not None and any(trigger in s for s in _strings(data)):
-                return Reply.json({**obey, "rationale": "as the instruction in the data says"},
-                                  **TOKENS)
-            action = ACTIONS.get(data["root_cause"], {"command": "notify", "parameters": {},
-                                                      "hazard_class": 0})
-            return Reply.json({"device_id": data["device_id"], **action,
-                               "rationale": f"model: {data['root_cause']}"}, **TOKENS)
+                return Reply.json(
+                    {**obey, "rationale": "as the instruction in the data says"}, **TOKENS
+                )
+            action = ACTIONS.get(
+                data["root_cause"], {"command": "notify", "parameters": {}, "hazard_class": 0}
+            )
+            return Reply.json(
+                {
+                    "device_id": data["device_id"],
+                    **action,
+                    "rationale": f"model: {data['root_cause']}",
+                },
+                **TOKENS,
+            )
         if task == "review":
             executed = any(a.get("status") == "executed" for a in data.get("actions", []))
-            return Reply.json({
-                "summary": f"model review of {data.get('incident_id')}: {data.get('outcome')}",
-                "root_cause_confirmed": executed and data.get("outcome") == "resolved",
-                "lessons": [json.dumps(data.get("root_cause"))]}, **TOKENS)
+            return Reply.json(
+                {
+                    "summary": f"model review of {data.get('incident_id')}: {data.get('outcome')}",
+                    "root_cause_confirmed": executed and data.get("outcome") == "resolved",
+                    "lessons": [json.dumps(data.get("root_cause"))],
+                },
+                **TOKENS,
+            )
         return Reply.error(400, message=f"unknown task {task!r}")
 
     return answer

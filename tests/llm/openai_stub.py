@@ -63,16 +63,32 @@ class Reply:
 
     @classmethod
     def tool_call(cls, name: str, args: dict[str, Any], **kw: Any) -> Reply:
-        call = {"id": "call_1", "type": "function",
-                "function": {"name": name, "arguments": json.dumps(args)}}
+        call = {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(args)},
+        }
         return cls(tool_calls=[call], **kw)
 
     @classmethod
-    def error(cls, status: int, *, retry_after: float | None = None,
-              message: str | None = None, error_type: str | None = None,
-              code: str | None = None, **kw: Any) -> Reply:
-        return cls(status=status, retry_after=retry_after, error_message=message,
-                   error_type=error_type or "server_error", error_code=code, **kw)
+    def error(
+        cls,
+        status: int,
+        *,
+        retry_after: float | None = None,
+        message: str | None = None,
+        error_type: str | None = None,
+        code: str | None = None,
+        **kw: Any,
+    ) -> Reply:
+        return cls(
+            status=status,
+            retry_after=retry_after,
+            error_message=message,
+            error_type=error_type or "server_error",
+            error_code=code,
+            **kw,
+        )
 
 
 class OpenAIStub:
@@ -106,10 +122,18 @@ class OpenAIStub:
                     headers = {}
                     if reply.retry_after is not None:
                         headers["Retry-After"] = str(reply.retry_after)
-                    self._send(reply.status, {"error": {
-                        "message": reply.error_message or f"stub error {reply.status}",
-                        "type": reply.error_type, "param": None,
-                        "code": reply.error_code or str(reply.status)}}, headers)
+                    self._send(
+                        reply.status,
+                        {
+                            "error": {
+                                "message": reply.error_message or f"stub error {reply.status}",
+                                "type": reply.error_type,
+                                "param": None,
+                                "code": reply.error_code or str(reply.status),
+                            }
+                        },
+                        headers,
+                    )
                     return
                 if body.get("stream"):
                     self._stream(reply, body)
@@ -119,18 +143,29 @@ class OpenAIStub:
                 if reply.tool_calls:
                     message["tool_calls"] = reply.tool_calls
                     finish = "tool_calls"
-                self._send(200, {
-                    "id": "chatcmpl-stub", "object": "chat.completion", "created": 1700000000,
-                    "model": body.get("model"),
-                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                    "usage": {"prompt_tokens": reply.prompt_tokens,
-                              "completion_tokens": reply.completion_tokens,
-                              "total_tokens": reply.prompt_tokens + reply.completion_tokens},
-                })
+                self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-stub",
+                        "object": "chat.completion",
+                        "created": 1700000000,
+                        "model": body.get("model"),
+                        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                        "usage": {
+                            "prompt_tokens": reply.prompt_tokens,
+                            "completion_tokens": reply.completion_tokens,
+                            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+                        },
+                    },
+                )
 
             def _stream(self, reply: Reply, body: dict[str, Any]) -> None:
-                base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk",
-                        "created": 1700000000, "model": body.get("model")}
+                base = {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion.chunk",
+                    "created": 1700000000,
+                    "model": body.get("model"),
+                }
                 events: list[dict[str, Any]] = []
                 text = reply.content or ""
                 n = stub.stream_piece
@@ -138,21 +173,47 @@ class OpenAIStub:
                     delta: dict[str, Any] = {"content": text[i : i + n]}
                     if i == 0:
                         delta["role"] = "assistant"
-                    events.append({**base, "choices": [
-                        {"index": 0, "delta": delta, "finish_reason": None}]})
+                    events.append(
+                        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                    )
                 if reply.tool_calls:
                     calls = [{"index": j, **c} for j, c in enumerate(reply.tool_calls)]
-                    events.append({**base, "choices": [
-                        {"index": 0, "delta": {"role": "assistant", "tool_calls": calls},
-                         "finish_reason": None}]})
-                events.append({**base, "choices": [{
-                    "index": 0, "delta": {},
-                    "finish_reason": "tool_calls" if reply.tool_calls else "stop"}]})
+                    events.append(
+                        {
+                            **base,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "delta": {"role": "assistant", "tool_calls": calls},
+                                    "finish_reason": None,
+                                }
+                            ],
+                        }
+                    )
+                events.append(
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {},
+                                "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                            }
+                        ],
+                    }
+                )
                 if (body.get("stream_options") or {}).get("include_usage"):
-                    events.append({**base, "choices": [], "usage": {
-                        "prompt_tokens": reply.prompt_tokens,
-                        "completion_tokens": reply.completion_tokens,
-                        "total_tokens": reply.prompt_tokens + reply.completion_tokens}})
+                    events.append(
+                        {
+                            **base,
+                            "choices": [],
+                            "usage": {
+                                "prompt_tokens": reply.prompt_tokens,
+                                "completion_tokens": reply.completion_tokens,
+                                "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+                            },
+                        }
+                    )
                 payload = "".join(f"data: {json.dumps(e)}\n\n" for e in events)
                 data = (payload + "data: [DONE]\n\n").encode()
                 try:
@@ -179,8 +240,9 @@ class OpenAIStub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     def _next(self, model: str, body: dict[str, Any]) -> Reply:
         with self._lock:

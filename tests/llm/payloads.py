@@ -34,8 +34,11 @@ class ReviewOut(BaseModel):
 DIAGNOSE = {
     "task": "diagnose",
     "candidates": [
-        {"root_cause": "cavitation", "score": 0.82,
-         "evidence": ["flow down 18%", "vibration up 3.1 sigma"]},
+        {
+            "root_cause": "cavitation",
+            "score": 0.82,
+            "evidence": ["flow down 18%", "vibration up 3.1 sigma"],
+        },
         {"root_cause": "rotor_imbalance", "score": 0.31, "evidence": ["vibration up"]},
     ],
 }
@@ -43,8 +46,7 @@ PROPOSE = {
     "task": "propose_action",
     "root_cause": "cavitation",
     "device_id": "pump1",
-    "state": {"pump1": {"speed_pct": 90, "flow_lpm": 20.5},
-              "inlet_valve": {"position_pct": 15}},
+    "state": {"pump1": {"speed_pct": 90, "flow_lpm": 20.5}, "inlet_valve": {"position_pct": 15}},
 }
 REVIEW = {  # the shape of the Coordinator's review facts
     "task": "review",
@@ -57,8 +59,14 @@ REVIEW = {  # the shape of the Coordinator's review facts
     "detected_at": 10.0,
     "resolved_at": 42.5,
     "deviations": [{"sensor": "flow_lpm", "z": -6.1}],
-    "actions": [{"device_id": "pump1", "command": "set_speed", "parameters": {"speed_pct": 70},
-                 "status": "executed"}],
+    "actions": [
+        {
+            "device_id": "pump1",
+            "command": "set_speed",
+            "parameters": {"speed_pct": 70},
+            "status": "executed",
+        }
+    ],
 }
 
 

@@ -13,25 +13,46 @@ from tests.llm.conftest import stub_deployment, stub_router
 from tests.llm.openai_stub import OpenAIStub, Reply
 from tests.llm.payloads import DIAGNOSE, DiagnosisOut
 
-GOOD = {"root_cause": "cavitation", "confidence": 0.7, "evidence": ["from the model"],
-        "summary": "model says cavitation"}
+GOOD = {
+    "root_cause": "cavitation",
+    "confidence": 0.7,
+    "evidence": ["from the model"],
+    "summary": "model says cavitation",
+}
 LIMITS = Budgets(per_incident_usd=0.05, per_day_usd=1.0, per_agent_day_usd={"diagnostic": 0.5})
 
 
-@pytest.mark.parametrize(("spend", "agent", "level", "reason_text"), [
-    ({}, None, "ok", None),
-    ({"incident": 0.039, "day": 0.79}, None, "ok", None),
-    ({"incident": 0.04, "day": 0.1}, None, "warn", "budget: incident spent $0.0400 of $0.0500"),
-    ({"incident": 0.01, "day": 0.85}, None, "warn", "budget: day spent $0.8500 of $1.0000"),
-    ({"incident": 0.05, "day": 0.9}, None, "exhausted",
-     "budget: incident spent $0.0500 of $0.0500"),
-    ({"incident": 0.045, "day": 1.2}, None, "exhausted", "budget: day spent $1.2000 of $1.0000"),
-    ({"agent": 0.5}, "diagnostic", "exhausted",
-     "budget: agent diagnostic today spent $0.5000 of $0.5000"),
-    ({"agent": 0.5}, "operator", "ok", None),  # no limit for the operator
-])
-def test_levels_follow_the_spend(spend: dict[str, float], agent: str | None, level: str,
-                                 reason_text: str | None) -> None:
+@pytest.mark.parametrize(
+    ("spend", "agent", "level", "reason_text"),
+    [
+        ({}, None, "ok", None),
+        ({"incident": 0.039, "day": 0.79}, None, "ok", None),
+        ({"incident": 0.04, "day": 0.1}, None, "warn", "budget: incident spent $0.0400 of $0.0500"),
+        ({"incident": 0.01, "day": 0.85}, None, "warn", "budget: day spent $0.8500 of $1.0000"),
+        (
+            {"incident": 0.05, "day": 0.9},
+            None,
+            "exhausted",
+            "budget: incident spent $0.0500 of $0.0500",
+        ),
+        (
+            {"incident": 0.045, "day": 1.2},
+            None,
+            "exhausted",
+            "budget: day spent $1.2000 of $1.0000",
+        ),
+        (
+            {"agent": 0.5},
+            "diagnostic",
+            "exhausted",
+            "budget: agent diagnostic today spent $0.5000 of $0.5000",
+        ),
+        ({"agent": 0.5}, "operator", "ok", None),  # no limit for the operator
+    ],
+)
+def test_levels_follow_the_spend(
+    spend: dict[str, float], agent: str | None, level: str, reason_text: str | None
+) -> None:
     status = LIMITS.status(spend, agent=agent)
     assert status.level == level
     assert status.reason == reason_text
@@ -69,13 +90,21 @@ def test_after_adds_a_step_s_own_spend_to_every_scope() -> None:
 
 
 async def diagnose(router: ModelRouter, budget: BudgetStatus | None) -> tuple[DiagnosisOut, list]:
-    return await reason(router, "triage", agent_name="diagnostic-1", system="Diagnose.",
-                        task_text="Diagnose the anomaly.", data=DIAGNOSE,
-                        output_type=DiagnosisOut, budget=budget)
+    return await reason(
+        router,
+        "triage",
+        agent_name="diagnostic-1",
+        system="Diagnose.",
+        task_text="Diagnose the anomaly.",
+        data=DIAGNOSE,
+        output_type=DiagnosisOut,
+        budget=budget,
+    )
 
 
 async def test_a_spent_budget_runs_the_step_on_the_playbook_without_calling_a_model(
-        stub: OpenAIStub) -> None:
+    stub: OpenAIStub,
+) -> None:
     stub.script("gpt-4o-mini", Reply.json(GOOD))
     router = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "m"))
     budget = LIMITS.status({"incident": 0.01, "day": 1.0})
@@ -102,7 +131,8 @@ async def test_a_nearly_spent_budget_warns_and_still_uses_the_model(stub: OpenAI
 
 
 async def test_no_repair_attempt_when_the_step_spent_the_rest_of_the_budget(
-        stub: OpenAIStub) -> None:
+    stub: OpenAIStub,
+) -> None:
     # 11 prompt + 7 completion tokens at $1000/$2000 per million: $0.025 per stub answer
     price = {"input_per_mtok": 1000, "output_per_mtok": 2000}
     stub.script("gpt-4o-mini", Reply.text("not json"), Reply.json(GOOD))
@@ -113,8 +143,7 @@ async def test_no_repair_attempt_when_the_step_spent_the_rest_of_the_budget(
     rejected, last = calls
     assert (rejected.ok, rejected.cost_usd) == (False, pytest.approx(0.025))
     assert last.deployment == "triage-playbook"
-    assert last.degraded_reason == ("budget: incident spent $0.0550 of $0.0500 "
-                                    "(no repair attempt)")
+    assert last.degraded_reason == ("budget: incident spent $0.0550 of $0.0500 (no repair attempt)")
     assert out.root_cause == "cavitation"
 
 

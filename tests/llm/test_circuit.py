@@ -18,7 +18,8 @@ async def call(router: ModelRouter, group: str = "triage") -> RoutedCall:
 
 
 async def test_the_circuit_opens_after_repeated_failures_and_closes_after_recovery(
-        stub: OpenAIStub) -> None:
+    stub: OpenAIStub,
+) -> None:
     stub.script("flaky", Reply.error(500))
     stub.script("steady", Reply.json({"from": "steady"}))
     router = stub_router(
@@ -51,14 +52,17 @@ async def test_the_circuit_opens_after_repeated_failures_and_closes_after_recove
     assert stub.count("flaky") == 3
 
 
-async def test_the_router_wide_allowed_fails_applies_to_every_deployment(
-        stub: OpenAIStub) -> None:
+async def test_the_router_wide_allowed_fails_applies_to_every_deployment(stub: OpenAIStub) -> None:
     """litellm ignores a router-wide allowed_fails equal to its own default (3); ours holds."""
     stub.script("flaky", Reply.error(503))
     stub.script("steady", Reply.json({"ok": True}))
-    router = stub_router(stub, stub_deployment(stub, "flaky", "primary"),
-                         stub_deployment(stub, "steady", "secondary"),
-                         allowed_fails=3, cooldown_time_s=30)
+    router = stub_router(
+        stub,
+        stub_deployment(stub, "flaky", "primary"),
+        stub_deployment(stub, "steady", "secondary"),
+        allowed_fails=3,
+        cooldown_time_s=30,
+    )
     for _ in range(6):
         await call(router)
     assert stub.count("flaky") == 4  # 3 allowed failures, the 4th opens the circuit
@@ -67,8 +71,9 @@ async def test_the_router_wide_allowed_fails_applies_to_every_deployment(
 
 async def test_the_playbook_last_resort_is_never_cooled_down(stub: OpenAIStub) -> None:
     stub.script("down", Reply.error(500))
-    router = stub_router(stub, stub_deployment(stub, "down", "primary", allowed_fails=0),
-                         cooldown_time_s=30)
+    router = stub_router(
+        stub, stub_deployment(stub, "down", "primary", allowed_fails=0), cooldown_time_s=30
+    )
     for _ in range(3):
         info = (await call(router)).info
         assert info.deployment == "triage-playbook"
@@ -77,22 +82,33 @@ async def test_the_playbook_last_resort_is_never_cooled_down(stub: OpenAIStub) -
 
 
 async def test_a_prompt_too_long_goes_to_the_context_window_fallback(stub: OpenAIStub) -> None:
-    stub.script("small", Reply.error(
-        400, message="This model's maximum context length is 8192 tokens. However, your "
-        "messages resulted in 9000 tokens.", error_type="invalid_request_error",
-        code="context_length_exceeded"))
+    stub.script(
+        "small",
+        Reply.error(
+            400,
+            message="This model's maximum context length is 8192 tokens. However, your "
+            "messages resulted in 9000 tokens.",
+            error_type="invalid_request_error",
+            code="context_length_exceeded",
+        ),
+    )
     stub.script("large", Reply.json({"from": "large"}))
     stub.script("other", Reply.json({"from": "other"}))
-    cfg = models_config_from_dict({
-        "groups": {
-            "triage": {"deployments": [stub_deployment(stub, "small", "small")]},
-            "reasoning": {"deployments": [stub_deployment(stub, "large", "large")]},
-            "review": {"deployments": [stub_deployment(stub, "other", "other")]},
-        },
-        "router": {"num_retries": 0, "playbook_last_resort": False,
-                   "fallbacks": {"triage": ["review"]},
-                   "context_window_fallbacks": {"triage": ["reasoning"]}},
-    })
+    cfg = models_config_from_dict(
+        {
+            "groups": {
+                "triage": {"deployments": [stub_deployment(stub, "small", "small")]},
+                "reasoning": {"deployments": [stub_deployment(stub, "large", "large")]},
+                "review": {"deployments": [stub_deployment(stub, "other", "other")]},
+            },
+            "router": {
+                "num_retries": 0,
+                "playbook_last_resort": False,
+                "fallbacks": {"triage": ["review"]},
+                "context_window_fallbacks": {"triage": ["reasoning"]},
+            },
+        }
+    )
     info = (await call(ModelRouter(cfg))).info
     assert (info.deployment, info.fallback) == ("large", True)
     assert info.error is not None and info.error.startswith("small: ContextWindowExceededError")
@@ -100,18 +116,29 @@ async def test_a_prompt_too_long_goes_to_the_context_window_fallback(stub: OpenA
 
 
 async def test_a_refused_prompt_goes_to_the_content_policy_fallback(stub: OpenAIStub) -> None:
-    stub.script("strict", Reply.error(
-        400, message="Your request was rejected as a result of our safety system.",
-        error_type="invalid_request_error", code="content_policy_violation"))
+    stub.script(
+        "strict",
+        Reply.error(
+            400,
+            message="Your request was rejected as a result of our safety system.",
+            error_type="invalid_request_error",
+            code="content_policy_violation",
+        ),
+    )
     stub.script("lenient", Reply.json({"from": "lenient"}))
-    cfg = models_config_from_dict({
-        "groups": {
-            "triage": {"deployments": [stub_deployment(stub, "strict", "strict")]},
-            "reasoning": {"deployments": [stub_deployment(stub, "lenient", "lenient")]},
-        },
-        "router": {"num_retries": 0, "playbook_last_resort": False,
-                   "content_policy_fallbacks": {"triage": ["reasoning"]}},
-    })
+    cfg = models_config_from_dict(
+        {
+            "groups": {
+                "triage": {"deployments": [stub_deployment(stub, "strict", "strict")]},
+                "reasoning": {"deployments": [stub_deployment(stub, "lenient", "lenient")]},
+            },
+            "router": {
+                "num_retries": 0,
+                "playbook_last_resort": False,
+                "content_policy_fallbacks": {"triage": ["reasoning"]},
+            },
+        }
+    )
     info = (await call(ModelRouter(cfg))).info
     assert (info.deployment, info.fallback) == ("lenient", True)
     assert info.error is not None and "strict: ContentPolicyViolationError" in info.error
@@ -127,11 +154,16 @@ async def test_a_timeout_names_the_limit_that_cut_the_call(stub: OpenAIStub) -> 
 
 
 async def test_a_peer_skipped_by_the_breaker_does_not_make_a_call_a_fallback(
-        stub: OpenAIStub) -> None:
+    stub: OpenAIStub,
+) -> None:
     stub.script("flaky", Reply.error(500))
     stub.script("steady", Reply.json({"ok": True}))
-    router = stub_router(stub, stub_deployment(stub, "flaky", "a", order=1, allowed_fails=0),
-                         stub_deployment(stub, "steady", "b", order=1), cooldown_time_s=30)
+    router = stub_router(
+        stub,
+        stub_deployment(stub, "flaky", "a", order=1, allowed_fails=0),
+        stub_deployment(stub, "steady", "b", order=1),
+        cooldown_time_s=30,
+    )
     for _ in range(50):  # the load balancer picks either; the first failure opens a's circuit
         await call(router)
         if router.cooling_down():

@@ -49,18 +49,29 @@ def check(path: Path, *args: str) -> tuple[int, Any]:
     return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else None
 
 
-def test_check_says_which_deployments_answer(stub: OpenAIStub, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_says_which_deployments_answer(
+    stub: OpenAIStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("PLANTCREW_TEST_UNSET", raising=False)
     stub.script("up", Reply.json({"ok": True}))
     stub.script("down", Reply.error(500))
-    path = write_models(tmp_path, {
-        "triage": {"deployments": [
-            stub_deployment(stub, "up", "up"),
-            stub_deployment(stub, "down", "down"),
-            {"model": "openai/gpt-4o", "name": "off", "enabled": False},
-            {"model": "openai/gpt-4o", "name": "nokey", "api_key_env": "PLANTCREW_TEST_UNSET"},
-        ]}})
+    path = write_models(
+        tmp_path,
+        {
+            "triage": {
+                "deployments": [
+                    stub_deployment(stub, "up", "up"),
+                    stub_deployment(stub, "down", "down"),
+                    {"model": "openai/gpt-4o", "name": "off", "enabled": False},
+                    {
+                        "model": "openai/gpt-4o",
+                        "name": "nokey",
+                        "api_key_env": "PLANTCREW_TEST_UNSET",
+                    },
+                ]
+            }
+        },
+    )
     code, rows = check(path)
     assert code == 1  # one active deployment does not answer
     status = {r["deployment"]: (r["status"], r["error"]) for r in rows}
@@ -74,11 +85,17 @@ def test_check_says_which_deployments_answer(stub: OpenAIStub, tmp_path: Path,
     assert STUB_KEY not in json.dumps(rows)
 
 
-def test_check_passes_when_every_active_deployment_answers(stub: OpenAIStub,
-                                                           tmp_path: Path) -> None:
+def test_check_passes_when_every_active_deployment_answers(
+    stub: OpenAIStub, tmp_path: Path
+) -> None:
     stub.script("up", Reply.json({"ok": True}))
-    path = write_models(tmp_path, {"triage": {"deployments": [stub_deployment(stub, "up", "up")]},
-                                   "review": {"deployments": [{"model": "playbook/default"}]}})
+    path = write_models(
+        tmp_path,
+        {
+            "triage": {"deployments": [stub_deployment(stub, "up", "up")]},
+            "review": {"deployments": [{"model": "playbook/default"}]},
+        },
+    )
     code, rows = check(path)
     assert code == 0 and [r["status"] for r in rows] == ["ok", "ok", "ok"]
     result = runner.invoke(app, ["models", "check", "--config", str(path)])
@@ -88,8 +105,9 @@ def test_check_passes_when_every_active_deployment_answers(stub: OpenAIStub,
 
 def test_check_cuts_a_slow_deployment_off(stub: OpenAIStub, tmp_path: Path) -> None:
     stub.script("slow", Reply.json({"ok": True}, delay_s=5))
-    path = write_models(tmp_path, {"triage": {"deployments": [
-        stub_deployment(stub, "slow", "slow")]}})
+    path = write_models(
+        tmp_path, {"triage": {"deployments": [stub_deployment(stub, "slow", "slow")]}}
+    )
     code, rows = check(path, "--timeout", "0.3", "--group", "triage")
     assert code == 1
     assert rows[0]["error"] == "Timeout (no answer within 0.3 s)"
@@ -110,42 +128,91 @@ def db(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'costs.db'}"
     store = Store(url)
     when = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
-    store.create_run(Run(id="run-a", scenario="s", scenario_path="s.yaml", seed=1,
-                         bus_url="memory://", started_at=when))
-    calls = [ModelCallInfo(model_group="reasoning", deployment="primary", model="openai/x",
-                           ok=False, error="primary: InternalServerError (500)"),
-             ModelCallInfo(model_group="reasoning", deployment="secondary",
-                           model="openai/y", prompt_tokens=1200, completion_tokens=300,
-                           cost_usd=0.0123, fallback=True)]
-    payload = Diagnosis(task_id="t1", incident_id="inc-a-1", agent_id="diagnostic-1",
-                        root_cause="cavitation", confidence=0.8, model_calls=calls)
-    msg = Message.new(payload, source="diagnostic-1", subject=Subjects.EVENTS, run_id="run-a",
-                      correlation_id="inc-a-1", time=when)
+    store.create_run(
+        Run(
+            id="run-a",
+            scenario="s",
+            scenario_path="s.yaml",
+            seed=1,
+            bus_url="memory://",
+            started_at=when,
+        )
+    )
+    calls = [
+        ModelCallInfo(
+            model_group="reasoning",
+            deployment="primary",
+            model="openai/x",
+            ok=False,
+            error="primary: InternalServerError (500)",
+        ),
+        ModelCallInfo(
+            model_group="reasoning",
+            deployment="secondary",
+            model="openai/y",
+            prompt_tokens=1200,
+            completion_tokens=300,
+            cost_usd=0.0123,
+            fallback=True,
+        ),
+    ]
+    payload = Diagnosis(
+        task_id="t1",
+        incident_id="inc-a-1",
+        agent_id="diagnostic-1",
+        root_cause="cavitation",
+        confidence=0.8,
+        model_calls=calls,
+    )
+    msg = Message.new(
+        payload,
+        source="diagnostic-1",
+        subject=Subjects.EVENTS,
+        run_id="run-a",
+        correlation_id="inc-a-1",
+        time=when,
+    )
     with store.tx() as s:
         record_model_calls(s, calls, msg=msg, agent="diagnostic-1", task_id="t1")
     return url
 
 
 def test_costs_prints_tokens_and_cost_per_scope(db: str, tmp_path: Path) -> None:
-    models = write_models(tmp_path, {"reasoning": {"deployments": [
-        {"model": "playbook/default"}]}}, budgets={"per_incident_usd": 0.05,
-                                                   "per_day_usd": 1.0})
-    result = runner.invoke(app, ["costs", "--run", "run-a", "--db", db, "--json",
-                                 "--config", str(models)])
+    models = write_models(
+        tmp_path,
+        {"reasoning": {"deployments": [{"model": "playbook/default"}]}},
+        budgets={"per_incident_usd": 0.05, "per_day_usd": 1.0},
+    )
+    result = runner.invoke(
+        app, ["costs", "--run", "run-a", "--db", db, "--json", "--config", str(models)]
+    )
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
     assert doc["total"]["tokens"] == 1500 and doc["total"]["cost_usd"] == 0.0123
     assert [(r["key"], r["fallback"], r["failed"]) for r in doc["by_deployment"]] == [
-        ("primary", 0, 1), ("secondary", 1, 0)]
+        ("primary", 0, 1),
+        ("secondary", 1, 0),
+    ]
     assert [r["key"] for r in doc["by_incident"]] == ["inc-a-1"]
     assert [r["key"] for r in doc["by_agent"]] == ["diagnostic-1"]
     assert [r["key"] for r in doc["by_day"]] == ["2026-01-01"]
     assert doc["budgets"]["per_incident_usd"] == 0.05
-    table = runner.invoke(app, ["costs", "--run", "run-a", "--db", db, "--config", str(models)],
-                          env={"COLUMNS": "200"})
+    table = runner.invoke(
+        app,
+        ["costs", "--run", "run-a", "--db", db, "--config", str(models)],
+        env={"COLUMNS": "200"},
+    )
     assert table.exit_code == 0
-    for text in ("secondary", "inc-a-1", "diagnostic-1", "2026-01-01", "0.012300",
-                 "25% of $0.05", "1% of $1", "1200 prompt + 300 completion tokens"):
+    for text in (
+        "secondary",
+        "inc-a-1",
+        "diagnostic-1",
+        "2026-01-01",
+        "0.012300",
+        "25% of $0.05",
+        "1% of $1",
+        "1200 prompt + 300 completion tokens",
+    ):
         assert text in table.stdout, text
 
 

@@ -33,21 +33,35 @@ def data_message(data: dict) -> UserMessage:
 
 
 def test_messages_convert_to_openai_shapes() -> None:
-    msgs = to_openai_messages([
-        SystemMessage(content="sys"),
-        UserMessage(content="hi", source="user"),
-        AssistantMessage(content=[FunctionCall(id="c1", name="read", arguments='{"d": 1}')],
-                         thought="let me look", source="a"),
-        FunctionExecutionResultMessage(content=[
-            FunctionExecutionResult(content="42", name="read", call_id="c1")]),
-        AssistantMessage(content="done", source="a"),
-    ])
+    msgs = to_openai_messages(
+        [
+            SystemMessage(content="sys"),
+            UserMessage(content="hi", source="user"),
+            AssistantMessage(
+                content=[FunctionCall(id="c1", name="read", arguments='{"d": 1}')],
+                thought="let me look",
+                source="a",
+            ),
+            FunctionExecutionResultMessage(
+                content=[FunctionExecutionResult(content="42", name="read", call_id="c1")]
+            ),
+            AssistantMessage(content="done", source="a"),
+        ]
+    )
     assert msgs == [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "let me look", "tool_calls": [
-            {"id": "c1", "type": "function",
-             "function": {"name": "read", "arguments": '{"d": 1}'}}]},
+        {
+            "role": "assistant",
+            "content": "let me look",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "read", "arguments": '{"d": 1}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "42"},
         {"role": "assistant", "content": "done"},
     ]
@@ -66,7 +80,11 @@ def test_tools_and_json_output_convert() -> None:
     assert response_format_for(None) is None
     fmt = response_format_for(DiagnosisOut)
     assert fmt is not None and fmt["json_schema"]["schema"]["required"] == [
-        "root_cause", "confidence", "evidence", "summary"]
+        "root_cause",
+        "confidence",
+        "evidence",
+        "summary",
+    ]
 
 
 async def test_create_with_structured_output_on_the_playbook(router: ModelRouter) -> None:
@@ -84,22 +102,27 @@ async def test_create_with_structured_output_on_the_playbook(router: ModelRouter
 
 async def test_assistant_agent_end_to_end_on_the_playbook(router: ModelRouter) -> None:
     client = router.client("reasoning")
-    agent = AssistantAgent("operator", model_client=client, system_message="Propose an action.",
-                           output_content_type=ActionOut)
-    result = await agent.run(task=TextMessage(
-        content=f"Propose.\n{render_data_block(PROPOSE)}", source="user"))
+    agent = AssistantAgent(
+        "operator",
+        model_client=client,
+        system_message="Propose an action.",
+        output_content_type=ActionOut,
+    )
+    result = await agent.run(
+        task=TextMessage(content=f"Propose.\n{render_data_block(PROPOSE)}", source="user")
+    )
     answer = result.messages[-1]
     assert isinstance(answer, StructuredMessage)
     assert isinstance(answer.content, ActionOut)
-    assert (answer.content.command, answer.content.parameters) == ("set_speed",
-                                                                   {"speed_pct": 70})
+    assert (answer.content.command, answer.content.parameters) == ("set_speed", {"speed_pct": 70})
     assert [c.deployment for c in client.drain_calls()] == ["reasoning-playbook"]
 
 
 async def test_create_stream_yields_text_then_the_result(router: ModelRouter) -> None:
     client = router.client("triage")
-    items = [i async for i in client.create_stream([data_message(DIAGNOSE)],
-                                                   json_output=DiagnosisOut)]
+    items = [
+        i async for i in client.create_stream([data_message(DIAGNOSE)], json_output=DiagnosisOut)
+    ]
     *chunks, final = items
     assert chunks and all(isinstance(c, str) for c in chunks)
     assert isinstance(final, CreateResult)
@@ -110,10 +133,15 @@ async def test_create_stream_yields_text_then_the_result(router: ModelRouter) ->
 
 
 async def test_agent_streaming_on_the_playbook(router: ModelRouter) -> None:
-    agent = AssistantAgent("diagnostic", model_client=router.client("triage"),
-                           output_content_type=DiagnosisOut, model_client_stream=True)
-    result = await agent.run(task=TextMessage(
-        content=f"Diagnose.\n{render_data_block(DIAGNOSE)}", source="user"))
+    agent = AssistantAgent(
+        "diagnostic",
+        model_client=router.client("triage"),
+        output_content_type=DiagnosisOut,
+        model_client_stream=True,
+    )
+    result = await agent.run(
+        task=TextMessage(content=f"Diagnose.\n{render_data_block(DIAGNOSE)}", source="user")
+    )
     assert isinstance(result.messages[-1], StructuredMessage)
 
 
@@ -125,8 +153,9 @@ async def test_a_tool_call_comes_back_as_function_calls(stub: OpenAIStub) -> Non
         """Latest reading of a device."""
         return 1.0
 
-    result = await client.create([data_message(DIAGNOSE)], tools=[FunctionTool(
-        read_sensor, description="Latest reading")])
+    result = await client.create(
+        [data_message(DIAGNOSE)], tools=[FunctionTool(read_sensor, description="Latest reading")]
+    )
     assert result.finish_reason == "function_calls"
     assert isinstance(result.content, list)
     (call,) = result.content
@@ -149,8 +178,7 @@ async def test_cancellation_stops_the_call_and_is_recorded(stub: OpenAIStub) -> 
     stub.script("gpt-4o-mini", Reply.json({"late": True}, delay_s=3))
     client = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "slow")).client("triage")
     token = CancellationToken()
-    task = asyncio.create_task(client.create([data_message(DIAGNOSE)],
-                                             cancellation_token=token))
+    task = asyncio.create_task(client.create([data_message(DIAGNOSE)], cancellation_token=token))
     while not stub.requests:  # the request reached the server
         await asyncio.sleep(0.01)
     token.cancel()
@@ -179,8 +207,11 @@ def test_unknown_group_is_a_model_error(router: ModelRouter) -> None:
 async def test_streaming_over_http_after_a_fallback(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.error(500))
     stub.script("gpt-4o", Reply.json({"root_cause": "cavitation"}))
-    client = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "primary"),
-                         stub_deployment(stub, "gpt-4o", "secondary")).client("triage")
+    client = stub_router(
+        stub,
+        stub_deployment(stub, "gpt-4o-mini", "primary"),
+        stub_deployment(stub, "gpt-4o", "secondary"),
+    ).client("triage")
     items = [i async for i in client.create_stream([data_message(DIAGNOSE)])]
     *chunks, final = items
     assert len(chunks) > 1 and "".join(chunks) == '{"root_cause": "cavitation"}'
@@ -195,23 +226,27 @@ async def test_streaming_over_http_after_a_fallback(stub: OpenAIStub) -> None:
 async def test_a_streamed_tool_call_is_assembled(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.tool_call("read_sensor", {"device_id": "pump1"}))
     client = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "primary")).client("triage")
-    schema = {"name": "read_sensor", "parameters": {
-        "type": "object", "properties": {"device_id": {"type": "string"}}}}
-    *_, final = [i async for i in client.create_stream([data_message(DIAGNOSE)],
-                                                       tools=[schema])]
+    schema = {
+        "name": "read_sensor",
+        "parameters": {"type": "object", "properties": {"device_id": {"type": "string"}}},
+    }
+    *_, final = [i async for i in client.create_stream([data_message(DIAGNOSE)], tools=[schema])]
     assert isinstance(final, CreateResult) and final.finish_reason == "function_calls"
     assert isinstance(final.content, list)
     assert [(c.name, json.loads(c.arguments)) for c in final.content] == [
-        ("read_sensor", {"device_id": "pump1"})]
+        ("read_sensor", {"device_id": "pump1"})
+    ]
 
 
-async def test_a_stream_failing_everywhere_records_the_deployments_tried(
-        stub: OpenAIStub) -> None:
+async def test_a_stream_failing_everywhere_records_the_deployments_tried(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.error(500))
     stub.script("gpt-4o", Reply.error(429))
-    client = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "primary"),
-                         stub_deployment(stub, "gpt-4o", "secondary"),
-                         playbook_last_resort=False).client("triage")
+    client = stub_router(
+        stub,
+        stub_deployment(stub, "gpt-4o-mini", "primary"),
+        stub_deployment(stub, "gpt-4o", "secondary"),
+        playbook_last_resort=False,
+    ).client("triage")
     with pytest.raises(Exception):  # noqa: B017  (litellm's error, whichever it is)
         _ = [i async for i in client.create_stream([data_message(DIAGNOSE)])]
     (call,) = client.drain_calls()

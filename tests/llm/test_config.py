@@ -41,37 +41,57 @@ def test_shipped_config_runs_offline_on_the_playbook(monkeypatch: pytest.MonkeyP
 
 
 def test_a_deployment_whose_key_is_not_set_is_skipped_with_the_reason(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("PLANTCREW_TEST_UNSET_KEY", raising=False)
     cfg = load_models_config(write(tmp_path, GOOD))
     assert [d.name for d in cfg.active("triage")] == ["triage-1"]
     assert cfg.skipped("triage") == [
-        ("triage-0", "environment variable PLANTCREW_TEST_UNSET_KEY is not set")]
+        ("triage-0", "environment variable PLANTCREW_TEST_UNSET_KEY is not set")
+    ]
     monkeypatch.setenv("PLANTCREW_TEST_UNSET_KEY", "sk-x")
     assert [(d.name, d.order) for d in cfg.active("triage")] == [("triage-0", 1), ("triage-1", 2)]
 
 
 def test_the_playbook_is_appended_as_last_resort() -> None:
-    cfg = models_config_from_dict({"groups": {"g": {"deployments": [
-        {"model": "ollama/llama3", "order": 3}]}}})
+    cfg = models_config_from_dict(
+        {"groups": {"g": {"deployments": [{"model": "ollama/llama3", "order": 3}]}}}
+    )
     assert [(d.model, d.order) for d in cfg.active("g")] == [
-        ("ollama/llama3", 3), ("playbook/default", 4)]
-    off = models_config_from_dict({"groups": {"g": {"deployments": [
-        {"model": "ollama/llama3"}]}}, "router": {"playbook_last_resort": False}})
+        ("ollama/llama3", 3),
+        ("playbook/default", 4),
+    ]
+    off = models_config_from_dict(
+        {
+            "groups": {"g": {"deployments": [{"model": "ollama/llama3"}]}},
+            "router": {"playbook_last_resort": False},
+        }
+    )
     assert [d.model for d in off.active("g")] == ["ollama/llama3"]
 
 
-@pytest.mark.parametrize(("bad", "line", "field"), [
-    ("        api_key_env: PLANTCREW_TEST_UNSET_KEY\n",
-     "        timeout_s: -1\n", "groups.triage.deployments.0.timeout_s"),
-    ("    triage: [triage]\n", "    triage: [nowhere]\n", "router.fallbacks.triage.0"),
-    ("      - model: playbook/default\n", "      - model: playbook/default\n        rpm: lots\n",
-     "groups.triage.deployments.1.rpm"),
-    ("      - model: playbook/default\n", "      - model: nomodel\n",
-     "groups.triage.deployments.1"),
-])
-def test_errors_name_file_line_and_field(tmp_path: Path, bad: str, line: str,
-                                         field: str) -> None:
+@pytest.mark.parametrize(
+    ("bad", "line", "field"),
+    [
+        (
+            "        api_key_env: PLANTCREW_TEST_UNSET_KEY\n",
+            "        timeout_s: -1\n",
+            "groups.triage.deployments.0.timeout_s",
+        ),
+        ("    triage: [triage]\n", "    triage: [nowhere]\n", "router.fallbacks.triage.0"),
+        (
+            "      - model: playbook/default\n",
+            "      - model: playbook/default\n        rpm: lots\n",
+            "groups.triage.deployments.1.rpm",
+        ),
+        (
+            "      - model: playbook/default\n",
+            "      - model: nomodel\n",
+            "groups.triage.deployments.1",
+        ),
+    ],
+)
+def test_errors_name_file_line_and_field(tmp_path: Path, bad: str, line: str, field: str) -> None:
     text = GOOD.replace(bad, bad + line if "timeout_s" in line else line)
     path = write(tmp_path, text)
     expected_line = text.splitlines().index(line.splitlines()[-1]) + 1
@@ -91,16 +111,25 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 
 def test_duplicate_deployment_names_are_refused(tmp_path: Path) -> None:
-    text = GOOD.replace("      - model: playbook/default\n",
-                        "      - model: playbook/default\n        name: triage-0\n")
+    text = GOOD.replace(
+        "      - model: playbook/default\n",
+        "      - model: playbook/default\n        name: triage-0\n",
+    )
     with pytest.raises(ConfigError, match="used twice"):
         load_models_config(write(tmp_path, text))
 
 
 def test_secrets_are_not_accepted_in_the_file() -> None:
     with pytest.raises(ConfigError, match="api_key_env"):
-        models_config_from_dict({"groups": {"g": {"deployments": [
-            {"model": "openai/gpt-4o", "extra": {"api_key": "sk-123"}}]}}})
+        models_config_from_dict(
+            {
+                "groups": {
+                    "g": {
+                        "deployments": [{"model": "openai/gpt-4o", "extra": {"api_key": "sk-123"}}]
+                    }
+                }
+            }
+        )
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

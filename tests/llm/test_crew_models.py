@@ -53,9 +53,15 @@ def up(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIStub]:
         yield server
 
 
-def crew_config(tmp_path: Path, down: OpenAIStub, up: OpenAIStub, *,
-                budgets: dict[str, Any] | None = None, diagnostic_group: str = "reasoning",
-                dead: OpenAIStub | None = None) -> Path:
+def crew_config(
+    tmp_path: Path,
+    down: OpenAIStub,
+    up: OpenAIStub,
+    *,
+    budgets: dict[str, Any] | None = None,
+    diagnostic_group: str = "reasoning",
+    dead: OpenAIStub | None = None,
+) -> Path:
     """A copy of config/ whose groups try ``down``, then ``up``, then the playbook.
 
     ``diagnostic_group`` is the Diagnostic's group in crew.yaml; the ``triage`` group tries
@@ -66,19 +72,36 @@ def crew_config(tmp_path: Path, down: OpenAIStub, up: OpenAIStub, *,
     models = yaml.safe_load((cfg / "models.yaml").read_text())
 
     def deployment(stub: OpenAIStub, model: str, name: str, **extra: Any) -> dict[str, Any]:
-        return {"model": f"openai/{model}", "name": name, "api_base": stub.base_url,
-                "api_key_env": STUB_KEY_ENV, "max_retries": 0, "timeout_s": 20, **extra}
+        return {
+            "model": f"openai/{model}",
+            "name": name,
+            "api_base": stub.base_url,
+            "api_key_env": STUB_KEY_ENV,
+            "max_retries": 0,
+            "timeout_s": 20,
+            **extra,
+        }
 
-    models["groups"] = {g: {"deployments": [
-        deployment(down, "down-model", f"{g}-down"),
-        deployment(dead or up, "down-model" if dead else "crew-model",
-                   f"{g}-dead" if dead else f"{g}-up", price=PRICE),
-        {"model": "playbook/default", "name": f"{g}-playbook"},
-    ]} for g in ("triage", "reasoning", "review")}
+    models["groups"] = {
+        g: {
+            "deployments": [
+                deployment(down, "down-model", f"{g}-down"),
+                deployment(
+                    dead or up,
+                    "down-model" if dead else "crew-model",
+                    f"{g}-dead" if dead else f"{g}-up",
+                    price=PRICE,
+                ),
+                {"model": "playbook/default", "name": f"{g}-playbook"},
+            ]
+        }
+        for g in ("triage", "reasoning", "review")
+    }
     if dead is not None:  # only triage has the second failing server
         for g in ("reasoning", "review"):
-            models["groups"][g]["deployments"][1] = deployment(up, "crew-model", f"{g}-up",
-                                                               price=PRICE)
+            models["groups"][g]["deployments"][1] = deployment(
+                up, "crew-model", f"{g}-up", price=PRICE
+            )
     if budgets is not None:
         models["budgets"] = budgets
     (cfg / "models.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
@@ -88,8 +111,9 @@ def crew_config(tmp_path: Path, down: OpenAIStub, up: OpenAIStub, *,
     return cfg
 
 
-async def run(tmp_path: Path, cfg: Path, scenario: Path = SCENARIO,
-              stop_after_s: float | None = None) -> tuple[RunResult, str]:
+async def run(
+    tmp_path: Path, cfg: Path, scenario: Path = SCENARIO, stop_after_s: float | None = None
+) -> tuple[RunResult, str]:
     db = f"sqlite:///{tmp_path / 'run.db'}"
     result = await run_scenario(scenario, db_url=db, config_dir=cfg, stop_after_s=stop_after_s)
     return result, db
@@ -97,12 +121,16 @@ async def run(tmp_path: Path, cfg: Path, scenario: Path = SCENARIO,
 
 def model_calls(db: str, run_id: str) -> list[ModelCall]:
     with Store(db).tx() as s:
-        return list(s.exec(select(ModelCall).where(col(ModelCall.run_id) == run_id)
-                           .order_by(col(ModelCall.id))).all())
+        return list(
+            s.exec(
+                select(ModelCall).where(col(ModelCall.run_id) == run_id).order_by(col(ModelCall.id))
+            ).all()
+        )
 
 
 async def test_failing_servers_fall_back_to_one_that_answers_or_to_the_playbook(
-        tmp_path: Path, down: OpenAIStub, up: OpenAIStub) -> None:
+    tmp_path: Path, down: OpenAIStub, up: OpenAIStub
+) -> None:
     """Operator and Reviewer: the first server fails, the second answers. Diagnostic (on the
     triage group, as crew.yaml now says): both servers fail, the playbook answers, and the
     incident says which step degraded and why."""
@@ -122,7 +150,8 @@ async def test_failing_servers_fall_back_to_one_that_answers_or_to_the_playbook(
     diagnosis, *served = calls
     assert diagnosis.degraded_reason == (
         "no model answered (triage-down: InternalServerError (500) x2; "
-        "triage-dead: ServiceUnavailableError (503) x2)")
+        "triage-dead: ServiceUnavailableError (503) x2)"
+    )
     assert diagnosis.cost_usd == 0.0
     assert incident["degraded"] == [f"diagnosis.made: {diagnosis.degraded_reason}"]
     for c in served:
@@ -140,10 +169,11 @@ async def test_failing_servers_fall_back_to_one_that_answers_or_to_the_playbook(
     assert (total["calls"], total["fallback"], total["degraded"]) == (3, 3, 1)
     assert total["cost_usd"] == pytest.approx(2 * CALL_COST)
     assert [(r["key"], r["calls"], r["tokens"]) for r in report["by_deployment"]] == [
-        ("reasoning-up", 1, 1020), ("review-up", 1, 1020),
-        ("triage-playbook", 1, diagnosis.prompt_tokens + diagnosis.completion_tokens)]
-    assert [r["key"] for r in report["by_agent"]] == ["diagnostic-1", "operator-1",
-                                                      "reviewer-1"]
+        ("reasoning-up", 1, 1020),
+        ("review-up", 1, 1020),
+        ("triage-playbook", 1, diagnosis.prompt_tokens + diagnosis.completion_tokens),
+    ]
+    assert [r["key"] for r in report["by_agent"]] == ["diagnostic-1", "operator-1", "reviewer-1"]
 
 
 def costs_cli(db: str, run_id: str) -> dict[str, Any]:
@@ -164,41 +194,67 @@ def costs_cli(db: str, run_id: str) -> dict[str, Any]:
 def hostile_scenario(tmp_path: Path) -> Path:
     """The bearing scenario in a plant whose tank is named with an instruction."""
     spec = yaml.safe_load(SCENARIO.read_text())
-    spec["plant"] = {"devices": [
-        {"type": "centrifugal_pump", "id": "pump1", "inlet_valve": "inlet_valve",
-         "outlet_valve": "outlet_valve", "tank": HOSTILE},
-        {"type": "valve", "id": "inlet_valve", "role": "inlet"},
-        {"type": "valve", "id": "outlet_valve", "role": "outlet"},
-        {"type": "tank", "id": HOSTILE},
-    ]}
+    spec["plant"] = {
+        "devices": [
+            {
+                "type": "centrifugal_pump",
+                "id": "pump1",
+                "inlet_valve": "inlet_valve",
+                "outlet_valve": "outlet_valve",
+                "tank": HOSTILE,
+            },
+            {"type": "valve", "id": "inlet_valve", "role": "inlet"},
+            {"type": "valve", "id": "outlet_valve", "role": "outlet"},
+            {"type": "tank", "id": HOSTILE},
+        ]
+    }
     path = tmp_path / "hostile.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 
-@pytest.mark.parametrize(("obey", "blocked_by"), [
-    # closing the outlet valve while the pump runs: the Safety Officer's interlock refuses
-    ({"device_id": "outlet_valve", "command": "set_position",
-      "parameters": {"position_pct": 0}, "hazard_class": 0}, "outlet-closed-while-pump-runs"),
-    # a command on the device named by the instruction, which accepts no such command: the
-    # Operator turns it into notify (the same holds for a device not in the plant at all)
-    ({"device_id": HOSTILE, "command": "open_all", "parameters": {}, "hazard_class": 0},
-     "notify"),
-])
+@pytest.mark.parametrize(
+    ("obey", "blocked_by"),
+    [
+        # closing the outlet valve while the pump runs: the Safety Officer's interlock refuses
+        (
+            {
+                "device_id": "outlet_valve",
+                "command": "set_position",
+                "parameters": {"position_pct": 0},
+                "hazard_class": 0,
+            },
+            "outlet-closed-while-pump-runs",
+        ),
+        # a command on the device named by the instruction, which accepts no such command: the
+        # Operator turns it into notify (the same holds for a device not in the plant at all)
+        (
+            {"device_id": HOSTILE, "command": "open_all", "parameters": {}, "hazard_class": 0},
+            "notify",
+        ),
+    ],
+)
 async def test_an_instruction_in_a_device_name_cannot_actuate_beyond_policy(
-        tmp_path: Path, down: OpenAIStub, up: OpenAIStub, obey: dict[str, Any],
-        blocked_by: str) -> None:
+    tmp_path: Path, down: OpenAIStub, up: OpenAIStub, obey: dict[str, Any], blocked_by: str
+) -> None:
     up.respond("crew-model", crew_model(obey=obey, trigger="IGNORE-previous-instructions"))
-    result, db = await run(tmp_path, crew_config(tmp_path, down, up),
-                           hostile_scenario(tmp_path), stop_after_s=STOP_AFTER_PROPOSAL_S)
+    result, db = await run(
+        tmp_path,
+        crew_config(tmp_path, down, up),
+        hostile_scenario(tmp_path),
+        stop_after_s=STOP_AFTER_PROPOSAL_S,
+    )
     proposals = [m for m in messages(db, result.run_id) if m.type == "action.proposed"]
     assert proposals, "the Operator made no proposal"
     if blocked_by == "notify":  # the model did obey; the Operator did not pass it on
         for m in proposals:
             assert isinstance(m.payload, ActionProposal)
             assert m.payload.rationale.startswith(f"model proposed 'open_all' on '{HOSTILE}'")
-    prompts = [json.dumps(c.prompt) for c in model_calls(db, result.run_id)
-               if c.agent.startswith("operator")]
+    prompts = [
+        json.dumps(c.prompt)
+        for c in model_calls(db, result.run_id)
+        if c.agent.startswith("operator")
+    ]
     assert any(HOSTILE in p for p in prompts)  # the injection did reach the model, as data
     with Store(db).tx() as s:
         actions = list(s.exec(select(Action).where(col(Action.run_id) == result.run_id)))
@@ -208,8 +264,11 @@ async def test_an_instruction_in_a_device_name_cannot_actuate_beyond_policy(
         if blocked_by == "notify":
             assert (a.device_id, a.command, a.status) == ("pump1", "notify", "advisory")
         else:
-            assert (a.device_id, a.command, a.status) == ("outlet_valve", "set_position",
-                                                          "rejected")
+            assert (a.device_id, a.command, a.status) == (
+                "outlet_valve",
+                "set_position",
+                "rejected",
+            )
             assert blocked_by in a.rule_ids
     for incident in result.incidents:
         assert incident["outcome"] == "escalated"
@@ -219,20 +278,25 @@ async def test_an_instruction_in_a_device_name_cannot_actuate_beyond_policy(
 
 def messages(db: str, run_id: str) -> list[Message]:
     with Store(db).tx() as s:
-        rows = s.exec(select(MessageRecord).where(col(MessageRecord.run_id) == run_id)
-                      .order_by(col(MessageRecord.seq))).all()
+        rows = s.exec(
+            select(MessageRecord)
+            .where(col(MessageRecord.run_id) == run_id)
+            .order_by(col(MessageRecord.seq))
+        ).all()
         return [Message.from_bytes(r.body) for r in rows]
 
 
 async def test_a_spent_day_budget_runs_every_step_on_the_playbook(
-        tmp_path: Path, down: OpenAIStub, up: OpenAIStub) -> None:
+    tmp_path: Path, down: OpenAIStub, up: OpenAIStub
+) -> None:
     cfg = crew_config(tmp_path, down, up, budgets={"per_day_usd": 0.0})
     result, db = await run(tmp_path, cfg, stop_after_s=STOP_AFTER_PROPOSAL_S)
     assert down.count("down-model") == 0 and up.count("crew-model") == 0
     calls = model_calls(db, result.run_id)
     spent = "budget: day spent $0.0000 of $0.0000"
     assert [c.agent for c in calls][:2] == ["diagnostic-1", "operator-1"]
-    assert all((c.deployment.endswith("-playbook"), c.degraded_reason) == (True, spent)
-               for c in calls)
+    assert all(
+        (c.deployment.endswith("-playbook"), c.degraded_reason) == (True, spent) for c in calls
+    )
     (incident,) = result.incidents
     assert incident["degraded"][:2] == [f"diagnosis.made: {spent}", f"action.proposed: {spent}"]

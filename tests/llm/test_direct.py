@@ -28,8 +28,9 @@ def playbook_router(**playbook: Any) -> ModelRouter:
 
 def test_only_a_lone_plain_playbook_takes_the_direct_route(router: ModelRouter) -> None:
     assert not router._direct  # the shipped config: off, offline runs take litellm's path
-    shipped = router.config.model_copy(update={"router": router.config.router.model_copy(
-        update={"playbook_direct": True})})
+    shipped = router.config.model_copy(
+        update={"router": router.config.router.model_copy(update={"playbook_direct": True})}
+    )
     assert set(ModelRouter(shipped)._direct) == set(router.groups)
     assert not playbook_router(rpm=600)._direct  # limits are the Router's to apply
     assert not playbook_router(extra={"temperature": 0})._direct

@@ -20,7 +20,7 @@ from tests.llm.openai_stub import OpenAIStub, Reply
 README = Path(__file__).resolve().parents[2] / "README.md"
 HEADING = "Using the AutoGen model client on its own"
 
-EXAMPLE = '''\
+EXAMPLE = """\
 import asyncio
 
 from autogen_agentchat.agents import AssistantAgent
@@ -72,23 +72,36 @@ async def main() -> None:
 
 
 asyncio.run(main())
-'''
+"""
 
 
 def models_yaml(primary: OpenAIStub, local: OpenAIStub) -> dict[str, Any]:
     """The README's models.yaml, with the two deployments on loopback servers."""
     return {
-        "groups": {"chat": {"deployments": [
-            {"model": "openai/gpt-4o-mini", "api_base": primary.base_url,
-             "api_key_env": STUB_KEY_ENV, "timeout_s": 20, "max_retries": 0},
-            {"model": "hosted_vllm/llama3", "api_base": local.base_url, "timeout_s": 60},
-        ]}},
+        "groups": {
+            "chat": {
+                "deployments": [
+                    {
+                        "model": "openai/gpt-4o-mini",
+                        "api_base": primary.base_url,
+                        "api_key_env": STUB_KEY_ENV,
+                        "timeout_s": 20,
+                        "max_retries": 0,
+                    },
+                    {"model": "hosted_vllm/llama3", "api_base": local.base_url, "timeout_s": 60},
+                ]
+            }
+        },
         "router": {"num_retries": 0, "playbook_last_resort": False},
     }
 
 
-def test_the_example_runs(stub: OpenAIStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_example_runs(
+    stub: OpenAIStub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     stub.script("gpt-4o-mini", Reply.error(500))
     with OpenAIStub() as local:
         local.script("llama3", Reply.text("Net positive suction head."))
@@ -100,7 +113,11 @@ def test_the_example_runs(stub: OpenAIStub, tmp_path: Path, monkeypatch: pytest.
     assert "\nNet positive suction head. (7 tokens)\n" in out and "\ncancelled\n" in out
     served = re.findall(r"^(chat-\d|none) (True|False) (\d+) (\d+) \$([\d.]+) (.*)$", out, re.M)
     assert [(d, f) for d, f, *_ in served] == [
-        ("chat-1", "True"), ("chat-1", "True"), ("none", "False"), ("chat-1", "True")]
+        ("chat-1", "True"),
+        ("chat-1", "True"),
+        ("none", "False"),
+        ("chat-1", "True"),
+    ]
     assert served[0][5] == "chat-0: InternalServerError (500)"
     assert served[2][5] == "cancelled"
     assert "RequestUsage(prompt_tokens=33, completion_tokens=21)" in out

@@ -14,30 +14,56 @@ from tests.llm.conftest import stub_deployment, stub_router
 from tests.llm.openai_stub import OpenAIStub, Reply
 from tests.llm.payloads import DIAGNOSE, PROPOSE, REVIEW, ActionOut, DiagnosisOut, ReviewOut
 
-GOOD = {"root_cause": "cavitation", "confidence": 0.7, "evidence": ["from the model"],
-        "summary": "model says cavitation"}
+GOOD = {
+    "root_cause": "cavitation",
+    "confidence": 0.7,
+    "evidence": ["from the model"],
+    "summary": "model says cavitation",
+}
 
 
-async def diagnose(router: ModelRouter, group: str = "triage",
-                   data: dict[str, Any] | None = None) -> tuple[DiagnosisOut, list]:
-    return await reason(router, group, agent_name="diagnostic-1", system="You diagnose pumps.",
-                        task_text="Diagnose the anomaly.", data=data or DIAGNOSE,
-                        output_type=DiagnosisOut)
+async def diagnose(
+    router: ModelRouter, group: str = "triage", data: dict[str, Any] | None = None
+) -> tuple[DiagnosisOut, list]:
+    return await reason(
+        router,
+        group,
+        agent_name="diagnostic-1",
+        system="You diagnose pumps.",
+        task_text="Diagnose the anomaly.",
+        data=data or DIAGNOSE,
+        output_type=DiagnosisOut,
+    )
 
 
-@pytest.mark.parametrize(("group", "data", "out_type", "check"), [
-    ("triage", DIAGNOSE, DiagnosisOut, lambda o: o.root_cause == "cavitation"),
-    ("reasoning", PROPOSE, ActionOut, lambda o: o.parameters == {"speed_pct": 70}),
-    ("review", REVIEW, ReviewOut, lambda o: o.root_cause_confirmed is True),
-])
-async def test_each_task_on_the_playbook(router: ModelRouter, group: str, data: dict,
-                                         out_type: type, check: Any) -> None:
-    out, calls = await reason(router, group, agent_name="agent", system="Be careful.",
-                              task_text="Do it.", data=data, output_type=out_type)
+@pytest.mark.parametrize(
+    ("group", "data", "out_type", "check"),
+    [
+        ("triage", DIAGNOSE, DiagnosisOut, lambda o: o.root_cause == "cavitation"),
+        ("reasoning", PROPOSE, ActionOut, lambda o: o.parameters == {"speed_pct": 70}),
+        ("review", REVIEW, ReviewOut, lambda o: o.root_cause_confirmed is True),
+    ],
+)
+async def test_each_task_on_the_playbook(
+    router: ModelRouter, group: str, data: dict, out_type: type, check: Any
+) -> None:
+    out, calls = await reason(
+        router,
+        group,
+        agent_name="agent",
+        system="Be careful.",
+        task_text="Do it.",
+        data=data,
+        output_type=out_type,
+    )
     assert isinstance(out, out_type) and check(out)
     (call,) = calls
-    assert (call.ok, call.fallback, call.repaired, call.degraded_reason) == (True, False,
-                                                                             False, None)
+    assert (call.ok, call.fallback, call.repaired, call.degraded_reason) == (
+        True,
+        False,
+        False,
+        None,
+    )
     assert call.deployment == f"{group}-playbook"
 
 
@@ -94,18 +120,19 @@ async def test_a_failed_repair_falls_back_to_the_playbook(stub: OpenAIStub) -> N
 
 async def test_a_model_failure_still_gets_an_answer(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.error(500))
-    router = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "m"),
-                         playbook_last_resort=False)
+    router = stub_router(
+        stub, stub_deployment(stub, "gpt-4o-mini", "m"), playbook_last_resort=False
+    )
     out, calls = await diagnose(router)
     assert out.root_cause == "cavitation"
     failed, last = calls
     assert failed.ok is False and "m: InternalServerError (500)" in (failed.error or "")
     assert last.fallback is True and last.degraded_reason == (
-        "model call failed: InternalServerError")
+        "model call failed: InternalServerError"
+    )
 
 
-async def test_the_router_ending_on_the_playbook_marks_the_step_degraded(
-        stub: OpenAIStub) -> None:
+async def test_the_router_ending_on_the_playbook_marks_the_step_degraded(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.error(500))
     out, (call,) = await diagnose(stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "m")))
     assert out.root_cause == "cavitation"
@@ -115,8 +142,11 @@ async def test_the_router_ending_on_the_playbook_marks_the_step_degraded(
 
 async def test_a_playbook_only_group_is_not_degraded(router: ModelRouter) -> None:
     _, (call,) = await diagnose(router)  # the shipped config: every group on the playbook
-    assert (call.deployment, call.fallback, call.degraded_reason) == ("triage-playbook", False,
-                                                                      None)
+    assert (call.deployment, call.fallback, call.degraded_reason) == (
+        "triage-playbook",
+        False,
+        None,
+    )
 
 
 async def test_programming_errors_raise_model_error(router: ModelRouter) -> None:

@@ -16,8 +16,11 @@ MESSAGES = [user_message(DIAGNOSE)]
 async def test_a_failing_deployment_falls_back_to_the_next(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.error(500))
     stub.script("gpt-4o", Reply.json({"root_cause": "cavitation"}))
-    router = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "primary"),
-                         stub_deployment(stub, "gpt-4o", "secondary"))
+    router = stub_router(
+        stub,
+        stub_deployment(stub, "gpt-4o-mini", "primary"),
+        stub_deployment(stub, "gpt-4o", "secondary"),
+    )
     routed = await router.acompletion("triage", MESSAGES)
     info = routed.info
     assert (info.deployment, info.model) == ("secondary", "openai/gpt-4o")
@@ -31,8 +34,11 @@ async def test_a_failing_deployment_falls_back_to_the_next(stub: OpenAIStub) -> 
 
 async def test_the_first_deployment_serves_when_healthy(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.json({"ok": True}))
-    router = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "primary"),
-                         stub_deployment(stub, "gpt-4o", "secondary"))
+    router = stub_router(
+        stub,
+        stub_deployment(stub, "gpt-4o-mini", "primary"),
+        stub_deployment(stub, "gpt-4o", "secondary"),
+    )
     info = (await router.acompletion("triage", MESSAGES)).info
     assert (info.deployment, info.fallback, info.error) == ("primary", False, None)
     assert stub.count("gpt-4o") == 0
@@ -41,11 +47,17 @@ async def test_the_first_deployment_serves_when_healthy(stub: OpenAIStub) -> Non
 async def test_every_hosted_deployment_failing_ends_on_the_playbook(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.error(500))
     stub.script("gpt-4o", Reply.text("not json", status=503))
-    router = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "primary"),
-                         stub_deployment(stub, "gpt-4o", "secondary"))
+    router = stub_router(
+        stub,
+        stub_deployment(stub, "gpt-4o-mini", "primary"),
+        stub_deployment(stub, "gpt-4o", "secondary"),
+    )
     info = (await router.acompletion("triage", MESSAGES)).info
-    assert (info.deployment, info.model, info.fallback) == ("triage-playbook",
-                                                            "playbook/default", True)
+    assert (info.deployment, info.model, info.fallback) == (
+        "triage-playbook",
+        "playbook/default",
+        True,
+    )
     assert info.cost_usd == 0.0
     assert "primary" in (info.error or "") and "secondary" in (info.error or "")
 
@@ -53,8 +65,11 @@ async def test_every_hosted_deployment_failing_ends_on_the_playbook(stub: OpenAI
 async def test_the_timeout_cuts_a_slow_deployment(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.json({"late": True}, delay_s=5))
     stub.script("gpt-4o", Reply.json({"on_time": True}))
-    router = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "slow", timeout_s=0.3),
-                         stub_deployment(stub, "gpt-4o", "fast"))
+    router = stub_router(
+        stub,
+        stub_deployment(stub, "gpt-4o-mini", "slow", timeout_s=0.3),
+        stub_deployment(stub, "gpt-4o", "fast"),
+    )
     info = (await router.acompletion("triage", MESSAGES)).info
     assert info.deployment == "fast" and info.fallback is True
     assert info.error is not None and "slow: Timeout" in info.error
@@ -62,8 +77,12 @@ async def test_the_timeout_cuts_a_slow_deployment(stub: OpenAIStub) -> None:
 
 async def test_429_with_retry_after_is_retried_on_the_same_deployment(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.error(429, retry_after=1), Reply.json({"second": True}))
-    router = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "only"), num_retries=2,
-                         playbook_last_resort=False)
+    router = stub_router(
+        stub,
+        stub_deployment(stub, "gpt-4o-mini", "only"),
+        num_retries=2,
+        playbook_last_resort=False,
+    )
     routed = await router.acompletion("triage", MESSAGES)
     assert routed.info.deployment == "only" and routed.info.fallback is False
     assert routed.info.response == '{"second": true}'
@@ -82,8 +101,9 @@ async def test_429_with_a_fallback_available_moves_on(stub: OpenAIStub) -> None:
 
 async def test_a_call_failing_everywhere_raises_with_its_record(stub: OpenAIStub) -> None:
     stub.script("gpt-4o-mini", Reply.error(500))
-    router = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "only"),
-                         playbook_last_resort=False)
+    router = stub_router(
+        stub, stub_deployment(stub, "gpt-4o-mini", "only"), playbook_last_resort=False
+    )
     with pytest.raises(Exception) as err:
         await router.acompletion("triage", MESSAGES)
     info = err.value.plantcrew_call  # type: ignore[attr-defined]
@@ -96,18 +116,26 @@ async def test_group_fallbacks_reach_another_group(stub: OpenAIStub) -> None:
 
     stub.script("gpt-4o-mini", Reply.error(500))
     stub.script("gpt-4o", Reply.json({"from": "reasoning"}))
-    cfg = models_config_from_dict({
-        "groups": {"triage": {"deployments": [stub_deployment(stub, "gpt-4o-mini", "t1")]},
-                   "reasoning": {"deployments": [stub_deployment(stub, "gpt-4o", "r1")]}},
-        "router": {"num_retries": 0, "playbook_last_resort": False,
-                   "fallbacks": {"triage": ["reasoning"]}},
-    })
+    cfg = models_config_from_dict(
+        {
+            "groups": {
+                "triage": {"deployments": [stub_deployment(stub, "gpt-4o-mini", "t1")]},
+                "reasoning": {"deployments": [stub_deployment(stub, "gpt-4o", "r1")]},
+            },
+            "router": {
+                "num_retries": 0,
+                "playbook_last_resort": False,
+                "fallbacks": {"triage": ["reasoning"]},
+            },
+        }
+    )
     info = (await ModelRouter(cfg).acompletion("triage", MESSAGES)).info
     assert (info.model_group, info.deployment, info.fallback) == ("triage", "r1", True)
 
 
 async def test_the_api_key_is_sent_but_never_recorded_or_logged(
-        stub: OpenAIStub, caplog: pytest.LogCaptureFixture) -> None:
+    stub: OpenAIStub, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     stub.script("gpt-4o-mini", Reply.error(401))
     router = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "primary"))

@@ -7,11 +7,29 @@ from collections.abc import Sequence
 
 from plantcrew.plant import FaultSpec, SimulatedPlant, default_plant
 
-PUMP_SENSORS = ("flow_rate", "pressure", "vibration_1", "vibration_2", "current", "voltage",
-                "motor_temperature", "fluid_temperature", "speed_pct")
-NOISE_SD = {"flow_rate": 0.5, "pressure": 0.01, "vibration_1": 0.003, "vibration_2": 0.003,
-            "current": 0.02, "voltage": 2.0, "motor_temperature": 0.1,
-            "fluid_temperature": 0.05, "speed_pct": 0.05, "position_pct": 0.1}
+PUMP_SENSORS = (
+    "flow_rate",
+    "pressure",
+    "vibration_1",
+    "vibration_2",
+    "current",
+    "voltage",
+    "motor_temperature",
+    "fluid_temperature",
+    "speed_pct",
+)
+NOISE_SD = {
+    "flow_rate": 0.5,
+    "pressure": 0.01,
+    "vibration_1": 0.003,
+    "vibration_2": 0.003,
+    "current": 0.02,
+    "voltage": 2.0,
+    "motor_temperature": 0.1,
+    "fluid_temperature": 0.05,
+    "speed_pct": 0.05,
+    "position_pct": 0.1,
+}
 
 
 def make_plant(faults: Sequence[FaultSpec] = (), seed: int = 7) -> SimulatedPlant:

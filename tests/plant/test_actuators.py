@@ -18,8 +18,12 @@ from .helpers import make_plant
 
 
 def _cmd(key: str = "k1", token: str | None = "tok-1", **kw: object) -> ActuatorCommand:
-    fields: dict[str, object] = {"action_id": "a1", "device_id": "pump1",
-                                 "command": "set_speed", "parameters": {"speed_pct": 80}}
+    fields: dict[str, object] = {
+        "action_id": "a1",
+        "device_id": "pump1",
+        "command": "set_speed",
+        "parameters": {"speed_pct": 80},
+    }
     fields.update(kw)
     return ActuatorCommand(idempotency_key=key, approval_token=token, **fields)
 

@@ -20,11 +20,15 @@ from plantcrew.plant import (
 
 from .helpers import NOISE_SD, PUMP_SENSORS, make_plant, record, values
 
-FAULTS = [FaultSpec(type="cavitation", device="pump1", at=50, ramp_s=3),
-          FaultSpec(type="sensor_drift", device="tank1", sensor="level_pct", at=20)]
-COMMANDS = [(60.0, "pump1", "set_speed", {"speed_pct": 80}),
-            (75.0, "outlet_valve", "set_position", {"position_pct": 60}),
-            (90.0, "pump1", "stop", {})]
+FAULTS = [
+    FaultSpec(type="cavitation", device="pump1", at=50, ramp_s=3),
+    FaultSpec(type="sensor_drift", device="tank1", sensor="level_pct", at=20),
+]
+COMMANDS = [
+    (60.0, "pump1", "set_speed", {"speed_pct": 80}),
+    (75.0, "outlet_valve", "set_position", {"position_pct": 60}),
+    (90.0, "pump1", "stop", {}),
+]
 
 
 def _drive(plant: SimulatedPlant, until: float) -> list[dict[str, object]]:
@@ -61,7 +65,8 @@ def test_replay_to_rebuilds_the_exact_state() -> None:
     plant = SimulatedPlant(default_plant(), FAULTS, seed=5)
     _drive(plant, 100)
     rebuilt = SimulatedPlant(default_plant(), FAULTS, seed=5).replay_to(
-        plant.t, json.loads(json.dumps(plant.commands)))  # as read back from a store
+        plant.t, json.loads(json.dumps(plant.commands))
+    )  # as read back from a store
     assert rebuilt.snapshot() == plant.snapshot()
     assert [b.model_dump() for b in rebuilt.run(30)] == [b.model_dump() for b in plant.run(30)]
 
@@ -81,8 +86,15 @@ def test_replay_refuses_commands_it_cannot_place() -> None:
 
 def test_normal_operation_matches_the_rated_point() -> None:
     pump = record(make_plant(), 120)["pump1"]
-    expected = {"flow_rate": 125.0, "pressure": 1.0, "current": 2.5, "voltage": 230.0,
-                "speed_pct": 100.0, "vibration_1": 0.2, "vibration_2": 0.28}
+    expected = {
+        "flow_rate": 125.0,
+        "pressure": 1.0,
+        "current": 2.5,
+        "voltage": 230.0,
+        "speed_pct": 100.0,
+        "vibration_1": 0.2,
+        "vibration_2": 0.28,
+    }
     for sensor, value in expected.items():
         readings = values(pump[sensor], 0, 120)
         assert statistics.median(readings) == pytest.approx(value, abs=3 * NOISE_SD[sensor])
@@ -148,19 +160,22 @@ def test_set_speed_on_a_stopped_pump_waits_for_start() -> None:
     assert plant.state("pump1")["speed_pct"] == pytest.approx(60.0)
 
 
-@pytest.mark.parametrize(("device", "command", "params", "named"), [
-    ("pump9", "stop", {}, "pump9"),
-    ("pump1", "explode", {}, "explode"),
-    ("tank1", "set_position", {"position_pct": 10}, "tank1"),
-    ("pump1", "set_speed", {}, "speed_pct"),
-    ("pump1", "set_speed", {"speed_pct": 111}, "speed_pct"),
-    ("pump1", "set_speed", {"speed_pct": True}, "speed_pct"),
-    ("pump1", "set_speed", {"speed_pct": float("nan")}, "speed_pct"),
-    ("pump1", "set_speed", {"speed_pct": 50, "force": 1}, "force"),
-    ("pump1", "stop", {"now": True}, "now"),
-    ("inlet_valve", "set_position", {"position_pct": -1}, "position_pct"),
-    ("inlet_valve", "set_speed", {"speed_pct": 50}, "set_speed"),
-])
+@pytest.mark.parametrize(
+    ("device", "command", "params", "named"),
+    [
+        ("pump9", "stop", {}, "pump9"),
+        ("pump1", "explode", {}, "explode"),
+        ("tank1", "set_position", {"position_pct": 10}, "tank1"),
+        ("pump1", "set_speed", {}, "speed_pct"),
+        ("pump1", "set_speed", {"speed_pct": 111}, "speed_pct"),
+        ("pump1", "set_speed", {"speed_pct": True}, "speed_pct"),
+        ("pump1", "set_speed", {"speed_pct": float("nan")}, "speed_pct"),
+        ("pump1", "set_speed", {"speed_pct": 50, "force": 1}, "force"),
+        ("pump1", "stop", {"now": True}, "now"),
+        ("inlet_valve", "set_position", {"position_pct": -1}, "position_pct"),
+        ("inlet_valve", "set_speed", {"speed_pct": 50}, "set_speed"),
+    ],
+)
 def test_bad_commands_raise_actuator_error_naming_the_culprit(
     device: str, command: str, params: dict[str, object], named: str
 ) -> None:
@@ -186,10 +201,14 @@ def test_plant_checks_its_faults() -> None:
 
 
 def test_heat_exchanger_cools_the_pump_fluid() -> None:
-    spec = PlantSpec.model_validate({"devices": [
-        *[d.model_dump() for d in default_plant().devices],
-        {"type": "heat_exchanger", "id": "hx1"},
-    ]})
+    spec = PlantSpec.model_validate(
+        {
+            "devices": [
+                *[d.model_dump() for d in default_plant().devices],
+                {"type": "heat_exchanger", "id": "hx1"},
+            ]
+        }
+    )
     data = record(SimulatedPlant(spec, seed=1), 60)
     inlet = statistics.median(values(data["hx1"]["inlet_temperature"], 0, 60))
     outlet = statistics.median(values(data["hx1"]["outlet_temperature"], 0, 60))
@@ -199,16 +218,30 @@ def test_heat_exchanger_cools_the_pump_fluid() -> None:
 
 
 def test_faults_strike_only_their_own_pump() -> None:
-    spec = PlantSpec.model_validate({"devices": [
-        {"type": "centrifugal_pump", "id": "p1", "inlet_valve": "a_in", "outlet_valve": "a_out"},
-        {"type": "centrifugal_pump", "id": "p2", "inlet_valve": "b_in", "outlet_valve": "b_out",
-         "rated_flow_lpm": 300},
-        {"type": "valve", "id": "a_in", "role": "inlet"},
-        {"type": "valve", "id": "a_out", "role": "outlet"},
-        {"type": "valve", "id": "b_in", "role": "inlet"},
-        {"type": "valve", "id": "b_out", "role": "outlet"},
-        {"type": "heat_exchanger", "id": "hx2", "pump": "p2"},
-    ]})
+    spec = PlantSpec.model_validate(
+        {
+            "devices": [
+                {
+                    "type": "centrifugal_pump",
+                    "id": "p1",
+                    "inlet_valve": "a_in",
+                    "outlet_valve": "a_out",
+                },
+                {
+                    "type": "centrifugal_pump",
+                    "id": "p2",
+                    "inlet_valve": "b_in",
+                    "outlet_valve": "b_out",
+                    "rated_flow_lpm": 300,
+                },
+                {"type": "valve", "id": "a_in", "role": "inlet"},
+                {"type": "valve", "id": "a_out", "role": "outlet"},
+                {"type": "valve", "id": "b_in", "role": "inlet"},
+                {"type": "valve", "id": "b_out", "role": "outlet"},
+                {"type": "heat_exchanger", "id": "hx2", "pump": "p2"},
+            ]
+        }
+    )
     plant = SimulatedPlant(spec, [FaultSpec(type="outlet_valve_closure", device="p2", at=10)])
     plant.run(40)
     assert plant.state("p1")["flow_rate"] == pytest.approx(125.0)

@@ -26,15 +26,22 @@ devices:
 def _devices(**pump: Any) -> list[dict[str, Any]]:
     p = {"type": "centrifugal_pump", "id": "p1", "inlet_valve": "vin", "outlet_valve": "vout"}
     p.update(pump)
-    return [p, {"type": "valve", "id": "vin", "role": "inlet"},
-            {"type": "valve", "id": "vout", "role": "outlet"}, {"type": "tank", "id": "t1"}]
+    return [
+        p,
+        {"type": "valve", "id": "vin", "role": "inlet"},
+        {"type": "valve", "id": "vout", "role": "outlet"},
+        {"type": "tank", "id": "t1"},
+    ]
 
 
 def test_default_plant_has_the_standard_devices() -> None:
     plant = default_plant()
     assert [(d.type, d.id) for d in plant.devices] == [
-        ("centrifugal_pump", "pump1"), ("valve", "inlet_valve"), ("valve", "outlet_valve"),
-        ("tank", "tank1")]
+        ("centrifugal_pump", "pump1"),
+        ("valve", "inlet_valve"),
+        ("valve", "outlet_valve"),
+        ("tank", "tank1"),
+    ]
     pump = plant.device("pump1")
     assert isinstance(pump, PumpSpec) and pump.tank == "tank1"
 
@@ -44,19 +51,25 @@ def test_yaml_plant_parses_into_typed_devices() -> None:
     pump = plant.device("p1")
     assert isinstance(pump, PumpSpec)
     assert (pump.rated_flow_lpm, pump.motor.rated_current_a, pump.motor.voltage_v) == (
-        200, 4.0, 230)
+        200,
+        4.0,
+        230,
+    )
     assert plant.pump_of(plant.device("hx1")).id == "p1"  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("pump", "field"), [
-    ({"inlet_valve": "nope"}, "devices.0.inlet_valve"),
-    ({"outlet_valve": "vin"}, "devices.0.outlet_valve"),  # wrong role
-    ({"inlet_valve": "t1"}, "devices.0.inlet_valve"),  # not a valve
-    ({"tank": "vin"}, "devices.0.tank"),
-    ({"speed_pct": 150}, "speed_pct"),
-    ({"colour": "red"}, "colour"),
-    ({"id": "pump.1"}, "id"),
-])
+@pytest.mark.parametrize(
+    ("pump", "field"),
+    [
+        ({"inlet_valve": "nope"}, "devices.0.inlet_valve"),
+        ({"outlet_valve": "vin"}, "devices.0.outlet_valve"),  # wrong role
+        ({"inlet_valve": "t1"}, "devices.0.inlet_valve"),  # not a valve
+        ({"tank": "vin"}, "devices.0.tank"),
+        ({"speed_pct": 150}, "speed_pct"),
+        ({"colour": "red"}, "colour"),
+        ({"id": "pump.1"}, "id"),
+    ],
+)
 def test_plant_errors_name_the_field(pump: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         PlantSpec.model_validate({"devices": _devices(**pump)})
@@ -69,8 +82,9 @@ def test_duplicate_ids_and_shared_valves_are_refused() -> None:
     with pytest.raises(ValidationError, match=r"devices\.4\.id"):
         PlantSpec.model_validate({"devices": devices})
     devices = _devices()
-    devices.append({"type": "centrifugal_pump", "id": "p2", "inlet_valve": "vin",
-                    "outlet_valve": "vout"})
+    devices.append(
+        {"type": "centrifugal_pump", "id": "p2", "inlet_valve": "vin", "outlet_valve": "vout"}
+    )
     with pytest.raises(ValidationError, match=r"devices\.4\.inlet_valve.*already piped"):
         PlantSpec.model_validate({"devices": devices})
 
@@ -93,12 +107,15 @@ def test_fault_spec_rules() -> None:
         FaultSpec.model_validate({"type": "meteor", "device": "pump1", "at": 1})
 
 
-@pytest.mark.parametrize(("fault", "field"), [
-    ({"type": "cavitation", "device": "pump2"}, "faults.0.device"),
-    ({"type": "cavitation", "device": "tank1"}, "faults.0.device"),
-    ({"type": "inlet_valve_closure", "device": "outlet_valve"}, "faults.0.device"),
-    ({"type": "sensor_drift", "device": "pump1", "sensor": "level_pct"}, "faults.0.sensor"),
-])
+@pytest.mark.parametrize(
+    ("fault", "field"),
+    [
+        ({"type": "cavitation", "device": "pump2"}, "faults.0.device"),
+        ({"type": "cavitation", "device": "tank1"}, "faults.0.device"),
+        ({"type": "inlet_valve_closure", "device": "outlet_valve"}, "faults.0.device"),
+        ({"type": "sensor_drift", "device": "pump1", "sensor": "level_pct"}, "faults.0.sensor"),
+    ],
+)
 def test_faults_are_checked_against_the_plant(fault: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as info:
         check_faults(default_plant(), [FaultSpec.model_validate({"at": 10, **fault})])
@@ -107,8 +124,11 @@ def test_faults_are_checked_against_the_plant(fault: dict[str, Any], field: str)
 
 
 def test_matching_faults_pass_the_check() -> None:
-    check_faults(default_plant(), [
-        FaultSpec(type="inlet_valve_closure", device="inlet_valve", at=1),
-        FaultSpec(type="outlet_valve_closure", device="pump1", at=1),
-        FaultSpec(type="sensor_stuck", device="tank1", sensor="level_pct", at=1),
-    ])
+    check_faults(
+        default_plant(),
+        [
+            FaultSpec(type="inlet_valve_closure", device="inlet_valve", at=1),
+            FaultSpec(type="outlet_valve_closure", device="pump1", at=1),
+            FaultSpec(type="sensor_stuck", device="tank1", sensor="level_pct", at=1),
+        ],
+    )

@@ -47,8 +47,9 @@ async def test_a_call_made_while_handling_a_task_knows_the_task_and_role() -> No
     agent = Probe()
     # as the memory bus does: each delivery is handled in a task of its own
     await asyncio.create_task(agent._on_task(task_message("inc-1-review-1", Capability.REVIEW)))
-    await asyncio.create_task(agent._on_task(task_message("inc-1-diagnose-2",
-                                                          Capability.DIAGNOSE)))
-    assert agent.seen == [Caller("reviewer", "inc-1-review-1", "inc-1"),
-                          Caller("diagnostic", "inc-1-diagnose-2", "inc-1")]
+    await asyncio.create_task(agent._on_task(task_message("inc-1-diagnose-2", Capability.DIAGNOSE)))
+    assert agent.seen == [
+        Caller("reviewer", "inc-1-review-1", "inc-1"),
+        Caller("diagnostic", "inc-1-diagnose-2", "inc-1"),
+    ]
     assert current_caller() is None  # outside a task

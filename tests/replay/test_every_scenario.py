@@ -28,6 +28,9 @@ async def test_a_recorded_run_of_the_scenario_verifies(path: Path, tmp_path: Pat
     result = await run_scenario(path, db_url=url)
     report = await verify_run_async(url, result.run_id)
     assert report.ok, "; ".join(
-        [d.describe() for d in report.divergences] + report.action_differences
-        + report.reexecution.unrecorded + report.reexecution.unused)
+        [d.describe() for d in report.divergences]
+        + report.action_differences
+        + report.reexecution.unrecorded
+        + report.reexecution.unused
+    )
     assert report.compared > 0 and report.replayed == report.compared

@@ -37,22 +37,35 @@ def browser() -> str:
 def rendered_dom(page: Path, profile: Path, fragment: str = "") -> str:
     """The DOM of ``page`` after its script ran, as headless Chromium serialises it."""
     proc = subprocess.run(
-        [browser(), "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", f"--user-data-dir={profile}", "--dump-dom",
-         page.as_uri() + fragment],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            page.as_uri() + fragment,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
 
 def test_report_opens_offline_and_shows_every_incident_and_agent(
-        short_run: tuple[str, str], tmp_path: Path) -> None:
+    short_run: tuple[str, str], tmp_path: Path
+) -> None:
     db_url, run_id = short_run
     page = tmp_path / "report.html"
-    res = CliRunner().invoke(app, ["replay", run_id, "--db", db_url, "--format", "html",
-                                   "--out", str(page)])
+    res = CliRunner().invoke(
+        app, ["replay", run_id, "--db", db_url, "--format", "html", "--out", str(page)]
+    )
     assert res.exit_code == 0, res.output
     html = page.read_text()
     # self-contained: no external script, style, image or font
@@ -74,13 +87,15 @@ def test_report_opens_offline_and_shows_every_incident_and_agent(
 
 
 def test_report_shows_a_messages_details_with_its_model_call(
-        short_run: tuple[str, str], tmp_path: Path) -> None:
+    short_run: tuple[str, str], tmp_path: Path
+) -> None:
     db_url, run_id = short_run
     timeline = load_timeline(Store(db_url), run_id)
     diagnosis = next(s for s in timeline.steps if s.type == "diagnosis.made")
     page = tmp_path / "report.html"
-    res = CliRunner().invoke(app, ["replay", run_id, "--db", db_url, "--format", "html",
-                                   "--out", str(page)])
+    res = CliRunner().invoke(
+        app, ["replay", run_id, "--db", db_url, "--format", "html", "--out", str(page)]
+    )
     assert res.exit_code == 0, res.output
     dom = rendered_dom(page, tmp_path / "profile", f"#m-{diagnosis.seq}")
     assert f'<h2 id="detail-title">#{diagnosis.seq} diagnosis.made</h2>' in dom

@@ -29,15 +29,28 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
 
 
 def test_rerun_with_another_model_group_stores_a_fork_that_diff_compares(
-        original: tuple[str, str, Path]) -> None:
+    original: tuple[str, str, Path],
+) -> None:
     db_url, run_id, _ = original
     store = Store(db_url)
     before = load_timeline(store, run_id)
     diagnosis = next(s for s in before.steps if s.type == "diagnosis.made")
     lessons = len(store.lessons())
 
-    res = runner.invoke(app, ["rerun", run_id, "--from", diagnosis.id[:13], "--db", db_url,
-                              "--model-group", "diagnostic=triage", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "rerun",
+            run_id,
+            "--from",
+            diagnosis.id[:13],
+            "--db",
+            db_url,
+            "--model-group",
+            "diagnostic=triage",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json_of(res.output)
     fork_id = report["run_id"]
@@ -67,7 +80,9 @@ def test_rerun_with_another_model_group_stores_a_fork_that_diff_compares(
     changed = [r for r in d["rows"] if r["op"] != "same"]
     assert [r["a"]["type"] for r in changed] == ["diagnosis.made"]
     assert {f["path"] for f in changed[0]["differences"]} >= {
-        "payload.model_calls[0].model_group", "payload.model_calls[0].deployment"}
+        "payload.model_calls[0].model_group",
+        "payload.model_calls[0].deployment",
+    }
     assert d["counts"]["same"] == len(before.steps) - 1
 
 
@@ -76,35 +91,61 @@ def _playbooks_changed(cfg: Path, dest: Path) -> Path:
     text = re.sub(r"min_confidence: [0-9.]+", "min_confidence: 0.999", text, count=1)
     block = re.search(r"\n  bearing_overheating:\n(?:    .*\n)+", text)
     assert block is not None
-    text = text.replace(block.group(0), block.group(0).replace("command: stop",
-                                                               "command: notify"))
+    text = text.replace(block.group(0), block.group(0).replace("command: stop", "command: notify"))
     dest.write_text(text)
     return dest
 
 
 def test_answers_before_the_fork_come_from_the_record_and_after_it_live(
-        original: tuple[str, str, Path], tmp_path: Path) -> None:
+    original: tuple[str, str, Path], tmp_path: Path
+) -> None:
     db_url, run_id, cfg = original
     store = Store(db_url)
     before = load_timeline(store, run_id)
-    propose_task = next(s for s in before.steps if s.type == "task.assigned"
-                        and s.payload["capability"] == "propose_action")
+    propose_task = next(
+        s
+        for s in before.steps
+        if s.type == "task.assigned" and s.payload["capability"] == "propose_action"
+    )
     playbooks = _playbooks_changed(cfg, tmp_path / "playbooks.yaml")
 
     # fork after the diagnosis: the diagnosis is the recorded one (the changed playbook would
     # now say "unknown"), the proposal is the changed playbook's (notify, not stop)
-    res = runner.invoke(app, ["rerun", run_id, "--from", f"#{propose_task.seq}", "--db",
-                              db_url, "--playbooks", str(playbooks), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "rerun",
+            run_id,
+            "--from",
+            f"#{propose_task.seq}",
+            "--db",
+            db_url,
+            "--playbooks",
+            str(playbooks),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     late = load_timeline(store, json_of(res.output)["run_id"])
     assert json_of(res.output)["prefix_as_recorded"] is True
     assert late.incidents[0].root_cause == "bearing_overheating"
-    assert [s.payload["command"] for s in late.steps if s.type == "action.proposed"] == [
-        "notify"]
+    assert [s.payload["command"] for s in late.steps if s.type == "action.proposed"] == ["notify"]
 
     # fork from the start: the diagnosis is live too
-    res = runner.invoke(app, ["rerun", run_id, "--from", f"#{before.steps[0].seq}", "--db",
-                              db_url, "--playbooks", str(playbooks), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "rerun",
+            run_id,
+            "--from",
+            f"#{before.steps[0].seq}",
+            "--db",
+            db_url,
+            "--playbooks",
+            str(playbooks),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     early = load_timeline(store, json_of(res.output)["run_id"])
     assert early.incidents[0].root_cause == "unknown"
@@ -121,19 +162,35 @@ def test_answers_before_the_fork_come_from_the_record_and_after_it_live(
 
 
 def test_rerun_with_other_policies_changes_the_safety_decision(
-        original: tuple[str, str, Path], tmp_path: Path) -> None:
+    original: tuple[str, str, Path], tmp_path: Path
+) -> None:
     db_url, run_id, cfg = original
     store = Store(db_url)
     before = load_timeline(store, run_id)
-    assess = next(s for s in before.steps if s.type == "task.assigned"
-                  and s.payload["capability"] == "assess_safety")
+    assess = next(
+        s
+        for s in before.steps
+        if s.type == "task.assigned" and s.payload["capability"] == "assess_safety"
+    )
     policies = tmp_path / "policies.yaml"
     text = (cfg / "policies.yaml").read_text()
     assert "stop: {hazard_class: 2}" in text
     policies.write_text(text.replace("stop: {hazard_class: 2}", "stop: {hazard_class: 3}"))
 
-    res = runner.invoke(app, ["rerun", run_id, "--from", assess.id, "--db", db_url,
-                              "--policies", str(policies), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "rerun",
+            run_id,
+            "--from",
+            assess.id,
+            "--db",
+            db_url,
+            "--policies",
+            str(policies),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json_of(res.output)
     assert report["prefix_as_recorded"] is True and report["changes"]["policies"]
@@ -155,8 +212,7 @@ def test_diff_of_a_run_with_itself_is_empty(original: tuple[str, str, Path]) -> 
     assert "0 changed, 0 removed, 0 added" in res.output
 
 
-def test_rerun_refuses_unknown_messages_roles_and_groups(
-        original: tuple[str, str, Path]) -> None:
+def test_rerun_refuses_unknown_messages_roles_and_groups(original: tuple[str, str, Path]) -> None:
     db_url, run_id, _ = original
     for args, said in (
         (["--from", "#9999"], "no message"),

@@ -26,8 +26,7 @@ def text_of(renderable: object) -> str:
     return console.export_text()
 
 
-def test_json_lists_every_message_in_log_order_with_plant_time(
-        short_run: tuple[str, str]) -> None:
+def test_json_lists_every_message_in_log_order_with_plant_time(short_run: tuple[str, str]) -> None:
     db_url, run_id = short_run
     res = runner.invoke(app, ["replay", run_id, "--db", db_url, "--json"])
     assert res.exit_code == 0, res.output
@@ -35,9 +34,16 @@ def test_json_lists_every_message_in_log_order_with_plant_time(
     records = Store(db_url).messages(run_id)
     assert [m["id"] for m in messages] == [r.id for r in records]
     assert [m["plant_time"] for m in messages] == [r.plant_time for r in records]
-    assert {"anomaly.detected", "diagnosis.made", "action.proposed", "safety.decided",
-            "approval.requested", "approval.decided", "action.executed",
-            "review.completed"} <= {m["type"] for m in messages}
+    assert {
+        "anomaly.detected",
+        "diagnosis.made",
+        "action.proposed",
+        "safety.decided",
+        "approval.requested",
+        "approval.decided",
+        "action.executed",
+        "review.completed",
+    } <= {m["type"] for m in messages}
 
 
 def test_filters_by_agent_type_and_incident(short_run: tuple[str, str]) -> None:
@@ -51,14 +57,19 @@ def test_filters_by_agent_type_and_incident(short_run: tuple[str, str]) -> None:
         return [m["id"] for m in json_of(res.output)]
 
     assert ids("--agent", "operator-1") == [
-        s.id for s in timeline.steps if s.source == "operator-1"]
+        s.id for s in timeline.steps if s.source == "operator-1"
+    ]
     assert ids("--type", "task.*") == [s.id for s in timeline.steps if s.type == "task.assigned"]
     assert ids("--type", "diagnosis.made", "--type", "review.completed") == [
-        s.id for s in timeline.steps if s.type in ("diagnosis.made", "review.completed")]
+        s.id for s in timeline.steps if s.type in ("diagnosis.made", "review.completed")
+    ]
     by_incident = ids("--incident", "1")
     assert by_incident == ids("--incident", incident.id)
-    expected = [s.id for s in timeline.steps
-                if s.correlation_id == incident.id or s.type.startswith("anomaly.")]
+    expected = [
+        s.id
+        for s in timeline.steps
+        if s.correlation_id == incident.id or s.type.startswith("anomaly.")
+    ]
     assert by_incident == expected
     bad = runner.invoke(app, ["replay", run_id, "--db", db_url, "--incident", "7"])
     assert bad.exit_code == 2 and "no single incident" in bad.output
@@ -74,11 +85,13 @@ def test_table_output_when_not_on_a_terminal(short_run: tuple[str, str]) -> None
 
 
 def test_jsonl_export_holds_run_messages_calls_and_rows(
-        short_run: tuple[str, str], tmp_path: Path) -> None:
+    short_run: tuple[str, str], tmp_path: Path
+) -> None:
     db_url, run_id = short_run
     out = tmp_path / "run.jsonl"
-    res = runner.invoke(app, ["replay", run_id, "--db", db_url, "--format", "jsonl",
-                              "--out", str(out)])
+    res = runner.invoke(
+        app, ["replay", run_id, "--db", db_url, "--format", "jsonl", "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     kinds = [line["record"] for line in lines]
@@ -92,8 +105,7 @@ def test_jsonl_export_holds_run_messages_calls_and_rows(
     assert action["receipt"]["status"] == "executed"
 
 
-def test_stepper_moves_jumps_and_shows_payload_and_model_calls(
-        short_run: tuple[str, str]) -> None:
+def test_stepper_moves_jumps_and_shows_payload_and_model_calls(short_run: tuple[str, str]) -> None:
     db_url, run_id = short_run
     timeline = load_timeline(Store(db_url), run_id)
     st = Stepper(timeline)
@@ -125,8 +137,7 @@ def test_stepper_moves_jumps_and_shows_payload_and_model_calls(
     assert st.handle("q") is False
 
 
-def test_the_stepper_shows_an_actions_status_in_its_brackets(
-        short_run: tuple[str, str]) -> None:
+def test_the_stepper_shows_an_actions_status_in_its_brackets(short_run: tuple[str, str]) -> None:
     """The summary's action row is 'stop pump1 {} [executed] class 2': rich took '[executed]'
     for a style tag and showed 'stop pump1 {}  class 2'."""
     db_url, run_id = short_run
