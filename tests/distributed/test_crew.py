@@ -205,6 +205,74 @@ async def test_the_run_command_with_a_remote_crew_leaves_every_step_to_the_crew_
     assert {s.rsplit("-", 1)[1] for s in agents} <= crew_pids, (sources, crew_pids)
 
 
+@pytest.mark.parametrize("shared_crew", FAULT_BROKERS, indirect=True)
+async def test_sigterm_interrupts_a_remote_run_and_resume_completes_it_on_the_crew(
+    shared_crew: Crew, tmp_path: Path
+) -> None:
+    """``plantcrew run --crew remote`` on SIGTERM: the run ends at the end of its step with
+    the crew's processes untouched, is recorded ``interrupted``, exits 143 and says how to
+    resume; ``--resume`` on the same crew completes it (the historian replay of scenarios/ at
+    10 plant s per wall second, stopped before its fault at 540 s)."""
+    from tests.scenarios.test_run_signals import FIRST_LINE, HISTORIAN, START_S, STOP_S
+
+    store = Store(shared_crew.db_url)
+    remote = ["--crew", "remote", "--bus", shared_crew.bus_url, "--db", shared_crew.db_url]
+
+    async def start(*args: str, err: Path) -> asyncio.subprocess.Process:
+        with err.open("w") as err_f:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "plantcrew.cli", "run", str(HISTORIAN), "--json", *args,
+                *remote, cwd=ROOT, env=shared_crew.env(), stdout=asyncio.subprocess.PIPE,
+                stderr=err_f, start_new_session=True,
+            )  # fmt: skip
+
+    async def until_true(what: str, check: Any, proc: asyncio.subprocess.Process) -> Any:
+        deadline = asyncio.get_running_loop().time() + START_S
+        while not (got := check()):
+            assert proc.returncode is None, f"ended before {what}: {err.read_text()[-3000:]}"
+            assert asyncio.get_running_loop().time() < deadline, f"no {what} in {START_S:g} s"
+            await asyncio.sleep(0.2)
+        return got
+
+    err = tmp_path / "run.err"
+    proc = await start("--speed", "10", err=err)
+    try:
+        found = await until_true("run id", lambda: FIRST_LINE.search(err.read_text()), proc)
+        run_id = found.group(1)
+        await until_true("checkpoint", lambda: store.get_run(run_id).plant_time > 0, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), STOP_S)
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    stderr = err.read_text(errors="replace")
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr and "interrupted by SIGTERM" in stderr, stderr[-3000:]
+    assert json.loads(out)["status"] == "interrupted"
+    run = store.get_run(run_id)
+    assert run.status == "interrupted" and 0 < run.plant_time < 540, run
+    assert all(p.proc and p.proc.poll() is None for p in shared_crew.processes)  # untouched
+
+    err = tmp_path / "resume.err"
+    again = await start("--resume", run_id, err=err)
+    out, _ = await asyncio.wait_for(again.communicate(), START_S)
+    assert again.returncode == 0, err.read_text(errors="replace")[-3000:]
+    resumed = json.loads(out)
+    assert resumed["run_id"] == run_id and resumed["status"] == "passed", resumed
+    await settled(shared_crew.bus_url)
+    try:
+        assert store.get_run(run_id).status == "passed"
+        (incident,) = store.incidents(run_id)
+        assert incident.root_cause == "outlet_valve_closure", incident
+        # only the export's bad rows, each once (not again after the resume)
+        dead = [d for d in store.dead_letters() if d.run_id == run_id]
+        assert all(d.reason.startswith("bad CSV row") for d in dead), dead
+        assert len({d.raw for d in dead}) == len(dead), dead
+    finally:
+        store.dispose()
+
+
 async def cli_run_local(bus_url: str, db_url: str, env: dict[str, str]) -> tuple[int, str, str]:
     """``plantcrew run SHORT --crew local --bus BUS``: its exit code, stdout and stderr."""
     runner = await asyncio.create_subprocess_exec(
