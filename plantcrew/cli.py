@@ -508,18 +508,18 @@ def feedback(
 
 
 def main() -> None:
-    """Entry point of the ``plantcrew`` console script. A plantcrew error that a command
-    does not handle itself is printed as one line, never a traceback: exit 2 for a bad
-    configuration, 3 for anything else (a database or broker that cannot be reached)."""
+    """The ``plantcrew`` command, as the console script runs it (``plantcrew/__main__.py``,
+    which handles Ctrl-C and SIGTERM). A plantcrew error that a command does not handle itself
+    is printed as one line, never a traceback: exit 2 for a bad configuration, 3 for anything
+    else (a database or broker that cannot be reached)."""
     try:
         app()
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
     except PlantcrewError as exc:
         print_error(str(exc))
         sys.exit(2 if isinstance(exc, ConfigError) else 3)
 
 
 if __name__ == "__main__":
-    main()
+    from plantcrew.__main__ import interruptible
+
+    interruptible(main)

@@ -16,8 +16,9 @@ number (130 for SIGINT, 143 for SIGTERM), as a shell reports a command a signal 
     asyncio.run(main())
     exit_stopped()
 
-Before the handlers are installed (while the interpreter imports the package) a SIGTERM has
-its default action: the process ends at once, 143 in a shell, without a traceback.
+Before the handlers are installed (while the command imports its modules) the console
+script's own handler (``plantcrew/__main__.py``) makes SIGTERM unwind the command as Ctrl-C
+does: it exits 143 (130 for Ctrl-C) with the one line ``interrupted by SIGTERM``, no traceback.
 
 ``plantcrew eval skab``, which has no run to record, uses :func:`sigterm_as_ctrl_c` instead:
 SIGTERM unwinds it as Ctrl-C does (its worker processes stop, their files go) and it exits 143.

@@ -1,7 +1,8 @@
 """``plantcrew run`` on SIGTERM (how a Kubernetes Job, systemd or compose stop it) or Ctrl-C:
 the run ends at the end of its step, is recorded ``interrupted``, stderr says how to resume
 it, and the command exits 143 (SIGTERM) or 130 (SIGINT) without a traceback; ``--resume``
-then completes it. (A Ctrl-C during that stop exits at once: ``tests/test_stopping.py``.)
+then completes it. (A Ctrl-C during that stop exits at once: ``tests/test_stopping.py``; a
+signal while the command still imports: ``tests/test_cli_interrupt_starting.py``.)
 
 Before, SIGTERM killed the command outright (exit -15, 143 in a shell) and Ctrl-C cancelled
 the run mid-step: either way the run stayed ``running``, with what was in flight on the bus
@@ -136,14 +137,3 @@ def test_a_signal_interrupts_the_run_and_resume_completes_it(
     resumed = json.loads(again.proc.stdout.read())
     assert resumed["run_id"] == run_id and resumed["status"] == "passed", resumed
     assert _run(run.db_url, run_id)[0] == "passed"
-
-
-def test_sigterm_while_the_command_imports_ends_it_at_once(start: object) -> None:
-    """Before the handlers exist SIGTERM has its default action: no traceback, no run."""
-    run = start("--json")  # type: ignore[operator]
-    time.sleep(0.5)  # the interpreter imports the package (seconds)
-    assert run.proc.poll() is None
-    run.proc.send_signal(signal.SIGTERM)
-    assert run.stopped() == -signal.SIGTERM  # 143 in a shell
-    assert "Traceback" not in run.stderr()
-    assert not FIRST_LINE.search(run.stderr())
