@@ -221,6 +221,12 @@ class ModelRouter:
             content_policy_fallbacks=[{k: v} for k, v in r.content_policy_fallbacks.items()],
         )
 
+    def close(self) -> None:
+        """Take this router off litellm's global callback lists (:meth:`UsageRouter.close`);
+        idempotent. A router nobody holds any more is taken off when it is collected; a
+        closed router is not called again."""
+        self.router.close()
+
     @classmethod
     def from_file(
         cls, path: Path | str | None = None, *, playbooks_path: Path | str | None = None

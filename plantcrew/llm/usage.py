@@ -12,10 +12,26 @@ offline crew every call pays that twice for nothing (a sixth of a worker's CPU p
 skips the bookkeeping of a deployment that has none. A deployment with a limit is counted as
 before. The answer is kept per deployment id and model group: a deployment replaced under the
 same id (not done by :class:`~plantcrew.llm.router.ModelRouter`) keeps its first answer.
+
+litellm's callback lists are module-level. A litellm ``Router`` adds four of its bound methods
+to them when it is built (its deployments' success/failure counts and cooldowns) and never takes
+them off: a process that builds routers one after another kept every router alive, ran every
+old router's callbacks on each call (counting the call and opening circuits in routers that
+did not make it), and once a list held ``MAX_CALLBACKS`` (100) entries litellm refused the new
+router's callbacks, so its circuit breaker never opened. A :class:`UsageRouter` takes its four
+off again; four module-level functions of the same names, registered once, hand each event to
+the router that made the call, found by :data:`ROUTER_KEY` in the deployment's ``model_info``
+(a weak reference: a router nobody holds is collected). The entries a router's routing strategy
+adds (``least-busy``, ``latency-based-routing``, ``usage-based-routing-v2`` selectors) stay
+global, as litellm's pre-call checks read them there, and are removed by :meth:`UsageRouter.close`
+or when the router is collected.
 """
 
 from __future__ import annotations
 
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import plantcrew.settings  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm)
@@ -26,13 +42,122 @@ from litellm.router_utils.pre_call_checks.io_token_rate_limit_check import (  # 
 )
 
 
-class UsageRouter(litellm.Router):
-    """A litellm ``Router`` that keeps no usage counts for deployments without limits (see
-    module doc); otherwise litellm's own."""
+ROUTER_KEY = "plantcrew_router"
+"""The ``model_info`` key of a :class:`UsageRouter`'s deployments naming the router (a hex id)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+# litellm's global callback lists (attribute names of the litellm module)
+CALLBACK_LISTS = (
+    "callbacks",
+    "input_callback",
+    "_async_input_callback",
+    "success_callback",
+    "_async_success_callback",
+    "failure_callback",
+    "_async_failure_callback",
+    "service_callback",
+)
+
+_routers: weakref.WeakValueDictionary[str, UsageRouter] = weakref.WeakValueDictionary()
+
+
+def _router_of(kwargs: Any) -> UsageRouter | None:
+    """The live router whose deployment a logged call went to, or None."""
+    try:
+        info = kwargs["litellm_params"].get("model_info") or {}
+        key = info.get(ROUTER_KEY)
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return _routers.get(key) if isinstance(key, str) else None
+
+
+def _dispatcher(method: str, *, is_async: bool) -> Callable[..., Any]:
+    """A callback handing litellm's event ``(kwargs, response, start, end)`` to ``method`` of
+    the router that made the call (nothing when that router is closed or gone). It carries
+    the method's name: litellm's logging tells its internal callbacks by name
+    (``sync_deployment_callback_on_success`` is not run for an async call, as before)."""
+
+    async def async_dispatch(*event: Any) -> Any:
+        router = _router_of(event[0])
+        return None if router is None else await getattr(router, method)(*event)
+
+    def dispatch(*event: Any) -> Any:
+        router = _router_of(event[0])
+        return None if router is None else getattr(router, method)(*event)
+
+    chosen = async_dispatch if is_async else dispatch
+    chosen.__name__ = chosen.__qualname__ = method
+    return chosen
+
+
+# Router method -> (litellm list it registers in, its dispatcher)
+_DISPATCH: dict[str, tuple[str, Callable[..., Any]]] = {
+    method: (name, _dispatcher(method, is_async=name.startswith("_async")))
+    for method, name in (
+        ("deployment_callback_on_success", "_async_success_callback"),
+        ("sync_deployment_callback_on_success", "success_callback"),
+        ("async_deployment_callback_on_failure", "_async_failure_callback"),
+        ("deployment_callback_on_failure", "failure_callback"),
+    )
+}
+
+
+def _lists() -> list[list[Any]]:
+    return [v for name in CALLBACK_LISTS if isinstance(v := getattr(litellm, name, None), list)]
+
+
+def _drop(key: str, owned: tuple[Any, ...]) -> None:
+    """Forget router ``key`` and take the ``owned`` entries off litellm's lists (by identity)."""
+    _routers.pop(key, None)
+    if not owned:
+        return
+    ids = {id(item) for item in owned}
+    for items in _lists():
+        if any(id(item) in ids for item in items):
+            items[:] = [item for item in items if id(item) not in ids]
+    for item in owned:
+        retire = getattr(item, "retire", None)
+        if callable(retire):
+            retire()
+
+
+class UsageRouter(litellm.Router):
+    """A litellm ``Router`` that keeps no usage counts for deployments without limits and
+    leaves no callback of its own in litellm's global lists (see module doc); otherwise
+    litellm's own. ``model_list`` is keyword-only; each entry's ``model_info`` gets
+    :data:`ROUTER_KEY`. Call :meth:`close` when done (collection does the same)."""
+
+    def __init__(self, *, model_list: Iterable[dict[str, Any]] = (), **kwargs: Any) -> None:
         self._limited: dict[tuple[str, str], bool] = {}
-        super().__init__(*args, **kwargs)
+        self.plantcrew_key = uuid.uuid4().hex
+        tagged = [
+            {
+                **entry,
+                "model_info": {**(entry.get("model_info") or {}), ROUTER_KEY: self.plantcrew_key},
+            }
+            for entry in model_list
+        ]
+        before = {id(item) for items in _lists() for item in items}
+        super().__init__(model_list=tagged, **kwargs)
+        owned: list[Any] = []
+        for items in _lists():
+            mine = [item for item in items if id(item) not in before]
+            for item in mine:
+                if getattr(item, "__self__", None) is self and item.__name__ in _DISPATCH:
+                    items.remove(item)  # the dispatcher of its name stands for it
+                elif item not in owned:
+                    owned.append(item)
+        for list_name, dispatcher in _DISPATCH.values():
+            items = getattr(litellm, list_name)
+            if dispatcher not in items:  # once per process; past litellm's MAX_CALLBACKS too
+                items.append(dispatcher)
+        _routers[self.plantcrew_key] = self
+        self._close = weakref.finalize(self, _drop, self.plantcrew_key, tuple(owned))
+
+    def close(self) -> None:
+        """Stop taking litellm's events and take this router's entries (its routing
+        strategy's) off litellm's global lists; idempotent. A closed router is not called."""
+        self._close()
+        self.discard()
 
     def has_limits(self, deployment_id: str, model_group: str) -> bool:
         """Whether litellm counts the usage of ``deployment_id`` (a ``tpm``/``rpm`` limit in its
@@ -69,4 +194,4 @@ class UsageRouter(litellm.Router):
         )
 
 
-__all__ = ["UsageRouter"]
+__all__ = ["ROUTER_KEY", "UsageRouter"]
