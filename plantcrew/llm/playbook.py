@@ -10,6 +10,11 @@ input; when ``response_format`` carries a JSON schema the answer is fitted to it
 and the response says so (``_hidden_params["response_cost"] = 0.0``, which litellm takes as the
 call's cost instead of running its cost calculation: a lookup of a model its price list does
 not have, a tenth of a Router call). The Router, its callbacks and the record are as before.
+An async answer is not logged by litellm (its success-logging task, standard payload and
+callbacks: a seventh of a Router call) when that logging would reach nothing but the router's
+deployment counts (:func:`plantcrew.llm.usage.success_log_read`): the playbook has no limit
+and is never cooled down, and plantcrew's record is made from the response. Its failures are
+logged as before.
 
 ``api_base`` of a playbook deployment may name the rules file (a path or ``file://`` URL);
 without it the provider reads ``<settings.config_dir>/playbooks.yaml``. Rules files are
@@ -34,6 +39,7 @@ from plantcrew.errors import ConfigError
 from plantcrew.llm.playbook_rules import PlaybookRules
 from plantcrew.llm.protocol import DataBlockError, data_from_messages
 from plantcrew.llm.schema_fit import fit
+from plantcrew.llm.usage import success_log_read
 from plantcrew.settings import get_settings
 
 import litellm  # isort: skip
@@ -156,9 +162,17 @@ class PlaybookLLM(CustomLLM):
         *args: Any,
         **kwargs: Any,
     ) -> ModelResponse:
-        return self.respond(
+        response = self.respond(
             model, messages, model_response, kwargs.get("optional_params") or {}, api_base
         )
+        logging_obj = kwargs.get("logging_obj")
+        if logging_obj is not None and not success_log_read(
+            kwargs.get("litellm_params"), logging_obj
+        ):
+            # litellm parks the success log of a call whose logging is deferred (its proxy
+            # runs it later) and nothing here runs it: no task, payload or callbacks
+            logging_obj._defer_async_logging = True
+        return response
 
     def _chunks(
         self, messages: list[dict[str, Any]], optional_params: dict[str, Any], api_base: str | None

@@ -37,6 +37,11 @@ from typing import Any
 import plantcrew.settings  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm)
 
 import litellm  # isort: skip
+from litellm.router_strategy.least_busy import LeastBusyLoggingHandler  # isort: skip
+from litellm.router_strategy.lowest_cost import LowestCostLoggingHandler  # isort: skip
+from litellm.router_strategy.lowest_latency import LowestLatencyLoggingHandler  # isort: skip
+from litellm.router_strategy.lowest_tpm_rpm import LowestTPMLoggingHandler  # isort: skip
+from litellm.router_strategy.lowest_tpm_rpm_v2 import LowestTPMLoggingHandler_v2  # isort: skip
 from litellm.router_utils.pre_call_checks.io_token_rate_limit_check import (  # isort: skip
     deployment_has_io_token_limits,
 )
@@ -99,6 +104,47 @@ _DISPATCH: dict[str, tuple[str, Callable[..., Any]]] = {
         ("deployment_callback_on_failure", "failure_callback"),
     )
 }
+
+
+_SELECTORS = (
+    LeastBusyLoggingHandler,
+    LowestCostLoggingHandler,
+    LowestLatencyLoggingHandler,
+    LowestTPMLoggingHandler,
+    LowestTPMLoggingHandler_v2,
+)
+_SELECTOR_ATTRS = (
+    "leastbusy_logger",
+    "lowesttpm_logger",
+    "lowesttpm_logger_v2",
+    "lowestlatency_logger",
+    "lowestcost_logger",
+)
+
+
+def success_log_read(litellm_params: Any, logging_obj: Any) -> bool:
+    """Whether litellm's success logging of a call (``logging_obj``, its ``litellm_params``)
+    would reach more than the deployment counts of the router that made it: True when a
+    callback other than this module's is registered (in ``litellm.callbacks`` anything but
+    a routing strategy's selector, whose own router is not this call's), the call has dynamic
+    callbacks, or the calling router routes by a strategy that reads success events."""
+    if logging_obj is None:
+        return True
+    if getattr(logging_obj, "dynamic_success_callbacks", None) or getattr(
+        logging_obj, "dynamic_async_success_callbacks", None
+    ):
+        return True
+    ours = {id(dispatcher) for _, dispatcher in _DISPATCH.values()}
+    for name in ("success_callback", "_async_success_callback"):
+        if any(id(item) not in ours for item in getattr(litellm, name, None) or ()):
+            return True
+    if any(not isinstance(item, _SELECTORS) for item in litellm.callbacks or ()):
+        return True
+    router = _router_of({"litellm_params": litellm_params})
+    return router is not None and (
+        bool(getattr(router, "_group_selectors", None))
+        or any(getattr(router, attr, None) is not None for attr in _SELECTOR_ATTRS)
+    )
 
 
 def _lists() -> list[list[Any]]:
@@ -194,4 +240,4 @@ class UsageRouter(litellm.Router):
         )
 
 
-__all__ = ["ROUTER_KEY", "UsageRouter"]
+__all__ = ["ROUTER_KEY", "UsageRouter", "success_log_read"]

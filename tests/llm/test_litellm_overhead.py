@@ -14,9 +14,12 @@ from plantcrew.llm.convert import response_format_for
 from tests.llm.conftest import stub_deployment, stub_router
 from tests.llm.openai_stub import OpenAIStub, Reply
 from tests.llm.payloads import DIAGNOSE, DiagnosisOut, user_message
+from tests.llm.playbook_call_cost import drained
 
 import litellm  # isort: skip
 import litellm.cost_calculator  # isort: skip
+from litellm.integrations.custom_logger import CustomLogger  # isort: skip
+from litellm.litellm_core_utils.litellm_logging import Logging  # isort: skip
 
 MESSAGES = [{"role": "system", "content": "Diagnose."}, user_message(DIAGNOSE)]
 GOOD = {"root_cause": "cavitation", "confidence": 0.7, "evidence": ["e"], "summary": "s"}
@@ -88,3 +91,90 @@ async def test_failed_attempts_are_learnt_from_failure_events_alone(stub: OpenAI
     assert routed.info.deployment == "b" and routed.info.fallback and routed.info.ok
     assert routed.info.error == "primary: InternalServerError (500)"
     assert routed.info.cost_usd > 0  # litellm's price of gpt-4o
+
+
+@pytest.fixture
+def success_logs(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The models litellm ran its async success logging for (a task, a payload, callbacks)."""
+    logs: list[Any] = []
+    real = Logging.async_success_handler
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        logs.append(self.model)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Logging, "async_success_handler", counted)
+    return logs
+
+
+def playbook_only(**router: Any) -> ModelRouter:
+    cfg = models_config_from_dict({
+        "groups": {"triage": {"deployments": [
+            {"model": "playbook/default", "name": "triage-playbook"},
+        ]}},
+        "router": {"num_retries": 0, **router},
+    })  # fmt: skip
+    return ModelRouter(cfg)
+
+
+async def test_a_playbook_answer_through_the_router_is_not_logged_by_litellm(
+    success_logs: list[Any],
+) -> None:
+    router = playbook_only()
+    fmt = response_format_for(DiagnosisOut)
+    for _ in range(CALLS):
+        routed = await router.acompletion("triage", MESSAGES, response_format=fmt)
+        # the Router served it (no direct route), and the record is whole
+        assert routed.response._hidden_params["model_id"] == "triage-playbook"
+        assert (routed.info.deployment, routed.info.model) == (
+            "triage-playbook",
+            "playbook/default",
+        )
+        assert routed.info.ok and routed.info.cost_usd == 0.0 and routed.info.prompt_tokens > 0
+        assert routed.info.completion_tokens > 0 and routed.info.response
+    await drained()
+    assert success_logs == []  # before: one success log (task, payload, callbacks) per call
+    router.close()
+
+
+async def test_a_model_answer_is_still_logged_by_litellm(
+    stub: OpenAIStub, success_logs: list[Any]
+) -> None:
+    stub.script("gpt-4o-mini", Reply.json(GOOD))
+    router = stub_router(stub, stub_deployment(stub, "gpt-4o-mini", "mini"))
+    routed = await router.acompletion("triage", MESSAGES)
+    assert routed.info.deployment == "mini"
+    await drained()
+    assert success_logs == ["gpt-4o-mini"]
+    router.close()
+
+
+class _Seen(CustomLogger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.models: list[Any] = []
+
+    async def async_log_success_event(self, kwargs: Any, *args: Any, **kw: Any) -> None:
+        self.models.append(kwargs.get("model"))
+
+
+async def test_a_playbook_answer_is_logged_when_a_callback_would_see_it(
+    monkeypatch: pytest.MonkeyPatch, success_logs: list[Any]
+) -> None:
+    seen = _Seen()
+    monkeypatch.setattr(litellm, "callbacks", [*litellm.callbacks, seen])
+    router = playbook_only()
+    await router.acompletion("triage", MESSAGES)
+    await drained()
+    assert seen.models == ["default"] and len(success_logs) == 1
+    router.close()
+
+
+async def test_a_playbook_answer_is_logged_for_a_routing_strategy_that_reads_it(
+    success_logs: list[Any],
+) -> None:
+    router = playbook_only(routing_strategy="latency-based-routing")
+    await router.acompletion("triage", MESSAGES)
+    await drained()
+    assert len(success_logs) == 1
+    router.close()
