@@ -31,6 +31,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -42,7 +43,20 @@ _TRACER_NAME = "plantcrew"
 _configured: dict[str, Any] = {}
 _HANDLING: ContextVar[Message | None] = ContextVar("plantcrew_handling", default=None)
 _perf_counter = time.perf_counter
-_get_current = otel_context.get_current
+
+
+def _current_context_getter() -> Callable[[], otel_context.Context]:
+    """``otel_context.get_current`` without its two Python frames (it runs per publish): the
+    ``get`` of the ContextVar behind the API's default runtime context, when that is the one
+    loaded; else the API function itself."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if type(runtime) is ContextVarsRuntimeContext and isinstance(var, ContextVar):
+        return var.get
+    return otel_context.get_current
+
+
+_get_current = _current_context_getter()
 _published = metrics.published
 _UNKNOWN = object()
 _NO_OP_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
