@@ -392,9 +392,13 @@ def eval_skab(
     accelerated time (a scenario per file, in-process bus, throwaway SQLite database)."""
     import time
 
+    from plantcrew.logs import at_least
     from plantcrew.scenarios.skab_crew import run_skab_file_crew
     from plantcrew.scenarios.skab_eval import evaluate_skab, render_report, run_skab_file
 
+    # the terminal shows progress and the table: the crews' logs (here and in the worker
+    # processes, which log as this one does) only from warnings up
+    at_least("WARNING")
     started = time.perf_counter()
 
     def progress(name: str, i: int, n: int) -> None:

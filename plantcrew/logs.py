@@ -6,6 +6,10 @@ A line logged while a bus handler runs carries the handled message's ids (run_id
 incident_id, message_id, message_type, trace_id; ``plantcrew.tracing.add_handling_ids``).
 An error's traceback is logged (JSON: under ``exception``) without the frames' local
 variables, which hold bearer and approval tokens.
+
+``at_least(level)`` raises the level a command logs at (``plantcrew eval skab``: warnings and
+errors only); ``configured()`` is what ``configure`` set last, for worker processes to set the
+same (``plantcrew.scenarios.workers``).
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ class _Stderr:
         sys.stderr.flush()
 
 
+_configured: tuple[str, bool] | None = None  # (level, json) of the last configure()
+
+
 def configure(level: str = "INFO", *, json: bool = False) -> None:
-    """Route structlog (and the stdlib loggers of our dependencies) to stderr at ``level``."""
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        numeric = logging.INFO
+    """Route structlog (and the stdlib loggers of our dependencies) to stderr at ``level``
+    (a logging level name; an unknown one is INFO)."""
+    global _configured
+    numeric = _numeric(level)
+    _configured = (logging.getLevelName(numeric), json)
     # tracebacks without the frames' local variables: those hold bearer and approval tokens
     renderers: list[structlog.typing.Processor] = (
         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
@@ -59,3 +67,22 @@ def configure(level: str = "INFO", *, json: bool = False) -> None:
     logging.basicConfig(stream=_Stderr(), level=max(numeric, logging.WARNING))
     for noisy in ("LiteLLM", "litellm", "httpx", "autogen_core", "autogen_agentchat"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+
+
+def configured() -> tuple[str, bool] | None:
+    """``(level, json)`` as the last :func:`configure` in this process set them (the level as
+    a name, e.g. ``"WARNING"``), or None before any."""
+    return _configured
+
+
+def at_least(level: str) -> None:
+    """Log at ``level`` (a logging level name) from now on if a lower level was configured,
+    in the same format; a higher one, and a process never configured, are left as they are."""
+    if _configured is not None and _numeric(_configured[0]) < _numeric(level):
+        configure(level, json=_configured[1])
+
+
+def _numeric(level: str) -> int:
+    """The number of a logging level name (``"warning"``: 30); INFO for an unknown name."""
+    numeric = logging.getLevelName(level.upper())
+    return numeric if isinstance(numeric, int) else logging.INFO

@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
+from plantcrew import logs
+
 JOIN_S = 10.0  # a terminated worker's exit
 
 
@@ -26,11 +28,14 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     Ctrl-C, or a SIGTERM that :func:`plantcrew.stopping.sigterm_as_ctrl_c` made an interrupt)
     it cancels the work not started, terminates the workers and removes their files before the
     exception goes on: no process and no file outlives the caller. Workers ignore SIGINT, which
-    a terminal sends the whole process group: the caller decides.
+    a terminal sends the whole process group: the caller decides. Workers log as the caller
+    does (:func:`plantcrew.logs.configured`: level and format), whatever the start method.
     """
     before = set(multiprocessing.active_children())
     with tempfile.TemporaryDirectory(prefix="plantcrew-workers-") as scratch:
-        pool = ProcessPoolExecutor(workers, initializer=_in_worker, initargs=(scratch,))
+        pool = ProcessPoolExecutor(
+            workers, initializer=_in_worker, initargs=(scratch, logs.configured())
+        )
         try:
             yield pool
         except BaseException:
@@ -44,7 +49,10 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         pool.shutdown()
 
 
-def _in_worker(scratch: str) -> None:
+def _in_worker(scratch: str, log_setup: tuple[str, bool] | None) -> None:
+    if log_setup is not None:
+        level, as_json = log_setup
+        logs.configure(level, json=as_json)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # terminate() ends it at once
     tempfile.tempdir = scratch
