@@ -356,14 +356,19 @@ def audit_verify(db: DbOpt = None) -> None:
 
 @eval_app.command("skab")
 def eval_skab(
-    paths: Annotated[list[Path], typer.Argument(help="SKAB CSV files or folders of them")],
+    # exists=True: a wrong path is told at once, not after seconds of imports
+    paths: Annotated[
+        list[Path], typer.Argument(help="SKAB CSV files or folders of them", exists=True)
+    ],
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="write per-file predictions, incidents and metrics here"),
     ] = None,
     memory_from: Annotated[
         list[Path] | None,
-        typer.Option("--memory-from", help="load confirmed incidents from these files first"),
+        typer.Option(
+            "--memory-from", help="load confirmed incidents from these files first", exists=True
+        ),
     ] = None,
     truth: Annotated[
         Path | None,
@@ -371,6 +376,8 @@ def eval_skab(
             "--truth",
             help="file → root cause: CSV 'file,root_cause', or JSON/YAML, for files not named "
             "as SKAB names them",
+            exists=True,
+            dir_okay=False,
         ),
     ] = None,
     leave_one_out: Annotated[

@@ -8,6 +8,8 @@ import csv
 import json
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,6 +39,36 @@ def skab_like(path: Path, sep: str = ";") -> Path:
     row = "2020-03-09 10:14:33;0.02;0.04;1.3;0.05;71.2;25.0;219.7;32.0;0;0"
     path.write_text((HEADER + "\n" + row + "\n").replace(";", sep), encoding="utf-8")
     return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["/nonexistent/skab"],
+        ["SKAB", "--truth", "/nonexistent/truth.csv"],
+        ["SKAB", "--memory-from", "/nonexistent/memory"],
+    ],
+    ids=["path", "truth", "memory-from"],
+)
+def test_a_missing_path_is_told_before_the_crew_is_imported(tmp_path, args):
+    """A typo in a path costs a second, not the seconds that importing the crew takes
+    (litellm, scikit-learn): exit 2 naming the path, with neither imported."""
+    data = skab_like(tmp_path / "skab" / "1.csv")
+    argv = ["plantcrew", "eval", "skab", *[str(data) if a == "SKAB" else a for a in args]]
+    probe = (
+        "import sys\n"
+        f"sys.argv = {argv!r}\n"
+        "from plantcrew.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code, 'litellm' in sys.modules, 'sklearn' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.stdout.split() == ["exit", "2", "False", "False"], done.stdout + done.stderr
+    assert "/nonexistent/" in done.stderr and "does not exist" in done.stderr, done.stderr
 
 
 def test_a_folder_with_no_csv_file_is_an_error_not_an_empty_report(tmp_path):
