@@ -110,8 +110,7 @@ class CutOff:
             result = await asyncio.wait_for(run, wait_s)
         except TimeoutError:
             tails = "\n".join(
-                f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-                for log in sorted(self.crew.logs.glob("*.log"))
+                f"--- {' '.join(p.args)} ({p.log.name})\n{p.tail(25)}" for p in self.crew.processes
             )
             raise AssertionError(f"the run did not end in {wait_s:g} s\n{tails}") from None
         self.phase("run ended")

@@ -35,7 +35,8 @@ from plantcrew.scenarios.runner import RunResult, run_scenario
 from plantcrew.scenarios.schema import load_scenario, resolve_data_path
 from plantcrew.store import Action, AuditEntry, Incident, MessageRecord, Store
 from tests.conftest import ROOT, bus_url_for
-from tests.distributed.conftest import FAULT_BROKERS, FULL, Crew
+from tests.distributed.conftest import FAULT_BROKERS, FULL, Crew, until
+from tests.scenarios.test_run_signals import FIRST_LINE, HISTORIAN, START_S, STOP_S
 
 SHORT = Path(__file__).parent / "scenarios" / "short-bearing.yaml"
 
@@ -213,8 +214,6 @@ async def test_sigterm_interrupts_a_remote_run_and_resume_completes_it_on_the_cr
     the crew's processes untouched, is recorded ``interrupted``, exits 143 and says how to
     resume; ``--resume`` on the same crew completes it (the historian replay of scenarios/ at
     10 plant s per wall second, stopped before its fault at 540 s)."""
-    from tests.scenarios.test_run_signals import FIRST_LINE, HISTORIAN, START_S, STOP_S
-
     store = Store(shared_crew.db_url)
     remote = ["--crew", "remote", "--bus", shared_crew.bus_url, "--db", shared_crew.db_url]
 
@@ -226,20 +225,18 @@ async def test_sigterm_interrupts_a_remote_run_and_resume_completes_it_on_the_cr
                 stderr=err_f, start_new_session=True,
             )  # fmt: skip
 
-    async def until_true(what: str, check: Any, proc: asyncio.subprocess.Process) -> Any:
-        deadline = asyncio.get_running_loop().time() + START_S
-        while not (got := check()):
-            assert proc.returncode is None, f"ended before {what}: {err.read_text()[-3000:]}"
-            assert asyncio.get_running_loop().time() < deadline, f"no {what} in {START_S:g} s"
-            await asyncio.sleep(0.2)
-        return got
-
     err = tmp_path / "run.err"
     proc = await start("--speed", "10", err=err)
+
+    async def running_until(what: str, check: Any) -> Any:  # an early exit fails at once
+        found = await until(what, lambda: proc.returncode is not None or check(), START_S)
+        assert proc.returncode is None, f"ended before {what}: {err.read_text()[-3000:]}"
+        return found
+
     try:
-        found = await until_true("run id", lambda: FIRST_LINE.search(err.read_text()), proc)
+        found = await running_until("the run id", lambda: FIRST_LINE.search(err.read_text()))
         run_id = found.group(1)
-        await until_true("checkpoint", lambda: store.get_run(run_id).plant_time > 0, proc)
+        await running_until("a checkpoint", lambda: store.get_run(run_id).plant_time > 0)
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), STOP_S)
     finally:
