@@ -104,6 +104,8 @@ _DISPATCH: dict[str, tuple[str, Callable[..., Any]]] = {
         ("deployment_callback_on_failure", "failure_callback"),
     )
 }
+# what success_log_read, run per playbook call, tells apart from other callbacks
+_DISPATCHER_IDS = frozenset(id(dispatcher) for _, dispatcher in _DISPATCH.values())
 
 
 _SELECTORS = (
@@ -134,9 +136,8 @@ def success_log_read(litellm_params: Any, logging_obj: Any) -> bool:
         logging_obj, "dynamic_async_success_callbacks", None
     ):
         return True
-    ours = {id(dispatcher) for _, dispatcher in _DISPATCH.values()}
     for name in ("success_callback", "_async_success_callback"):
-        if any(id(item) not in ours for item in getattr(litellm, name, None) or ()):
+        if any(id(item) not in _DISPATCHER_IDS for item in getattr(litellm, name, None) or ()):
             return True
     if any(not isinstance(item, _SELECTORS) for item in litellm.callbacks or ()):
         return True
